@@ -1,0 +1,322 @@
+"""monitor.yaml: the pydantic models, loading with key-path errors, and atomic writing."""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bulletproof.errors import ConfigError, ConfigIssue
+from bulletproof.profiles import BUILTIN_PROFILES, Profile
+
+TEMPLATE_FIELDS = frozenset({"stem", "name", "ext", "profile", "rule", "source_ext"})
+DEFAULT_VIDEO_EXTENSIONS = [
+    "mp4", "mov", "mkv", "avi", "webm", "m4v", "mpg", "mpeg", "ts", "mts", "m2ts", "wmv", "flv",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths in a config file are relative to the file's folder, not the cwd."""
+    base = (info.context or {}).get("base_dir")
+    value = Path(os.path.expanduser(str(value)))
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return Path(os.path.normpath(value))
+
+
+class WatchFolder(_Model):
+    """One watched folder."""
+
+    path: Path
+    recursive: bool = True
+    polling: bool = False
+    poll_interval: float = Field(default=10.0, gt=0, le=3600)
+
+    _resolve_path = field_validator("path")(_resolve)
+
+
+class RetryPolicy(_Model):
+    """Automatic retries of transient failures, with exponential backoff."""
+
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff_seconds: float = Field(default=30.0, ge=0, le=86400)
+    backoff_factor: float = Field(default=2.0, ge=1, le=10)
+    max_backoff_seconds: float = Field(default=3600.0, ge=0, le=7 * 86400)
+    retry_on: list[Literal["stalled", "timeout", "output_error", "interrupted", "ffmpeg_error"]] = (
+        Field(default_factory=lambda: ["stalled", "timeout", "output_error", "interrupted"])
+    )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt number `attempt + 1`."""
+        raw = self.backoff_seconds * self.backoff_factor ** max(0, attempt - 1)
+        return float(min(raw, self.max_backoff_seconds))
+
+
+class Timeouts(_Model):
+    """Limits on one transcode attempt; 0 disables a limit."""
+
+    job_seconds: float = Field(default=0.0, ge=0)
+    stall_seconds: float = Field(default=120.0, ge=0)
+
+
+class FfmpegSettings(_Model):
+    """Which ffmpeg runs, and how politely."""
+
+    path: str | None = None
+    ffprobe_path: str | None = None
+    nice: int = Field(default=10, ge=0, le=19)
+    threads: int = Field(default=0, ge=0, le=256)
+    stderr_tail_lines: int = Field(default=40, ge=1, le=1000)
+
+
+class LogSettings(_Model):
+    """Log format and level."""
+
+    format: Literal["logfmt", "json"] = "logfmt"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class GrafanaAuth(_Model):
+    """Accept a Grafana session (forwarded by the same-origin proxy) in place of the token."""
+
+    url: str | None = None
+    min_role: Literal["Viewer", "Editor", "Admin"] = "Editor"
+    cache_seconds: float = Field(default=10.0, ge=0, le=3600)
+
+
+class ApiSettings(_Model):
+    """The control API and /metrics server (served by the exporter plugin)."""
+
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$")
+    token_file: Path | None = None
+    require_token_for_reads: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
+    rate_limit_per_minute: int = Field(default=100, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    grafana: GrafanaAuth = Field(default_factory=GrafanaAuth)
+
+    @field_validator("token_file")
+    @classmethod
+    def _resolve_token_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @property
+    def host(self) -> str:
+        """Host part of `listen`, without IPv6 brackets."""
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Port part of `listen`."""
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class Rule(_Model):
+    """Ordered match rule: the first rule whose every given condition holds names the profile."""
+
+    name: str | None = None
+    profile: str
+    glob: list[str] | None = None
+    regex: str | None = None
+    extensions: list[str] | None = None
+    min_size: ByteSize | None = None
+    max_size: ByteSize | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000)
+
+    @field_validator("glob", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [e.lower().lstrip(".") for e in value]
+
+
+class Config(_Model):
+    """The whole of monitor.yaml."""
+
+    monitor_folder: list[WatchFolder]
+    output_folder: Path
+    output_template: str = "{stem}.{ext}"
+    max_workers: int = Field(default=2, ge=1, le=64)
+    stability_seconds: float = Field(default=5.0, ge=0, le=3600)
+    rescan_interval: float = Field(default=60.0, ge=1, le=86400)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    ffmpeg: FfmpegSettings = Field(default_factory=FfmpegSettings)
+    on_success: Literal["keep", "move", "delete"] = "keep"
+    done_folder: Path | None = None
+    database: Path = Path("bulletproof.db")
+    log: LogSettings = Field(default_factory=LogSettings)
+    profiles: dict[str, Profile] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @field_validator("monitor_folder", mode="before")
+    @classmethod
+    def _folders(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            value = [value]
+        if isinstance(value, list):
+            return [{"path": v} if isinstance(v, (str, Path)) else v for v in value]
+        return value
+
+    @field_validator("output_folder", "database")
+    @classmethod
+    def _resolve_paths(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("done_folder")
+    @classmethod
+    def _resolve_done(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @field_validator("output_template")
+    @classmethod
+    def _template_fields(cls, value: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"invalid template: {exc}") from None
+        unknown = names - TEMPLATE_FIELDS
+        if unknown:
+            known = ", ".join(sorted(TEMPLATE_FIELDS))
+            raise ValueError(f"unknown field(s) {sorted(unknown)}; known fields: {known}")
+        if "/" in value or "\\" in value or value.startswith("."):
+            raise ValueError("must be a plain file name (no folders, not hidden)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if not self.monitor_folder:
+            raise ValueError("monitor_folder: at least one watch folder is required")
+        known = self.all_profiles()
+        for i, rule in enumerate(self.rules):
+            if rule.profile not in known:
+                raise ValueError(
+                    f"rules.{i}.profile: unknown profile {rule.profile!r}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
+        if self.on_success == "move" and self.done_folder is None:
+            raise ValueError("done_folder: required when on_success is 'move'")
+        for folder in self.monitor_folder:
+            if folder.path == self.output_folder and "{" not in self.output_template:
+                raise ValueError("output_folder: the same as a watch folder needs a templated name")
+        return self
+
+    def all_profiles(self) -> dict[str, Profile]:
+        """Built-in profiles overlaid with the config's own."""
+        return {**BUILTIN_PROFILES, **self.profiles}
+
+
+def _issues_from(exc: ValidationError) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if not loc and ": " in msg and " " not in msg.split(": ", 1)[0]:
+            loc, msg = msg.split(": ", 1)  # model-level checks prefix their key path
+        issues.append(ConfigIssue(loc, msg))
+    return issues
+
+
+def parse_config(data: Any, *, base_dir: Path, source: str | Path | None = None) -> Config:
+    """Validate a config mapping; raises ConfigError listing every issue with its key path."""
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue("", "the config must be a mapping of keys")], source=source)
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_issues_from(exc), source=source) from None
+
+
+def parse_config_text(text: str, *, base_dir: Path, source: str | Path | None = None) -> Config:
+    """Parse YAML text then validate it."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(where, f"invalid YAML: {problem}")], source=source) from None
+    return parse_config(data if data is not None else {}, base_dir=base_dir, source=source)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read: {exc.strerror}")], source=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue("", "not UTF-8 text")], source=path) from None
+    return parse_config_text(text, base_dir=path.resolve().parent, source=path)
+
+
+def config_to_yaml(data: dict[str, Any]) -> str:
+    """Render a config mapping as YAML, keys in the order given."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def write_config_atomically(path: Path, text: str) -> Path | None:
+    """Replace a config file atomically, keeping the previous one as `<name>.bak`; returns it."""
+    path = Path(path)
+    backup: Path | None = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            backup = path.with_name(path.name + ".bak")
+            with open(path, "rb") as src, open(backup, "wb") as dst:
+                dst.write(src.read())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return backup
+
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("defaults") / "monitor.yaml"
+
+
+def default_config_text() -> str:
+    """The commented default monitor.yaml that `bulletproof init` writes."""
+    return DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")

@@ -1,0 +1,108 @@
+"""The error tree. Context travels in keyword attributes; only the CLI maps errors to exit codes.
+
+BulletproofError
+├── ConfigError            a config file or value is invalid (carries every issue found)
+├── StoreError             the state database cannot be opened or written
+├── JobError               a control call names a job that cannot take it
+│   ├── JobNotFound        no job has that id
+│   └── InvalidTransition  the job's state does not allow the action
+├── PathError              a path is outside the watch folders, missing, or not a file
+├── FfmpegNotFound         neither PATH nor the bundled build has an ffmpeg
+└── TranscodeError         one transcode attempt failed (carries the FailureReason)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bulletproof.models import FailureReason, JobState
+
+
+class BulletproofError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config: where (dotted key path) and why."""
+
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class ConfigError(BulletproofError):
+    """A config is invalid; `issues` lists every problem with its key path."""
+
+    def __init__(self, issues: list[ConfigIssue], *, source: Path | str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = str(source) if source is not None else None
+        where = f"{self.source}: " if self.source else ""
+        lines = "; ".join(str(i) for i in self.issues) or "invalid config"
+        super().__init__(f"{where}{lines}")
+
+
+class StoreError(BulletproofError):
+    """The job store cannot be opened, migrated or written."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        self.path = str(path) if path is not None else None
+        super().__init__(message)
+
+
+class JobError(BulletproofError):
+    """A control call cannot be applied to a job."""
+
+    def __init__(self, message: str, *, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(message)
+
+
+class JobNotFound(JobError):
+    """No job has the given id."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id} not found", job_id=job_id)
+
+
+class InvalidTransition(JobError):
+    """The job's current state does not allow the requested action."""
+
+    def __init__(self, job_id: int, *, action: str, state: JobState) -> None:
+        self.action = action
+        self.state = state
+        super().__init__(f"cannot {action} job {job_id}: it is {state.value}", job_id=job_id)
+
+
+class PathError(BulletproofError):
+    """A path given to the monitor is not acceptable (outside the watch folders, missing...)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class FfmpegNotFound(BulletproofError):
+    """No usable ffmpeg binary was found."""
+
+
+class TranscodeError(BulletproofError):
+    """One transcode attempt failed; `reason` classifies it, `stderr_tail` is ffmpeg's own words."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: FailureReason,
+        returncode: int | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        self.reason = reason
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        super().__init__(message)

@@ -1,0 +1,351 @@
+"""Running ffmpeg: the command line and one supervised process per job attempt.
+
+Binary discovery, probing, progress parsing and failure classification live in
+`bulletproof.ffprobe` and are re-exported here, so callers import everything from this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bulletproof.config import FfmpegSettings, Timeouts
+from bulletproof.errors import TranscodeError
+from bulletproof.ffprobe import (
+    FfmpegBinaries,
+    MediaInfo,
+    Progress,
+    ProgressParser,
+    classify_failure,
+    failure_message,
+    find_ffmpeg,
+    is_output_io_error,
+    media_arg,
+    probe,
+)
+from bulletproof.models import FailureReason
+from bulletproof.profiles import Profile
+
+__all__ = [
+    "FfmpegBinaries", "FfmpegRunner", "MediaInfo", "Progress", "ProgressParser",
+    "RunningTranscode", "TranscodeResult", "build_command", "classify_failure", "find_ffmpeg",
+    "probe",
+]
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_SECONDS = 3.0  # SIGTERM, then SIGKILL when ffmpeg has not exited after this long
+WATCH_INTERVAL_SECONDS = 0.25  # how often the stall/timeout/kill clocks are checked
+_MAX_LINE_BYTES = 64 * 1024
+
+
+def build_command(
+    binaries: FfmpegBinaries,
+    profile: Profile,
+    source: Path,
+    temp_output: Path,
+    settings: FfmpegSettings,
+) -> list[str]:
+    """The full ffmpeg argument list for one transcode (no shell ever sees it)."""
+    # -threads before -i limits the decoder, after it the encoder; a profile's own wins.
+    threads = ["-threads", str(settings.threads)] if settings.threads else []
+    return [
+        binaries.ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "warning",
+        "-progress", "pipe:1", "-nostats",
+        *threads, "-i", media_arg(source),
+        *threads, *profile.output_args(), media_arg(temp_output),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeResult:
+    """A finished, renamed-into-place output."""
+
+    output_path: Path
+    output_bytes: int
+    elapsed_seconds: float
+    stderr_tail: str
+
+
+async def _read_lines(stream: asyncio.StreamReader | None, handle: Callable[[str], None]) -> None:
+    """Feed each line of a pipe to `handle` until EOF; over-long lines are cut, never fatal."""
+    if stream is None:
+        return
+    pending = b""
+    while chunk := await stream.read(65536):
+        pending += chunk.replace(b"\r", b"\n")
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > _MAX_LINE_BYTES:
+            lines.append(pending[:_MAX_LINE_BYTES])
+            pending = b""
+        for raw in lines:
+            if raw:
+                handle(raw.decode("utf-8", "replace"))
+    if pending:
+        handle(pending.decode("utf-8", "replace"))
+
+
+def _retrieve(task: asyncio.Task[TranscodeResult]) -> None:
+    # Nobody may await a transcode whose waiter was cancelled; keep asyncio from complaining.
+    if not task.cancelled():
+        task.exception()
+
+
+class RunningTranscode:
+    """One ffmpeg process for one job attempt."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        *,
+        command: list[str],
+        source: Path,
+        output: Path,
+        temp_output: Path,
+        duration: float | None,
+        on_progress: Callable[[Progress], None],
+        settings: FfmpegSettings,
+        timeouts: Timeouts,
+    ) -> None:
+        self.command = command
+        self.last_progress: Progress | None = None
+        self._process = process
+        self._source, self._output, self._temp = source, output, temp_output
+        self._on_progress = on_progress
+        self._timeouts = timeouts
+        self._parser = ProgressParser(duration)
+        self._stderr: deque[str] = deque(maxlen=settings.stderr_tail_lines)
+        self._io_error: str | None = None
+        self._started = time.monotonic()
+        self._paused_at: float | None = None
+        self._paused_total = 0.0
+        self._last_headway = 0.0  # on the active clock
+        self._abort_reason: FailureReason | None = None
+        self._abort_message = ""
+        self._term_sent_at: float | None = None
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+        self._task.add_done_callback(_retrieve)
+
+    @property
+    def pid(self) -> int | None:
+        """ffmpeg's process id while it runs, else None."""
+        return self._process.pid if self._process.returncode is None else None
+
+    @property
+    def paused(self) -> bool:
+        """True between pause() and resume()."""
+        return self._paused_at is not None
+
+    def pause(self) -> None:
+        """SIGSTOP the process; paused time counts towards neither the stall nor the timeout."""
+        if self._paused_at is not None or self._abort_reason is not None or self._task.done():
+            return
+        self._signal(signal.SIGSTOP)
+        self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        """SIGCONT a paused process."""
+        if self._paused_at is None:
+            return
+        self._signal(signal.SIGCONT)
+        self._paused_total += time.monotonic() - self._paused_at
+        self._paused_at = None
+
+    def cancel(self) -> None:
+        """Ask ffmpeg to stop; wait() then raises TranscodeError(reason=CANCELLED)."""
+        self._abort(FailureReason.CANCELLED, "cancelled")
+
+    async def wait(self) -> TranscodeResult:
+        """The result once renamed into place; TranscodeError on any failure."""
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            # Our caller is going away (shutdown): leave neither a process nor a temp file.
+            if not self._task.done():
+                self._abort(FailureReason.INTERRUPTED, "interrupted", kill_now=True)
+                self._remove_temp()
+            raise
+
+    def _active_seconds(self, now: float | None = None) -> float:
+        """Seconds since start, less the time spent paused."""
+        now = time.monotonic() if now is None else now
+        paused = self._paused_total + (now - self._paused_at if self._paused_at is not None else 0)
+        return now - self._started - paused
+
+    def _signal(self, sig: int) -> None:
+        if self._process.returncode is None:
+            try:
+                self._process.send_signal(sig)
+            except ProcessLookupError:
+                pass  # it exited between the check and the signal
+
+    def _abort(self, reason: FailureReason, message: str, *, kill_now: bool = False) -> None:
+        """Stop ffmpeg for `reason`; the first reason given wins."""
+        if self._abort_reason is None:
+            if self._task.done():
+                return
+            self._abort_reason, self._abort_message = reason, message
+            self.resume()  # a stopped process cannot act on SIGTERM
+            self._signal(signal.SIGTERM)
+            self._term_sent_at = time.monotonic()
+        if kill_now:
+            self._signal(signal.SIGKILL)
+
+    def _remove_temp(self) -> None:
+        try:
+            self._temp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove temporary output %s: %s", self._temp, exc)
+
+    def _on_stdout(self, line: str) -> None:
+        progress = self._parser.feed(line)
+        if progress is None:
+            return
+        if self._parser.advanced:
+            self._last_headway = self._active_seconds()
+        self.last_progress = progress
+        try:
+            self._on_progress(progress)
+        except Exception:
+            log.exception("progress callback failed")
+
+    def _on_stderr(self, line: str) -> None:
+        self._stderr.append(line)
+        if self._io_error is None and is_output_io_error(line, source=self._source):
+            self._io_error = line.strip()
+
+    async def _watch(self) -> None:
+        """Enforce the timeout and the stall limit, and escalate SIGTERM to SIGKILL."""
+        job_limit, stall_limit = self._timeouts.job_seconds, self._timeouts.stall_seconds
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            now = time.monotonic()
+            if self._term_sent_at is not None:
+                if now - self._term_sent_at >= KILL_GRACE_SECONDS:
+                    self._signal(signal.SIGKILL)
+                continue
+            if self._paused_at is not None:
+                continue
+            active = self._active_seconds(now)
+            if job_limit and active > job_limit:
+                self._abort(FailureReason.TIMEOUT, f"timed out after {job_limit:g} s of running")
+            elif stall_limit and active - self._last_headway > stall_limit:
+                self._abort(FailureReason.STALLED, f"stalled: no progress for {stall_limit:g} s")
+
+    async def _supervise(self) -> TranscodeResult:
+        watcher = asyncio.create_task(self._watch())
+        try:
+            # Both pipes are drained concurrently so a chatty ffmpeg never blocks on a full pipe.
+            await asyncio.gather(
+                _read_lines(self._process.stdout, self._on_stdout),
+                _read_lines(self._process.stderr, self._on_stderr),
+            )
+            returncode = await self._process.wait()
+        except BaseException:
+            self._signal(signal.SIGKILL)
+            self._remove_temp()
+            raise
+        finally:
+            watcher.cancel()
+        return self._finish(returncode)
+
+    def _fail(self, message: str, reason: FailureReason, returncode: int | None) -> TranscodeError:
+        self._remove_temp()
+        return TranscodeError(
+            message, reason=reason, returncode=returncode, stderr_tail="\n".join(self._stderr)
+        )
+
+    def _finish(self, returncode: int) -> TranscodeResult:
+        elapsed = self._active_seconds()
+        tail = "\n".join(self._stderr)
+        if self._abort_reason is not None:
+            raise self._fail(self._abort_message, self._abort_reason, returncode)
+        if returncode != 0:
+            reason = classify_failure(returncode, tail, source=self._source, output=self._temp)
+            raise self._fail(failure_message(returncode, tail), reason, returncode)
+        if self._io_error is not None:
+            message = f"ffmpeg reported success but writing the output failed: {self._io_error}"
+            raise self._fail(message, FailureReason.OUTPUT_ERROR, returncode)
+        try:
+            size = self._temp.stat().st_size
+        except OSError:
+            size = 0
+        if size == 0:
+            raise self._fail("ffmpeg reported success but wrote no output",
+                             FailureReason.OUTPUT_ERROR, returncode)
+        try:
+            os.replace(self._temp, self._output)
+        except OSError as exc:
+            raise self._fail(f"cannot move the output into place: {exc}",
+                             FailureReason.OUTPUT_ERROR, returncode) from None
+        return TranscodeResult(self._output, size, elapsed, tail)
+
+
+def _lower_priority(nice: int) -> Callable[[], None] | None:
+    """A preexec_fn that renices the child (no `nice` wrapper process)."""
+    if nice <= 0:
+        return None
+
+    def apply() -> None:
+        os.nice(nice)
+
+    return apply
+
+
+class FfmpegRunner:
+    """Starts supervised ffmpeg processes with one set of binaries, settings and limits."""
+
+    def __init__(self, binaries: FfmpegBinaries, settings: FfmpegSettings, timeouts: Timeouts) -> None:
+        self.binaries = binaries
+        self.settings = settings
+        self.timeouts = timeouts
+
+    async def start(
+        self,
+        *,
+        source: Path,
+        output: Path,
+        temp_output: Path,
+        profile: Profile,
+        duration: float | None,
+        on_progress: Callable[[Progress], None],
+    ) -> RunningTranscode:
+        """Start ffmpeg writing to temp_output; TranscodeError if it cannot even start."""
+        source, output, temp_output = Path(source), Path(output), Path(temp_output)
+        if not source.exists():
+            raise TranscodeError(f"input file is missing: {source}",
+                                 reason=FailureReason.INPUT_MISSING)
+        if source.is_dir():  # FIFOs and devices are allowed: ffmpeg reads them as streams
+            raise TranscodeError(f"input is a folder: {source}", reason=FailureReason.INPUT_INVALID)
+        try:
+            for folder in dict.fromkeys((output.parent, temp_output.parent)):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TranscodeError(f"cannot create the output folder {output.parent}: {exc}",
+                                 reason=FailureReason.OUTPUT_ERROR) from None
+        command = build_command(self.binaries, profile, source, temp_output, self.settings)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # a terminal's Ctrl-C reaches us, not ffmpeg directly
+                preexec_fn=_lower_priority(self.settings.nice),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise TranscodeError(f"cannot start ffmpeg ({self.binaries.ffmpeg}): {exc}",
+                                 reason=FailureReason.FFMPEG_ERROR) from None
+        return RunningTranscode(
+            process, command=command, source=source, output=output, temp_output=temp_output,
+            duration=duration, on_progress=on_progress, settings=self.settings,
+            timeouts=self.timeouts,
+        )

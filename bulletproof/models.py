@@ -1,0 +1,144 @@
+"""Value types shared by the core and its plugins: job states, failure reasons, job records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+
+class JobState(str, Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        """True while a worker holds the job (processing or paused)."""
+        return self in (JobState.PROCESSING, JobState.PAUSED)
+
+    @property
+    def is_finished(self) -> bool:
+        """True for the terminal states."""
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class FailureReason(str, Enum):
+    """Why a transcode attempt did not complete."""
+
+    INPUT_INVALID = "input_invalid"
+    INPUT_MISSING = "input_missing"
+    FFMPEG_ERROR = "ffmpeg_error"
+    TIMEOUT = "timeout"
+    STALLED = "stalled"
+    OUTPUT_ERROR = "output_error"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+class IgnoreReason(str, Enum):
+    """Why a file seen in a watch folder was not queued."""
+
+    NO_RULE = "no_rule"
+    ALREADY_DONE = "already_done"
+    TEMPORARY = "temporary"
+    OWN_OUTPUT = "own_output"
+    UNREADABLE = "unreadable"
+
+
+class Outcome(str, Enum):
+    """How a job attempt ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class QueueTrigger(str, Enum):
+    """What put a job (back) into the queue."""
+
+    DETECTED = "detected"
+    API = "api"
+    AUTO_RETRY = "auto"
+    MANUAL_RETRY = "manual"
+    RECOVERED = "recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A snapshot of one job as the store knows it."""
+
+    id: int
+    source_path: str
+    rel_path: str
+    watch_folder: str
+    size: int
+    mtime_ns: int
+    profile: str
+    rule: str
+    output_path: str
+    state: JobState
+    priority: int
+    attempts: int
+    created_at: float
+    queued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    not_before: float | None = None
+    progress: float = 0.0
+    speed: float | None = None
+    eta_seconds: float | None = None
+    input_bytes: int | None = None
+    output_bytes: int | None = None
+    media_duration: float | None = None
+    reason: FailureReason | None = None
+    error: str | None = None
+    stderr_tail: str | None = None
+
+    @property
+    def filename(self) -> str:
+        """The source file's base name."""
+        return self.rel_path.rsplit("/", 1)[-1]
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish of the last attempt, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (enums as their values)."""
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["reason"] = self.reason.value if self.reason else None
+        data["filename"] = self.filename
+        data["duration"] = self.duration
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    """What one worker slot is doing right now."""
+
+    slot: int
+    job_id: int | None = None
+    filename: str | None = None
+    profile: str | None = None
+    paused: bool = False
+    started_at: float | None = None
+    progress: float = 0.0
+    speed: float | None = None
+    eta_seconds: float | None = None
+    last_progress_at: float | None = None
+    media_duration: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while the slot holds a job."""
+        return self.job_id is not None

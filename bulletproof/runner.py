@@ -1,0 +1,63 @@
+"""Running a monitor with its plugins until a signal stops it (used by `run` and `demo`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bulletproof.config import Config
+from bulletproof.errors import ConfigError
+from bulletproof.plugins import Plugin, load_plugins
+from bulletproof.service import Monitor
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: Config, *, config_path: Path | None, with_plugins: bool = True,
+                until: Callable[[Monitor], Awaitable[None]] | None = None,
+                on_started: Callable[[Monitor], None] | None = None) -> Monitor:
+    """Start a monitor and its plugins, run until SIGINT/SIGTERM (or `until` returns), stop cleanly."""
+    monitor = Monitor(config, config_path=config_path)
+    loop = asyncio.get_running_loop()
+    plugins: list[Plugin] = []
+    await monitor.start()
+    try:
+        if with_plugins and config.api.enabled:
+            plugins = load_plugins(monitor)
+            for plugin in plugins:
+                await plugin.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, monitor.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(monitor)))
+        if on_started is not None:
+            on_started(monitor)
+        waiters = [asyncio.ensure_future(monitor.wait_stopped())]
+        if until is not None:
+            waiters.append(asyncio.ensure_future(until(monitor)))
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+        for plugin in reversed(plugins):
+            try:
+                await plugin.stop()
+            except Exception:
+                log.exception("plugin failed to stop", extra={"plugin": plugin.name})
+        await monitor.stop()
+    return monitor
+
+
+async def _reload(monitor: Monitor) -> None:
+    with contextlib.suppress(ConfigError):  # logged and published by the monitor
+        await monitor.reload_config()

@@ -1,0 +1,352 @@
+"""Monitor: the running service. Wires watcher, rules, store and workers; offers the controls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bulletproof import __version__
+from bulletproof import events as ev
+from bulletproof.config import (
+    Config,
+    config_to_yaml,
+    default_config_text,
+    load_config,
+    parse_config,
+    parse_config_text,
+    write_config_atomically,
+)
+from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
+from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
+from bulletproof.logs import TransitionLogger
+from bulletproof.models import IgnoreReason, Job, JobState, QueueTrigger
+from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
+from bulletproof.rules import RuleMatch, RuleMatcher
+from bulletproof.store import JobStore, NewJob
+from bulletproof.view import MonitorView
+from bulletproof.watcher import FolderWatcher, StableFile
+from bulletproof.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    """One monitor process: watch, queue, transcode; every control is a method here."""
+
+    def __init__(self, config: Config, *, config_path: Path | None = None,
+                 binaries: FfmpegBinaries | None = None, bus: ev.EventBus | None = None) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path else None
+        self.bus = bus or ev.EventBus()
+        self.binaries = binaries or find_ffmpeg(config.ffmpeg)
+        self.version = __version__
+        self.started_at: float | None = None
+        self.last_reload_ok = True
+        self.last_reload_success_at: float | None = time.time()
+        self.paused_since: float | None = None
+        self.store = JobStore(config.database)
+        self.store_closed = False
+        self._rules = RuleMatcher(config)
+        self._pool: WorkerPool | None = None
+        self._watcher: FolderWatcher | None = None
+        self._folder_status: dict[str, bool] = {}
+        self._stopped = asyncio.Event()
+        self.view = MonitorView(self)
+        self.bus.subscribe(TransitionLogger())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover from any crash, then start workers and watchers."""
+        now = time.time()
+        self.started_at = now
+        log.info("starting", extra={"version": self.version, "ffmpeg": self.binaries.ffmpeg,
+                                    "ffmpeg_source": self.binaries.source,
+                                    "ffmpeg_version": self.binaries.version})
+        recovered = self.store.recover_interrupted(
+            now=now, max_attempts=self.config.retry.max_attempts,
+            retry_interrupted="interrupted" in self.config.retry.retry_on)
+        for job in recovered:
+            if job.state is JobState.QUEUED:
+                self.bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
+        await asyncio.to_thread(self._remove_stale_temporaries)
+        if self.store.get_meta("queue_paused") == "1":
+            self.paused_since = float(self.store.get_meta("queue_paused_since") or now)
+        self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries)
+        self._pool.paused = self.paused_since is not None
+        self._pool.resize(self.config.max_workers)
+        await self._start_watcher()
+
+    async def stop(self) -> None:
+        """Stop watching, end running ffmpeg processes and put their jobs back in the queue."""
+        if self._watcher is not None:
+            await self._watcher.stop()
+        if self._pool is not None:
+            await self._pool.stop()
+        self.store.close()
+        self.store_closed = True
+        self._stopped.set()
+        log.info("stopped")
+
+    def request_stop(self) -> None:
+        """Ask `run_forever` to return (signal-handler safe when called on the loop)."""
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until `request_stop` is called."""
+        await self._stopped.wait()
+
+    async def _start_watcher(self) -> None:
+        config = self.config
+        for folder in config.output_folder, *( [config.done_folder] if config.done_folder else []):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.error("cannot create folder", extra={"folder": str(folder), "error": str(exc)})
+        self._watcher = FolderWatcher(
+            config.monitor_folder, stability_seconds=config.stability_seconds,
+            rescan_interval=config.rescan_interval, excluded=excluded_folders(config),
+            on_stable=self._on_stable, on_ignored=self._on_ignored,
+            on_folder_status=self._on_folder_status)
+        await self._watcher.start()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temporaries an interrupted attempt left in the output folder."""
+        for root, _dirs, files in os.walk(self.config.output_folder):
+            for name in files:
+                if is_own_temporary(name):
+                    path = Path(root, name)
+                    path.unlink(missing_ok=True)
+                    log.info("removed stale temporary", extra={"path": str(path)})
+
+    # -- detection ----------------------------------------------------------------------------
+
+    def _on_folder_status(self, folder: Path, up: bool, error: str | None) -> None:
+        self._folder_status[str(folder)] = up
+        self.bus.publish(ev.WatchFolderStatus(folder=str(folder), up=up, error=error))
+
+    def _on_ignored(self, path: Path, reason: IgnoreReason) -> None:
+        self.bus.publish(ev.FileIgnored(path=str(path), reason=reason))
+
+    def _on_stable(self, found: StableFile) -> None:
+        self.bus.publish(ev.FileDetected(path=str(found.path), watch_folder=str(found.watch_folder),
+                                         size=found.size))
+        match = self._rules.match(found.rel_path, found.size)
+        if match is None:
+            self._on_ignored(found.path, IgnoreReason.NO_RULE)
+            return
+        job = self._add_job(found, match, force=False)
+        if job is None:
+            self._on_ignored(found.path, IgnoreReason.ALREADY_DONE)
+
+    def _add_job(self, found: StableFile, match: RuleMatch, *, force: bool,
+                 priority: int | None = None, trigger: QueueTrigger = QueueTrigger.DETECTED) -> Job | None:
+        output = output_path_for(self.config, found.rel_path, match.profile_name, match.profile,
+                                 match.rule_name)
+        job = self.store.add(NewJob(
+            source_path=str(found.path), rel_path=found.rel_path,
+            watch_folder=str(found.watch_folder), size=found.size, mtime_ns=found.mtime_ns,
+            profile=match.profile_name, rule=match.rule_name, output_path=str(output),
+            priority=match.priority if priority is None else priority), force=force)
+        if job is not None:
+            self.bus.publish(ev.JobQueued(job=job, trigger=trigger))
+            self._wake()
+        return job
+
+    def _wake(self) -> None:
+        if self._pool is not None:
+            self._pool.wake()
+
+    # -- controls -----------------------------------------------------------------------------
+
+    def enqueue_path(self, path: str, *, profile: str | None = None, priority: int = 0) -> Job:
+        """Queue a file that lies inside a watch folder (explicitly, even if done before)."""
+        source = Path(os.path.normpath(path))
+        folder = next((f for f in self.config.monitor_folder if is_within(source, f.path)), None)
+        if not source.is_absolute() or folder is None or source == folder.path:
+            raise PathError(f"not inside a watch folder: {path}", path=path)
+        if not source.is_file():
+            raise PathError(f"not a file: {path}", path=path)
+        rel = relative_posix(source, folder.path)
+        stat = source.stat()
+        profiles = self.config.all_profiles()
+        if profile is not None:
+            if profile not in profiles:
+                raise PathError(f"unknown profile {profile!r}", path=path)
+            match = RuleMatch("api", -1, profile, profiles[profile], priority)
+        else:
+            found = self._rules.match(rel, stat.st_size)
+            if found is None:
+                raise PathError(f"no rule matches {rel!r} and no profile was given", path=path)
+            match = found
+        found_file = StableFile(path=source, watch_folder=folder.path, rel_path=rel,
+                                size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        existing = self.store.find(str(source), stat.st_size, stat.st_mtime_ns)
+        if existing is not None and not existing.state.is_finished:
+            raise InvalidTransition(existing.id, action="enqueue", state=existing.state)
+        job = self._add_job(found_file, match, force=True, priority=priority, trigger=QueueTrigger.API)
+        assert job is not None
+        return job
+
+    def pause_queue(self) -> None:
+        """Stop starting new jobs; running ones finish; the watcher keeps queueing."""
+        if self.paused_since is None:
+            self.paused_since = time.time()
+            self.store.set_meta("queue_paused", "1")
+            self.store.set_meta("queue_paused_since", repr(self.paused_since))
+            if self._pool is not None:
+                self._pool.paused = True
+            self.bus.publish(ev.QueuePaused())
+
+    def resume_queue(self) -> None:
+        """Start taking jobs again."""
+        if self.paused_since is not None:
+            self.paused_since = None
+            self.store.set_meta("queue_paused", "0")
+            if self._pool is not None:
+                self._pool.paused = False
+                self._pool.wake()
+            self.bus.publish(ev.QueueResumed())
+
+    def cancel_job(self, job_id: int) -> Job:
+        """Cancel a queued job now, or end a running one (its outcome follows as an event)."""
+        job = self.store.get(job_id)
+        if job.state is JobState.QUEUED:
+            job = self.store.cancel_queued(job_id, now=time.time())
+            self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.CANCELLED,
+                                            reason=None, busy_seconds=0.0))
+            return job
+        if job.state.is_active and self._pool is not None and self._pool.cancel(job_id):
+            return job
+        raise InvalidTransition(job_id, action="cancel", state=job.state)
+
+    def pause_job(self, job_id: int) -> Job:
+        """Suspend a running job's ffmpeg (SIGSTOP)."""
+        self.store.get(job_id)
+        if self._pool is None:
+            raise InvalidTransition(job_id, action="pause", state=self.store.get(job_id).state)
+        return self._pool.pause_job(job_id)
+
+    def resume_job(self, job_id: int) -> Job:
+        """Continue a paused job's ffmpeg (SIGCONT)."""
+        self.store.get(job_id)
+        if self._pool is None:
+            raise InvalidTransition(job_id, action="resume", state=self.store.get(job_id).state)
+        return self._pool.resume_job(job_id)
+
+    def retry_job(self, job_id: int) -> Job:
+        """Queue a failed, cancelled or completed job again."""
+        job = self.store.requeue(job_id, now=time.time())
+        self.bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.MANUAL_RETRY))
+        self._wake()
+        return job
+
+    def retry_failed(self) -> list[Job]:
+        """Queue every failed job again."""
+        jobs, _ = self.store.list_jobs(states=[JobState.FAILED], limit=1_000_000, sort="id",
+                                       descending=False)
+        return [self.retry_job(job.id) for job in jobs]
+
+    def clear_queue(self) -> int:
+        """Cancel every queued job; returns how many."""
+        now = time.time()
+        ids = self.store.clear_queue(now=now)
+        for job_id in ids:
+            job = self.store.get(job_id)
+            self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.CANCELLED,
+                                            reason=None, busy_seconds=0.0))
+        self.bus.publish(ev.QueueCleared(count=len(ids)))
+        return len(ids)
+
+    def delete_job(self, job_id: int) -> None:
+        """Remove a finished job from history."""
+        self.store.delete(job_id)
+        self.bus.publish(ev.JobRemoved(job_id=job_id))
+
+    def prioritize_job(self, job_id: int) -> Job:
+        """Move a queued job to the front of the queue."""
+        job = self.store.prioritize(job_id)
+        self._wake()
+        return job
+
+    def match(self, rel_path: str, size: int | None = None) -> RuleMatch | None:
+        """Which rule and profile a relative path would get."""
+        return self._rules.match(rel_path, size)
+
+    # -- config -------------------------------------------------------------------------------
+
+    async def reload_config(self) -> Config:
+        """Re-read the config file; an invalid one is rejected and the old one stays."""
+        if self.config_path is None:
+            raise ConfigError([ConfigIssue("", "the monitor was not started from a config file")])
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self._reload_failed(exc)
+            raise
+        await self.apply_config(new)
+        return new
+
+    def _reload_failed(self, exc: ConfigError) -> None:
+        self.last_reload_ok = False
+        self.bus.publish(ev.ConfigReloaded(success=False, source=str(self.config_path), error=str(exc)))
+
+    def validate_config(self, data: Any) -> Config:
+        """Validate a config mapping against this monitor's base folder (a dry run)."""
+        base = self.config_path.resolve().parent if self.config_path else Path.cwd()
+        return parse_config(data, base_dir=base, source=self.config_path or "request")
+
+    async def update_config(self, data: Any) -> Config:
+        """Validate, write atomically (keeping a .bak), and apply a new config."""
+        new = self.validate_config(data)
+        if self.config_path is not None:
+            write_config_atomically(self.config_path, config_to_yaml(data))
+        await self.apply_config(new)
+        return new
+
+    async def reset_config(self) -> Config:
+        """Replace the config with the defaults (same safety as update_config)."""
+        base = self.config_path.resolve().parent if self.config_path else Path.cwd()
+        new = parse_config_text(default_config_text(), base_dir=base, source="defaults")
+        if self.config_path is not None:
+            write_config_atomically(self.config_path, default_config_text())
+        await self.apply_config(new)
+        return new
+
+    async def apply_config(self, new: Config) -> None:
+        """Put a validated config in force without a restart."""
+        old = self.config
+        if new.database != old.database:
+            log.warning("the database path changes only on restart", extra={"database": str(old.database)})
+            new = new.model_copy(update={"database": old.database})
+        self.config = new
+        self._rules = RuleMatcher(new)
+        if self._pool is not None:
+            self._pool.resize(new.max_workers)
+        watch_keys = ("monitor_folder", "output_folder", "done_folder", "stability_seconds", "rescan_interval")
+        if self._watcher is not None and any(getattr(old, k) != getattr(new, k) for k in watch_keys):
+            await self._watcher.stop()
+            await self._start_watcher()
+        self.last_reload_ok = True
+        self.last_reload_success_at = time.time()
+        self.bus.publish(ev.ConfigReloaded(success=True, source=str(self.config_path or "api")))
+
+    # -- state used by the view ---------------------------------------------------------------
+
+    @property
+    def pool(self) -> WorkerPool | None:
+        """The worker pool once started."""
+        return self._pool
+
+    @property
+    def watcher(self) -> FolderWatcher | None:
+        """The folder watcher once started."""
+        return self._watcher
+
+    def folder_status(self) -> dict[str, bool]:
+        """Watch folder availability by path."""
+        return dict(self._folder_status)

@@ -1,0 +1,319 @@
+"""WorkerPool: worker slots that take queued jobs, run ffmpeg, and record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulletproof import events as ev
+from bulletproof.config import Config
+from bulletproof.errors import InvalidTransition, JobNotFound, TranscodeError
+from bulletproof.ffmpeg import FfmpegBinaries, FfmpegRunner, Progress, RunningTranscode, probe
+from bulletproof.models import FailureReason, Job, JobState, Outcome, QueueTrigger, WorkerSnapshot
+from bulletproof.paths import temp_path_for
+from bulletproof.store import JobStore
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_SAVE_INTERVAL = 2.0  # seconds between progress writes to the store, per job
+_IDLE_POLL = 1.0  # upper bound on how long an idle worker sleeps without a wake-up
+
+
+@dataclass
+class _Slot:
+    index: int
+    job: Job | None = None
+    run: RunningTranscode | None = None
+    started_at: float | None = None
+    progress: Progress | None = None
+    last_progress_at: float | None = None
+    media_duration: float | None = None
+    paused: bool = False
+    paused_at: float | None = None
+    paused_total: float = 0.0
+    cancel_requested: bool = False
+    shutdown: bool = False
+    last_saved: float = 0.0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def busy_seconds(self, now: float) -> float:
+        if self.started_at is None:
+            return 0.0
+        paused = self.paused_total + ((now - self.paused_at) if self.paused_at else 0.0)
+        return max(0.0, now - self.started_at - paused)
+
+
+class WorkerPool:
+    """Runs up to `size` jobs at once; a paused pool finishes running jobs but starts none."""
+
+    def __init__(self, store: JobStore, bus: ev.EventBus, config: Callable[[], Config],
+                 binaries: FfmpegBinaries) -> None:
+        self._store = store
+        self._bus = bus
+        self._config = config
+        self._binaries = binaries
+        self._slots: dict[int, _Slot] = {}
+        self._size = 0
+        self._work = asyncio.Event()
+        self._stopping = False
+        self.paused = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def resize(self, size: int) -> None:
+        """Run `size` worker slots; extra slots exit once their current job ends."""
+        self._size = size
+        for index in range(size):
+            slot = self._slots.get(index)
+            if slot is None or slot.task is None or slot.task.done():
+                slot = slot or _Slot(index)
+                self._slots[index] = slot
+                slot.task = asyncio.get_running_loop().create_task(
+                    self._worker(slot), name=f"bulletproof-worker-{index}")
+        self.wake()
+
+    @property
+    def size(self) -> int:
+        """The configured number of slots."""
+        return self._size
+
+    def wake(self) -> None:
+        """Tell idle workers to look at the queue again."""
+        self._work.set()
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """End running ffmpeg processes, put their jobs back at the front of the queue."""
+        self._stopping = True
+        for slot in self._slots.values():
+            if slot.job is not None:
+                slot.shutdown = True
+                if slot.run is not None:
+                    slot.run.cancel()
+        self.wake()
+        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- views and controls -------------------------------------------------------------------
+
+    def snapshots(self) -> list[WorkerSnapshot]:
+        """One snapshot per slot, busy or not."""
+        out = []
+        for index in sorted(self._slots):
+            slot = self._slots[index]
+            if index >= self._size and slot.job is None:
+                continue
+            if slot.job is None:
+                out.append(WorkerSnapshot(slot=index))
+                continue
+            p = slot.progress
+            out.append(WorkerSnapshot(
+                slot=index, job_id=slot.job.id, filename=slot.job.filename,
+                profile=slot.job.profile, paused=slot.paused, started_at=slot.started_at,
+                progress=p.ratio if p else 0.0, speed=p.speed if p else None,
+                eta_seconds=p.eta_seconds if p else None,
+                last_progress_at=slot.last_progress_at, media_duration=slot.media_duration,
+            ))
+        return out
+
+    def busy_count(self) -> int:
+        """Slots that hold a job."""
+        return sum(1 for s in self._slots.values() if s.job is not None)
+
+    def _slot_for(self, job_id: int) -> _Slot | None:
+        for slot in self._slots.values():
+            if slot.job is not None and slot.job.id == job_id:
+                return slot
+        return None
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a running job; False when no slot runs it."""
+        slot = self._slot_for(job_id)
+        if slot is None:
+            return False
+        slot.cancel_requested = True
+        if slot.run is not None:
+            slot.run.cancel()
+        return True
+
+    def pause_job(self, job_id: int) -> Job:
+        """SIGSTOP a running job's ffmpeg."""
+        slot = self._require_running(job_id, "pause")
+        if slot.paused:
+            raise InvalidTransition(job_id, action="pause", state=JobState.PAUSED)
+        job = self._store.mark_paused(job_id, True)
+        slot.paused, slot.paused_at = True, time.time()
+        if slot.run is not None:
+            slot.run.pause()
+        self._bus.publish(ev.JobPaused(job=job, worker=slot.index))
+        return job
+
+    def resume_job(self, job_id: int) -> Job:
+        """SIGCONT a paused job's ffmpeg."""
+        slot = self._require_running(job_id, "resume")
+        if not slot.paused:
+            raise InvalidTransition(job_id, action="resume", state=JobState.PROCESSING)
+        job = self._store.mark_paused(job_id, False)
+        self._unpause(slot)
+        self._bus.publish(ev.JobResumed(job=job, worker=slot.index))
+        return job
+
+    def _unpause(self, slot: _Slot) -> None:
+        if slot.paused_at is not None:
+            slot.paused_total += time.time() - slot.paused_at
+        slot.paused, slot.paused_at = False, None
+        if slot.run is not None:
+            slot.run.resume()
+
+    def _require_running(self, job_id: int, action: str) -> _Slot:
+        slot = self._slot_for(job_id)
+        if slot is None:
+            raise InvalidTransition(job_id, action=action, state=self._store.get(job_id).state)
+        return slot
+
+    # -- the worker loop ----------------------------------------------------------------------
+
+    async def _worker(self, slot: _Slot) -> None:
+        while not self._stopping and slot.index < self._size:
+            job = None if self.paused else self._claim(slot)
+            if job is None:
+                self._work.clear()
+                await self._sleep_until_work()
+                continue
+            try:
+                await self._run(slot, job)
+            except Exception:  # a bug in one job must not kill the slot
+                log.exception("worker crashed on a job", extra={"job": job.id, "worker": slot.index})
+                self._record_failure(slot, FailureReason.FFMPEG_ERROR, "internal error", "")
+            finally:
+                self._reset(slot)
+
+    async def _sleep_until_work(self) -> None:
+        timeout = _IDLE_POLL
+        wakeup = self._store.next_wakeup()
+        if wakeup is not None:
+            timeout = min(timeout, max(0.01, wakeup - time.time()))
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _claim(self, slot: _Slot) -> Job | None:
+        now = time.time()
+        job = self._store.next_queued(now=now)
+        if job is None:
+            return None
+        job = self._store.mark_started(job.id, now=now)
+        slot.job, slot.started_at = job, now
+        self._bus.publish(ev.JobStarted(job=job, worker=slot.index, queue_wait=max(0.0, now - job.queued_at)))
+        return job
+
+    def _reset(self, slot: _Slot) -> None:
+        index, task = slot.index, slot.task
+        self._slots[index] = _Slot(index, task=task)
+        self.wake()
+
+    async def _run(self, slot: _Slot, job: Job) -> None:
+        config = self._config()
+        profile = config.all_profiles().get(job.profile)
+        if profile is None:
+            self._record_failure(slot, FailureReason.FFMPEG_ERROR,
+                                 f"profile {job.profile!r} is no longer configured", "")
+            return
+        try:
+            info = await probe(self._binaries, Path(job.source_path))
+            if profile.video_codec is not None and not info.has_video:
+                raise TranscodeError("the input has no video stream", reason=FailureReason.INPUT_INVALID)
+            if profile.video_codec is None and not info.has_audio:
+                raise TranscodeError("the input has no audio stream", reason=FailureReason.INPUT_INVALID)
+            slot.media_duration = info.duration
+            self._store.set_media_duration(job.id, info.duration)
+            if slot.shutdown or slot.cancel_requested:
+                raise TranscodeError("cancelled before ffmpeg started", reason=FailureReason.CANCELLED)
+            output = Path(job.output_path)
+            runner = FfmpegRunner(self._binaries, config.ffmpeg, config.timeouts)
+            slot.run = await runner.start(
+                source=Path(job.source_path), output=output, temp_output=temp_path_for(output, job.id),
+                profile=profile, duration=info.duration,
+                on_progress=lambda p: self._on_progress(slot, p))
+            if slot.paused:
+                slot.run.pause()
+            result = await slot.run.wait()
+        except TranscodeError as exc:
+            if slot.shutdown:
+                self._requeue_for_shutdown(slot)
+            else:
+                self._record_failure(slot, exc.reason, str(exc), exc.stderr_tail)
+            return
+        self._record_success(slot, result.output_bytes, result.stderr_tail)
+
+    def _on_progress(self, slot: _Slot, progress: Progress) -> None:
+        if slot.job is None:
+            return
+        now = time.time()
+        slot.progress, slot.last_progress_at = progress, now
+        if now - slot.last_saved >= _PROGRESS_SAVE_INTERVAL:
+            slot.last_saved = now
+            self._store.set_progress(slot.job.id, progress.ratio, progress.speed, progress.eta_seconds)
+        self._bus.publish(ev.JobProgress(job_id=slot.job.id, worker=slot.index, progress=progress.ratio,
+                                         speed=progress.speed, eta_seconds=progress.eta_seconds))
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _record_success(self, slot: _Slot, output_bytes: int, stderr_tail: str) -> None:
+        assert slot.job is not None
+        now = time.time()
+        job = self._store.mark_completed(slot.job.id, now=now, output_bytes=output_bytes,
+                                         media_duration=slot.media_duration, stderr_tail=stderr_tail)
+        self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.COMPLETED,
+                                         reason=None, busy_seconds=slot.busy_seconds(now)))
+        self._dispose_source(job)
+
+    def _record_failure(self, slot: _Slot, reason: FailureReason, error: str, stderr_tail: str) -> None:
+        if slot.job is None:
+            return
+        now = time.time()
+        policy = self._config().retry
+        retry_at = None
+        if reason.value in policy.retry_on and slot.job.attempts < policy.max_attempts:
+            retry_at = now + policy.delay(slot.job.attempts)
+        try:
+            job = self._store.mark_failed(slot.job.id, now=now, reason=reason, error=error,
+                                          stderr_tail=stderr_tail, retry_at=retry_at)
+        except JobNotFound:
+            return
+        outcome = Outcome.CANCELLED if reason is FailureReason.CANCELLED else Outcome.FAILED
+        self._bus.publish(ev.JobFinished(
+            job=job, worker=slot.index, outcome=outcome,
+            reason=None if outcome is Outcome.CANCELLED else reason,
+            busy_seconds=slot.busy_seconds(now), will_retry=retry_at is not None))
+        if retry_at is not None:
+            self._bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.AUTO_RETRY))
+
+    def _requeue_for_shutdown(self, slot: _Slot) -> None:
+        assert slot.job is not None
+        job = self._store.requeue_interrupted(slot.job.id, now=time.time())
+        self._bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
+
+    def _dispose_source(self, job: Job) -> None:
+        config = self._config()
+        source = Path(job.source_path)
+        try:
+            if config.on_success == "delete":
+                source.unlink(missing_ok=True)
+            elif config.on_success == "move" and config.done_folder is not None:
+                target = Path(config.done_folder, *Path(job.rel_path).parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(os.fspath(source), os.fspath(target))
+        except OSError as exc:  # the output is done; a source we cannot move is only a warning
+            log.warning("could not %s the source after success", config.on_success,
+                        extra={"job": job.id, "error": str(exc)})

@@ -1,0 +1,35 @@
+"""The plugin boundary: the core never loads prometheus_client or aiohttp."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CORE_MODULES = [
+    "bulletproof", "bulletproof.config", "bulletproof.errors", "bulletproof.events",
+    "bulletproof.ffmpeg", "bulletproof.logs", "bulletproof.models", "bulletproof.paths",
+    "bulletproof.plugins", "bulletproof.profiles", "bulletproof.rules", "bulletproof.runner",
+    "bulletproof.samples", "bulletproof.service", "bulletproof.store", "bulletproof.view",
+    "bulletproof.watcher", "bulletproof.workers", "bulletproof.cli", "bulletproof.demo",
+]
+FORBIDDEN = ("aiohttp", "prometheus_client", "aiohttp_cors", "exporter")
+
+
+def loaded_after_import(modules: list[str]) -> set[str]:
+    code = ("import json, sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
+
+
+def test_core_imports_no_http_or_metrics_library() -> None:
+    loaded = loaded_after_import(CORE_MODULES)
+    leaked = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)
+    assert leaked == [], f"the core loaded {leaked}"
+
+
+def test_the_check_can_fail() -> None:
+    # The same probe sees the exporter's imports, so an empty result above means something.
+    loaded = loaded_after_import(["exporter.errors"])
+    assert "aiohttp" in loaded
