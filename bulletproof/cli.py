@@ -122,7 +122,10 @@ def _add_plugin_commands() -> None:
     # Each entry point names a function that adds its commands to the group (the API client's
     # commands come from the exporter this way, so the core never imports an HTTP library).
     for entry in entry_points(group=COMMAND_GROUP):
-        entry.load()(cli)
+        try:
+            entry.load()(cli)
+        except Exception as exc:  # a broken plugin must not take the core commands down
+            click.echo(f"warning: commands from {entry.name!r} unavailable: {exc}", err=True)
 
 
 def main() -> None:

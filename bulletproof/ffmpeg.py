@@ -128,6 +128,7 @@ class RunningTranscode:
         self._paused_at: float | None = None
         self._paused_total = 0.0
         self._last_headway = 0.0  # on the active clock
+        self._quiet_marker: tuple[int, int] | None = None
         self._abort_reason: FailureReason | None = None
         self._abort_message = ""
         self._term_sent_at: float | None = None
@@ -143,6 +144,11 @@ class RunningTranscode:
     def paused(self) -> bool:
         """True between pause() and resume()."""
         return self._paused_at is not None
+
+    @property
+    def stopping(self) -> FailureReason | None:
+        """Why ffmpeg is being stopped (cancel, stall, timeout...), once it is; else None."""
+        return self._abort_reason
 
     def pause(self) -> None:
         """SIGSTOP the process; paused time counts towards neither the stall nor the timeout."""
@@ -237,8 +243,32 @@ class RunningTranscode:
             active = self._active_seconds(now)
             if job_limit and active > job_limit:
                 self._abort(FailureReason.TIMEOUT, f"timed out after {job_limit:g} s of running")
-            elif stall_limit and active - self._last_headway > stall_limit:
-                self._abort(FailureReason.STALLED, f"stalled: no progress for {stall_limit:g} s")
+            elif stall_limit:
+                self._check_stall(active, stall_limit)
+
+    def _check_stall(self, active: float, limit: float) -> None:
+        """Abort when neither progress blocks nor the temp file have moved for `limit` seconds."""
+        quiet = active - self._last_headway
+        if quiet <= limit / 2:
+            self._quiet_marker = None
+            return
+        # After the last progress block ffmpeg may still be busy writing (the +faststart rewrite
+        # of a large file): a temp file that changed since halfway through the quiet spell counts.
+        marker = self._temp_marker()
+        if self._quiet_marker is None:
+            self._quiet_marker = marker
+        elif marker != self._quiet_marker:
+            self._last_headway, self._quiet_marker = active, None
+            return
+        if quiet > limit:
+            self._abort(FailureReason.STALLED, f"stalled: no progress for {limit:g} s")
+
+    def _temp_marker(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self._temp)
+        except OSError:
+            return (-1, -1)  # not written yet
+        return st.st_size, st.st_mtime_ns
 
     async def _supervise(self) -> TranscodeResult:
         watcher = asyncio.create_task(self._watch())

@@ -33,7 +33,11 @@ def load_plugins(monitor: Monitor, *, only: set[str] | None = None) -> list[Plug
     for entry in entry_points(group=PLUGIN_GROUP):
         if only is not None and entry.name not in only:
             continue
-        factory = entry.load()
-        plugins.append(factory(monitor))
+        try:
+            factory = entry.load()
+            plugins.append(factory(monitor))
+        except Exception:  # a broken plugin is reported, the transcoder keeps running
+            log.exception("plugin failed to load", extra={"plugin": entry.name})
+            continue
         log.info("plugin loaded", extra={"plugin": entry.name})
     return plugins

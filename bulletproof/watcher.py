@@ -40,7 +40,7 @@ _EVENT_FILTER: list[type[wde.FileSystemEvent]] = [
 _PROBE_TIMEOUT = 15.0  # a hung network mount must not freeze the health checks
 _HEALTH_MAX_INTERVAL = 5.0
 _APPLY_CHUNK = 2000  # scan results applied per event-loop turn
-_JOIN_TIMEOUT = 5.0
+_JOIN_TIMEOUT = 5.0  # a stuck observer thread is a daemon: give up on it rather than hang stop()
 
 Fingerprint = tuple[int, int]  # (size, mtime_ns)
 _T = TypeVar("_T")
@@ -153,17 +153,17 @@ def _scan_tree(root: str, recursive: bool, excluded: frozenset[str]) -> list[tup
     return found
 
 
-def _stat_files(paths: list[str]) -> list[Fingerprint | None]:
-    """Fingerprint of each path, None when it is gone or not a regular file."""
-    out: list[Fingerprint | None] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append(None)
-            continue
-        out.append((st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None)
-    return out
+def _fingerprint(path: str) -> Fingerprint | None:
+    """(size, mtime_ns) of a regular file, None when it is gone or something else."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def _fingerprints(paths: list[str]) -> list[Fingerprint | None]:
+    return [_fingerprint(path) for path in paths]
 
 
 class FolderWatcher:
@@ -192,7 +192,7 @@ class FolderWatcher:
         self._excluded = [os.path.abspath(os.fspath(p)) for p in excluded]
         for f in self._folders:
             for ex in self._excluded:
-                if is_within(Path(f.root), Path(ex)):
+                if is_within(Path(f.root), Path(ex)):  # e.g. output folder == watch folder
                     log.warning("excluded folder %r contains watch folder %r; not excluded there", ex, f.root)
         self._stability = float(stability_seconds)
         self._rescan_interval = float(rescan_interval)
@@ -221,11 +221,10 @@ class FolderWatcher:
             raise RuntimeError("FolderWatcher.start() called twice")
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bp-watch")
-        for folder in await self._check_folders():
-            await self._scan_folder(folder)
+        await self._reconcile(everything=False)
         self._tasks = [
-            asyncio.create_task(self._periodic(self._rescan_wanted, self._rescan_interval, self._full_rescan)),
-            asyncio.create_task(self._periodic(self._health_wanted, self._health_interval, self._health_check)),
+            asyncio.create_task(self._periodic(self._rescan_wanted, self._rescan_interval, everything=True)),
+            asyncio.create_task(self._periodic(self._health_wanted, self._health_interval, everything=False)),
             asyncio.create_task(self._stability_loop()),
         ]
 
@@ -272,35 +271,30 @@ class FolderWatcher:
         """Files seen but not yet stable."""
         return len(self._pending)
 
-    async def _periodic(self, wanted: asyncio.Event, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+    async def _periodic(self, wanted: asyncio.Event, interval: float, *, everything: bool) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wanted.wait(), interval)
             wanted.clear()
-            await self._guard(step)
+            await self._guard(self._reconcile(everything=everything))
 
-    async def _full_rescan(self) -> None:
-        await self._check_folders()
-        for folder in self._folders:
-            if folder.up:
-                await self._scan_folder(folder)
-
-    async def _health_check(self) -> None:
-        for folder in await self._check_folders():
+    async def _reconcile(self, *, everything: bool) -> None:
+        """Check the folders, then scan all of them or only those whose observer just started."""
+        fresh = await self._check_folders()
+        for folder in self._folders if everything else fresh:
             await self._scan_folder(folder)
 
     async def _stability_loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            await self._guard(self._check_pending)
+            await self._guard(self._check_pending())
 
-    async def _guard(self, step: Callable[[], Awaitable[None]]) -> None:
+    @staticmethod
+    async def _guard(step: Awaitable[None]) -> None:
         try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("folder watcher step %s failed; retrying later", step.__name__)
+            await step
+        except Exception:  # a bug or an odd file system must not end the watching
+            log.exception("folder watcher step failed; retrying at the next one")
 
     async def _check_folders(self) -> list[_Folder]:
         """Probe every folder and (re)start observers; returns the folders that need a scan."""
@@ -444,7 +438,7 @@ class FolderWatcher:
             return
         batch = [(path, entry, entry.gen) for path, entry in self._pending.items()]
         before = time.monotonic()
-        results = await self._in_thread(_stat_files, [path for path, _, _ in batch])
+        results = await self._in_thread(_fingerprints, [path for path, _, _ in batch])
         after = time.monotonic()
         for (path, entry, gen), fp in zip(batch, results):
             if self._pending.get(path) is not entry or entry.gen != gen:

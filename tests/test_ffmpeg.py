@@ -436,25 +436,38 @@ def proc_state(pid: int) -> tuple[str, int]:
 async def test_pause_resume_does_not_stall(binaries: FfmpegBinaries, media: dict[str, Path],
                                            tmp_path: Path) -> None:
     seen: list[Progress] = []
-    job = await start(runner(binaries, stall=1), media["medium"], tmp_path / "out.mp4", SLOW,
-                      progress=seen, duration=4.0)
-    await asyncio.sleep(0.3)
-    job.pause()
-    assert job.paused and job.pid is not None
+    holder: list[RunningTranscode] = []
+
+    def on_progress(progress: Progress) -> None:
+        seen.append(progress)
+        if progress.out_time_seconds > 0 and holder and not holder[0].paused and len(seen) < 100:
+            holder[0].pause()  # mid-run for sure: the output clock has started moving
+            seen.append(Progress(-1, None, None, 0))  # marks the pause
+
+    output = tmp_path / "out.mp4"
+    began = time.monotonic()
+    job = await runner(binaries, stall=1).start(
+        source=media["long"], output=output, temp_output=tmp_path / ".out.bp-tmp-1.mp4",
+        profile=FAST, duration=10.0, on_progress=on_progress)
+    holder.append(job)
+    while not job.paused:
+        await asyncio.sleep(0.02)
+    assert job.pid is not None
     await asyncio.sleep(0.2)
     state, nice = proc_state(job.pid)
-    assert state == "T" and nice == 10
+    assert state == "T" and nice == 10  # stopped, and reniced by preexec_fn
     count = len(seen)
-    began = time.monotonic()
     await asyncio.sleep(2.0)
-    assert len(seen) == count  # stopped: no progress while paused
+    assert len(seen) == count and job.stopping is None  # no progress, yet no stall
     job.resume()
     assert not job.paused
     result = await job.wait()
-    total = time.monotonic() - began + 0.5
+    wall = time.monotonic() - began
     assert result.output_path.is_file()
-    assert result.elapsed_seconds < total - 1.5  # the paused time is not counted
+    assert result.elapsed_seconds < wall - 2.0  # the paused time is not counted
     assert seen[-1].ratio == 1.0
+    marks = [i for i, p in enumerate(seen) if p.ratio == -1]
+    assert len(marks) == 1 and marks[0] < len(seen) - 2  # progress went on after the pause
 
 
 @pytest.fixture
@@ -489,12 +502,21 @@ def stalled_fifo(tmp_path: Path, media: dict[str, Path]) -> Iterator[Path]:
 
 async def test_stall_is_detected(binaries: FfmpegBinaries, stalled_fifo: Path, tmp_path: Path) -> None:
     output = tmp_path / "out" / "out.mp4"
-    began = time.monotonic()
     job = await start(runner(binaries, stall=1), stalled_fifo, output, FAST, duration=2.0)
+    # A temp file that keeps changing counts as headway (ffmpeg's +faststart rewrite prints no
+    # progress): keep it moving for twice the stall limit, then let it rest.
+    temp = output.with_name(".out.bp-tmp-1.mp4")
+    for _ in range(10):
+        with open(temp, "ab") as handle:
+            handle.write(b"x")
+        await asyncio.sleep(0.2)
+    assert job.stopping is None and job.pid is not None
+    began = time.monotonic()
     with pytest.raises(TranscodeError) as info:
         await job.wait()
     assert info.value.reason is FailureReason.STALLED
-    assert time.monotonic() - began < 8
+    assert job.stopping is FailureReason.STALLED
+    assert 3.0 < time.monotonic() - began < 8  # a FIFO read ignores SIGTERM: SIGKILL after 3 s
     assert not output.exists() and leftovers(output.parent) == []
 
 

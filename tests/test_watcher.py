@@ -186,18 +186,41 @@ async def test_temporary_names_are_ignored_once(tmp_path: Path, make_watcher: Ma
     assert sorted(rec.rels()) == ["real.mp4", "sentinel0.mp4", "sentinel1.mp4", "sentinel2.mp4"]
 
 
-async def test_excluded_folder_inside_the_watch_folder_is_silent(tmp_path: Path, make_watcher: MakeWatcher) -> None:
-    out = tmp_path / "out"
+@pytest.mark.parametrize("spelling", ["plain", "via-symlink"])
+async def test_excluded_folder_inside_the_watch_folder_is_silent(
+    tmp_path: Path, make_watcher: MakeWatcher, spelling: str
+) -> None:
+    watched, out = tmp_path / "in", tmp_path / "in" / "out"
     write(out / "done.mp4")
     write(out / "nested" / "done2.mp4")
-    _, rec = await make_watcher(tmp_path, excluded=[out], rescan=0.2)
+    excluded = out
+    if spelling == "via-symlink":  # the config may name the output folder through a symlink
+        excluded = tmp_path / "out-link"
+        excluded.symlink_to(out)
+    _, rec = await make_watcher(watched, excluded=[excluded], rescan=0.2)
     write(out / "fresh.mp4")
     write(out / ".fresh.bp-tmp-3.mp4")
-    write(tmp_path / "outside.mp4")
+    write(watched / "outside.mp4")
     await until(lambda: "outside.mp4" in rec.rels())
-    write(tmp_path / "sentinel.mp4")
+    write(watched / "sentinel.mp4")
     await until(lambda: "sentinel.mp4" in rec.rels())
     assert sorted(rec.rels()) == ["outside.mp4", "sentinel.mp4"]
+    assert rec.ignored == []
+
+
+async def test_partial_file_renamed_when_complete_is_reported_by_final_name(
+    tmp_path: Path, make_watcher: MakeWatcher
+) -> None:
+    _, rec = await make_watcher(tmp_path, stability=0.5)
+    partial = tmp_path / ".movie.mp4.Xa81Qz"  # how rsync writes before its final rename
+    with open(partial, "wb") as handle:
+        for _ in range(4):
+            handle.write(b"p" * 1000)
+            handle.flush()
+            await asyncio.sleep(0.1)
+    partial.rename(tmp_path / "movie.mp4")
+    await until(lambda: rec.rels() == ["movie.mp4"])
+    assert rec.stable[0][1].size == 4000
     assert rec.ignored == []
 
 
