@@ -17,6 +17,7 @@ from rich.table import Table
 from bulletproof.config import Config, FfmpegSettings, parse_config
 from bulletproof.errors import BulletproofError
 from bulletproof.ffmpeg import find_ffmpeg
+from bulletproof.logs import configure_logging
 from bulletproof.models import FailureReason, Job, JobState
 from bulletproof.runner import serve
 from bulletproof.samples import make_clip, make_corrupt_clip
@@ -135,7 +136,7 @@ def _summary(monitor_jobs: list[Job], console: Console) -> None:
         table.add_column(col)
     for job in monitor_jobs:
         duration = f"{job.duration:.1f}" if job.duration is not None else "-"
-        why = f"{job.reason.value}: {job.error}" if job.reason else ""
+        why = f"{job.reason.value}: {(job.error or '')[:60]}" if job.reason else ""
         table.add_row(str(job.id), job.rel_path, job.profile, job.state.value, duration,
                       str(job.input_bytes or "-"), str(job.output_bytes or "-"), why)
     console.print(table)
@@ -148,6 +149,8 @@ def run_demo(folder: Path, *, clips: int = 6, seconds: float = 4.0, listen: str 
     binaries = find_ffmpeg(FfmpegSettings())
     console.print(f"ffmpeg: {binaries.ffmpeg} ({binaries.source}, {binaries.version})")
     prepare_workspace(folder)
+    log_file = (folder / "bulletproof.log").open("w", encoding="utf-8")
+    configure_logging("logfmt", "info", log_file)  # the terminal belongs to the live display
     listen = _free_listen(listen, console)
     config = demo_config(folder, listen)
     with console.status("generating demo clips with ffmpeg..."):
@@ -168,7 +171,10 @@ def run_demo(folder: Path, *, clips: int = 6, seconds: float = 4.0, listen: str 
                 await asyncio.sleep(0.25)
 
 
-    asyncio.run(serve(config, config_path=folder / "monitor.yaml", until=until_done))
+    try:
+        asyncio.run(serve(config, config_path=folder / "monitor.yaml", until=until_done))
+    finally:
+        log_file.close()
     store = JobStore(config.database)
     history, _ = store.list_jobs(sort="id", descending=False, limit=1000)
     store.close()
@@ -177,6 +183,7 @@ def run_demo(folder: Path, *, clips: int = 6, seconds: float = 4.0, listen: str 
     broken = [j for j in history if j.rel_path == "broken.mp4"]
     ok = (len(good) == len(inputs) - 1 and all(j.state is JobState.COMPLETED for j in good)
           and bool(broken) and broken[0].reason is FailureReason.INPUT_INVALID)
-    console.print(f"outputs in {config.output_folder}; {time.time() - started:.1f}s; "
+    console.print(f"outputs in {config.output_folder}; log in {folder / 'bulletproof.log'}; "
+                  f"{time.time() - started:.1f}s; "
                   + ("[green]demo OK[/]" if ok else "[red]demo did not go as expected[/]"))
     return ok

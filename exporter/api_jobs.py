@@ -1,0 +1,273 @@
+"""Job and queue routes: list, inspect, enqueue, act on jobs; pause, resume and clear the queue."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from bulletproof.models import JobState
+from bulletproof.paths import is_within, relative_posix
+from bulletproof.store import SORT_COLUMNS
+from exporter.api import (
+    _bad_param,
+    int_param,
+    job_id_of,
+    job_json,
+    live_workers,
+    monitor_of,
+    ok,
+    parse_body,
+    query_one,
+    read_json,
+    time_param,
+)
+from exporter.errors import ApiError
+
+if TYPE_CHECKING:
+    from bulletproof.service import Monitor
+
+MAX_LIMIT = 1000
+MAX_OFFSET = 10**12
+_STATES = ", ".join(s.value for s in JobState)
+
+
+class EnqueueRequest(BaseModel):
+    """POST /api/v1/jobs: a file inside a watch folder, optionally a profile and a priority."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    path: Annotated[str, Field(min_length=1, max_length=4096, description=(
+        "The file: absolute (inside a watch folder) or relative to a watch folder (the first "
+        "watch folder that has the file)."))]
+    profile: Annotated[str | None, Field(min_length=1, max_length=200, description=(
+        "A profile name; default: the profile of the first matching rule."))] = None
+    priority: Annotated[int | None, Field(ge=-1000, le=1000, description=(
+        "Higher runs first; default: the matching rule's priority (0 with an explicit profile)."))] = None
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+def _states(request: web.Request) -> list[JobState]:
+    states: list[JobState] = []
+    for raw in request.query.getall("state", []):
+        for part in raw.split(","):
+            part = part.strip().lower()
+            if not part:
+                continue
+            try:
+                state = JobState(part)
+            except ValueError:
+                raise _bad_param("state", f"unknown state {part[:40]!r}; known: {_STATES}") from None
+            if state not in states:
+                states.append(state)
+    return states
+
+
+def _text(request: web.Request, name: str, max_length: int) -> str | None:
+    value = query_one(request, name)
+    if value is not None and len(value) > max_length:
+        raise _bad_param(name, f"longer than {max_length} characters")
+    return value
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """A filtered, sorted page of jobs."""
+    states = _states(request)
+    profile = _text(request, "profile", 200)
+    search = _text(request, "q", 500)
+    since = time_param(request, "since")
+    until = time_param(request, "until")
+    if since is not None and until is not None and since >= until:
+        raise _bad_param("since", "must be before until")
+    sort = query_one(request, "sort") or "created"
+    if sort not in SORT_COLUMNS:
+        raise _bad_param("sort", f"one of {', '.join(SORT_COLUMNS)}")
+    order = (query_one(request, "order") or "desc").lower()
+    if order not in ("asc", "desc"):
+        raise _bad_param("order", "asc or desc")
+    limit = int_param(request, "limit", 100, lo=1, hi=MAX_LIMIT)
+    offset = int_param(request, "offset", 0, lo=0, hi=MAX_OFFSET)
+    monitor = monitor_of(request)
+    jobs, total = monitor.view.list_jobs(
+        states=states or None, profile=profile, search=search, since=since, until=until,
+        sort=sort, descending=order == "desc", limit=limit, offset=offset)
+    live = live_workers(monitor)
+    next_offset = offset + len(jobs) if offset + len(jobs) < total else None
+    return ok({"jobs": [job_json(j, live) for j in jobs], "total": total, "limit": limit,
+               "offset": offset, "next_offset": next_offset})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """Everything the store knows about one job (plus live progress while it runs)."""
+    monitor = monitor_of(request)
+    job = monitor.view.get_job(job_id_of(request))
+    return ok(job_json(job, live_workers(monitor), detail=True))
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    """Queued jobs in the order they will run."""
+    limit = int_param(request, "limit", 100, lo=1, hi=MAX_LIMIT)
+    offset = int_param(request, "offset", 0, lo=0, hi=MAX_OFFSET)
+    monitor = monitor_of(request)
+    jobs = monitor.view.queued(limit=limit, offset=offset)
+    total = monitor.view.counts()[JobState.QUEUED]
+    next_offset = offset + len(jobs) if offset + len(jobs) < total else None
+    return ok({"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit,
+               "offset": offset, "next_offset": next_offset, "paused": monitor.view.paused})
+
+
+# -- enqueue ------------------------------------------------------------------------------------
+
+
+def _invalid_path(message: str, path: str) -> ApiError:
+    return ApiError(422, message, code="invalid_path", details={"path": path[:4096]})
+
+
+def resolve_source(monitor: Monitor, raw: str) -> tuple[Path, Path | None]:
+    """The absolute source path a request names, and the watch folder it lies in (or None).
+
+    A relative path is looked up in each watch folder in order; the first that has the file wins
+    (the first watch folder when none has it, so the error names a real place).
+    """
+    if "\x00" in raw:
+        raise _invalid_path("the path contains a NUL character", raw)
+    folders = [f.path for f in monitor.config.monitor_folder]
+    given = Path(raw)
+    if given.is_absolute():
+        path = Path(os.path.normpath(given))
+        return path, next((f for f in folders if is_within(path, f) and path != f), None)
+    candidates = [(Path(os.path.normpath(f / given)), f) for f in folders]
+    inside = [(p, f) for p, f in candidates if is_within(p, f) and p != f]
+    for path, folder in inside:
+        try:
+            if path.is_file():
+                return path, folder
+        except (OSError, ValueError):
+            continue
+    return inside[0] if inside else (candidates[0][0], None)
+
+
+async def enqueue(request: web.Request) -> web.Response:
+    """Queue a file that lies inside a watch folder (even one done before)."""
+    body: EnqueueRequest = parse_body(EnqueueRequest, await read_json(request))
+    monitor = monitor_of(request)
+    if body.profile is not None and body.profile not in monitor.view.profiles():
+        raise ApiError(422, f"unknown profile {body.profile[:200]!r}", code="unknown_profile",
+                       details=[{"location": "profile",
+                                 "message": f"known: {', '.join(sorted(monitor.view.profiles()))}"}])
+    path, folder = resolve_source(monitor, body.path)
+    if folder is None:
+        raise _invalid_path(f"not inside a watch folder: {body.path}", body.path)
+    priority = body.priority
+    try:
+        if priority is None:
+            # The rule's priority applies when the caller does not give one.
+            match = None
+            if body.profile is None and path.is_file():
+                match = monitor.match(relative_posix(path, folder), path.stat().st_size)
+            priority = match.priority if match is not None else 0
+        job = monitor.enqueue_path(str(path), profile=body.profile, priority=priority)
+    except (OSError, ValueError) as exc:  # unreadable, too long a name, undecodable...
+        raise _invalid_path(f"cannot read {body.path}: {exc}", body.path) from None
+    return ok(job_json(job, detail=True), status=201,
+              headers={"Location": f"/api/v1/jobs/{job.id}"})
+
+
+# -- job actions --------------------------------------------------------------------------------
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel a queued job (200, now cancelled) or end a running one (202, outcome follows)."""
+    monitor = monitor_of(request)
+    job = monitor.cancel_job(job_id_of(request))
+    accepted = job.state is not JobState.CANCELLED
+    return ok(job_json(job, live_workers(monitor), detail=True), status=202 if accepted else 200)
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    """Queue a failed, cancelled or completed job again (attempts start over)."""
+    return ok(job_json(monitor_of(request).retry_job(job_id_of(request)), detail=True))
+
+
+async def pause_job(request: web.Request) -> web.Response:
+    """Suspend a running job's ffmpeg; it keeps its worker slot."""
+    monitor = monitor_of(request)
+    job = monitor.pause_job(job_id_of(request))
+    return ok(job_json(job, live_workers(monitor), detail=True))
+
+
+async def resume_job(request: web.Request) -> web.Response:
+    """Continue a paused job."""
+    monitor = monitor_of(request)
+    job = monitor.resume_job(job_id_of(request))
+    return ok(job_json(job, live_workers(monitor), detail=True))
+
+
+async def prioritize_job(request: web.Request) -> web.Response:
+    """Move a queued job to the front of the queue."""
+    return ok(job_json(monitor_of(request).prioritize_job(job_id_of(request)), detail=True))
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """Remove a finished job from history."""
+    monitor_of(request).delete_job(job_id_of(request))
+    return web.Response(status=204)
+
+
+async def retry_failed(request: web.Request) -> web.Response:
+    """Queue every failed job again."""
+    jobs = monitor_of(request).retry_failed()
+    return ok({"retried": len(jobs), "ids": [j.id for j in jobs]})
+
+
+# -- queue actions ------------------------------------------------------------------------------
+
+
+def _queue_state(monitor: Monitor) -> dict[str, object]:
+    return {"paused": monitor.view.paused, "paused_since": monitor.view.paused_since}
+
+
+async def pause_queue(request: web.Request) -> web.Response:
+    """Stop starting jobs (running ones finish; the watcher keeps queueing). Idempotent."""
+    monitor = monitor_of(request)
+    monitor.pause_queue()
+    return ok(_queue_state(monitor))
+
+
+async def resume_queue(request: web.Request) -> web.Response:
+    """Start taking jobs again. Idempotent."""
+    monitor = monitor_of(request)
+    monitor.resume_queue()
+    return ok(_queue_state(monitor))
+
+
+async def clear_queue(request: web.Request) -> web.Response:
+    """Cancel every queued job."""
+    return ok({"cleared": monitor_of(request).clear_queue()})
+
+
+JOB = "/api/v1/jobs/{id:[0-9]+}"
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the job and queue routes."""
+    r = app.router
+    r.add_get("/api/v1/jobs", list_jobs)
+    r.add_post("/api/v1/jobs", enqueue)
+    r.add_post("/api/v1/jobs/retry-failed", retry_failed)
+    r.add_get(JOB, get_job)
+    r.add_delete(JOB, delete_job)
+    r.add_post(JOB + "/cancel", cancel_job)
+    r.add_post(JOB + "/retry", retry_job)
+    r.add_post(JOB + "/pause", pause_job)
+    r.add_post(JOB + "/resume", resume_job)
+    r.add_post(JOB + "/prioritize", prioritize_job)
+    r.add_get("/api/v1/queue", get_queue)
+    r.add_post("/api/v1/queue/pause", pause_queue)
+    r.add_post("/api/v1/queue/resume", resume_queue)
+    r.add_post("/api/v1/queue/clear", clear_queue)
