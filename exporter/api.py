@@ -158,7 +158,7 @@ def job_id_of(request: web.Request) -> int:
     return job_id
 
 
-def _bad_param(name: str, message: str) -> ApiError:
+def bad_param(name: str, message: str) -> ApiError:
     return ApiError(422, f"invalid query parameter {name!r}: {message}", code="invalid_parameter",
                     details=[{"location": f"query.{name}", "message": message}])
 
@@ -167,10 +167,10 @@ def query_one(request: web.Request, name: str) -> str | None:
     """A query parameter given at most once (empty counts as absent)."""
     values = request.query.getall(name, [])
     if len(values) > 1:
-        raise _bad_param(name, "given more than once")
+        raise bad_param(name, "given more than once")
     value = values[0] if values else None
     if value is not None and "\x00" in value:
-        raise _bad_param(name, "contains a NUL character")
+        raise bad_param(name, "contains a NUL character")
     return value or None
 
 
@@ -181,10 +181,10 @@ def int_param(request: web.Request, name: str, default: int, *, lo: int, hi: int
         return default
     raw = raw.strip()
     if not _INTEGER.fullmatch(raw):
-        raise _bad_param(name, "not an integer")
+        raise bad_param(name, "not an integer")
     value = int(raw)
     if not lo <= value <= hi:
-        raise _bad_param(name, f"must be between {lo} and {hi}")
+        raise bad_param(name, f"must be between {lo} and {hi}")
     return value
 
 
@@ -217,7 +217,7 @@ def time_param(request: web.Request, name: str) -> float | None:
     try:
         return parse_time(raw)
     except ValueError as exc:
-        raise _bad_param(name, str(exc)) from None
+        raise bad_param(name, str(exc)) from None
 
 
 def duration_param(request: web.Request, name: str, default: float) -> float:
@@ -233,9 +233,9 @@ def duration_param(request: web.Request, name: str, default: float) -> float:
     try:
         seconds = float(text) * factor
     except ValueError:
-        raise _bad_param(name, "not a duration (seconds, or a number with s, m, h or d)") from None
+        raise bad_param(name, "not a duration (seconds, or a number with s, m, h or d)") from None
     if not math.isfinite(seconds) or seconds <= 0:
-        raise _bad_param(name, "must be a positive duration")
+        raise bad_param(name, "must be a positive duration")
     return seconds
 
 
@@ -338,12 +338,12 @@ async def stats_history(request: web.Request) -> web.Response:
     if since is None:
         since = until - 86400.0
     if since >= until:
-        raise _bad_param("since", "must be before until")
+        raise bad_param("since", "must be before until")
     if step < MIN_STEP:
-        raise _bad_param("step", f"must be at least {MIN_STEP:g} seconds")
+        raise bad_param("step", f"must be at least {MIN_STEP:g} seconds")
     buckets = math.ceil((until - since) / step - 1e-9)
     if buckets > MAX_BUCKETS:
-        raise _bad_param("step", f"{buckets} buckets asked for; at most {MAX_BUCKETS} "
+        raise bad_param("step", f"{buckets} buckets asked for; at most {MAX_BUCKETS} "
                                  "(widen the step or narrow the range)")
     rows = monitor_of(request).view.history(since=since, until=until, step=step)
     for row in rows:

@@ -13,7 +13,7 @@ from bulletproof.models import JobState
 from bulletproof.paths import is_within, relative_posix
 from bulletproof.store import SORT_COLUMNS
 from exporter.api import (
-    _bad_param,
+    bad_param,
     int_param,
     job_id_of,
     job_json,
@@ -62,7 +62,7 @@ def _states(request: web.Request) -> list[JobState]:
             try:
                 state = JobState(part)
             except ValueError:
-                raise _bad_param("state", f"unknown state {part[:40]!r}; known: {_STATES}") from None
+                raise bad_param("state", f"unknown state {part[:40]!r}; known: {_STATES}") from None
             if state not in states:
                 states.append(state)
     return states
@@ -71,7 +71,7 @@ def _states(request: web.Request) -> list[JobState]:
 def _text(request: web.Request, name: str, max_length: int) -> str | None:
     value = query_one(request, name)
     if value is not None and len(value) > max_length:
-        raise _bad_param(name, f"longer than {max_length} characters")
+        raise bad_param(name, f"longer than {max_length} characters")
     return value
 
 
@@ -83,13 +83,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     since = time_param(request, "since")
     until = time_param(request, "until")
     if since is not None and until is not None and since >= until:
-        raise _bad_param("since", "must be before until")
+        raise bad_param("since", "must be before until")
     sort = query_one(request, "sort") or "created"
     if sort not in SORT_COLUMNS:
-        raise _bad_param("sort", f"one of {', '.join(SORT_COLUMNS)}")
+        raise bad_param("sort", f"one of {', '.join(SORT_COLUMNS)}")
     order = (query_one(request, "order") or "desc").lower()
     if order not in ("asc", "desc"):
-        raise _bad_param("order", "asc or desc")
+        raise bad_param("order", "asc or desc")
     limit = int_param(request, "limit", 100, lo=1, hi=MAX_LIMIT)
     offset = int_param(request, "offset", 0, lo=0, hi=MAX_OFFSET)
     monitor = monitor_of(request)
