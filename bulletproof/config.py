@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import string
@@ -111,9 +112,20 @@ class ApiSettings(_Model):
     token_file: Path | None = None
     require_token_for_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(default_factory=list)
     rate_limit_per_minute: int = Field(default=100, ge=1, le=1_000_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     grafana: GrafanaAuth = Field(default_factory=GrafanaAuth)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
 
     @field_validator("token_file")
     @classmethod
@@ -232,8 +244,9 @@ class Config(_Model):
         if self.on_success == "move" and self.done_folder is None:
             raise ValueError("done_folder: required when on_success is 'move'")
         for folder in self.monitor_folder:
-            if folder.path == self.output_folder and "{" not in self.output_template:
-                raise ValueError("output_folder: the same as a watch folder needs a templated name")
+            if folder.path == self.output_folder:
+                # Outputs would land where new files are expected: a re-transcode loop.
+                raise ValueError("output_folder: must not be a watch folder (a sub-folder is fine)")
         return self
 
     def all_profiles(self) -> dict[str, Profile]:

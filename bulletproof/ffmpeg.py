@@ -7,6 +7,7 @@ Binary discovery, probing, progress parsing and failure classification live in
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -319,13 +320,25 @@ class RunningTranscode:
         return TranscodeResult(self._output, size, elapsed, tail)
 
 
-def _lower_priority(nice: int) -> Callable[[], None] | None:
-    """A preexec_fn that renices the child (no `nice` wrapper process)."""
-    if nice <= 0:
-        return None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux only: SIGKILL the child when the monitor dies, even by SIGKILL, even while stopped."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the broken progress pipe still ends ffmpeg
+        pass
+
+
+def _child_setup(nice: int) -> Callable[[], None]:
+    """A preexec_fn that ties ffmpeg's life to ours and renices it (no `nice` wrapper process)."""
 
     def apply() -> None:
-        os.nice(nice)
+        _die_with_parent()
+        if nice > 0:
+            os.nice(nice)
 
     return apply
 
@@ -333,7 +346,9 @@ def _lower_priority(nice: int) -> Callable[[], None] | None:
 class FfmpegRunner:
     """Starts supervised ffmpeg processes with one set of binaries, settings and limits."""
 
-    def __init__(self, binaries: FfmpegBinaries, settings: FfmpegSettings, timeouts: Timeouts) -> None:
+    def __init__(
+        self, binaries: FfmpegBinaries, settings: FfmpegSettings, timeouts: Timeouts
+    ) -> None:
         self.binaries = binaries
         self.settings = settings
         self.timeouts = timeouts
@@ -369,7 +384,7 @@ class FfmpegRunner:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a terminal's Ctrl-C reaches us, not ffmpeg directly
-                preexec_fn=_lower_priority(self.settings.nice),
+                preexec_fn=_child_setup(self.settings.nice),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             raise TranscodeError(f"cannot start ffmpeg ({self.binaries.ffmpeg}): {exc}",

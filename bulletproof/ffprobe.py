@@ -1,4 +1,4 @@
-"""Reading what ffmpeg tells us: which binaries, a file's media info, progress blocks, failure reasons."""
+"""Reading what ffmpeg says: which binaries, a file's media info, progress, failure reasons."""
 
 from __future__ import annotations
 
@@ -202,8 +202,8 @@ async def probe(binaries: FfmpegBinaries, path: Path, *, timeout: float = 30.0) 
     if not path.is_file():
         raise TranscodeError(f"not a regular file: {path}", reason=FailureReason.INPUT_INVALID)
     if binaries.ffprobe is not None:
-        args = [binaries.ffprobe, "-v", "error", "-show_entries", "format=duration:stream=codec_type",
-                "-of", "json", media_arg(path)]
+        args = [binaries.ffprobe, "-v", "error", "-of", "json",
+                "-show_entries", "format=duration:stream=codec_type", media_arg(path)]
     else:
         args = [binaries.ffmpeg, "-hide_banner", "-nostdin", "-i", media_arg(path)]
     try:
@@ -343,12 +343,14 @@ def classify_failure(
     lines = stderr_tail.splitlines()
     if any(is_output_io_error(line, source=source) for line in lines):
         return FailureReason.OUTPUT_ERROR
+    # Unless a line names the path, "denied" is taken to be the output and "missing" the input.
+    reason = FailureReason
     for line in lines:
         if "Permission denied" in line:
-            return FailureReason.INPUT_INVALID if _names(line, source) else FailureReason.OUTPUT_ERROR
+            return reason.INPUT_INVALID if _names(line, source) else reason.OUTPUT_ERROR
     for line in lines:
         if "No such file or directory" in line:
-            return FailureReason.OUTPUT_ERROR if _names(line, output) else FailureReason.INPUT_MISSING
+            return reason.OUTPUT_ERROR if _names(line, output) else reason.INPUT_MISSING
     lowered = stderr_tail.lower()
     if any(hint.lower() in lowered for hint in _INPUT_INVALID):
         return FailureReason.INPUT_INVALID

@@ -17,7 +17,8 @@ _FORMATS: dict[str, tuple[list[str], list[str], str]] = {
     ".mkv": (_X264, _AAC, "matroska"),
     ".ts": (_X264, _AAC, "mpegts"),
     ".avi": (["-c:v", "mpeg4", "-q:v", "5"], ["-c:a", "libmp3lame"], "avi"),
-    ".webm": (["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"], ["-c:a", "libopus"], "webm"),
+    ".webm": (["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"],
+              ["-c:a", "libopus"], "webm"),
     ".m4a": ([], _AAC, "ipod"),
     ".mp3": ([], ["-c:a", "libmp3lame"], "mp3"),
     ".wav": ([], ["-c:a", "pcm_s16le"], "wav"),
@@ -48,7 +49,8 @@ def make_clip(
         inputs += ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}:duration={seconds:g}"]
         codecs += video_args
     if audio:
-        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds:g}"]
+        sine = f"sine=frequency=440:sample_rate=44100:duration={seconds:g}"
+        inputs += ["-f", "lavfi", "-i", sine]
         codecs += audio_args
     path.parent.mkdir(parents=True, exist_ok=True)
     command = [

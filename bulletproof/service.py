@@ -135,6 +135,9 @@ class Monitor:
     def _on_stable(self, found: StableFile) -> None:
         self.bus.publish(ev.FileDetected(path=str(found.path), watch_folder=str(found.watch_folder),
                                          size=found.size))
+        if any(is_within(found.path, folder) for folder in excluded_folders(self.config)):
+            self._on_ignored(found.path, IgnoreReason.OWN_OUTPUT)  # never transcode our outputs
+            return
         match = self._rules.match(found.rel_path, found.size)
         if match is None:
             self._on_ignored(found.path, IgnoreReason.NO_RULE)

@@ -354,9 +354,10 @@ async def stats_history(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """This API's OpenAPI document."""
-    from exporter.openapi import openapi_document
+    from exporter.openapi import openapi_text
 
-    return ok(openapi_document(version=monitor_of(request).version))
+    return web.Response(text=openapi_text(monitor_of(request).version),
+                        content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from bulletproof.errors import InvalidTransition
 from bulletproof.models import JobState
 from bulletproof.paths import is_within, relative_posix
 from bulletproof.store import SORT_COLUMNS
@@ -152,6 +153,21 @@ def resolve_source(monitor: Monitor, raw: str) -> tuple[Path, Path | None]:
     return inside[0] if inside else (candidates[0][0], None)
 
 
+def _refuse_duplicate(monitor: Monitor, path: Path, folder: Path) -> None:
+    """409 when this version of the file already has an unfinished job.
+
+    Monitor.enqueue_path checks this too, but through JobStore.find, which returns the *oldest*
+    job of a file version: once that one is finished, a newer queued job goes unnoticed.
+    """
+    stat = path.stat()
+    active, _ = monitor.view.list_jobs(
+        states=[JobState.QUEUED, JobState.PROCESSING, JobState.PAUSED],
+        search=relative_posix(path, folder), limit=MAX_LIMIT)
+    for job in active:
+        if (job.source_path, job.size, job.mtime_ns) == (str(path), stat.st_size, stat.st_mtime_ns):
+            raise InvalidTransition(job.id, action="enqueue", state=job.state)
+
+
 async def enqueue(request: web.Request) -> web.Response:
     """Queue a file that lies inside a watch folder (even one done before)."""
     body: EnqueueRequest = parse_body(EnqueueRequest, await read_json(request))
@@ -165,13 +181,14 @@ async def enqueue(request: web.Request) -> web.Response:
         raise _invalid_path(f"not inside a watch folder: {body.path}", body.path)
     priority = body.priority
     try:
-        if priority is None:
-            # The rule's priority applies when the caller does not give one.
-            match = None
-            if body.profile is None and path.is_file():
+        if path.is_file():
+            _refuse_duplicate(monitor, path, folder)
+            if priority is None and body.profile is None:
+                # The rule's priority applies when the caller does not give one.
                 match = monitor.match(relative_posix(path, folder), path.stat().st_size)
-            priority = match.priority if match is not None else 0
-        job = monitor.enqueue_path(str(path), profile=body.profile, priority=priority)
+                priority = match.priority if match is not None else 0
+        job = monitor.enqueue_path(str(path), profile=body.profile,
+                                   priority=0 if priority is None else priority)
     except (OSError, ValueError) as exc:  # unreadable, too long a name, undecodable...
         raise _invalid_path(f"cannot read {body.path}: {exc}", body.path) from None
     return ok(job_json(job, detail=True), status=201,

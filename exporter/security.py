@@ -209,7 +209,7 @@ class RateLimiter:
         idle = self.capacity / self.rate  # seconds for an empty bucket to fill up
         while self._buckets:
             key, (_, stamp) = next(iter(self._buckets.items()))
-            if now - stamp < idle and len(self._buckets) <= self._max:
+            if now - stamp < idle and len(self._buckets) < self._max:  # room for one more
                 break
             self._buckets.popitem(last=False)
 

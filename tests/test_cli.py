@@ -111,6 +111,8 @@ def test_sigkill_mid_transcode_then_restart(tmp_path: Path, clip_cache) -> None:
                  or any(r[1] == "completed" for r in job_rows(db)), what="the long job running")
         wait_for(lambda: list((tmp_path / "processed").glob(".long*bp-tmp-*")), what="a temporary")
         children = wait_for(lambda: _ffmpeg_children_of(proc.pid), what="the ffmpeg process")
+        for pid in children:  # a stopped ffmpeg ignores its broken pipe: only PDEATHSIG ends it
+            os.kill(pid, signal.SIGSTOP)
         proc.kill()
         proc.wait(timeout=10)
     finally:

@@ -151,3 +151,9 @@ def test_retry_backoff_grows_and_caps(tmp_path: Path) -> None:
     retry = parse_config_text(MINIMAL + "retry: {backoff_seconds: 10, backoff_factor: 3, max_backoff_seconds: 50}\n",
                               base_dir=tmp_path).retry
     assert [retry.delay(n) for n in (1, 2, 3)] == [10, 30, 50]
+
+
+def test_output_folder_cannot_be_a_watch_folder(tmp_path: Path) -> None:
+    found = issues("monitor_folder: in\noutput_folder: in\n", tmp_path)
+    assert "must not be a watch folder" in found["output_folder"]
+    parse_config_text("monitor_folder: in\noutput_folder: in/out\n", base_dir=tmp_path)

@@ -48,7 +48,9 @@ def test_default_clip_has_video_and_audio(tmp_path: Path) -> None:
         ("both.mov", {"size": "64x48", "rate": 10}, ["audio", "video"]),
     ],
 )
-def test_clip_formats(tmp_path: Path, name: str, kwargs: dict[str, object], expected: list[str]) -> None:
+def test_clip_formats(
+    tmp_path: Path, name: str, kwargs: dict[str, object], expected: list[str]
+) -> None:
     path = make_clip(FFMPEG, tmp_path / "sub" / name, **kwargs)  # type: ignore[arg-type]
     assert path.is_file()
     assert sorted(streams(path)[0]) == expected
@@ -88,6 +90,7 @@ def test_corrupt_clip_is_deterministic_and_not_media(tmp_path: Path) -> None:
     assert a.read_bytes()[4:8] == b"ftyp"
     assert make_corrupt_clip(tmp_path / "small.mp4", size=100).stat().st_size == 100
     assert FFPROBE is not None
-    done = subprocess.run([FFPROBE, "-v", "error", "file:" + str(a)], capture_output=True, text=True)
+    done = subprocess.run([FFPROBE, "-v", "error", "file:" + str(a)],
+                          capture_output=True, text=True)
     assert done.returncode != 0
     assert "Invalid data" in done.stderr or "moov atom not found" in done.stderr

@@ -302,7 +302,7 @@ async def test_dead_observer_is_restarted(tmp_path: Path, make_watcher: MakeWatc
     await until(lambda: watcher.running and watcher._folders[0].observer is not observer)
     write(tmp_path / "after.mp4")
     await until(lambda: rec.rels() == ["after.mp4"])
-    assert [s for s in rec.status] == [(tmp_path, True, None)]
+    assert rec.status == [(tmp_path, True, None)]
 
 
 async def test_polling_observer_reports_new_files(tmp_path: Path, make_watcher: MakeWatcher) -> None:
@@ -327,6 +327,8 @@ async def test_odd_names_keep_their_rel_path(tmp_path: Path, make_watcher: MakeW
         assert item.path == tmp_path / item.rel_path and item.path.is_file()
 
 
+# watchdog notes (harmlessly) that it added a watch twice when sub-folders appear during its walk.
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 async def test_burst_of_300_files_each_reported_once(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     watcher, rec = await make_watcher(tmp_path, rescan=0.5)
     names = {f"burst/{i // 100}/file {i:03}.mp4" for i in range(300)}

@@ -1,0 +1,172 @@
+"""Config routes: read, validate (dry run), replace and reset the config; profiles; rule matching."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from bulletproof.config import Config, default_config_text, parse_config_text
+from bulletproof.errors import ConfigError
+from bulletproof.paths import is_within, output_path_for, relative_posix
+from bulletproof.profiles import BUILTIN_PROFILES
+from exporter.api import bad_param, int_param, monitor_of, ok, query_one, read_json
+from exporter.errors import ApiError
+
+if TYPE_CHECKING:
+    from bulletproof.service import Monitor
+
+log = logging.getLogger(__name__)
+
+CONFIG_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("bulletproof.config_lock", asyncio.Lock)
+# Parts of the config the running monitor takes only at start-up.
+_RESTART_KEYS = ("database", "api")
+
+
+def config_json(config: Config) -> dict[str, Any]:
+    """The effective config as JSON (paths as absolute strings, defaults filled in)."""
+    return config.model_dump(mode="json")
+
+
+def _issues(exc: ConfigError) -> list[dict[str, str]]:
+    return [{"location": i.location, "message": i.message} for i in exc.issues]
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """The config in force and where it was loaded from."""
+    monitor = monitor_of(request)
+    reload_ok, reload_at = monitor.view.config_status()
+    return ok({
+        "path": str(monitor.config_path) if monitor.config_path else None,
+        "last_reload_ok": reload_ok,
+        "last_reload_success_at": reload_at,
+        "config": config_json(monitor.config),
+    })
+
+
+async def _replace(request: web.Request, change: str, data: Any = None) -> web.Response:
+    """Validate, write (keeping a .bak) and apply a new config, or the defaults."""
+    monitor = monitor_of(request)
+    async with request.app[CONFIG_LOCK]:
+        old = monitor.config
+        requested = _validated(monitor, change, data)  # ConfigError -> 422 with every issue
+        path = monitor.config_path
+        had_file = path is not None and path.exists()
+        try:
+            if change == "reset":
+                await monitor.reset_config()
+            else:
+                await monitor.update_config(data)
+        except OSError as exc:
+            log.error("cannot write the config file", extra={"path": str(path), "error": str(exc)})
+            raise ApiError(500, f"cannot write the config file: {exc.strerror or exc}",
+                           code="config_write_failed", details={"path": str(path)}) from None
+        new = monitor.config
+    backup = path.with_name(path.name + ".bak") if path is not None and had_file else None
+    restart = [k for k in _RESTART_KEYS if getattr(old, k) != getattr(requested, k)]
+    log.info("config %s through the API", "reset" if change == "reset" else "replaced",
+             extra={"path": str(path), "restart_required": ",".join(restart)})
+    return ok({
+        "applied": True,
+        "written": path is not None,
+        "path": str(path) if path is not None else None,
+        "backup": str(backup) if backup is not None else None,
+        "restart_required": restart,
+        "config": config_json(new),
+    })
+
+
+def _validated(monitor: Monitor, change: str, data: Any) -> Config:
+    """The config as asked for (before the monitor keeps start-up-only values such as `database`)."""
+    if change == "reset":
+        base = monitor.config_path.resolve().parent if monitor.config_path else Path.cwd()
+        return parse_config_text(default_config_text(), base_dir=base, source="defaults")
+    return monitor.validate_config(data)
+
+
+async def put_config(request: web.Request) -> web.Response:
+    """Replace the whole config: validate, write atomically with a .bak, apply without restart."""
+    data = await read_json(request)
+    return await _replace(request, "update", data)
+
+
+async def reset_config(request: web.Request) -> web.Response:
+    """Back to the default config (same safety as PUT)."""
+    return await _replace(request, "reset")
+
+
+async def validate_config(request: web.Request) -> web.Response:
+    """Dry run: 200 with `valid` and either the effective config or every problem found."""
+    data = await read_json(request)
+    try:
+        config = monitor_of(request).validate_config(data)
+    except ConfigError as exc:
+        return ok({"valid": False, "errors": _issues(exc)})
+    return ok({"valid": True, "config": config_json(config)})
+
+
+async def list_profiles(request: web.Request) -> web.Response:
+    """Every profile (built-in and configured) with its settings."""
+    config = monitor_of(request).config
+    profiles = {}
+    for name, profile in sorted(config.all_profiles().items()):
+        data = profile.model_dump(mode="json")
+        data["extension"] = profile.extension
+        data["builtin"] = name in BUILTIN_PROFILES and name not in config.profiles
+        data["used_by_rules"] = [r.name or f"rule-{i}" for i, r in enumerate(config.rules)
+                                 if r.profile == name]
+        profiles[name] = data
+    return ok({"profiles": profiles})
+
+
+def rel_path_for(monitor: Monitor, raw: str) -> str:
+    """The path as rules see it: relative, forward slashes; an absolute path must be inside a
+    watch folder."""
+    if "\\" in raw and "/" not in raw:
+        raw = raw.replace("\\", "/")
+    if Path(raw).is_absolute():
+        for folder in monitor.config.monitor_folder:
+            if is_within(Path(raw), folder.path) and Path(posixpath.normpath(raw)) != folder.path:
+                return relative_posix(Path(raw), folder.path)
+        raise ApiError(422, f"not inside a watch folder: {raw[:4096]}", code="invalid_path",
+                       details={"path": raw[:4096]})
+    rel = posixpath.normpath(raw)
+    if rel in (".", "..") or rel.startswith("../"):
+        raise bad_param("path", "must name a file inside a watch folder")
+    return rel
+
+
+async def match_rule(request: web.Request) -> web.Response:
+    """Which rule and profile a file would get, and where its output would go."""
+    raw = query_one(request, "path")
+    if raw is None:
+        raise bad_param("path", "required")
+    if len(raw) > 4096:
+        raise bad_param("path", "longer than 4096 characters")
+    size = int_param(request, "size", -1, lo=0, hi=2**62) if query_one(request, "size") else None
+    monitor = monitor_of(request)
+    rel = rel_path_for(monitor, raw)
+    match = monitor.view.match(rel, size)
+    if match is None:
+        return ok({"matched": False, "path": rel, "size": size, "rule": None, "rule_index": None,
+                   "profile": None, "priority": None, "output_path": None})
+    output = output_path_for(monitor.config, rel, match.profile_name, match.profile, match.rule_name)
+    return ok({"matched": True, "path": rel, "size": size, "rule": match.rule_name,
+               "rule_index": match.rule_index, "profile": match.profile_name,
+               "priority": match.priority, "output_path": str(output)})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the config, profile and rule routes."""
+    app[CONFIG_LOCK] = asyncio.Lock()
+    r = app.router
+    r.add_get("/api/v1/config", get_config)
+    r.add_put("/api/v1/config", put_config)
+    r.add_post("/api/v1/config/validate", validate_config)
+    r.add_post("/api/v1/config/reset", reset_config)
+    r.add_get("/api/v1/profiles", list_profiles)
+    r.add_get("/api/v1/rules/match", match_rule)

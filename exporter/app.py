@@ -1,0 +1,98 @@
+"""The aiohttp application: routes, middlewares, app state and background tasks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from exporter.api import METRICS, MONITOR, add_routes
+from exporter.errors import error_for, error_middleware
+from exporter.ws import HUB, EventHub
+
+if TYPE_CHECKING:
+    from bulletproof.service import Monitor
+    from exporter.metrics import BulletproofMetrics
+    from exporter.security import Security
+
+log = logging.getLogger(__name__)
+
+SECURITY: web.AppKey[Security] = web.AppKey("bulletproof.security")
+OWNS_METRICS: web.AppKey[bool] = web.AppKey("bulletproof.owns_metrics", bool)
+UNMATCHED = "other"  # the handler label of requests that match no route (bounded label values)
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def handler_label(request: web.Request) -> str:
+    """The route's canonical path template (`/api/v1/jobs/{id}`), never the raw path."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+@web.middleware
+async def request_metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count and time every request by route template, method and status; log mutating calls."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except Exception as exc:
+        mapped = error_for(exc)
+        status = mapped.status if mapped is not None else 500
+        raise
+    finally:
+        label = handler_label(request)
+        if label != "/ws/updates":  # a WebSocket's duration is its whole session
+            request.app[METRICS].observe_request(label, request.method, status,
+                                                 time.perf_counter() - start)
+        if request.method not in _READS:
+            log.info("api call", extra={"method": request.method, "path": request.path,
+                                        "status": status,
+                                        "principal": str(request.get("bulletproof.principal"))})
+
+
+def create_app(monitor: Monitor, *, token: str | None = None,
+               metrics: BulletproofMetrics | None = None) -> web.Application:
+    """Build the app for a started (or starting) monitor.
+
+    `token` is the API token (None: see docs/security.md for what is then allowed). `metrics`
+    defaults to a new BulletproofMetrics on its own registry, closed with the app.
+    """
+    from exporter.metrics import BulletproofMetrics
+    from exporter.security import Security, setup_cors
+
+    settings = monitor.config.api
+    owns_metrics = metrics is None
+    if metrics is None:
+        metrics = BulletproofMetrics(monitor.view, monitor.bus)
+    security = Security(settings, token)
+    app = web.Application(
+        middlewares=[error_middleware, request_metrics_middleware, *security.middlewares()],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[MONITOR] = monitor
+    app[METRICS] = metrics
+    app[OWNS_METRICS] = owns_metrics
+    app[SECURITY] = security
+    hub = EventHub(monitor)
+    app[HUB] = hub
+    app.cleanup_ctx.append(hub.context)
+    app.on_shutdown.append(hub.close_all)
+    app.on_cleanup.append(_release)
+    add_routes(app)
+    setup_cors(app, list(settings.cors_origins))
+    return app
+
+
+async def _release(app: web.Application) -> None:
+    await app[SECURITY].close()
+    if app[OWNS_METRICS]:
+        app[METRICS].close()

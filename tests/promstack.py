@@ -1,0 +1,592 @@
+"""Run the real Prometheus and Alertmanager around a test, on free loopback ports.
+
+A plain module (not a conftest) that end-to-end tests import:
+
+    from tests import promstack   # or `import promstack` with tests/ on sys.path
+
+    with promstack.webhook_receiver() as hook, \\
+         promstack.run_alertmanager(tmp_path / "am", webhook_url=hook.url) as am, \\
+         promstack.run_prometheus(tmp_path / "prom", targets=["127.0.0.1:8080"],
+                                  alertmanager_url=am.url) as prom:
+        hook.wait_for_alert("BulletproofDown", status="firing", timeout=30)
+        promstack.query(prom.url, 'up{job="bulletproof"}')
+
+What it starts:
+
+* ``run_prometheus``: Debian's ``prometheus`` with a generated config: the ``bulletproof`` scrape job
+  on the given targets (plus Prometheus scraping itself as job ``prometheus``), scrape and
+  evaluation every second, the *test copy* of the shipped rules (see ``write_scaled_rules``), alerts
+  sent to the given Alertmanager; storage in a temporary folder. Waits until ``/-/ready``.
+* ``run_alertmanager``: Debian's ``prometheus-alertmanager`` with a config generated from the shipped
+  ``prometheus/alertmanager.yml``: same routes, grouping and inhibit rules, but every receiver
+  replaced by one webhook to the URL the test gives (the payload's ``receiver`` field still tells
+  which route matched), ``group_wait``/``group_interval`` shortened, clustering off. Waits until
+  ``/-/ready``.
+* ``webhook_receiver``: a small HTTP server (thread) that records what Alertmanager posts.
+
+The test copy of the rules is generated from ``prometheus/rules/*.yml`` by parsing the YAML and
+dividing by ``factor`` every ``for:``, every range window ``[5m]`` (and subquery step), every
+``offset``, and every number that the rules mark as a duration in seconds with the PromQL comment
+``# duration``; nothing is edited by hand. Windows are kept at ``min_range`` or more so that
+``rate()`` still sees several samples.
+
+Every process is terminated (then killed) on exit; its output goes to a log file whose tail is put
+into the exception when it fails to start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROMETHEUS_DIR = REPO / "prometheus"
+RULES_DIR = PROMETHEUS_DIR / "rules"
+ALERTMANAGER_CONFIG = PROMETHEUS_DIR / "alertmanager.yml"
+
+
+def _binary(*names: str) -> str | None:
+    for name in names:
+        found = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
+        if found:
+            return found
+    return None
+
+
+PROMETHEUS_BIN = _binary("prometheus")
+PROMTOOL_BIN = _binary("promtool")
+ALERTMANAGER_BIN = _binary("prometheus-alertmanager", "alertmanager")
+AMTOOL_BIN = _binary("amtool")
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Durations and the scaled test copy of the rules
+# --------------------------------------------------------------------------------------------
+
+_UNITS = {"y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0,
+          "s": 1.0, "ms": 0.001}
+_DURATION = r"(?:\d+(?:ms|[ywdhms]))+"
+_DURATION_PART = re.compile(r"(\d+)(ms|[ywdhms])")
+_RANGE_RE = re.compile(rf"\[\s*({_DURATION})\s*(?::\s*({_DURATION})?\s*)?\]")
+_OFFSET_RE = re.compile(rf"\boffset(\s+)(-?)({_DURATION})")
+_MARKED_SECONDS_RE = re.compile(r"(\d+(?:\.\d+)?)(\s*\)*\s*)(#\s*duration\b)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus duration (``1h30m``, ``5m``, ``500ms``)."""
+    text = text.strip()
+    if not re.fullmatch(_DURATION, text):
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """A Prometheus duration for ``seconds`` (whole milliseconds; ``0s`` for zero)."""
+    ms = int(round(seconds * 1000))
+    if ms <= 0:
+        return "0s"
+    out = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        n, ms = divmod(ms, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(round(value, 6))
+
+
+def scale_duration(text: str, factor: float, minimum: float = 0.0) -> str:
+    """``text`` divided by ``factor``, at least ``minimum`` seconds."""
+    return format_duration(max(parse_duration(text) / factor, minimum))
+
+
+def scale_expr(expr: str, factor: float, min_range: float = 4.0) -> str:
+    """A PromQL expression with its time windows, offsets and marked durations divided by factor."""
+
+    def ranges(m: re.Match) -> str:
+        window = scale_duration(m.group(1), factor, min_range)
+        if m.group(0).find(":") < 0:
+            return f"[{window}]"
+        step = scale_duration(m.group(2), factor, 1.0) if m.group(2) else ""
+        return f"[{window}:{step}]"
+
+    def offsets(m: re.Match) -> str:
+        return f"offset{m.group(1)}{m.group(2)}{scale_duration(m.group(3), factor, 1.0)}"
+
+    def marked(m: re.Match) -> str:
+        return f"{_format_number(float(m.group(1)) / factor)}{m.group(2)}{m.group(3)}"
+
+    expr = _RANGE_RE.sub(ranges, expr)
+    expr = _OFFSET_RE.sub(offsets, expr)
+    return _MARKED_SECONDS_RE.sub(marked, expr)
+
+
+def scaled_rule_groups(source: Path, factor: float, min_range: float = 4.0) -> dict:
+    """The rule file ``source`` (parsed) with every duration divided by ``factor``."""
+    data = yaml.safe_load(source.read_text())
+    out = copy.deepcopy(data)
+    for group in out.get("groups", []):
+        if "interval" in group:
+            group["interval"] = scale_duration(group["interval"], factor, 1.0)
+        for rule in group.get("rules", []):
+            rule["expr"] = scale_expr(str(rule["expr"]), factor, min_range)
+            if "for" in rule:
+                rule["for"] = scale_duration(str(rule["for"]), factor)
+            if "keep_firing_for" in rule:
+                rule["keep_firing_for"] = scale_duration(str(rule["keep_firing_for"]), factor)
+    return out
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Dumps multi-line strings (PromQL) as readable YAML blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def write_scaled_rules(dest: Path, factor: float = 60.0, *, min_range: float = 4.0,
+                       sources: Sequence[Path] | None = None) -> list[Path]:
+    """Write the test copy of the shipped rules into ``dest``; returns the files written.
+
+    ``factor`` 60 turns minutes into seconds: ``for: 2m`` becomes ``2s``, ``[15m]`` becomes
+    ``[15s]``, ``> 300  # duration`` becomes ``> 5  # duration``.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sources if sources is not None else sorted(RULES_DIR.glob("*.yml")):
+        target = dest / src.name
+        header = f"# GENERATED by tests/promstack.py from {src.relative_to(REPO)} (durations / {factor:g}). Do not edit.\n"
+        target.write_text(header + yaml.dump(scaled_rule_groups(src, factor, min_range),
+                                             Dumper=_BlockDumper, sort_keys=False, width=1000))
+        written.append(target)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running Prometheus or Alertmanager."""
+
+    name: str
+    url: str
+    port: int
+    config_path: Path
+    log_path: Path
+    process: subprocess.Popen
+    workdir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, tail: int = 4000) -> str:
+        """The end of the process's output (stdout and stderr)."""
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode} before it was "
+                               f"ready:\n{server.log()}")
+        try:
+            status, _ = _http_get(f"{server.url}/-/ready", timeout=1.0)
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{server.name} not ready after {timeout}s ({last}):\n{server.log()}")
+
+
+def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def _spawn(name: str, argv: list[str], *, url: str, port: int, config_path: Path, workdir: Path,
+           ready_timeout: float) -> Iterator[Server]:
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=workdir)
+    server = Server(name=name, url=url, port=port, config_path=config_path, log_path=log_path,
+                    process=process, workdir=workdir)
+    try:
+        _wait_ready(server, ready_timeout)
+        yield server
+    finally:
+        _stop(process)
+
+
+def prometheus_config(*, targets: Sequence[str], rule_files: Sequence[Path], port: int,
+                      alertmanager_url: str | None = None, scrape_interval: str = "1s",
+                      evaluation_interval: str = "1s", self_scrape: bool = True) -> dict:
+    """The Prometheus config that ``run_prometheus`` writes."""
+    interval = parse_duration(scrape_interval)
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": format_duration(max(0.5, interval * 0.8)),
+            "evaluation_interval": evaluation_interval,
+        },
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [
+            {"job_name": "bulletproof", "metrics_path": "/metrics",
+             "static_configs": [{"targets": list(targets)}]},
+        ],
+    }
+    if self_scrape:
+        config["scrape_configs"].append(
+            {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]})
+    if alertmanager_url:
+        parsed = urllib.parse.urlsplit(alertmanager_url)
+        am: dict[str, Any] = {"api_version": "v2", "scheme": parsed.scheme or "http",
+                              "static_configs": [{"targets": [parsed.netloc]}]}
+        if parsed.path.strip("/"):
+            am["path_prefix"] = parsed.path
+        config["alerting"] = {"alertmanagers": [am]}
+    return config
+
+
+@contextlib.contextmanager
+def run_prometheus(workdir: Path, *, targets: Sequence[str] = (), alertmanager_url: str | None = None,
+                   factor: float = 60.0, min_range: float = 4.0,
+                   rule_files: Sequence[Path] | None = None, scrape_interval: str = "1s",
+                   evaluation_interval: str = "1s", resend_delay: str = "1s",
+                   extra_args: Sequence[str] = (), ready_timeout: float = 30.0) -> Iterator[Server]:
+    """Start the real ``prometheus`` scraping ``targets`` (job ``bulletproof``) with the test rules.
+
+    ``rule_files`` defaults to a fresh test copy of the shipped rules, scaled by ``factor``
+    (``server.extra["rule_files"]`` lists them). ``resend_delay`` is how often firing alerts are
+    re-sent to Alertmanager (Prometheus's default, 1m, is too slow for a test).
+    """
+    if not PROMETHEUS_BIN:
+        raise RuntimeError("prometheus is not installed (apt-get install prometheus)")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if rule_files is None:
+        rule_files = write_scaled_rules(workdir / "rules", factor, min_range=min_range)
+    port = free_port()
+    config = prometheus_config(targets=targets, rule_files=rule_files, port=port,
+                               alertmanager_url=alertmanager_url, scrape_interval=scrape_interval,
+                               evaluation_interval=evaluation_interval)
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    argv = [PROMETHEUS_BIN, f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}",
+            f"--rules.alert.resend-delay={resend_delay}",
+            "--web.enable-lifecycle",
+            "--log.level=info", *extra_args]
+    with _spawn("prometheus", argv, url=f"http://127.0.0.1:{port}", port=port,
+                config_path=config_path, workdir=workdir, ready_timeout=ready_timeout) as server:
+        server.extra["rule_files"] = list(rule_files)
+        yield server
+
+
+def _shorten_route(route: dict, group_wait: str, group_interval: str, repeat_interval: str,
+                   root: bool) -> None:
+    for key, value in (("group_wait", group_wait), ("group_interval", group_interval),
+                       ("repeat_interval", repeat_interval)):
+        if root or key in route:
+            route[key] = value
+    for child in route.get("routes", []) or []:
+        _shorten_route(child, group_wait, group_interval, repeat_interval, root=False)
+
+
+def alertmanager_test_config(webhook_url: str, *, group_wait: str = "1s", group_interval: str = "1s",
+                             repeat_interval: str = "1h", source: Path = ALERTMANAGER_CONFIG) -> dict:
+    """The shipped Alertmanager config with every receiver redirected to ``webhook_url``.
+
+    Routes, matchers, grouping and inhibit rules are kept as shipped; the timers are shortened;
+    the global e-mail/Slack settings (which name secret files) are dropped; template paths are made
+    absolute so the shipped templates still load.
+    """
+    config = yaml.safe_load(source.read_text())
+    config["global"] = {k: v for k, v in (config.get("global") or {}).items()
+                        if not k.startswith(("smtp_", "slack_", "opsgenie_", "pagerduty_",
+                                             "victorops_", "wechat_", "telegram_", "webex_"))}
+    config["templates"] = [str((source.parent / t).resolve()) for t in config.get("templates", [])]
+    config["receivers"] = [
+        {"name": r["name"], "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}
+        for r in config["receivers"]
+    ]
+    _shorten_route(config["route"], group_wait, group_interval, repeat_interval, root=True)
+    return config
+
+
+@contextlib.contextmanager
+def run_alertmanager(workdir: Path, *, webhook_url: str, group_wait: str = "1s",
+                     group_interval: str = "1s", repeat_interval: str = "1h",
+                     extra_args: Sequence[str] = (), ready_timeout: float = 30.0) -> Iterator[Server]:
+    """Start the real ``prometheus-alertmanager`` with the test copy of the shipped config."""
+    if not ALERTMANAGER_BIN:
+        raise RuntimeError("alertmanager is not installed (apt-get install prometheus-alertmanager)")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = alertmanager_test_config(webhook_url, group_wait=group_wait,
+                                      group_interval=group_interval, repeat_interval=repeat_interval)
+    config_path = workdir / "alertmanager.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [ALERTMANAGER_BIN, f"--config.file={config_path}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url={url}",
+            "--cluster.listen-address=",
+            "--log.level=info", *extra_args]
+    with _spawn("alertmanager", argv, url=url, port=port, config_path=config_path,
+                workdir=workdir, ready_timeout=ready_timeout) as server:
+        yield server
+
+
+# --------------------------------------------------------------------------------------------
+# Webhook receiver
+# --------------------------------------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """Records the JSON payloads Alertmanager posts (one per notification)."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    payload = json.loads(body or b"{}")
+                except ValueError:
+                    payload = {"_invalid": body.decode(errors="replace")}
+                payload["_path"] = self.path
+                payload["_received_at"] = time.time()
+                with receiver._cond:
+                    receiver.payloads.append(payload)
+                    receiver._cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/alerts"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook",
+                                        daemon=True)
+
+    def start(self) -> "WebhookReceiver":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def alerts(self) -> list[dict]:
+        """Every alert received so far, each with the payload's ``receiver`` added."""
+        with self._cond:
+            return [dict(alert, receiver=p.get("receiver")) for p in self.payloads
+                    for alert in p.get("alerts", [])]
+
+    def find(self, alertname: str, *, status: str | None = None, **labels: str) -> list[dict]:
+        """Received alerts with this name, status (firing/resolved) and labels."""
+        out = []
+        for alert in self.alerts():
+            lab = alert.get("labels", {})
+            if lab.get("alertname") != alertname:
+                continue
+            if status is not None and alert.get("status") != status:
+                continue
+            if all(lab.get(k) == v for k, v in labels.items()):
+                out.append(alert)
+        return out
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
+        """Wait until ``predicate()`` is truthy (re-checked on each payload); returns its value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"webhook: condition not met after {timeout}s; received: "
+                                       f"{json.dumps(self.summary(), indent=1)}")
+                self._cond.wait(min(remaining, 0.5))
+
+    def wait_for_alert(self, alertname: str, *, status: str = "firing", timeout: float = 30.0,
+                       **labels: str) -> dict:
+        """The first received alert that matches; raises TimeoutError with what was received."""
+        return self.wait_for(lambda: next(iter(self.find(alertname, status=status, **labels)), None),
+                             timeout)
+
+    def summary(self) -> list[str]:
+        return [f"{a.get('receiver')}: {a.get('status')} {a.get('labels')}" for a in self.alerts()]
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A running ``WebhookReceiver`` on a free loopback port (``.url`` to give Alertmanager)."""
+    receiver = WebhookReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP API helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _get_json(url: str, timeout: float = 5.0) -> Any:
+    status, body = _http_get(url, timeout)
+    data = json.loads(body or b"null")
+    if status != 200:
+        raise RuntimeError(f"GET {url}: HTTP {status}: {data}")
+    return data
+
+
+def query(prom_url: str, expr: str, at: float | None = None) -> list[dict]:
+    """Instant query; returns the result list (``[{"metric": {...}, "value": [ts, "v"]}]``).
+
+    Raises RuntimeError with Prometheus's error when the expression does not evaluate.
+    """
+    params = {"query": expr}
+    if at is not None:
+        params["time"] = str(at)
+    data = _get_json(f"{prom_url}/api/v1/query?{urllib.parse.urlencode(params)}")
+    if data.get("status") != "success":
+        raise RuntimeError(f"query {expr!r}: {data}")
+    result = data["data"]["result"]
+    if data["data"]["resultType"] == "scalar":
+        return [{"metric": {}, "value": result}]
+    return result
+
+
+def query_value(prom_url: str, expr: str) -> float | None:
+    """The value of a single-series instant query, None when it returns nothing."""
+    result = query(prom_url, expr)
+    if not result:
+        return None
+    return float(result[0]["value"][1])
+
+
+def rule_groups(prom_url: str) -> list[dict]:
+    """``/api/v1/rules`` groups (each with its rules' health, lastError, state)."""
+    return _get_json(f"{prom_url}/api/v1/rules")["data"]["groups"]
+
+
+def prometheus_alerts(prom_url: str) -> list[dict]:
+    """Alerts pending or firing in Prometheus (``/api/v1/alerts``)."""
+    return _get_json(f"{prom_url}/api/v1/alerts")["data"]["alerts"]
+
+
+def targets(prom_url: str) -> list[dict]:
+    """Active scrape targets (``/api/v1/targets``)."""
+    return _get_json(f"{prom_url}/api/v1/targets")["data"]["activeTargets"]
+
+
+def post_alerts(am_url: str, alerts: list[dict]) -> None:
+    """POST alerts to Alertmanager's ``/api/v2/alerts`` (as Prometheus would)."""
+    body = json.dumps(alerts).encode()
+    req = urllib.request.Request(f"{am_url}/api/v2/alerts", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"POST /api/v2/alerts: HTTP {resp.status}")
+
+
+def alertmanager_alerts(am_url: str, **filters: str) -> list[dict]:
+    """Alerts Alertmanager holds (``/api/v2/alerts``), with ``status.state`` and ``inhibitedBy``."""
+    params = [("filter", f'{k}="{v}"') for k, v in filters.items()]
+    params += [("active", "true"), ("silenced", "true"), ("inhibited", "true")]
+    return _get_json(f"{am_url}/api/v2/alerts?{urllib.parse.urlencode(params)}")
+
+
+def rfc3339(ts: float) -> str:
+    """A unix time as the RFC 3339 string Alertmanager's API expects."""
+    frac, whole = math.modf(ts)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int(frac * 1000):03d}Z"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2,
+               message: str | Callable[[], str] = "") -> Any:
+    """Poll ``predicate`` until truthy; returns its value or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            text = message() if callable(message) else message
+            raise TimeoutError(f"not true after {timeout}s. {text}")
+        time.sleep(interval)
