@@ -282,7 +282,7 @@ def main() -> None:
          f"of which the window: {args.stability:g} s"],
         ["  beyond the window", f"{r['after_last'] - args.stability:.3f} s", ""],
         ["throughput", f"{n / max(r['to_all'], 1e-9):.0f} files/s", "N / (first rename -> all)"],
-        ["events", ", ".join(f"{k}: {v}" for k, v in sorted(r["counts"].items())), ""],
+        *([f"  events: {k}", str(v), ""] for k, v in sorted(r["counts"].items())),
         ["duplicate events after", str(r["extra_events"]), "must be 0"],
         ["files still pending", str(r["pending_after"]), "must be 0"],
         ["RSS before the burst", mib(r["rss_base_kb"]), "VmRSS, monitor started, folder empty"],
@@ -302,7 +302,7 @@ def main() -> None:
             ["restart: start() returns", f"{rs['start_s']:.3f} s", "includes the initial scan"],
             ["restart: all accounted for", f"{rs['to_all']:.3f} s",
              "from start()" if rs["complete"] else "INCOMPLETE at the timeout"],
-            ["restart: events", ", ".join(f"{k}: {v}" for k, v in sorted(rs["counts"].items())), ""],
+            *([f"  restart events: {k}", str(v), ""] for k, v in sorted(rs["counts"].items())),
             ["restart: peak RSS", mib(rs["hwm_kb"]), "VmHWM since the restart"],
             ["restart: worst event-loop stall", f"{rs['lag'] * 1000:.0f} ms", ""],
         ]

@@ -23,7 +23,7 @@ from bulletproof.config import (
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
-from bulletproof.models import IgnoreReason, Job, JobState, QueueTrigger
+from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
 from bulletproof.rules import RuleMatch, RuleMatcher
 from bulletproof.store import JobStore, NewJob
@@ -73,6 +73,9 @@ class Monitor:
         for job in recovered:
             if job.state is JobState.QUEUED:
                 self.bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
+            else:  # out of attempts: the crash ended it
+                self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
+                                                reason=FailureReason.INTERRUPTED, busy_seconds=0.0))
         await asyncio.to_thread(self._remove_stale_temporaries)
         if self.store.get_meta("queue_paused") == "1":
             self.paused_since = float(self.store.get_meta("queue_paused_since") or now)

@@ -49,6 +49,24 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (source_path, size, mtime_ns);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_state_queued ON jobs (state, queued_at);
+-- Jobs per state, kept by triggers: counting rows walks them all, and /metrics reads this on
+-- every scrape, so its cost must not grow with the history.
+CREATE TABLE IF NOT EXISTS job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
+WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- Versions of files that were transcoded successfully; outlives deleting the job from history,
 -- so a restart never redoes a file whose job was deleted.
@@ -115,6 +133,7 @@ class JobStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._check_version()
+            self._recount()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
         self._lock = threading.RLock()
@@ -131,6 +150,12 @@ class JobStore:
                 f"({SCHEMA_VERSION})",
                 path=self.path,
             )
+
+    def _recount(self) -> None:
+        """Rebuild job_counts from the jobs (once per open: cheap, and heals any drift)."""
+        self._db.executescript(
+            "BEGIN IMMEDIATE; DELETE FROM job_counts; INSERT INTO job_counts (state, n) "
+            "SELECT state, COUNT(*) FROM jobs GROUP BY state; COMMIT;")
 
     def close(self) -> None:
         """Close the database."""
@@ -444,7 +469,7 @@ class JobStore:
     def counts_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
         counts = dict.fromkeys(JobState, 0)
-        for state, count in self._query("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+        for state, count in self._query("SELECT state, n FROM job_counts"):
             counts[JobState(state)] = count
         return counts
 
@@ -453,16 +478,12 @@ class JobStore:
         return self._query("SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'")[0][0]
 
     def last_finished_at(self) -> dict[JobState, float | None]:
-        """The latest finish time per terminal state."""
-        result: dict[JobState, float | None] = {
-            JobState.COMPLETED: None, JobState.FAILED: None, JobState.CANCELLED: None,
-        }
-        for state, at in self._query(
-            "SELECT state, MAX(finished_at) FROM jobs "
-            "WHERE state IN ('completed', 'failed', 'cancelled') GROUP BY state"
-        ):
-            result[JobState(state)] = at
-        return result
+        """The latest finish time per terminal state (three index lookups)."""
+        row = self._query(
+            "SELECT (SELECT MAX(finished_at) FROM jobs WHERE state = 'completed'), "
+            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'failed'), "
+            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'cancelled')")[0]
+        return {JobState.COMPLETED: row[0], JobState.FAILED: row[1], JobState.CANCELLED: row[2]}
 
     def summary(self, *, now: float) -> dict[str, Any]:
         """The plan's Stats model: totals, average duration, and the last 24 h by hour."""

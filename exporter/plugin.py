@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 5.0  # seconds open requests get to finish when the monitor stops
+# Room for a 4096-character path in a query string, percent-encoded UTF-8 (aiohttp's default is
+# 8190 bytes; longer request lines get aiohttp's own plain-text 400).
+MAX_REQUEST_LINE = 65536
 
 
 class ExporterPlugin:
@@ -49,7 +52,7 @@ class ExporterPlugin:
         token = resolve_token(settings)
         self.app = create_app(self.monitor, token=token)
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                               handle_signals=False)
+                               handle_signals=False, max_line_size=MAX_REQUEST_LINE)
         await runner.setup()
         try:
             site = web.TCPSite(runner, settings.host, settings.port)

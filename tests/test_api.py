@@ -370,6 +370,22 @@ async def test_running_job_live_progress_pause_resume_cancel(api: Api, clip_cach
     assert detail["state"] == "cancelled" and detail["worker"] is None
 
 
+@pytest.mark.xfail(reason="core bug: WorkerPool._reset swaps the _Slot object while the worker "
+                          "coroutine keeps the old one, so a slot's second job is invisible to "
+                          "snapshots/cancel/pause", strict=False)
+async def test_a_slots_second_job_is_live_and_controllable(api: Api, clip_cache) -> None:
+    api.drop(clip_cache(), "first.mp4")
+    await api.wait_job("first.mp4", JobState.COMPLETED)
+    api.drop(clip_cache(seconds=60, size="640x360"), "second.mp4")
+    job = await api.wait_job("second.mp4", JobState.PROCESSING)
+    await until(lambda: api.monitor.view.busy_workers() == 1, timeout=5)
+    status, body = await api.post(f"/api/v1/jobs/{job.id}/pause")
+    assert status == 200, body
+    status, body = await api.post(f"/api/v1/jobs/{job.id}/cancel")
+    assert status == 202, body
+    await api.wait_job("second.mp4", JobState.CANCELLED)
+
+
 async def test_retry_failed_and_delete(api: Api, clip_cache) -> None:
     jobs = await finished_jobs(api, clip_cache, ["ok.mp4", "broken.mp4", "broken2.mp4"])
     failed_ids = sorted(jobs[n]["id"] for n in ("broken.mp4", "broken2.mp4"))
