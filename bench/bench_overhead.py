@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -69,11 +70,17 @@ def med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, in seconds."""
+def proc_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime + stime, cutime + cstime) of a live process in seconds: itself, its waited-for children."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -190,7 +197,7 @@ def run_monitor(work: Path, staged: list[Path], workers: int, stability: float,
     return {
         "t0": t0, "created": created, "started": started, "finished": finished,
         "attempts": [r[4] for r in rows], "wall": max(finished) - t0,
-        "cpu": cpu1 - cpu0, "hwm": hwm, "ffmpeg_line": next((ln for ln in reader.lines if "starting" in ln), ""),
+        "cpu": cpu1[0] - cpu0[0], "child_cpu": cpu1[1] - cpu0[1], "hwm": hwm, "ffmpeg_line": next((ln for ln in reader.lines if "starting" in ln), ""),
     }
 
 
@@ -212,15 +219,16 @@ def run_xargs(commands: list[list[str]], workers: int) -> float:
     assert len(length) == 1 and len(programs) == 1, "xargs -n needs argument lists of one length"
     data = b"".join(os.fsencode(arg) + b"\0" for cmd in commands for arg in cmd[1:])
     argv = ["xargs", "-0", "-r", "-n", str(length.pop() - 1), "-P", str(workers), programs.pop()]
+    cpu0 = children_cpu()
     t0 = time.time()
     done = subprocess.run(argv, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.time() - t0
     if done.returncode != 0:
         raise RuntimeError(f"xargs/ffmpeg failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
-    return wall
+    return wall, children_cpu() - cpu0
 
 
-def run_pool(commands: list[list[str]], workers: int) -> tuple[float, list[float]]:
+def run_pool(commands: list[list[str]], workers: int) -> tuple[float, list[float], float]:
     def one(cmd: list[str]) -> float:
         start = time.time()
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
@@ -228,13 +236,14 @@ def run_pool(commands: list[list[str]], workers: int) -> tuple[float, list[float
             raise RuntimeError(f"ffmpeg failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
         return time.time() - start
 
+    cpu0 = children_cpu()
     t0 = time.time()
     with ThreadPoolExecutor(workers) as pool:
         each = list(pool.map(one, commands))
-    return time.time() - t0, each
+    return time.time() - t0, each, children_cpu() - cpu0
 
 
-def time_probe(clip: Path, runs: int = 7) -> tuple[float, float]:
+def time_probe(clip: Path, runs: int = 7) -> tuple[float, float, float]:
     """Median seconds of one ffprobe subprocess (as the worker runs it) and of bulletproof's probe()."""
     from bulletproof.config import FfmpegSettings
 
@@ -242,10 +251,12 @@ def time_probe(clip: Path, runs: int = 7) -> tuple[float, float]:
     raw, wrapped = [], []
     args = [binaries.ffprobe, "-v", "error", "-show_entries", "format=duration:stream=codec_type",
             "-of", "json", "file:" + str(clip)]
+    cpu0 = children_cpu()
     for _ in range(runs):
         t = time.perf_counter()
         subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, check=True)
         raw.append(time.perf_counter() - t)
+    cpu = (children_cpu() - cpu0) / runs
 
     async def via_core() -> None:
         for _ in range(runs):
@@ -254,7 +265,7 @@ def time_probe(clip: Path, runs: int = 7) -> tuple[float, float]:
             wrapped.append(time.perf_counter() - t)
 
     asyncio.run(via_core())
-    return med(raw), med(wrapped)
+    return med(raw), med(wrapped), cpu
 
 
 # -- analysis --------------------------------------------------------------------------------
@@ -301,10 +312,11 @@ def main() -> None:
     binaries = find_ffmpeg(load_config_defaults())
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     clip = cached_clip(args.cache_dir, binaries.ffmpeg, args.seconds, args.size, args.rate)
-    probe_raw, probe_core = time_probe(clip)
+    probe_raw, probe_core, probe_cpu = time_probe(clip)
     load_before = os.getloadavg()
 
     monitor_runs, xargs_walls, pool_walls, pool_each = [], [], [], []
+    xargs_cpu, pool_cpu = [], []
     with tempfile.TemporaryDirectory(prefix="bp-bench-overhead-") as tmp:
         # One uncounted direct run first: warms the page cache, the binaries and the CPU clocks.
         warm = Path(tmp) / "warm"
@@ -333,11 +345,14 @@ def main() -> None:
                     monitor_runs.append(run_monitor(work, staged, args.workers, args.stability, args.timeout))
                 elif side == "xargs":
                     cmds = direct_commands(config_path, sources, work / "direct-xargs")
-                    xargs_walls.append(run_xargs(cmds, args.workers))
+                    wall, cpu = run_xargs(cmds, args.workers)
+                    xargs_walls.append(wall)
+                    xargs_cpu.append(cpu)
                 else:
                     cmds = direct_commands(config_path, sources, work / "direct-pool")
-                    wall, each = run_pool(cmds, args.workers)
+                    wall, each, cpu = run_pool(cmds, args.workers)
                     pool_walls.append(wall)
+                    pool_cpu.append(cpu)
                     pool_each += each
             m = monitor_runs[-1]
             ref = xargs_walls[-1] if xargs_walls else pool_walls[-1]
@@ -408,6 +423,22 @@ def main() -> None:
         ["monitor peak RSS", f"{med([m['hwm'] for m in monitor_runs]) / 2**20:.1f} MiB", "VmHWM"],
     ]
     print(table(rows, ["where the difference goes", "seconds", "note"]))
+    print()
+    # CPU seconds are far less sensitive to other load on the machine than wall times.
+    self_cpu = med([m["cpu"] for m in monitor_runs])
+    child = med([m["child_cpu"] for m in monitor_runs])
+    direct_cpu = med(xargs_cpu or pool_cpu)
+    rows = [
+        ["bulletproof: Python process", f"{self_cpu:.2f}", ""],
+        ["bulletproof: children", f"{child:.2f}", "ffmpeg + ffprobe (cutime+cstime)"],
+        ["bulletproof: total", f"{self_cpu + child:.2f}", f"{(self_cpu + child) / direct_cpu:.3f}"],
+    ]
+    for name, cpus in (("xargs -0 -P", xargs_cpu), ("subprocess pool", pool_cpu)):
+        if cpus:
+            rows.append([f"direct, {name}", f"{med(cpus):.2f}", f"{med(cpus) / direct_cpu:.3f}"])
+    rows.append(["ffprobe CPU, N probes", f"{args.clips * probe_cpu:.2f}",
+                 f"{probe_cpu * 1000:.0f} ms per probe (measured) x N"])
+    print(table(rows, ["CPU seconds over the batch (median)", "CPU s", "ratio"]))
 
 
 def load_config_defaults():

@@ -208,7 +208,7 @@ async def probe(binaries: FfmpegBinaries, path: Path, *, timeout: float = 30.0) 
         args = [binaries.ffmpeg, "-hide_banner", "-nostdin", "-i", media_arg(path)]
     try:
         code, out, err = await _run_capture(args, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TranscodeError(
             f"probing took longer than {timeout:g} s", reason=FailureReason.TIMEOUT
         ) from None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """Where a job is in its life."""
 
     QUEUED = "queued"
@@ -28,7 +28,7 @@ class JobState(str, Enum):
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
-class FailureReason(str, Enum):
+class FailureReason(StrEnum):
     """Why a transcode attempt did not complete."""
 
     INPUT_INVALID = "input_invalid"
@@ -41,7 +41,7 @@ class FailureReason(str, Enum):
     CANCELLED = "cancelled"
 
 
-class IgnoreReason(str, Enum):
+class IgnoreReason(StrEnum):
     """Why a file seen in a watch folder was not queued."""
 
     NO_RULE = "no_rule"
@@ -51,7 +51,7 @@ class IgnoreReason(str, Enum):
     UNREADABLE = "unreadable"
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """How a job attempt ended."""
 
     COMPLETED = "completed"
@@ -59,7 +59,7 @@ class Outcome(str, Enum):
     CANCELLED = "cancelled"
 
 
-class QueueTrigger(str, Enum):
+class QueueTrigger(StrEnum):
     """What put a job (back) into the queue."""
 
     DETECTED = "detected"

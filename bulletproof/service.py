@@ -333,7 +333,8 @@ class Monitor:
         self._rules = RuleMatcher(new)
         if self._pool is not None:
             self._pool.resize(new.max_workers)
-        watch_keys = ("monitor_folder", "output_folder", "done_folder", "stability_seconds", "rescan_interval")
+        watch_keys = ("monitor_folder", "output_folder", "done_folder", "stability_seconds",
+                      "rescan_interval")
         if self._watcher is not None and any(getattr(old, k) != getattr(new, k) for k in watch_keys):
             await self._watcher.stop()
             await self._start_watcher()

@@ -11,7 +11,6 @@ import contextlib
 import functools
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,17 @@ from watchdog.observers.polling import PollingObserver
 
 from bulletproof.config import WatchFolder
 from bulletproof.models import IgnoreReason
-from bulletproof.paths import has_hidden_part, is_own_temporary, is_temporary_name, is_within
+from bulletproof.paths import is_within
+from bulletproof.scan import (
+    Fingerprint,
+    exclusions_for,
+    fingerprints,
+    is_inside,
+    is_temporary_rel,
+    probe_folder,
+    rel_under,
+    scan_tree,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +51,6 @@ _HEALTH_MAX_INTERVAL = 5.0
 _APPLY_CHUNK = 2000  # scan results applied per event-loop turn
 _JOIN_TIMEOUT = 5.0  # a stuck observer thread is a daemon: give up on it rather than hang stop()
 
-Fingerprint = tuple[int, int]  # (size, mtime_ns)
 _T = TypeVar("_T")
 
 
@@ -85,85 +93,6 @@ class _Handler(wde.FileSystemEventHandler):
     def dispatch(self, event: wde.FileSystemEvent) -> None:
         """Forward the event."""
         self._sink(event)
-
-
-def _inside(root: str, path: str) -> bool:
-    return path != root and path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _rel(root: str, path: str) -> str:
-    return path[len(root):].lstrip(os.sep).replace(os.sep, "/")
-
-
-def _is_temporary(rel: str) -> bool:
-    name = rel.rpartition("/")[2]
-    return is_temporary_name(name) or is_own_temporary(name) or has_hidden_part(rel)
-
-
-def _exclusions_for(root: str, excluded: list[str]) -> frozenset[str]:
-    """Excluded folders strictly inside `root`, spelled under `root` so prefix checks work."""
-    out: set[str] = set()
-    real_root = os.path.realpath(root)
-    for folder in excluded:
-        # Compare lexically and through symlinks: the output folder may be named either way.
-        for candidate, base in ((folder, root), (os.path.realpath(folder), real_root)):
-            if candidate != base and is_within(Path(candidate), Path(base)):
-                out.add(os.path.join(root, os.path.relpath(candidate, base)))
-    return frozenset(out)
-
-
-def _probe_folder(root: str) -> tuple[tuple[int, int] | None, str | None]:
-    """(identity, None) when the folder can be listed, else (None, reason)."""
-    try:
-        st = os.stat(root)
-        if not stat.S_ISDIR(st.st_mode):
-            return None, "not a directory"
-        with os.scandir(root) as entries:
-            next(entries, None)
-    except FileNotFoundError:
-        return None, "does not exist"
-    except OSError as exc:
-        return None, exc.strerror or str(exc)
-    return (st.st_dev, st.st_ino), None
-
-
-def _scan_tree(root: str, recursive: bool, excluded: frozenset[str]) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every regular file below root; raises only if root is unreadable."""
-    found: list[tuple[str, int, int]] = []
-    stack = [root]
-    while stack:
-        directory = stack.pop()
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            if recursive and entry.path not in excluded:
-                                stack.append(entry.path)
-                            continue
-                        st = entry.stat()  # follows a symlink to a file; skips dangling ones
-                    except OSError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        found.append((entry.path, st.st_size, st.st_mtime_ns))
-        except OSError as exc:
-            if directory == root:
-                raise
-            log.debug("cannot list %r: %s", directory, exc)
-    return found
-
-
-def _fingerprint(path: str) -> Fingerprint | None:
-    """(size, mtime_ns) of a regular file, None when it is gone or something else."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
-
-
-def _fingerprints(paths: list[str]) -> list[Fingerprint | None]:
-    return [_fingerprint(path) for path in paths]
 
 
 class FolderWatcher:
@@ -303,7 +232,7 @@ class FolderWatcher:
 
     async def _refresh(self, folder: _Folder) -> bool:
         try:
-            ident, error = await asyncio.wait_for(self._in_thread(_probe_folder, folder.root), _PROBE_TIMEOUT)
+            ident, error = await asyncio.wait_for(self._in_thread(probe_folder, folder.root), _PROBE_TIMEOUT)
         except TimeoutError:
             ident, error = None, f"not responding within {_PROBE_TIMEOUT:.0f} s"
         started = False
@@ -314,7 +243,7 @@ class FolderWatcher:
                 log.warning("observer of %r stopped or folder replaced; restarting it", folder.root)
             await self._stop_observer(folder)
             try:
-                folder.excluded = await self._in_thread(_exclusions_for, folder.root, self._excluded)
+                folder.excluded = await self._in_thread(exclusions_for, folder.root, self._excluded)
                 folder.observer = await self._in_thread(self._start_observer, folder)
                 folder.ident, started = ident, True
             except OSError as exc:
@@ -342,7 +271,8 @@ class FolderWatcher:
             self._live.add(obs)
         try:
             sink = functools.partial(self._hand_over, folder)
-            obs.schedule(_Handler(sink), folder.root, recursive=folder.spec.recursive, event_filter=_EVENT_FILTER)
+            obs.schedule(_Handler(sink), folder.root, recursive=folder.spec.recursive,
+                         event_filter=_EVENT_FILTER)
             obs.start()
         except BaseException:
             self._halt(obs)
@@ -409,18 +339,18 @@ class FolderWatcher:
                 entry.gen += 1
 
     def _accepts(self, folder: _Folder, path: str) -> bool:
-        if not _inside(folder.root, path):
+        if not is_inside(folder.root, path):
             return False
-        if not folder.spec.recursive and "/" in _rel(folder.root, path):
+        if not folder.spec.recursive and "/" in rel_under(folder.root, path):
             return False
-        return not any(path == ex or _inside(ex, path) for ex in folder.excluded)
+        return not any(path == ex or is_inside(ex, path) for ex in folder.excluded)
 
     async def _scan_folder(self, folder: _Folder) -> None:
         async with self._scan_lock:
             if not folder.up:
                 return
             try:
-                found = await self._in_thread(_scan_tree, folder.root, folder.spec.recursive, folder.excluded)
+                found = await self._in_thread(scan_tree, folder.root, folder.spec.recursive, folder.excluded)
             except OSError as exc:
                 log.warning("cannot scan %r: %s", folder.root, exc)
                 self._health_wanted.set()
@@ -438,9 +368,9 @@ class FolderWatcher:
             return
         batch = [(path, entry, entry.gen) for path, entry in self._pending.items()]
         before = time.monotonic()
-        results = await self._in_thread(_fingerprints, [path for path, _, _ in batch])
+        results = await self._in_thread(fingerprints, [path for path, _, _ in batch])
         after = time.monotonic()
-        for (path, entry, gen), fp in zip(batch, results):
+        for (path, entry, gen), fp in zip(batch, results, strict=True):
             if self._pending.get(path) is not entry or entry.gen != gen:
                 continue  # an event or a drop arrived while we were stat-ing
             if fp is None or fp in self._settled.get(path, ()):
@@ -458,8 +388,8 @@ class FolderWatcher:
 
     def _settle(self, root: str, path: str, fp: Fingerprint) -> None:
         self._settled[path] = (*self._settled.get(path, ()), fp)
-        rel = _rel(root, path)
-        if _is_temporary(rel):
+        rel = rel_under(root, path)
+        if is_temporary_rel(rel):
             self._call(self._on_ignored, Path(path), IgnoreReason.TEMPORARY)
         else:
             self._call(self._on_stable, StableFile(Path(path), Path(root), rel, fp[0], fp[1]))

@@ -204,7 +204,7 @@ class WorkerPool:
             timeout = min(timeout, max(0.01, wakeup - time.time()))
         try:
             await asyncio.wait_for(self._work.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def _claim(self, slot: _Slot) -> Job | None:
