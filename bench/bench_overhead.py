@@ -61,7 +61,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths)))
+                              for i, (c, w) in enumerate(zip(r, widths, strict=False)))
     line = "-" * len(fmt(header))
     return "\n".join([fmt(header), line, *(fmt(r) for r in rows)])
 
@@ -197,7 +197,7 @@ def run_monitor(work: Path, staged: list[Path], workers: int, stability: float,
     return {
         "t0": t0, "created": created, "started": started, "finished": finished,
         "attempts": [r[4] for r in rows], "wall": max(finished) - t0,
-        "cpu": cpu1[0] - cpu0[0], "child_cpu": cpu1[1] - cpu0[1], "hwm": hwm, "ffmpeg_line": next((ln for ln in reader.lines if "starting" in ln), ""),
+        "cpu": cpu1[0] - cpu0[0], "child_cpu": cpu1[1] - cpu0[1], "hwm": hwm,
     }
 
 
@@ -274,9 +274,9 @@ def time_probe(clip: Path, runs: int = 7) -> tuple[float, float, float]:
 def breakdown(m: dict, workers: int) -> dict:
     t0, created, started, finished = m["t0"], m["created"], m["started"], m["finished"]
     starts, finishes = sorted(started), sorted(finished)
-    first_wait = [s - c for c, s in sorted(zip(created, started), key=lambda x: x[1])[:workers]]
+    first_wait = [s - c for c, s in sorted(zip(created, started, strict=False), key=lambda x: x[1])[:workers]]
     handoff = [starts[k] - finishes[k - workers] for k in range(workers, len(starts))]
-    busy = [f - s for s, f in zip(started, finished)]
+    busy = [f - s for s, f in zip(started, finished, strict=False)]
     return {
         "detect_first": min(created) - t0,
         "detect_last": max(created) - t0,
@@ -291,7 +291,8 @@ def breakdown(m: dict, workers: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=8, help="N clips per run (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="parallelism P (default 2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length in seconds (default 10)")
@@ -356,8 +357,10 @@ def main() -> None:
                     pool_each += each
             m = monitor_runs[-1]
             ref = xargs_walls[-1] if xargs_walls else pool_walls[-1]
-            print(f"repeat {rep + 1}/{args.repeats} (order {', '.join(order)}): monitor {m['wall']:.2f} s, direct "
-                  + ", ".join(f"{n} {w[-1]:.2f} s" for n, w in (("xargs", xargs_walls), ("pool", pool_walls)) if w)
+            directs = (("xargs", xargs_walls), ("pool", pool_walls))
+            print(f"repeat {rep + 1}/{args.repeats} (order {', '.join(order)}): "
+                  f"monitor {m['wall']:.2f} s, direct "
+                  + ", ".join(f"{n} {w[-1]:.2f} s" for n, w in directs if w)
                   + f", ratio {m['wall'] / ref:.3f}", flush=True)
         # Show one real command line, as the monitor runs it.
         example = direct_commands(config_path, sources[:1], work / "x")[0]
@@ -385,13 +388,15 @@ def main() -> None:
                  "first job start -> last finish"])
     print(table(rows, ["run", "wall s", "ratio", "what"]))
     best_ref = min(xargs_walls or pool_walls)
-    print(f"(medians over the repeats; best-of-{args.repeats}: bulletproof {min(m['wall'] for m in monitor_runs):.2f} s,"
-          f" {ref_name} {best_ref:.2f} s, ratio {min(m['wall'] for m in monitor_runs) / best_ref:.3f};"
+    best_mon = min(m["wall"] for m in monitor_runs)
+    print(f"(medians over the repeats; best-of-{args.repeats}: bulletproof {best_mon:.2f} s,"
+          f" {ref_name} {best_ref:.2f} s, ratio {best_mon / best_ref:.3f};"
           f" load average 1 min {load_before[0]:.2f} before, {load_after[0]:.2f} after:"
           f" other load on the machine makes single runs noisy)")
     print(f"(ratio = bulletproof / direct; goal <= 1.05 for clips of about 10 s; "
           f"per-repeat ratios vs {ref_name}: "
-          + ", ".join(f"{m['wall'] / w:.3f}" for m, w in zip(monitor_runs, xargs_walls or pool_walls)) + ")")
+          + ", ".join(f"{m['wall'] / w:.3f}"
+                      for m, w in zip(monitor_runs, xargs_walls or pool_walls, strict=True)) + ")")
     print()
     delta = mon_wall - ref_wall
     rounds = -(-args.clips // args.workers)

@@ -48,7 +48,7 @@ from bulletproof.service import Monitor  # noqa: E402
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths)))
+                              for i, (c, w) in enumerate(zip(r, widths, strict=False)))
     return "\n".join([fmt(header), "-" * len(fmt(header)), *(fmt(r) for r in rows)])
 
 
@@ -168,7 +168,8 @@ async def run_case(watch: str, stability: float, args: argparse.Namespace, data:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=30, help="M files per case (default 30)")
     parser.add_argument("--stability", default="1,5", help="stability windows to try, seconds (default 1,5)")
     parser.add_argument("--watch", default="inotify,polling", help="watch kinds: inotify, polling")
@@ -181,7 +182,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=4, help="writes per file")
     parser.add_argument("--chunk-pause", type=float, default=0.25, help="max pause between writes, s")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "bulletproof-bench-cache")
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "bulletproof-bench-cache")
     parser.add_argument("--quick", action="store_true", help="8 files per case")
     args = parser.parse_args()
     if args.quick:

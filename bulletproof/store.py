@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (source_path, size, mtime_ns);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at);
 CREATE INDEX IF NOT EXISTS jobs_state_queued ON jobs (state, queued_at);
 -- Jobs per state, kept by triggers: counting rows walks them all, and /metrics reads this on
@@ -202,15 +203,13 @@ class JobStore:
         """
         now = time.time() if now is None else now
         with self._tx() as db:
-            exists = db.execute(
-                "SELECT 1 FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ?",
+            known = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ?1 AND size = ?2 "
+                "AND mtime_ns = ?3) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ?1 "
+                "AND size = ?2 AND mtime_ns = ?3)",
                 (new.source_path, new.size, new.mtime_ns),
-            ).fetchone()
-            done = db.execute(
-                "SELECT 1 FROM done_files WHERE source_path = ? AND size = ? AND mtime_ns = ?",
-                (new.source_path, new.size, new.mtime_ns),
-            ).fetchone()
-            if (exists or done) and not force:
+            ).fetchone()[0]
+            if known and not force:
                 return None
             cur = db.execute(
                 "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "

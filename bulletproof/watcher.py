@@ -49,6 +49,7 @@ _EVENT_FILTER: list[type[wde.FileSystemEvent]] = [
 _PROBE_TIMEOUT = 15.0  # a hung network mount must not freeze the health checks
 _HEALTH_MAX_INTERVAL = 5.0
 _APPLY_CHUNK = 2000  # scan results applied per event-loop turn
+_SETTLE_CHUNK = 50  # stable files handed over per event-loop turn (each one is a store write)
 _JOIN_TIMEOUT = 5.0  # a stuck observer thread is a daemon: give up on it rather than hang stop()
 
 _T = TypeVar("_T")
@@ -370,7 +371,9 @@ class FolderWatcher:
         before = time.monotonic()
         results = await self._in_thread(fingerprints, [path for path, _, _ in batch])
         after = time.monotonic()
-        for (path, entry, gen), fp in zip(batch, results, strict=True):
+        for index, ((path, entry, gen), fp) in enumerate(zip(batch, results, strict=True)):
+            if index and index % _SETTLE_CHUNK == 0:
+                await asyncio.sleep(0)  # a burst must not freeze the API sharing this loop
             if self._pending.get(path) is not entry or entry.gen != gen:
                 continue  # an event or a drop arrived while we were stat-ing
             if fp is None or fp in self._settled.get(path, ()):
