@@ -16,16 +16,8 @@ A few queued jobs are added through JobStore.add so the queue gauges have someth
 
 Goal (issue 3): flat across sizes, p50 under 5 ms.
 
-Two store variants are measured (`--store current|proposed|both`, default both):
-  current   the JobStore as it is.
-  proposed  the same store plus the two changes this bench argues for, applied here by the bench
-            only (DDL on the bench database and two JobStore methods replaced in this process):
-            - an index on jobs (state, finished_at), with last_finished_at() asking one
-              MAX(finished_at) per terminal state (O(log n)) instead of a GROUP BY that visits
-              every finished row and its table page;
-            - a job_counts table kept by triggers, so counts_by_state() reads six rows instead
-              of scanning the whole jobs_queue index (COUNT(*) in SQLite is O(rows) whatever
-              the index).
+The store keeps jobs per state in a trigger-maintained table and answers the last finish per
+state from an index, so the scrape does not grow with the history; the query plans are printed.
 """
 
 from __future__ import annotations
@@ -42,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bulletproof.config import parse_config  # noqa: E402
-from bulletproof.models import FailureReason, JobState  # noqa: E402
+from bulletproof.models import FailureReason  # noqa: E402
 from bulletproof.store import JobStore, NewJob  # noqa: E402
 from exporter.metrics import BulletproofMetrics  # noqa: E402
 
@@ -109,55 +101,6 @@ def fill_via_store(store: JobStore, n: int, folder: Path, rng: random.Random) ->
                               stderr_tail="", retry_at=None)
 
 
-PROPOSED_DDL = """
-CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at);
-CREATE TABLE IF NOT EXISTS job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-DELETE FROM job_counts;
-INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state;
-CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
-        ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
-WHEN OLD.state IS NOT NEW.state BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
-        ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-ANALYZE;
-"""
-
-
-def _proposed_counts_by_state(self: JobStore) -> dict[JobState, int]:
-    counts = dict.fromkeys(JobState, 0)
-    for state, n in self._query("SELECT state, n FROM job_counts"):
-        counts[JobState(state)] = n
-    return counts
-
-
-def _proposed_last_finished_at(self: JobStore) -> dict[JobState, float | None]:
-    row = self._query(
-        "SELECT (SELECT MAX(finished_at) FROM jobs WHERE state = 'completed'), "
-        "(SELECT MAX(finished_at) FROM jobs WHERE state = 'failed'), "
-        "(SELECT MAX(finished_at) FROM jobs WHERE state = 'cancelled')")[0]
-    return {JobState.COMPLETED: row[0], JobState.FAILED: row[1], JobState.CANCELLED: row[2]}
-
-
-def use_store_variant(variant: str) -> None:
-    """Switch this process's JobStore reads to the current or the proposed queries."""
-    JobStore.counts_by_state = (_proposed_counts_by_state if variant == "proposed"  # type: ignore[method-assign]
-                                else _ORIGINAL_COUNTS)
-    JobStore.last_finished_at = (_proposed_last_finished_at if variant == "proposed"  # type: ignore[method-assign]
-                                 else _ORIGINAL_LAST)
-
-
-_ORIGINAL_COUNTS = JobStore.counts_by_state
-_ORIGINAL_LAST = JobStore.last_finished_at
-
-
 def add_queued(store: JobStore, n: int, folder: Path) -> None:
     for i in range(n):
         rel = f"waiting/clip-{i:04d}.mp4"
@@ -166,17 +109,9 @@ def add_queued(store: JobStore, n: int, folder: Path) -> None:
 
 
 PLAN_QUERIES = {
-    "current": {
-        "counts_by_state": "SELECT state, COUNT(*) FROM jobs GROUP BY state",
-        "oldest_queued_at": "SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'",
-        "last_finished_at": "SELECT state, MAX(finished_at) FROM jobs "
-                            "WHERE state IN ('completed', 'failed', 'cancelled') GROUP BY state",
-    },
-    "proposed": {
-        "counts_by_state": "SELECT state, n FROM job_counts",
-        "oldest_queued_at": "SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'",
-        "last_finished_at": "SELECT MAX(finished_at) FROM jobs WHERE state = 'completed'",
-    },
+    "counts_by_state": "SELECT state, n FROM job_counts",
+    "oldest_queued_at": "SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'",
+    "last_finished_at": "SELECT MAX(finished_at) FROM jobs WHERE state = 'completed'",
 }
 
 
@@ -219,10 +154,9 @@ def time_queries(metrics: BulletproofMetrics, runs: int) -> dict[str, float]:
     return out
 
 
-async def bench_size(n: int, args: argparse.Namespace, variant: str) -> dict[str, object]:
+async def bench_size(n: int, args: argparse.Namespace) -> dict[str, object]:
     from bulletproof.service import Monitor
 
-    use_store_variant(variant)
     rng = random.Random(n)
     with tempfile.TemporaryDirectory(prefix="bp-bench-") as tmp:
         base = Path(tmp)
@@ -236,11 +170,9 @@ async def bench_size(n: int, args: argparse.Namespace, variant: str) -> dict[str
         t0 = time.perf_counter()
         (fill_via_store if args.via_store else fill_fast)(store, n, base / "incoming", rng)
         add_queued(store, args.queued, base / "incoming")
-        if variant == "proposed":
-            store._db.executescript(PROPOSED_DDL)
         fill_s = time.perf_counter() - t0
         plans = {name: " / ".join(r[3] for r in store._db.execute("EXPLAIN QUERY PLAN " + sql))
-                 for name, sql in PLAN_QUERIES[variant].items()}
+                 for name, sql in PLAN_QUERIES.items()}
         store.close()
 
         monitor = Monitor(config)
@@ -259,7 +191,7 @@ async def bench_size(n: int, args: argparse.Namespace, variant: str) -> dict[str
         finally:
             metrics.close()
             await monitor.stop()
-    return {"n": n, "variant": variant, "plans": plans, "fill_s": fill_s, "text": text, "om": om, "gz": gz, "series": series, "queries": queries}
+    return {"n": n, "plans": plans, "fill_s": fill_s, "text": text, "om": om, "gz": gz, "series": series, "queries": queries}
 
 
 def main() -> None:
@@ -269,17 +201,13 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--via-store", action="store_true", help="insert through JobStore methods (slow)")
-    parser.add_argument("--store", choices=("current", "proposed", "both"), default="both")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    variants = ["current", "proposed"] if args.store == "both" else [args.store]
-    for variant in variants:
-        results = [asyncio.run(bench_size(n, args, variant)) for n in sizes]
-        report(results, args, variant)
+    results = [asyncio.run(bench_size(n, args)) for n in sizes]
+    report(results, args)
 
 
-def report(results: list[dict], args: argparse.Namespace, variant: str) -> None:
-    print(f"== store: {variant} ==")
+def report(results: list[dict], args: argparse.Namespace) -> None:
     print(f"render() over {args.runs} runs, {args.workers} idle worker slots, {args.queued} queued jobs; "
           f"history inserted with {'JobStore methods' if args.via_store else 'executemany on the store connection'}")
     print()
