@@ -172,10 +172,12 @@ async def bench(args: argparse.Namespace) -> None:
         from exporter.metrics import BulletproofMetrics
 
         handler_ms: list[float] = []
+        slowest: list[tuple[float, str]] = []
         observe = BulletproofMetrics.observe_request
 
         def recording(self: Any, handler: str, method: str, code: int, seconds: float) -> None:
             handler_ms.append(seconds * 1000)
+            slowest.append((seconds * 1000, f"{method} {handler}"))
             observe(self, handler, method, code, seconds)
 
         BulletproofMetrics.observe_request = recording  # type: ignore[method-assign]
@@ -213,6 +215,7 @@ async def bench(args: argparse.Namespace) -> None:
             sampler = asyncio.ensure_future(sample_busy())
             lag_sampler = asyncio.ensure_future(sample_lag())
             handler_ms.clear()
+            slowest.clear()
             load_before = os.getloadavg()[0]
             print(f"{args.workers}/{args.workers} workers transcoding (ffmpeg nice {args.nice}); "
                   f"load: {args.rate:g} req/s for {args.duration:g} s, then {args.ws_events} "
@@ -229,6 +232,8 @@ async def bench(args: argparse.Namespace) -> None:
                   f"({len(handler_ms)} requests); event-loop wake-up lag p50 "
                   f"{statistics.median(loop_lag_ms):.2f} ms, p99 {pct(loop_lag_ms, 99):.2f} ms, "
                   f"max {max(loop_lag_ms):.2f} ms")
+            top = sorted(slowest, reverse=True)[:5]
+            print("  slowest in the app: " + ", ".join(f"{name} {ms:.1f} ms" for ms, name in top))
         finally:
             await plugin.stop()
             await monitor.stop()

@@ -84,7 +84,7 @@ class FfmpegSettings(_Model):
 
     path: str | None = None
     ffprobe_path: str | None = None
-    nice: int = Field(default=10, ge=0, le=19)
+    nice: int = Field(default=19, ge=0, le=19)
     threads: int = Field(default=0, ge=0, le=256)
     stderr_tail_lines: int = Field(default=40, ge=1, le=1000)
 

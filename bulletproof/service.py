@@ -176,12 +176,18 @@ class Monitor:
 
     # -- controls -----------------------------------------------------------------------------
 
-    def enqueue_path(self, path: str, *, profile: str | None = None, priority: int = 0) -> Job:
-        """Queue a file that lies inside a watch folder (explicitly, even if done before)."""
+    def enqueue_path(self, path: str, *, profile: str | None = None, priority: int | None = None) -> Job:
+        """Queue a file that lies inside a watch folder (explicitly, even if done before).
+
+        `priority` None takes the matching rule's priority (0 with an explicit profile).
+        """
         source = Path(os.path.normpath(path))
         folder = next((f for f in self.config.monitor_folder if is_within(source, f.path)), None)
         if not source.is_absolute() or folder is None or source == folder.path:
             raise PathError(f"not inside a watch folder: {path}", path=path)
+        # Lexically inside is not enough: a symlink must not lead outside the watch folder.
+        if not is_within(Path(os.path.realpath(source)), Path(os.path.realpath(folder.path))):
+            raise PathError(f"leads outside the watch folder: {path}", path=path)
         if not source.is_file():
             raise PathError(f"not a file: {path}", path=path)
         rel = relative_posix(source, folder.path)
@@ -190,7 +196,7 @@ class Monitor:
         if profile is not None:
             if profile not in profiles:
                 raise PathError(f"unknown profile {profile!r}", path=path)
-            match = RuleMatch("api", -1, profile, profiles[profile], priority)
+            match = RuleMatch("api", -1, profile, profiles[profile], priority or 0)
         else:
             found = self._rules.match(rel, stat.st_size)
             if found is None:

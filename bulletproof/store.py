@@ -50,7 +50,8 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (source_path, size, mtime_ns);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
-CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at, started_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_state_queued ON jobs (state, queued_at);
 -- Jobs per state, kept by triggers: counting rows walks them all, and /metrics reads this on
 -- every scrape, so its cost must not grow with the history.
@@ -93,6 +94,7 @@ SORT_COLUMNS = {
     "size": "input_bytes",
     "id": "id",
 }
+_NULLABLE_SORTS = frozenset({"finished", "started", "duration", "size"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,9 +395,10 @@ class JobStore:
         return _row_to_job(rows[0])
 
     def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
-        """The job for exactly this version of a file, if any."""
+        """The newest job for exactly this version of a file, if any."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ?",
+            f"SELECT {_COLUMNS} FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? "
+            "ORDER BY id DESC LIMIT 1",
             (source_path, size, mtime_ns),
         )
         return _row_to_job(rows[0]) if rows else None
@@ -457,10 +460,13 @@ class JobStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         column = SORT_COLUMNS[sort]
         direction = "DESC" if descending else "ASC"
+        # Unfinished jobs have no finish time: they sort last either way. The extra term would
+        # keep SQLite from walking an index, so only nullable sort keys get it.
+        nulls_last = f"{column} IS NULL, " if sort in _NULLABLE_SORTS else ""
         total = self._query(f"SELECT COUNT(*) FROM jobs {clause}", params)[0][0]
         rows = self._query(
             f"SELECT {_COLUMNS} FROM jobs {clause} "
-            f"ORDER BY {column} IS NULL, {column} {direction}, id {direction} LIMIT ? OFFSET ?",
+            f"ORDER BY {nulls_last}{column} {direction}, id {direction} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
         return [_row_to_job(r) for r in rows], total
@@ -486,17 +492,16 @@ class JobStore:
 
     def summary(self, *, now: float) -> dict[str, Any]:
         """The plan's Stats model: totals, average duration, and the last 24 h by hour."""
-        row = self._query(
-            "SELECT COUNT(*), SUM(state = 'completed'), SUM(state = 'failed'), "
-            "SUM(state = 'cancelled'), AVG(CASE WHEN state = 'completed' "
-            "THEN finished_at - started_at END) FROM jobs"
-        )[0]
+        counts = self.counts_by_state()
+        # Covered by the (state, finished_at, started_at) index: no table rows are read.
+        avg = self._query(
+            "SELECT AVG(finished_at - started_at) FROM jobs WHERE state = 'completed'")[0][0]
         return {
-            "total_jobs": row[0] or 0,
-            "successful": row[1] or 0,
-            "failed": row[2] or 0,
-            "cancelled": row[3] or 0,
-            "avg_duration": row[4],
+            "total_jobs": sum(counts.values()),
+            "successful": counts[JobState.COMPLETED],
+            "failed": counts[JobState.FAILED],
+            "cancelled": counts[JobState.CANCELLED],
+            "avg_duration": avg,
             "last_24h": self.history(since=now - 86400, until=now, step=3600),
         }
 

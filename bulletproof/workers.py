@@ -218,8 +218,10 @@ class WorkerPool:
         return job
 
     def _reset(self, slot: _Slot) -> None:
-        index, task = slot.index, slot.task
-        self._slots[index] = _Slot(index, task=task)
+        # In place: the worker coroutine and the control calls must keep seeing the same slot.
+        fresh = _Slot(slot.index, task=slot.task)
+        for name in _Slot.__dataclass_fields__:
+            setattr(slot, name, getattr(fresh, name))
         self.wake()
 
     async def _run(self, slot: _Slot, job: Job) -> None:

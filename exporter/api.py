@@ -14,8 +14,8 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict
-from datetime import datetime, timezone
+from dataclasses import fields
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -56,7 +56,7 @@ def _finite(value: Any) -> Any:
 
 
 def dumps(data: Any) -> str:
-    """Compact, strict JSON (NaN/Infinity become null)."""
+    """Compact, strict JSON; NaN and infinities (a speed of `inf`...) become null."""
     try:
         return json.dumps(data, allow_nan=False, separators=(",", ":"))
     except ValueError:
@@ -105,14 +105,17 @@ def job_json(job: Job, live: dict[int, WorkerSnapshot] | None = None, *,
     if not detail:
         for key in _LIST_OMIT:
             data.pop(key, None)
-    return _finite(data)
+    return data
+
+
+_SLOT_FIELDS = tuple(f.name for f in fields(WorkerSnapshot))
 
 
 def slot_json(slot: WorkerSnapshot) -> dict[str, Any]:
     """One worker slot."""
-    data = asdict(slot)
+    data = {name: getattr(slot, name) for name in _SLOT_FIELDS}
     data["busy"] = slot.busy
-    return _finite(data)
+    return data
 
 
 def status_json(monitor: Monitor) -> dict[str, Any]:
@@ -124,7 +127,7 @@ def status_json(monitor: Monitor) -> dict[str, Any]:
     volume = view.output_volume()
     reload_ok, reload_at = view.config_status()
     started = view.started_at
-    return _finite({
+    return {
         "paused": view.paused,
         "paused_since": view.paused_since,
         "workers": {"busy": sum(1 for s in slots if s.busy), "max": view.max_workers,
@@ -140,7 +143,7 @@ def status_json(monitor: Monitor) -> dict[str, Any]:
         "config": {"path": str(monitor.config_path) if monitor.config_path else None,
                    "last_reload_ok": reload_ok, "last_reload_success_at": reload_at},
         "time": now,
-    })
+    }
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ def parse_time(value: str) -> float:
         except ValueError:
             raise ValueError("not unix seconds nor an ISO 8601 date-time") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         try:
             seconds = moment.timestamp()
         except (OverflowError, ValueError, OSError):

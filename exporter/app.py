@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -10,16 +11,16 @@ from aiohttp import web
 
 from exporter.api import METRICS, MONITOR, add_routes
 from exporter.errors import error_for, error_middleware
+from exporter.metrics import BulletproofMetrics
+from exporter.security import PRINCIPAL_KEY, Security, setup_cors
 from exporter.ws import HUB, EventHub
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor
-    from exporter.metrics import BulletproofMetrics
-    from exporter.security import Security
 
 log = logging.getLogger(__name__)
 
-SECURITY: web.AppKey[Security] = web.AppKey("bulletproof.security")
+SECURITY: web.AppKey[Security] = web.AppKey("bulletproof.security", Security)
 OWNS_METRICS: web.AppKey[bool] = web.AppKey("bulletproof.owns_metrics", bool)
 UNMATCHED = "other"  # the handler label of requests that match no route (bounded label values)
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -36,7 +37,7 @@ def handler_label(request: web.Request) -> str:
 async def request_metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Count and time every request by route template, method and status; log mutating calls."""
     start = time.perf_counter()
-    status = 500
+    status: int | None = 500
     try:
         response = await handler(request)
         status = response.status
@@ -44,19 +45,23 @@ async def request_metrics_middleware(request: web.Request, handler: Any) -> web.
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except asyncio.CancelledError:  # the client went away: no status to count
+        status = None
+        raise
     except Exception as exc:
         mapped = error_for(exc)
         status = mapped.status if mapped is not None else 500
         raise
     finally:
         label = handler_label(request)
-        if label != "/ws/updates":  # a WebSocket's duration is its whole session
+        if status is not None and label != "/ws/updates":  # a WebSocket lasts its session
             request.app[METRICS].observe_request(label, request.method, status,
                                                  time.perf_counter() - start)
-        if request.method not in _READS:
+        if request.method not in _READS:  # an audit trail of changes
+            principal = request.get(PRINCIPAL_KEY)
             log.info("api call", extra={"method": request.method, "path": request.path,
                                         "status": status,
-                                        "principal": str(request.get("bulletproof.principal"))})
+                                        "principal": principal.name if principal else None})
 
 
 def create_app(monitor: Monitor, *, token: str | None = None,
@@ -66,9 +71,6 @@ def create_app(monitor: Monitor, *, token: str | None = None,
     `token` is the API token (None: see docs/security.md for what is then allowed). `metrics`
     defaults to a new BulletproofMetrics on its own registry, closed with the app.
     """
-    from exporter.metrics import BulletproofMetrics
-    from exporter.security import Security, setup_cors
-
     settings = monitor.config.api
     owns_metrics = metrics is None
     if metrics is None:

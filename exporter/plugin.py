@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from exporter.app import SECURITY, create_app
+from exporter.security import resolve_token
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor
@@ -46,8 +47,6 @@ class ExporterPlugin:
 
     async def start(self) -> None:
         """Resolve the token, build the app, bind, and log the security warnings and the URL."""
-        from exporter.security import resolve_token
-
         settings = self.monitor.config.api
         token = resolve_token(settings)
         self.app = create_app(self.monitor, token=token)

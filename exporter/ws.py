@@ -230,7 +230,7 @@ class EventHub:
                 return
             try:
                 await asyncio.wait_for(ws.send_str(message), SEND_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.clients_dropped += 1
                 log.warning("websocket client dropped", extra={"reason": "send timed out"})
                 if request.transport is not None:

@@ -1,6 +1,7 @@
 """Fixtures for the API tests: a real monitor (real ffmpeg) served by the real app on a socket.
 
-Import the fixtures into a test module: `from tests.api_fixtures import api_factory  # noqa: F401`.
+Import the fixtures into a test module (pytest finds them under their names `api` and
+`api_factory`): `from tests.api_fixtures import api_factory_fixture, api_fixture  # noqa: F401`.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ class Api:
 ApiFactory = Callable[..., Awaitable[Api]]
 
 
-@pytest.fixture
-async def api_factory(config_factory, monitor_factory, tmp_path: Path) -> AsyncIterator[ApiFactory]:
+@pytest.fixture(name="api_factory")
+async def api_factory_fixture(config_factory, monitor_factory,
+                              tmp_path: Path) -> AsyncIterator[ApiFactory]:
     """Start a monitor on a test config (with overrides) and serve the app for it."""
     clients: list[TestClient] = []
 
@@ -105,8 +107,8 @@ async def api_factory(config_factory, monitor_factory, tmp_path: Path) -> AsyncI
         await client.close()
 
 
-@pytest.fixture
-async def api(api_factory: ApiFactory) -> Api:
+@pytest.fixture(name="api")
+async def api_fixture(api_factory: ApiFactory) -> Api:
     """The default API: one worker, the test rules, no token (loopback)."""
     return await api_factory()
 

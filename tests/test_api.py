@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bulletproof.models import JobState
-from tests.api_fixtures import Api, api, api_factory, garbage_file  # noqa: F401
+from tests.api_fixtures import Api, api_factory_fixture, api_fixture, garbage_file  # noqa: F401 (fixtures)
 from tests.conftest import until
 
 PLAN_JOB_FIELDS = {"id", "filename", "status", "progress", "started_at", "completed_at", "error",
@@ -80,6 +80,22 @@ async def test_health_ready_and_routing_errors(api: Api) -> None:
         assert_error(status, body, 404, "job_not_found")
 
 
+async def test_cors_wiring_keeps_every_route(api_factory) -> None:
+    from tests.api_fixtures import TEST_API
+
+    api = await api_factory(api={**TEST_API, "cors_origins": ["https://grafana.example"]})
+    async with api.client.options("/api/v1/queue/pause", headers={
+            "Origin": "https://grafana.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization"}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://grafana.example"
+    async with api.client.get("/api/v1/jobs/7", headers={"Origin": "https://grafana.example"}) as resp:
+        assert resp.status == 404
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://grafana.example"
+        assert (await resp.json())["error"]["code"] == "job_not_found"
+    assert (await api.get("/api/v1/status"))[0] == 200
+
+
 async def test_readyz_reports_problems_of_a_monitor_that_has_not_started(config_factory) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
@@ -142,8 +158,8 @@ async def test_stats_summary_and_history(api: Api, clip_cache) -> None:
     assert sum(b["failed"] for b in history["buckets"]) == 1
     assert sum(b["total"] for b in history["buckets"]) == 3
 
-    now = datetime.now(timezone.utc).timestamp()
-    iso_since = datetime.fromtimestamp(now - 600, timezone.utc).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).timestamp()
+    iso_since = datetime.fromtimestamp(now - 600, UTC).isoformat().replace("+00:00", "Z")
     status, history = await api.get("/api/v1/stats/history",
                                     params={"since": iso_since, "until": str(now + 60), "step": "1m"})
     assert status == 200
@@ -257,7 +273,7 @@ async def test_list_filters_sorting_and_pagination(api: Api, clip_cache) -> None
     created = sorted(j["created_at"] for j in jobs.values())
     recent = await page(since=str(created[0] - 1))
     assert recent["total"] == 5
-    iso = datetime.fromtimestamp(created[0] - 3600, timezone.utc).isoformat()
+    iso = datetime.fromtimestamp(created[0] - 3600, UTC).isoformat()
     assert (await page(until=iso))["total"] == 0
 
     for params, where in [
@@ -370,9 +386,6 @@ async def test_running_job_live_progress_pause_resume_cancel(api: Api, clip_cach
     assert detail["state"] == "cancelled" and detail["worker"] is None
 
 
-@pytest.mark.xfail(reason="core bug: WorkerPool._reset swaps the _Slot object while the worker "
-                          "coroutine keeps the old one, so a slot's second job is invisible to "
-                          "snapshots/cancel/pause", strict=False)
 async def test_a_slots_second_job_is_live_and_controllable(api: Api, clip_cache) -> None:
     api.drop(clip_cache(), "first.mp4")
     await api.wait_job("first.mp4", JobState.COMPLETED)
@@ -594,3 +607,10 @@ async def test_bad_input_never_answers_500(api: Api) -> None:
                                           headers={"Content-Type": "application/json"}) as resp:
                 assert resp.status < 500, (method, path, body, resp.status, await resp.text())
     assert api.config_path.with_name("monitor.yaml.bak").exists() is False
+
+
+def test_non_finite_numbers_become_null() -> None:
+    from exporter.api import dumps
+
+    assert json.loads(dumps({"speed": float("inf"), "eta": [float("nan"), 1.5]})) == {
+        "speed": None, "eta": [None, 1.5]}

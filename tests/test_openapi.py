@@ -12,11 +12,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from aiohttp import web
 
 from bulletproof.models import JobState
 from exporter.openapi import openapi_document
-from tests.api_fixtures import TEST_API, Api, api, api_factory, garbage_file  # noqa: F401
+from tests.api_fixtures import TEST_API, Api, api_factory_fixture, api_fixture, garbage_file  # noqa: F401 (fixtures)
 from tests.conftest import until
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"

@@ -68,11 +68,12 @@ async def test_a_port_in_use_fails_start_and_releases_everything(config_factory,
 
 
 async def test_the_token_from_the_environment_guards_mutating_calls(
-        config_factory, monitor_factory, monkeypatch) -> None:
+        config_factory, monitor_factory, monkeypatch, caplog) -> None:
     monkeypatch.setenv("BULLETPROOF_API_TOKEN", "s3cret-token-for-tests-0123456789")
     config, path = config_factory(api=dict(TEST_API))
     monitor = await monitor_factory(config, path)
     plugin = ExporterPlugin(monitor)
+    caplog.set_level(logging.INFO, logger="exporter")
     await plugin.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -86,3 +87,6 @@ async def test_the_token_from_the_environment_guards_mutating_calls(
                 assert resp.status == 200  # reads stay open by default
     finally:
         await plugin.stop()
+    audit = [(r.status, r.principal) for r in caplog.records if r.getMessage() == "api call"]
+    assert audit == [(401, None), (200, "token")]
+    assert not any("s3cret" in r.getMessage() + str(r.__dict__) for r in caplog.records)

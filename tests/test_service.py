@@ -311,3 +311,30 @@ async def test_missing_watch_folder_is_reported_and_recovers(config_factory, mon
     drop(clip_cache(), config.monitor_folder[0].path, "a.mp4")
     await until(lambda: finished(monitor), timeout=30)
     assert monitor.view.problems() == []
+
+
+async def test_a_slots_second_job_is_controllable(config_factory, monitor_factory, clip_cache) -> None:
+    config, _ = config_factory()
+    monitor = await monitor_factory(config)
+    drop(clip_cache(), config.monitor_folder[0].path, "first.mp4")
+    await until(lambda: finished(monitor), timeout=30)
+    drop(clip_cache(seconds=20, size="640x480"), config.monitor_folder[0].path, "second.mp4")
+    job = (await until(lambda: monitor.view.list_jobs(states=[JobState.PROCESSING])[0]))[0]
+    await until(lambda: monitor.view.workers()[0].job_id == job.id)
+    assert monitor.pause_job(job.id).state is JobState.PAUSED
+    monitor.cancel_job(job.id)
+    await until(lambda: monitor.view.get_job(job.id).state is JobState.CANCELLED, timeout=15)
+    assert monitor.view.workers()[0].job_id is None
+
+
+async def test_enqueue_refuses_a_symlink_leading_outside(config_factory, monitor_factory, clip_cache,
+                                                         tmp_path) -> None:
+    config, _ = config_factory()
+    monitor = await monitor_factory(config)
+    outside = tmp_path / "outside.mp4"
+    shutil.copy(clip_cache(), outside)
+    link = config.monitor_folder[0].path / "link.mp4"
+    monitor.pause_queue()
+    link.symlink_to(outside)
+    with pytest.raises(PathError, match="leads outside the watch folder"):
+        monitor.enqueue_path(str(link))

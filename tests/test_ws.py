@@ -15,7 +15,7 @@ import exporter.ws
 from bulletproof import events as ev
 from bulletproof.models import JobState
 from exporter.ws import HUB
-from tests.api_fixtures import Api, api, api_factory, garbage_file  # noqa: F401
+from tests.api_fixtures import Api, api_factory_fixture, api_fixture, garbage_file  # noqa: F401 (fixtures)
 from tests.conftest import until
 
 
