@@ -463,7 +463,7 @@ async def test_pause_resume_does_not_stall(binaries: FfmpegBinaries, media: dict
     assert job.pid is not None
     await asyncio.sleep(0.2)
     state, nice = proc_state(job.pid)
-    assert state == "T" and nice == 10  # stopped, and reniced by preexec_fn
+    assert state == "T" and nice == FfmpegSettings().nice  # stopped, and reniced by preexec_fn
     count = len(seen)
     await asyncio.sleep(2.0)
     assert len(seen) == count and job.stopping is None  # no progress, yet no stall

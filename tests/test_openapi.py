@@ -12,6 +12,19 @@ from typing import Any
 
 import jsonschema
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+
+# Imported at collection: importing schemathesis' checks deep inside a running test has hit a
+# CPython 3.11 bug ("AST constructor recursion depth mismatch").
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from bulletproof.models import JobState
 from exporter.openapi import openapi_document
@@ -227,17 +240,6 @@ class LiveServer:
 
 @pytest.mark.slow
 def test_fuzz_the_live_api_from_the_document(config_factory, ffmpeg_binaries, clip_cache) -> None:
-    schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis.errors import Unsatisfiable
-    from schemathesis import GenerationMode
-    from schemathesis.checks import (
-        content_type_conformance,
-        not_a_server_error,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-
     config, path = config_factory(api=dict(TEST_API), max_workers=1)
     (path.parent / "incoming" / "sub").mkdir(parents=True, exist_ok=True)
     clip = clip_cache()
