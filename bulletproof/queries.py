@@ -1,0 +1,179 @@
+"""JobQueries: the read side of the job store (lookups, the queue order, lists, statistics)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from bulletproof.errors import JobNotFound
+from bulletproof.models import FailureReason, Job, JobState
+
+COLUMNS = (
+    "id, source_path, rel_path, watch_folder, size, mtime_ns, profile, rule, output_path, state, "
+    "priority, attempts, created_at, queued_at, started_at, finished_at, not_before, progress, "
+    "speed, eta_seconds, input_bytes, output_bytes, media_duration, reason, error, stderr_tail"
+)
+
+SORT_COLUMNS = {
+    "created": "created_at",
+    "finished": "finished_at",
+    "started": "started_at",
+    "duration": "(finished_at - started_at)",
+    "size": "input_bytes",
+    "id": "id",
+}
+_NULLABLE_SORTS = frozenset({"finished", "started", "duration", "size"})
+
+
+def row_to_job(row: sqlite3.Row) -> Job:
+    """A Job from a row selected with COLUMNS."""
+    data = dict(row)
+    data["state"] = JobState(data["state"])
+    data["reason"] = FailureReason(data["reason"]) if data["reason"] else None
+    return Job(**data)
+
+
+class JobQueries:
+    """Read-only queries over the jobs table; JobStore supplies the connection."""
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        raise NotImplementedError
+
+    def get(self, job_id: int) -> Job:
+        """One job by id."""
+        rows = self._query(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise JobNotFound(job_id)
+        return row_to_job(rows[0])
+
+    def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """The newest job for exactly this version of a file, if any."""
+        rows = self._query(
+            f"SELECT {COLUMNS} FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (source_path, size, mtime_ns),
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    def next_queued(self, *, now: float) -> Job | None:
+        """The job a free worker should take now (FIFO within priority, honouring backoff)."""
+        rows = self._query(
+            f"SELECT {COLUMNS} FROM jobs WHERE state = 'queued' "
+            "AND (not_before IS NULL OR not_before <= ?) ORDER BY priority DESC, seq LIMIT 1",
+            (now,),
+        )
+        return row_to_job(rows[0]) if rows else None
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time a backed-off queued job becomes runnable."""
+        rows = self._query("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'")
+        return rows[0][0]
+
+    def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
+        """Queued jobs in the order they will run."""
+        rows = self._query(
+            f"SELECT {COLUMNS} FROM jobs WHERE state = 'queued' "
+            "ORDER BY priority DESC, seq LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [row_to_job(r) for r in rows]
+
+    def list_jobs(
+        self,
+        *,
+        states: list[JobState] | None = None,
+        profile: str | None = None,
+        search: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        sort: str = "created",
+        descending: bool = True,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """A filtered, sorted page of jobs and the total matching count."""
+        where, params = [], []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            params += [s.value for s in states]
+        if profile:
+            where.append("profile = ?")
+            params.append(profile)
+        if search:
+            where.append("rel_path LIKE ? ESCAPE '\\'")
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params.append(f"%{escaped}%")
+        if since is not None:
+            where.append("COALESCE(finished_at, created_at) >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("COALESCE(finished_at, created_at) < ?")
+            params.append(until)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        column = SORT_COLUMNS[sort]
+        direction = "DESC" if descending else "ASC"
+        # Unfinished jobs have no finish time: they sort last either way. The extra term would
+        # keep SQLite from walking an index, so only nullable sort keys get it.
+        nulls_last = f"{column} IS NULL, " if sort in _NULLABLE_SORTS else ""
+        total = self._query(f"SELECT COUNT(*) FROM jobs {clause}", params)[0][0]
+        rows = self._query(
+            f"SELECT {COLUMNS} FROM jobs {clause} "
+            f"ORDER BY {nulls_last}{column} {direction}, id {direction} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [row_to_job(r) for r in rows], total
+
+    def counts_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state present, zeros included)."""
+        counts = dict.fromkeys(JobState, 0)
+        for state, count in self._query("SELECT state, n FROM job_counts"):
+            counts[JobState(state)] = count
+        return counts
+
+    def oldest_queued_at(self) -> float | None:
+        """When the longest-waiting queued job was queued."""
+        return self._query("SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'")[0][0]
+
+    def last_finished_at(self) -> dict[JobState, float | None]:
+        """The latest finish time per terminal state (three index lookups)."""
+        row = self._query(
+            "SELECT (SELECT MAX(finished_at) FROM jobs WHERE state = 'completed'), "
+            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'failed'), "
+            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'cancelled')")[0]
+        return {JobState.COMPLETED: row[0], JobState.FAILED: row[1], JobState.CANCELLED: row[2]}
+
+    def summary(self, *, now: float) -> dict[str, Any]:
+        """The plan's Stats model: totals, average duration, and the last 24 h by hour."""
+        counts = self.counts_by_state()
+        # Covered by the (state, finished_at, started_at) index: no table rows are read.
+        avg = self._query(
+            "SELECT AVG(finished_at - started_at) FROM jobs WHERE state = 'completed'")[0][0]
+        return {
+            "total_jobs": sum(counts.values()),
+            "successful": counts[JobState.COMPLETED],
+            "failed": counts[JobState.FAILED],
+            "cancelled": counts[JobState.CANCELLED],
+            "avg_duration": avg,
+            "last_24h": self.history(since=now - 86400, until=now, step=3600),
+        }
+
+    def history(self, *, since: float, until: float, step: float) -> list[dict[str, Any]]:
+        """Jobs finished per time bucket, by outcome, with their mean duration."""
+        buckets: dict[int, dict[str, Any]] = {}
+        count = max(1, int((until - since + step - 1e-9) // step))
+        for i in range(count):
+            buckets[i] = {"start": since + i * step, "completed": 0, "failed": 0,
+                          "cancelled": 0, "avg_duration": None}
+        rows = self._query(
+            "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, state, COUNT(*), "
+            "AVG(finished_at - started_at) FROM jobs WHERE finished_at >= ? AND finished_at < ? "
+            "AND state IN ('completed', 'failed', 'cancelled') GROUP BY b, state",
+            (since, step, since, until),
+        )
+        for bucket, state, n, avg in rows:
+            if bucket in buckets:
+                buckets[bucket][state] = n
+                if state == "completed":
+                    buckets[bucket]["avg_duration"] = avg
+        return list(buckets.values())
