@@ -37,3 +37,16 @@ def test_demo_refuses_a_folder_that_is_not_a_demo_workspace(tmp_path: Path) -> N
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "not a demo workspace" in result.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_demo_with_only_the_bundled_ffmpeg(tmp_path: Path) -> None:
+    pytest.importorskip("imageio_ffmpeg", reason="the bundled-ffmpeg extra is not installed")
+    folder = tmp_path / "demo"
+    env = {"PATH": str(tmp_path / "empty-path"), "HOME": str(tmp_path)}  # no ffmpeg or ffprobe on PATH
+    result = subprocess.run(
+        [sys.executable, "-m", "bulletproof", "demo", str(folder), "--clips", "1", "--seconds", "1",
+         "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(bundled," in result.stdout and "demo OK" in result.stdout

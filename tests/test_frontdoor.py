@@ -43,7 +43,6 @@ from aiohttp import web
 from tests import promstack
 from tests.grafana_standin import GrafanaStandin, GrafanaUser
 from tests.test_grafana_dashboards import (
-    NGINX_TEMPLATE,
     PROXY_PREFIX,
     all_actions,
     infinity_rows,
@@ -437,13 +436,15 @@ def test_every_action_button_through_the_front_door(door: Door) -> None:
             _ensure(monitor, state)
         fields = re.findall(r"\$\{__data\.fields\.(\w+)\}", action["fetch"]["url"])
         row = _row_for(door, dashboards[uid], panel, state) if fields else {}
-        url = re.sub(r"\$\{__data\.fields\.(\w+)\}", lambda m: str(row[m.group(1)]), action["fetch"]["url"])
+        url = re.sub(r"\$\{__data\.fields\.(\w+)\}", lambda m, row=row: str(row[m.group(1)]),
+                     action["fetch"]["url"])
         assert url.startswith(PROXY_PREFIX + "/api/v1/") and "${" not in url, url
 
         status, body = _send(door, action, url, None)
         assert status == 401, f"{where}: without a session: {status} {body}"
         status, body = _send(door, action, url, VIEWER)
-        assert status == 403 and body["error"]["details"]["role"] == "Viewer", f"{where}: viewer: {status} {body}"
+        assert status == 403 and body["error"]["details"]["role"] == "Viewer", \
+            f"{where}: viewer: {status} {body}"
         status, body = _send(door, action, url, EDITOR)
         assert 200 <= status < 300, f"{where}: editor: {status} {body}"
         if verb == "retry-failed":
@@ -478,7 +479,8 @@ def test_the_config_form_through_the_front_door(door: Door) -> None:
     viewer_initial, viewer_update = run_form(options, [
         {"do": "initial"}, {"do": "update", "values": {"max_workers": 4}}],
         base=door.nginx.url, headers={"Cookie": VIEWER})
-    assert viewer_initial["error"] is None and viewer_initial["values"]["max_workers"] == before["max_workers"]
+    assert viewer_initial["error"] is None
+    assert viewer_initial["values"]["max_workers"] == before["max_workers"]
     assert viewer_update["error"] and "Viewer" in viewer_update["error"], viewer_update
     assert monitor.get("/api/v1/config")["config"]["max_workers"] == before["max_workers"]
 
@@ -500,4 +502,3 @@ def test_the_config_form_through_the_front_door(door: Door) -> None:
         "POST", "/bulletproof/api/v1/config/reset", 200)
     assert reset["notes"][0][:2] == ["success", "Config reset"]
     assert monitor.get("/api/v1/config")["config"]["max_workers"] == 2  # the defaults
-    assert NGINX_TEMPLATE.exists()

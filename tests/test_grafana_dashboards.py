@@ -657,13 +657,15 @@ def test_promql_helpers() -> None:
             '* on (instance, worker) group_left (file) y{instance=~"$instance"} and time() - z')
     assert metric_names(expr) == {"x_bucket", "y", "z"}
     assert [s[0] for s in selectors(expr)] == ["x_bucket", "y", "z"]
-    assert substitute("a[$__range] ${x:csv} $y", {"$__range": "5m", "${x:csv}": "1,2", "y": "Y"}) == "a[5m] 1,2 Y"
+    values = {"$__range": "5m", "${x:csv}": "1,2", "y": "Y"}
+    assert substitute("a[$__range] ${x:csv} $y", values) == "a[5m] 1,2 Y"
 
 
 def test_every_metric_is_in_the_contract() -> None:
     contract = metric_contract()
     recorded = recording_rule_names()
-    assert "bulletproof_jobs_completed_total" in contract and "bulletproof_job_duration_seconds_bucket" in contract
+    assert "bulletproof_jobs_completed_total" in contract
+    assert "bulletproof_job_duration_seconds_bucket" in contract
     unknown = []
     for data in load_dashboards().values():
         for where, target in prometheus_targets(data):
@@ -845,8 +847,9 @@ def test_config_form_is_wired_to_validate_then_put() -> None:
     node = _node()
     if node:
         for code in (options["initial"]["code"], update, options["resetAction"]["code"]):
-            check = subprocess.run([node, "-e", "new Function('context', require('fs').readFileSync(0, 'utf8'))"],
-                                   input=code, capture_output=True, text=True, timeout=30)
+            compile_only = "new Function('context', require('fs').readFileSync(0, 'utf8'))"
+            check = subprocess.run([node, "-e", compile_only], input=code, capture_output=True,
+                                   text=True, timeout=30)
             assert check.returncode == 0, check.stderr
 
 

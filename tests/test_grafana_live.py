@@ -214,8 +214,8 @@ globalThis.fetch = async (url, init) => {
   init = init || {};
   let target = url;
   if (typeof url === "string" && url.startsWith("/")) {
-    const path = input.stripPrefix && url.startsWith(input.stripPrefix) ? url.slice(input.stripPrefix.length) : url;
-    target = input.base + path;
+    const strip = input.stripPrefix && url.startsWith(input.stripPrefix);
+    target = input.base + (strip ? url.slice(input.stripPrefix.length) : url);
   }
   const headers = Object.assign({}, init.headers || {}, input.headers || {});
   const response = await realFetch(target, Object.assign({}, init, { headers }));
@@ -266,7 +266,8 @@ function values() {
       if (step.do === "initial") {
         await initialRequest();
       } else if (step.do === "update") {
-        elements = elements.map((e) => (e.id in step.values ? Object.assign({}, e, { value: step.values[e.id] }) : e));
+        elements = elements.map((e) => (e.id in step.values
+          ? Object.assign({}, e, { value: step.values[e.id] }) : e));
         await run(options.update.code, { initial: initial, initialRequest: initialRequest });
       } else if (step.do === "reset") {
         await run(options.resetAction.code, { initial: initial });
