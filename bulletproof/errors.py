@@ -8,6 +8,7 @@ BulletproofError
 │   └── InvalidTransition  the job's state does not allow the action
 ├── PathError              a path is outside the watch folders, missing, or not a file
 ├── FfmpegNotFound         neither PATH nor the bundled build has an ffmpeg
+├── PluginError            a plugin could not start (e.g. its port is taken)
 └── TranscodeError         one transcode attempt failed (carries the FailureReason)
 """
 
@@ -89,6 +90,14 @@ class PathError(BulletproofError):
 
 class FfmpegNotFound(BulletproofError):
     """No usable ffmpeg binary was found."""
+
+
+class PluginError(BulletproofError):
+    """A plugin could not start; the monitor does not run without the plugins it was asked for."""
+
+    def __init__(self, message: str, *, plugin: str) -> None:
+        self.plugin = plugin
+        super().__init__(message)
 
 
 class TranscodeError(BulletproofError):

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bulletproof.config import Config
-from bulletproof.errors import ConfigError
+from bulletproof.errors import ConfigError, PluginError
 from bulletproof.plugins import Plugin, load_plugins
 from bulletproof.service import Monitor
 
@@ -29,7 +29,11 @@ async def serve(config: Config, *, config_path: Path | None, with_plugins: bool 
         if with_plugins and config.api.enabled:
             plugins = load_plugins(monitor)
             for plugin in plugins:
-                await plugin.start()
+                try:
+                    await plugin.start()
+                except OSError as exc:  # typically the API's address is taken or not ours
+                    raise PluginError(f"plugin {plugin.name!r} cannot start: {exc.strerror or exc}",
+                                      plugin=plugin.name) from None
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, monitor.request_stop)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(ffmpeg)
 extras="bundled-ffmpeg"
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(prometheus prometheus-alertmanager nginx)
+    packages+=(prometheus prometheus-alertmanager nginx docker-compose)
     extras="test,bundled-ffmpeg"
 fi
 

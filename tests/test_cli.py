@@ -197,3 +197,16 @@ def test_version() -> None:
     assert bp("--version").stdout.strip().endswith(__version__)
 
 
+
+
+def test_a_taken_api_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, api={"listen": f"127.0.0.1:{port}"})
+        result = bp("run", "--config", str(config))
+    assert result.returncode == 1
+    assert "error: plugin 'exporter' cannot start" in result.stderr and "Traceback" not in result.stderr

@@ -24,7 +24,6 @@ No Docker engine runs on our machines, so this checks everything around one:
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import ipaddress
 import json
@@ -144,6 +143,17 @@ def parse_env_file(path: Path) -> dict[str, str]:
         key, _, value = line.partition("=")
         env[key.strip()] = value.strip()
     return env
+
+
+def env_references(value: Any) -> set[str]:
+    """`$VAR` / `${VAR}` in the string values of a parsed YAML document."""
+    if isinstance(value, dict):
+        return set().union(*(env_references(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(env_references(v) for v in value)) if value else set()
+    if isinstance(value, str):
+        return {a or b for a, b in re.findall(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)", value)}
+    return set()
 
 
 def short_volumes(service: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -311,23 +321,41 @@ def exec_form(args: str, what: str) -> list[str]:
 
 
 def healthcheck_command(args: str) -> list[str]:
-    words = args.split()
-    index = words.index("CMD")
-    return exec_form(args.split("CMD", 1)[1].strip() if index >= 0 else "", "HEALTHCHECK CMD")
+    assert " CMD " in f" {args} ", f"HEALTHCHECK without CMD: {args!r}"
+    return exec_form(args.split("CMD", 1)[1].strip(), "HEALTHCHECK CMD")
+
+
+def _glob_regex(pattern: str) -> str:
+    """A .dockerignore pattern as a regex: `*` and `?` stay within a folder, `**` crosses them."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[" and "]" in pattern[i:]:
+            end = pattern.index("]", i)
+            out, i = out + pattern[i:end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return out
 
 
 def dockerignore_allows(path: str) -> bool:
-    """Whether the build context keeps `path` (Docker's rules: last matching pattern wins)."""
+    """Whether the build context keeps `path`: the last pattern matching it or one of its parent
+    folders wins, as in Docker."""
     allowed = True
+    candidates = [path] + [str(p) for p in Path(path).parents if str(p) != "."]
     for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         negate = line.startswith("!")
-        pattern = line[1:] if negate else line
-        pattern = pattern.rstrip("/")
-        candidates = [path] + [str(p) for p in Path(path).parents if str(p) != "."]
-        regex = fnmatch.translate(pattern.replace("**/", "\0")).replace("\0", "(?:.*/)?")
+        regex = _glob_regex((line[1:] if negate else line).strip("/"))
         if any(re.fullmatch(regex, c) for c in candidates):
             allowed = negate
     return allowed
@@ -401,7 +429,8 @@ def test_everything_built_or_mounted_exists_in_the_repository() -> None:
         build = service.get("build")
         if build is not None:
             context = build if isinstance(build, str) else build.get("context", ".")
-            dockerfile_name = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            dockerfile_name = ("Dockerfile" if isinstance(build, str)
+                               else build.get("dockerfile", "Dockerfile"))
             assert (REPO / context).is_dir() and (REPO / context / dockerfile_name).is_file(), name
         for source, target, mode in short_volumes(service):
             assert target.startswith("/"), f"{name}: {target}"
@@ -437,7 +466,8 @@ def test_images_are_pinned_to_versions() -> None:
         assert repository and tag and tag != "latest", f"{name}: {image} is not pinned"
         assert VERSION_TAG.match(tag), f"{name}: {image} has no version tag"
         if "build" in service:
-            assert image == f"bulletproof:{version[1]}", f"{name}: tag the built image with the package version"
+            assert image == f"bulletproof:{version[1]}", \
+                f"{name}: tag the built image with the package version"
 
 
 def test_every_service_has_a_healthcheck_and_depends_on_healthy_services() -> None:
@@ -576,9 +606,9 @@ def test_grafana_provisioning_agrees_with_the_stack() -> None:
     assert repo_file_for(svc, "/etc/grafana/provisioning/dashboards") == DASHBOARD_PROVIDERS.resolve()
     referenced: set[str] = set()
     for path in sorted(DATASOURCES.glob("*.y*ml")):
-        text = path.read_text(encoding="utf-8")
-        referenced |= set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", text))
-        for ds in yaml.safe_load(text).get("datasources", []):
+        provisioning = yaml.safe_load(path.read_text(encoding="utf-8"))
+        referenced |= env_references(provisioning)  # Grafana expands these in values
+        for ds in provisioning.get("datasources", []):
             if ds.get("url"):
                 assert_service_url(ds["url"], f"datasource {ds['name']}")
             for host in (ds.get("jsonData") or {}).get("allowedHosts", []):
@@ -597,6 +627,9 @@ def test_grafana_provisioning_agrees_with_the_stack() -> None:
     host_ip, host_port, container_port = published(services()["frontdoor"])[0]
     root = urlsplit(env["GF_SERVER_ROOT_URL"])
     assert root.port == host_port and container_port == listen_ports()["frontdoor"]
+    # grafana.env (for set-ups without compose) says the same by default.
+    grafana_env = parse_env_file(REPO / "grafana" / "grafana.env")
+    assert grafana_env.get("GF_SERVER_ROOT_URL", env["GF_SERVER_ROOT_URL"]) == env["GF_SERVER_ROOT_URL"]
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == TEST_ENV["GF_SECURITY_ADMIN_PASSWORD"]
     assert env.get("GF_AUTH_ANONYMOUS_ENABLED") == "false"
     assert not published(svc), "Grafana is published only through the front door"
@@ -788,7 +821,9 @@ def test_the_image_command_works_in_a_fresh_virtual_environment(tmp_path: Path) 
     rendered["api"]["listen"] = f"127.0.0.1:{port}"
     config_file = folders[CONTAINER_CONFIG] / "monitor.yaml"
     config_file.write_text(yaml.safe_dump(rendered, sort_keys=False), encoding="utf-8")
-    assert CONTAINER_WATCH not in config_file.read_text(), "every container path was mapped"
+    mapped = parse_config_text(config_file.read_text(), base_dir=config_file.parent)
+    for path in [f.path for f in mapped.monitor_folder] + [mapped.output_folder, mapped.database]:
+        assert tmp_path in path.parents, f"{path}: a container path was left unmapped"
 
     # 4. ENTRYPOINT + CMD as the image runs them, with only the config path mapped.
     _, stages = dockerfile()
@@ -877,3 +912,9 @@ def test_compose_commands_in_this_file_are_shell_words() -> None:
         test = service["healthcheck"]["test"]
         if test[0] == "CMD-SHELL":
             assert shlex.split(test[1]), name
+
+
+def test_the_image_config_passes_check_config() -> None:
+    done = subprocess.run([sys.executable, "-m", "bulletproof", "check-config", str(MONITOR_CONFIG)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
