@@ -2,7 +2,8 @@
 
 Written by hand next to the handlers; tests check it against the app's routes, against real
 responses (jsonschema) and fuzz the API from it. The config schema is generated from the core's
-pydantic models, so it cannot drift from what the monitor accepts.
+pydantic models, so it cannot drift from what the monitor accepts. This module holds the paths,
+parameters and responses; the component schemas are in `exporter.openapi_schemas`.
 """
 
 from __future__ import annotations
@@ -12,229 +13,9 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from bulletproof.config import Config
-from bulletproof.models import FailureReason, JobState
 from bulletproof.store import SORT_COLUMNS
-from exporter.api_jobs import MAX_LIMIT, MAX_OFFSET, EnqueueRequest
-
-REF = "#/components/schemas/{model}"
-STATES = [s.value for s in JobState]
-REASONS = [r.value for r in FailureReason]
-
-# -- schema helpers -----------------------------------------------------------------------------
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": REF.format(model=name)}
-
-
-def _null(schema: dict[str, Any]) -> dict[str, Any]:
-    if "type" in schema and isinstance(schema["type"], str) and len(schema) == 1:
-        return {"type": [schema["type"], "null"]}
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-def _obj(props: dict[str, Any], *, optional: tuple[str, ...] = (), extra: bool = False,
-         description: str | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": props,
-        "required": [k for k in props if k not in optional],
-        "additionalProperties": extra,
-    }
-    if description:
-        schema["description"] = description
-    return schema
-
-
-def _arr(items: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "array", "items": items}
-
-
-STR = {"type": "string"}
-INT = {"type": "integer"}
-NUM = {"type": "number"}
-BOOL = {"type": "boolean"}
-TS = {"type": "number", "description": "unix seconds"}
-TS_NULL = {"type": ["number", "null"], "description": "unix seconds"}
-NUM_NULL = {"type": ["number", "null"]}
-INT_NULL = {"type": ["integer", "null"]}
-STR_NULL = {"type": ["string", "null"]}
-
-_JOB_PROPS: dict[str, Any] = {
-    "id": {"type": "integer", "minimum": 1},
-    "filename": STR,
-    "status": {"enum": STATES, "description": "= state (the plan's name)"},
-    "state": {"enum": STATES},
-    "progress": {"type": "number", "minimum": 0, "maximum": 1},
-    "started_at": TS_NULL,
-    "completed_at": {**TS_NULL, "description": "= finished_at (unix seconds)"},
-    "finished_at": TS_NULL,
-    "error": STR_NULL,
-    "profile": STR,
-    "attempts": {"type": "integer", "minimum": 0},
-    "reason": {"enum": [*REASONS, None]},
-    "rel_path": STR,
-    "size": {"type": "integer", "minimum": 0},
-    "input_bytes": INT_NULL,
-    "output_bytes": INT_NULL,
-    "media_duration": NUM_NULL,
-    "duration": {**NUM_NULL, "description": "seconds from start to finish of the last attempt"},
-    "created_at": TS,
-    "queued_at": TS,
-    "not_before": {**TS_NULL, "description": "a retry waits (backoff) until then"},
-    "speed": {**NUM_NULL, "description": "ffmpeg's speed (1.0 = real time)"},
-    "eta_seconds": NUM_NULL,
-    "rule": STR,
-    "priority": INT,
-    "output_path": STR,
-    "worker": {**INT_NULL, "description": "the worker slot running the job"},
-    "last_progress_at": TS_NULL,
-}
-_DETAIL_PROPS: dict[str, Any] = {
-    **_JOB_PROPS,
-    "source_path": STR,
-    "watch_folder": STR,
-    "mtime_ns": INT,
-    "stderr_tail": {**STR_NULL, "description": "the last lines of ffmpeg's stderr"},
-}
-
-_SLOT = _obj({
-    "slot": INT, "busy": BOOL, "job_id": INT_NULL, "filename": STR_NULL, "profile": STR_NULL,
-    "paused": BOOL, "started_at": TS_NULL, "progress": {"type": "number", "minimum": 0, "maximum": 1},
-    "speed": NUM_NULL, "eta_seconds": NUM_NULL, "last_progress_at": TS_NULL,
-    "media_duration": NUM_NULL,
-})
-
-_BUCKET = _obj({
-    "start": TS, "completed": INT, "failed": INT, "cancelled": INT,
-    "avg_duration": {**NUM_NULL, "description": "mean duration of the completed jobs"},
-}, extra=True)
-
-_ISSUE = _obj({"location": {"type": "string", "description": "dotted key path"}, "message": STR})
-
-
-def _config_schemas() -> dict[str, Any]:
-    """The pydantic schema of monitor.yaml, its $defs hoisted into components."""
-    schema = Config.model_json_schema(ref_template=REF)
-    defs = schema.pop("$defs", {})
-    defs["Config"] = schema
-    for model in defs.values():
-        _strip_path_format(model)
-    # Shorthands the loader also accepts.
-    folder = _ref("WatchFolder")
-    defs["Config"]["properties"]["monitor_folder"] = {
-        "description": "a path, or a list of paths or of watch-folder mappings",
-        "anyOf": [STR, _arr({"anyOf": [STR, folder]})],
-    }
-    glob = defs["Rule"]["properties"]["glob"]
-    defs["Rule"]["properties"]["glob"] = {"anyOf": [STR, *glob.get("anyOf", [glob])],
-                                          "default": None}
-    return defs
-
-
-def _strip_path_format(node: Any) -> None:
-    if isinstance(node, dict):
-        if node.get("format") == "path":
-            del node["format"]
-        for value in node.values():
-            _strip_path_format(value)
-    elif isinstance(node, list):
-        for value in node:
-            _strip_path_format(value)
-
-
-def _profile_info() -> dict[str, Any]:
-    """A profile's settings plus what GET /api/v1/profiles adds."""
-    schema = copy.deepcopy(_config_schemas()["Profile"])
-    schema["title"] = "ProfileInfo"
-    schema["properties"].update({
-        "builtin": {"type": "boolean", "description": "a built-in profile not overridden by the config"},
-        "extension": STR,
-        "used_by_rules": _arr(STR),
-    })
-    schema["required"] = sorted(schema["properties"])
-    return schema
-
-
-def _schemas() -> dict[str, Any]:
-    enqueue = EnqueueRequest.model_json_schema(ref_template=REF)
-    enqueue.pop("title", None)
-    return {
-        **_config_schemas(),
-        "Error": _obj({"error": _obj({
-            "code": {"type": "string", "description": "machine-readable, e.g. job_not_found"},
-            "message": STR,
-            "details": {"description": "context: an object, or a list of {location, message}"},
-        })}),
-        "Job": _obj(_JOB_PROPS, description="A job as lists show it (live progress while it runs)."),
-        "JobDetail": _obj(_DETAIL_PROPS, description="Everything the store knows about a job."),
-        "JobPage": _obj({
-            "jobs": _arr(_ref("Job")), "total": INT, "limit": INT, "offset": INT,
-            "next_offset": {**INT_NULL, "description": "offset of the next page, null on the last"},
-        }),
-        "QueuePage": _obj({
-            "jobs": _arr(_ref("Job")), "total": INT, "limit": INT, "offset": INT,
-            "next_offset": INT_NULL, "paused": BOOL,
-        }),
-        "WorkerSlot": _SLOT,
-        "Status": _obj({
-            "paused": BOOL, "paused_since": TS_NULL,
-            "workers": _obj({"busy": INT, "max": INT, "slots": _arr(_ref("WorkerSlot"))}),
-            "counts": _obj({s: INT for s in STATES}),
-            "queue": _obj({"length": INT, "oldest_queued_at": TS_NULL}),
-            "version": STR, "ffmpeg_version": STR, "started_at": TS_NULL,
-            "uptime_seconds": NUM,
-            "watch_folders": _arr(_obj({"path": STR, "up": BOOL})),
-            "output_volume": _null(_obj({"free_bytes": INT, "size_bytes": INT})),
-            "config": _obj({"path": STR_NULL, "last_reload_ok": BOOL,
-                            "last_reload_success_at": TS_NULL}),
-            "time": TS,
-        }),
-        "HistoryBucket": _BUCKET,
-        "Stats": _obj({
-            "total_jobs": INT, "successful": INT, "failed": INT, "cancelled": INT,
-            "avg_duration": {**NUM_NULL, "description": "mean seconds of completed jobs"},
-            "last_24h": _arr(_ref("HistoryBucket")),
-        }, description="The plan's Stats model."),
-        "History": _obj({
-            "since": TS, "until": TS, "step": NUM,
-            "buckets": _arr(_obj({**_BUCKET["properties"], "end": TS, "total": INT})),
-        }),
-        "Health": _obj({"status": {"const": "ok"}}),
-        "Ready": _obj({"status": {"enum": ["ready", "unready"]}, "problems": _arr(STR)}),
-        "EnqueueRequest": enqueue,
-        "RetryFailed": _obj({"retried": INT, "ids": _arr(INT)}),
-        "QueueState": _obj({"paused": BOOL, "paused_since": TS_NULL}),
-        "Cleared": _obj({"cleared": INT}),
-        "ConfigInfo": _obj({
-            "path": {**STR_NULL, "description": "the file the config was loaded from"},
-            "last_reload_ok": BOOL, "last_reload_success_at": TS_NULL,
-            "config": _ref("Config"),
-        }),
-        "ConfigApplied": _obj({
-            "applied": BOOL,
-            "written": {"type": "boolean", "description": "false when the monitor has no file"},
-            "path": STR_NULL,
-            "backup": {**STR_NULL, "description": "the previous file, kept as <name>.bak"},
-            "restart_required": {**_arr({"enum": ["database", "api"]}),
-                                 "description": "changed keys that apply only after a restart"},
-            "config": _ref("Config"),
-        }),
-        "ConfigValidation": {"oneOf": [
-            _obj({"valid": {"const": True}, "config": _ref("Config")}),
-            _obj({"valid": {"const": False}, "errors": _arr(_ISSUE)}),
-        ]},
-        "ProfileInfo": _profile_info(),
-        "Profiles": _obj({"profiles": {"type": "object",
-                                       "additionalProperties": _ref("ProfileInfo")}}),
-        "RuleMatch": _obj({
-            "matched": BOOL, "path": {"type": "string", "description": "as the rules see it"},
-            "size": INT_NULL, "rule": STR_NULL, "rule_index": INT_NULL, "profile": STR_NULL,
-            "priority": INT_NULL, "output_path": STR_NULL,
-        }),
-    }
-
+from exporter.api_jobs import MAX_LIMIT, MAX_OFFSET
+from exporter.openapi_schemas import INT, STATES, STR, arr, component_schemas, ref
 
 # -- responses and parameters -------------------------------------------------------------------
 
@@ -311,9 +92,9 @@ _PAGE = [
 
 def _job_action(op_id: str, summary: str, *, accepted: bool = False,
                 description: str | None = None) -> dict[str, Any]:
-    ok = {"200": _json(_ref("JobDetail"), "the job after the action")}
+    ok = {"200": _json(ref("JobDetail"), "the job after the action")}
     if accepted:
-        ok["202"] = _json(_ref("JobDetail"), "the job is running: it was told to stop, the "
+        ok["202"] = _json(ref("JobDetail"), "the job is running: it was told to stop, the "
                           "outcome follows as a job_finished event")
     return {"post": _op(op_id, summary, "jobs", ok, errors=("404", "409"), params=[_ID],
                         mutating=True, description=description)}
@@ -322,10 +103,10 @@ def _job_action(op_id: str, summary: str, *, accepted: bool = False,
 def _paths() -> dict[str, Any]:
     return {
         "/healthz": {"get": _op("healthz", "Liveness: the process answers", "health",
-                                {"200": _json(_ref("Health"), "alive")}, auth=False)},
+                                {"200": _json(ref("Health"), "alive")}, auth=False)},
         "/readyz": {"get": _op("readyz", "Readiness", "health", {
-            "200": _json(_ref("Ready"), "ready"),
-            "503": _json(_ref("Ready"), "not ready, with the problems"),
+            "200": _json(ref("Ready"), "ready"),
+            "503": _json(ref("Ready"), "not ready, with the problems"),
         }, auth=False)},
         "/metrics": {"get": _op("metrics", "Prometheus metrics", "health", {"200": {
             "description": "Prometheus text format, or OpenMetrics when the Accept header asks; "
@@ -334,13 +115,13 @@ def _paths() -> dict[str, Any]:
                         "application/openmetrics-text": {"schema": STR}},
         }}, auth=False)},
         "/api/v1/status": {"get": _op("getStatus", "Queue, workers, counts, versions, uptime",
-                                      "status", {"200": _json(_ref("Status"), "status")})},
+                                      "status", {"200": _json(ref("Status"), "status")})},
         "/api/v1/stats/summary": {"get": _op(
             "getStatsSummary", "Totals, average duration, last 24 h by hour", "stats",
-            {"200": _json(_ref("Stats"), "the plan's Stats model")})},
+            {"200": _json(ref("Stats"), "the plan's Stats model")})},
         "/api/v1/stats/history": {"get": _op(
             "getStatsHistory", "Jobs finished per time bucket, by outcome", "stats",
-            {"200": _json(_ref("History"), "buckets from since to until")}, errors=("422",),
+            {"200": _json(ref("History"), "buckets from since to until")}, errors=("422",),
             params=[
                 _q("since", _TIME, "start (unix seconds or ISO 8601); default until - 24 h"),
                 _q("until", _TIME, "end (unix seconds or ISO 8601); default now"),
@@ -350,9 +131,9 @@ def _paths() -> dict[str, Any]:
             ])},
         "/api/v1/jobs": {
             "get": _op("listJobs", "Jobs, filtered, sorted and paged", "jobs",
-                       {"200": _json(_ref("JobPage"), "a page of jobs")}, errors=("422",),
+                       {"200": _json(ref("JobPage"), "a page of jobs")}, errors=("422",),
                        params=[
-                           _q("state", _arr({"enum": STATES}),
+                           _q("state", arr({"enum": STATES}),
                               "only these states (repeat the parameter or use a comma list)",
                               style="form", explode=True),
                            _q("profile", {"type": "string", "maxLength": 200}, "only this profile"),
@@ -366,18 +147,18 @@ def _paths() -> dict[str, Any]:
                            *_PAGE,
                        ]),
             "post": _op("enqueueJob", "Queue a file that lies inside a watch folder", "jobs",
-                        {"201": {**_json(_ref("JobDetail"), "queued"),
+                        {"201": {**_json(ref("JobDetail"), "queued"),
                                  "headers": {"Location": {"schema": STR}}}},
-                        errors=("409", "422"), body=_ref("EnqueueRequest"), mutating=True,
+                        errors=("409", "422"), body=ref("EnqueueRequest"), mutating=True,
                         description="409 when the same version of the file already has a job "
                                     "that is not finished."),
         },
         "/api/v1/jobs/retry-failed": {"post": _op(
             "retryFailed", "Queue every failed job again", "jobs",
-            {"200": _json(_ref("RetryFailed"), "the retried job ids")}, mutating=True)},
+            {"200": _json(ref("RetryFailed"), "the retried job ids")}, mutating=True)},
         "/api/v1/jobs/{id}": {
             "get": _op("getJob", "One job, with stderr tail and source path", "jobs",
-                       {"200": _json(_ref("JobDetail"), "the job")}, errors=("404",), params=[_ID]),
+                       {"200": _json(ref("JobDetail"), "the job")}, errors=("404",), params=[_ID]),
             "delete": _op("deleteJob", "Remove a finished job from history", "jobs",
                           {"204": {"description": "deleted"}}, errors=("404", "409"),
                           params=[_ID], mutating=True),
@@ -391,40 +172,40 @@ def _paths() -> dict[str, Any]:
         "/api/v1/jobs/{id}/prioritize": _job_action(
             "prioritizeJob", "Move a queued job to the front of the queue"),
         "/api/v1/queue": {"get": _op("getQueue", "Queued jobs in run order", "queue",
-                                     {"200": _json(_ref("QueuePage"), "a page of the queue")},
+                                     {"200": _json(ref("QueuePage"), "a page of the queue")},
                                      errors=("422",), params=list(_PAGE))},
         "/api/v1/queue/pause": {"post": _op(
             "pauseQueue", "Stop starting jobs (running ones finish)", "queue",
-            {"200": _json(_ref("QueueState"), "paused")}, mutating=True)},
+            {"200": _json(ref("QueueState"), "paused")}, mutating=True)},
         "/api/v1/queue/resume": {"post": _op(
             "resumeQueue", "Start taking jobs again", "queue",
-            {"200": _json(_ref("QueueState"), "running")}, mutating=True)},
+            {"200": _json(ref("QueueState"), "running")}, mutating=True)},
         "/api/v1/queue/clear": {"post": _op(
             "clearQueue", "Cancel every queued job", "queue",
-            {"200": _json(_ref("Cleared"), "how many were cancelled")}, mutating=True)},
+            {"200": _json(ref("Cleared"), "how many were cancelled")}, mutating=True)},
         "/api/v1/config": {
             "get": _op("getConfig", "The config in force and its file", "config",
-                       {"200": _json(_ref("ConfigInfo"), "effective config")}),
+                       {"200": _json(ref("ConfigInfo"), "effective config")}),
             "put": _op("putConfig", "Replace the config: validate, write with .bak, apply", "config",
-                       {"200": _json(_ref("ConfigApplied"), "written and applied")},
-                       errors=("422", "500"), body=_ref("Config"), mutating=True,
+                       {"200": _json(ref("ConfigApplied"), "written and applied")},
+                       errors=("422", "500"), body=ref("Config"), mutating=True,
                        description="422 `invalid_config` lists every problem with its key path. "
                                    "Relative paths are relative to the config file's folder."),
         },
         "/api/v1/config/validate": {"post": _op(
             "validateConfig", "Dry run: would this config be accepted?", "config",
-            {"200": _json(_ref("ConfigValidation"), "valid with the effective config, or the "
+            {"200": _json(ref("ConfigValidation"), "valid with the effective config, or the "
                                                     "problems")},
             body={}, mutating=True, description="Writes nothing; 200 either way.")},
         "/api/v1/config/reset": {"post": _op(
             "resetConfig", "Back to the default config (written with .bak, applied)", "config",
-            {"200": _json(_ref("ConfigApplied"), "written and applied")}, errors=("500",),
+            {"200": _json(ref("ConfigApplied"), "written and applied")}, errors=("500",),
             mutating=True)},
         "/api/v1/profiles": {"get": _op("listProfiles", "Built-in and configured profiles",
-                                        "config", {"200": _json(_ref("Profiles"), "by name")})},
+                                        "config", {"200": _json(ref("Profiles"), "by name")})},
         "/api/v1/rules/match": {"get": _op(
             "matchRule", "Which rule and profile a file would get", "config",
-            {"200": _json(_ref("RuleMatch"), "the match (matched: false when no rule applies)")},
+            {"200": _json(ref("RuleMatch"), "the match (matched: false when no rule applies)")},
             errors=("422",), params=[
                 {**_q("path", {"type": "string", "minLength": 1, "maxLength": 4096},
                       "relative to a watch folder, or absolute inside one"), "required": True},
@@ -445,7 +226,7 @@ def _paths() -> dict[str, Any]:
 
 @lru_cache(maxsize=4)
 def _document(version: str) -> dict[str, Any]:
-    responses = {f"E{code}": _json(_ref("Error"), text) for code, text in _ERRORS.items()}
+    responses = {f"E{code}": _json(ref("Error"), text) for code, text in _ERRORS.items()}
     responses["E429"]["headers"] = {"Retry-After": {"schema": INT,
                                                     "description": "seconds to wait"}}
     responses["E405"]["headers"] = {"Allow": {"schema": STR}}
@@ -466,7 +247,7 @@ def _document(version: str) -> dict[str, Any]:
                                        "events", "meta")],
         "paths": _paths(),
         "components": {
-            "schemas": _schemas(),
+            "schemas": component_schemas(),
             "responses": responses,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",

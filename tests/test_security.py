@@ -394,7 +394,7 @@ async def test_grafana_result_is_cached(make_client: MakeClient, grafana) -> Non
     assert grafana.calls["/api/user"] == 3
     # The cache is keyed by a hash of the cookie, never the cookie itself.
     security = securities[id(client)]
-    assert all("editor-session" not in key for key in security._sessions)
+    assert all("editor-session" not in key for key in security._grafana._sessions)
 
 
 async def test_grafana_concurrent_lookups_are_shared(make_client: MakeClient, grafana) -> None:
@@ -682,7 +682,7 @@ def test_is_loopback(host: str, expected: bool) -> None:
 
 async def test_close_is_idempotent(grafana) -> None:
     security = Security(grafana_settings(grafana.url), TOKEN)
-    principal = await security._grafana_principal("grafana_session=editor-session")
+    principal = await security._grafana.principal("grafana_session=editor-session")
     assert principal == Principal("grafana", "eddie", "Editor")
     await security.close()
     await security.close()
