@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._loop import LagProbe  # noqa: E402
 from bulletproof import events as ev  # noqa: E402
 from bulletproof import watcher as watcher_mod  # noqa: E402
 from bulletproof.config import FfmpegSettings, parse_config  # noqa: E402
@@ -84,30 +85,6 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-class LagProbe:
-    """Worst lateness of a 20 ms sleeper on the event loop."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.worst = 0.0
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(0.02)
-            self.worst = max(self.worst, time.perf_counter() - t - 0.02)
-
-    async def stop(self) -> float:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        return self.worst
 
 
 class Tally:

@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._loop import LagProbe  # noqa: E402
 from bulletproof import events as ev  # noqa: E402
 from bulletproof.config import FfmpegSettings, parse_config  # noqa: E402
 from bulletproof.ffmpeg import find_ffmpeg  # noqa: E402
@@ -61,28 +62,6 @@ def pct(values: list[float], q: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-class LagProbe:
-    """Measures how late the event loop wakes a 20 ms sleeper (its worst stall)."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(0.02)
-            self.worst = max(self.worst, time.perf_counter() - t - 0.02)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
 
 def write_files(folder: Path, data: bytes, args: argparse.Namespace, seed: int,

@@ -117,11 +117,8 @@ def job_cmd(api: Api, job_id: int) -> None:
 def pause_cmd(api: Api) -> None:
     """Pause the queue: running jobs finish, nothing new starts (files are still queued)."""
     data = api.client.pause_queue()
-    if api.out.as_json:
-        api.out.json(data)
-    else:
-        api.out.line(f"queue paused (since {when(data.get('paused_since'))}); "
-                     "running jobs finish, queued ones wait")
+    api.out.result(data, f"queue paused (since {when(data.get('paused_since'))}); "
+                    "running jobs finish, queued ones wait")
 
 
 @click.command("resume")
@@ -129,10 +126,7 @@ def pause_cmd(api: Api) -> None:
 def resume_cmd(api: Api) -> None:
     """Resume the queue."""
     data = api.client.resume_queue()
-    if api.out.as_json:
-        api.out.json(data)
-    else:
-        api.out.line("queue resumed")
+    api.out.result(data, "queue resumed")
 
 
 @click.command("clear")
@@ -185,10 +179,7 @@ def cancel_cmd(api: Api, job_id: int) -> None:
 def retry_cmd(api: Api, job_id: int) -> None:
     """Queue a failed, cancelled or completed job again."""
     job = api.client.retry(job_id)
-    if api.out.as_json:
-        api.out.json(job)
-    else:
-        api.out.line(f"{_job_line(job)} queued again")
+    api.out.result(job, f"{_job_line(job)} queued again")
 
 
 @click.command("retry-failed")
@@ -210,10 +201,7 @@ def retry_failed_cmd(api: Api) -> None:
 def prioritize_cmd(api: Api, job_id: int) -> None:
     """Move a queued job to the front of the queue."""
     job = api.client.prioritize(job_id)
-    if api.out.as_json:
-        api.out.json(job)
-    else:
-        api.out.line(f"{_job_line(job)} moved to the front of the queue")
+    api.out.result(job, f"{_job_line(job)} moved to the front of the queue")
 
 
 @click.command("enqueue")
@@ -228,11 +216,8 @@ def enqueue_cmd(api: Api, path: str, profile: str | None, priority: int | None) 
     PATH is as the server sees it: absolute inside a watch folder, or relative to one.
     """
     job = api.client.enqueue(path, profile=profile, priority=priority)
-    if api.out.as_json:
-        api.out.json(job)
-    else:
-        api.out.line(f"queued {_job_line(job)} with profile {job.get('profile')}, "
-                     f"priority {job.get('priority')}")
+    api.out.result(job, f"queued {_job_line(job)} with profile {job.get('profile')}, "
+                    f"priority {job.get('priority')}")
 
 
 # -- commands: config ---------------------------------------------------------------------------

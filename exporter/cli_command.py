@@ -62,6 +62,13 @@ class Output:
         """The API's JSON, as received (indented)."""
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
+    def result(self, data: Any, text: str) -> None:
+        """The API's JSON with --json, else one line for people."""
+        if self.as_json:
+            self.json(data)
+        else:
+            self.line(text)
+
     def line(self, text: str) -> None:
         """A plain line on stdout, flushed (a follower reads it right away)."""
         click.echo(text)
