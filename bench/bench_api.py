@@ -282,7 +282,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="max_workers")
     parser.add_argument("--clip-seconds", type=float, default=60.0, help="length of each clip")
     parser.add_argument("--clip-size", default="1280x720", help="frame size of the clips")
-    parser.add_argument("--nice", type=int, default=10, help="ffmpeg.nice")
+    from bulletproof.config import FfmpegSettings
+
+    parser.add_argument("--nice", type=int, default=FfmpegSettings().nice, help="ffmpeg.nice (default: the config default)")
     asyncio.run(bench(parser.parse_args()))
 
 
