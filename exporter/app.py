@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from exporter.addresses import DEFAULT_TRUSTED_PROXIES
 from exporter.api import METRICS, MONITOR, add_routes
 from exporter.errors import error_for, error_middleware
 from exporter.metrics import BulletproofMetrics
@@ -75,7 +76,9 @@ def create_app(monitor: Monitor, *, token: str | None = None,
     owns_metrics = metrics is None
     if metrics is None:
         metrics = BulletproofMetrics(monitor.view, monitor.bus)
-    security = Security(settings, token)
+    # Loopback is always trusted (a proxy on the same host); api.trusted_proxies adds the rest.
+    security = Security(settings, token,
+                        trusted_proxies=[*DEFAULT_TRUSTED_PROXIES, *settings.trusted_proxies])
     app = web.Application(
         middlewares=[error_middleware, request_metrics_middleware, *security.middlewares()],
         client_max_size=settings.max_body_bytes,

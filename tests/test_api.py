@@ -96,6 +96,20 @@ async def test_cors_wiring_keeps_every_route(api_factory) -> None:
     assert (await api.get("/api/v1/status"))[0] == 200
 
 
+async def test_trusted_proxies_come_from_the_config(api_factory) -> None:
+    import ipaddress
+
+    from exporter.app import SECURITY
+    from tests.api_fixtures import TEST_API
+
+    # A non-loopback peer cannot be made on this machine's loopback-only test network, so this
+    # checks the wiring; tests/test_security.py checks what trusted networks do to a request.
+    api = await api_factory(api={**TEST_API, "trusted_proxies": ["172.31.247.0/24"]})
+    trusted = api.client.app[SECURITY]._trusted
+    assert ipaddress.ip_network("172.31.247.0/24") in trusted
+    assert ipaddress.ip_network("127.0.0.0/8") in trusted
+
+
 async def test_readyz_reports_problems_of_a_monitor_that_has_not_started(config_factory) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
