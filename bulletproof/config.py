@@ -244,9 +244,12 @@ class Config(_Model):
         if self.on_success == "move" and self.done_folder is None:
             raise ValueError("done_folder: required when on_success is 'move'")
         for folder in self.monitor_folder:
-            if folder.path == self.output_folder:
-                # Outputs would land where new files are expected: a re-transcode loop.
-                raise ValueError("output_folder: must not be a watch folder (a sub-folder is fine)")
+            for key, target in (("output_folder", self.output_folder), ("done_folder", self.done_folder)):
+                # Files would land where new files are expected: a re-transcode loop. A folder
+                # inside a watch folder is fine: the watcher never looks into it.
+                if target is not None and folder.path.is_relative_to(target):
+                    raise ValueError(f"{key}: must not be a watch folder or contain one "
+                                     f"({folder.path}); a sub-folder of it is fine")
         return self
 
     def all_profiles(self) -> dict[str, Profile]:

@@ -47,7 +47,6 @@ class IgnoreReason(StrEnum):
     NO_RULE = "no_rule"
     ALREADY_DONE = "already_done"
     TEMPORARY = "temporary"
-    OWN_OUTPUT = "own_output"
     UNREADABLE = "unreadable"
 
 

@@ -51,7 +51,6 @@ class Monitor:
         self.store = JobStore(config.database)
         self.store_closed = False
         self._rules = RuleMatcher(config)
-        self._excluded_prefixes = self._prefixes(config)
         self._pool: WorkerPool | None = None
         self._watcher: FolderWatcher | None = None
         self._folder_status: dict[str, bool] = {}
@@ -129,11 +128,6 @@ class Monitor:
 
     # -- detection ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _prefixes(config: Config) -> tuple[str, ...]:
-        # Plain string prefixes: this check runs for every stable file of a burst.
-        return tuple(os.path.join(os.path.normpath(f), "") for f in excluded_folders(config))
-
     def _on_folder_status(self, folder: Path, up: bool, error: str | None) -> None:
         self._folder_status[str(folder)] = up
         self.bus.publish(ev.WatchFolderStatus(folder=str(folder), up=up, error=error))
@@ -144,10 +138,6 @@ class Monitor:
     def _on_stable(self, found: StableFile) -> None:
         self.bus.publish(ev.FileDetected(path=str(found.path), watch_folder=str(found.watch_folder),
                                          size=found.size))
-        path = str(found.path)
-        if any(path.startswith(prefix) for prefix in self._excluded_prefixes):
-            self._on_ignored(found.path, IgnoreReason.OWN_OUTPUT)  # never transcode our outputs
-            return
         match = self._rules.match(found.rel_path, found.size)
         if match is None:
             self._on_ignored(found.path, IgnoreReason.NO_RULE)
@@ -344,7 +334,6 @@ class Monitor:
             new = new.model_copy(update={"database": old.database})
         self.config = new
         self._rules = RuleMatcher(new)
-        self._excluded_prefixes = self._prefixes(new)
         if self._pool is not None:
             self._pool.resize(new.max_workers)
         watch_keys = ("monitor_folder", "output_folder", "done_folder", "stability_seconds",

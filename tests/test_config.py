@@ -157,3 +157,8 @@ def test_output_folder_cannot_be_a_watch_folder(tmp_path: Path) -> None:
     found = issues("monitor_folder: in\noutput_folder: in\n", tmp_path)
     assert "must not be a watch folder" in found["output_folder"]
     parse_config_text("monitor_folder: in\noutput_folder: in/out\n", base_dir=tmp_path)
+    # A folder that contains a watch folder would receive outputs under it too.
+    found = issues("monitor_folder: out/in\noutput_folder: out\n", tmp_path)
+    assert "must not be a watch folder or contain one" in found["output_folder"]
+    found = issues("monitor_folder: in\noutput_folder: o\non_success: move\ndone_folder: .\n", tmp_path)
+    assert "must not be a watch folder or contain one" in found["done_folder"]
