@@ -16,7 +16,6 @@ are kept, so tests can check the monitor's cache and what it forwards.
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -135,8 +134,3 @@ async def grafana_standin(sessions: Mapping[str, GrafanaUser], **kwargs) -> Asyn
         await standin.stop()
 
 
-def unused_port(host: str = "127.0.0.1") -> int:
-    """A loopback port nothing listens on (for "Grafana is down")."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]

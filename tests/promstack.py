@@ -251,15 +251,16 @@ def _wait_ready(server: Server, timeout: float) -> None:
     raise TimeoutError(f"{server.name} not ready after {timeout}s ({last}):\n{server.log()}")
 
 
-def _stop(process: subprocess.Popen, grace: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+def stop_process(process: subprocess.Popen, grace: float = 10.0) -> int | None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode
 
 
 @contextlib.contextmanager
@@ -275,7 +276,7 @@ def _spawn(name: str, argv: list[str], *, url: str, port: int, config_path: Path
         _wait_ready(server, ready_timeout)
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def prometheus_config(*, targets: Sequence[str], rule_files: Sequence[Path], port: int,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -128,14 +127,7 @@ class MonitorProcess:
         proc, self.process = self.process, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+        return promstack.stop_process(proc, grace)
 
     def log(self, tail: int = 6000) -> str:
         text = "".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in self.logs if p.exists())

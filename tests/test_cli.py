@@ -8,13 +8,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import write_config
+from tests.promstack import wait_until
 
 CLI = [sys.executable, "-m", "bulletproof"]
 
@@ -24,13 +24,7 @@ def bp(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.C
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout, 0.1, message=f"waiting for {what}")
 
 
 def job_rows(db: Path) -> list[tuple]:

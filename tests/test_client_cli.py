@@ -7,8 +7,6 @@ import json
 import os
 import queue
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,16 +23,11 @@ import yaml
 
 from bulletproof.samples import make_corrupt_clip
 from tests.conftest import write_config
+from tests.promstack import free_port, stop_process
 
 CLI = [sys.executable, "-m", "bulletproof"]
 TOKEN = "cli-test-token-8c2f0b7e5d1a4e93"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -51,15 +44,8 @@ class Server:
         with urllib.request.urlopen(self.url + path, timeout=5) as resp:
             return json.loads(resp.read())
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+    def stop(self) -> int | None:
+        return stop_process(self.proc, 20)
 
 
 def start_server(root: Path) -> Server:

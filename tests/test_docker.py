@@ -32,7 +32,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ import pytest
 import yaml
 
 from bulletproof.config import parse_config_text
+from tests.promstack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -359,12 +359,6 @@ def dockerignore_allows(path: str) -> bool:
         if any(re.fullmatch(regex, c) for c in candidates):
             allowed = negate
     return allowed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # == the compose file ===========================================================================

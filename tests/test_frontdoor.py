@@ -196,12 +196,7 @@ def run_nginx(workdir: Path, grafana: str, bulletproof: str) -> Iterator[Nginx]:
         promstack.wait_until(listening, 15, 0.05)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        promstack.stop_process(process, 10)
 
 
 # -------------------------------------------------------------------------------------- HTTP

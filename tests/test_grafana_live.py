@@ -31,7 +31,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -188,13 +187,7 @@ def run_monitor(folder: Path, *, grafana_url: str | None = None, max_workers: in
         promstack.wait_until(ready, 30, 0.05, message=monitor.log)
         yield monitor
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        promstack.stop_process(process, 20)
 
 
 # ------------------------------------------------------------------- the config form in Node.js

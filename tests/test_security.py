@@ -28,7 +28,8 @@ from exporter.security import (
     resolve_token,
     setup_cors,
 )
-from tests.grafana_standin import GrafanaUser, grafana_standin, unused_port
+from tests.grafana_standin import GrafanaUser, grafana_standin
+from tests.promstack import free_port
 
 TOKEN = "s3cret-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -339,7 +340,7 @@ async def test_grafana_unknown_session_is_401(make_client: MakeClient, grafana) 
 
 
 async def test_grafana_down_is_503(make_client: MakeClient) -> None:
-    client = await make_client(grafana_settings(f"http://127.0.0.1:{unused_port()}"), TOKEN)
+    client = await make_client(grafana_settings(f"http://127.0.0.1:{free_port()}"), TOKEN)
     response = await client.post("/api/v1/queue/pause", headers={**session("editor-session"),
                                                                  **ACTION})
     assert response.status == 503

@@ -16,6 +16,7 @@ import pytest
 from bulletproof.config import WatchFolder
 from bulletproof.models import IgnoreReason
 from bulletproof.watcher import FolderWatcher, StableFile
+from tests.conftest import until as poll_until
 
 MakeWatcher = Callable[..., Awaitable[tuple[FolderWatcher, "Recorder"]]]
 
@@ -45,12 +46,8 @@ class Recorder:
 
 
 async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll `pred` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
+    """conftest's `until`, with this file's shorter default and finer polling."""
+    await poll_until(pred, timeout, interval=0.02)
 
 
 def write(path: Path, data: bytes = b"x" * 100) -> Path:
