@@ -44,10 +44,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._loop import LagProbe  # noqa: E402
+from bench._common import LagProbe, bench_config  # noqa: E402
 from bulletproof import events as ev  # noqa: E402
 from bulletproof import watcher as watcher_mod  # noqa: E402
-from bulletproof.config import FfmpegSettings, parse_config  # noqa: E402
+from bulletproof.config import FfmpegSettings  # noqa: E402
 from bulletproof.ffmpeg import find_ffmpeg  # noqa: E402
 from bulletproof.service import Monitor  # noqa: E402
 
@@ -132,17 +132,7 @@ async def run(args: argparse.Namespace, base: Path) -> dict:
         os.write(fd, payload)
         os.close(fd)
     staging_s = time.perf_counter() - t
-    config = parse_config({
-        "monitor_folder": "incoming",
-        "output_folder": "processed",
-        "max_workers": 2,
-        "stability_seconds": args.stability,
-        "rescan_interval": args.rescan_interval,
-        "database": "state/jobs.db",
-        "ffmpeg": {"nice": 0},
-        "rules": [{"name": "videos", "extensions": ["mp4"], "profile": "h264_mp4"}],
-        "api": {"enabled": False},
-    }, base_dir=base)
+    config = bench_config(base, stability_seconds=args.stability, rescan_interval=args.rescan_interval)
     binaries = find_ffmpeg(FfmpegSettings(nice=0))
     out: dict = {"staging_s": staging_s}
 

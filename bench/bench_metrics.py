@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bulletproof.config import parse_config  # noqa: E402
+from bench._common import bench_config  # noqa: E402
 from bulletproof.models import FailureReason  # noqa: E402
 from bulletproof.store import JobStore, NewJob  # noqa: E402
 from exporter.metrics import BulletproofMetrics  # noqa: E402
@@ -161,11 +161,7 @@ async def bench_size(n: int, args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bp-bench-") as tmp:
         base = Path(tmp)
         (base / "incoming").mkdir()
-        config = parse_config({
-            "monitor_folder": "incoming", "output_folder": "processed", "database": "state/jobs.db",
-            "max_workers": args.workers, "stability_seconds": 1, "rescan_interval": 3600,
-            "rules": [{"name": "videos", "extensions": ["mp4"], "profile": "h264_mp4"}],
-        }, base_dir=base)
+        config = bench_config(base, max_workers=args.workers, stability_seconds=1, rescan_interval=3600)
         store = JobStore(config.database)
         t0 = time.perf_counter()
         (fill_via_store if args.via_store else fill_fast)(store, n, base / "incoming", rng)

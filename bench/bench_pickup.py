@@ -37,9 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._loop import LagProbe  # noqa: E402
+from bench._common import LagProbe, bench_config  # noqa: E402
 from bulletproof import events as ev  # noqa: E402
-from bulletproof.config import FfmpegSettings, parse_config  # noqa: E402
+from bulletproof.config import FfmpegSettings  # noqa: E402
 from bulletproof.ffmpeg import find_ffmpeg  # noqa: E402
 from bulletproof.models import Outcome  # noqa: E402
 from bulletproof.samples import make_clip  # noqa: E402
@@ -89,18 +89,10 @@ async def run_case(watch: str, stability: float, args: argparse.Namespace, data:
     with tempfile.TemporaryDirectory(prefix="bp-bench-pickup-") as tmp:
         base = Path(tmp)
         (base / "incoming").mkdir()
-        config = parse_config({
-            "monitor_folder": [{"path": "incoming", "polling": watch == "polling",
-                                "poll_interval": args.poll_interval}],
-            "output_folder": "processed",
-            "max_workers": args.workers,
-            "stability_seconds": stability,
-            "rescan_interval": args.rescan_interval,
-            "database": "state/jobs.db",
-            "ffmpeg": {"nice": 0},
-            "rules": [{"name": "videos", "extensions": ["mp4"], "profile": "h264_mp4"}],
-            "api": {"enabled": False},
-        }, base_dir=base)
+        config = bench_config(
+            base, monitor_folder=[{"path": "incoming", "polling": watch == "polling",
+                                   "poll_interval": args.poll_interval}],
+            max_workers=args.workers, stability_seconds=stability, rescan_interval=args.rescan_interval)
         monitor = Monitor(config, binaries=binaries)
         queued: dict[str, float] = {}
         started: dict[str, float] = {}

@@ -1,9 +1,29 @@
-"""Shared by the benchmarks: how badly the event loop stalls while the monitor works."""
+"""Shared by the benchmarks: the monitor config they run, and how badly the event loop stalls."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
+
+from bulletproof.config import Config, parse_config
+
+
+def bench_config(base: Path, **overrides: Any) -> Config:
+    """A monitor config under `base`: incoming/ -> processed/, .mp4 files to h264_mp4, no API,
+    ffmpeg not niced (the benchmarks measure the monitor, not the scheduler)."""
+    data: dict[str, Any] = {
+        "monitor_folder": "incoming",
+        "output_folder": "processed",
+        "max_workers": 2,
+        "database": "state/jobs.db",
+        "ffmpeg": {"nice": 0},
+        "rules": [{"name": "videos", "extensions": ["mp4"], "profile": "h264_mp4"}],
+        "api": {"enabled": False},
+    }
+    data.update(overrides)
+    return parse_config(data, base_dir=base)
 
 
 class LagProbe:
