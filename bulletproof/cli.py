@@ -11,7 +11,9 @@ import click
 
 from bulletproof import __version__
 from bulletproof.config import default_config_text, load_config
+from bulletproof.config_checks import check_encoders, config_warnings
 from bulletproof.errors import BulletproofError, ConfigError, FfmpegNotFound, StoreError
+from bulletproof.ffmpeg import find_ffmpeg
 from bulletproof.logs import configure_logging
 from bulletproof.plugins import COMMAND_GROUP
 
@@ -52,11 +54,25 @@ def init(path: Path, force: bool) -> None:
 @cli.command("check-config")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default="monitor.yaml")
 def check_config(path: Path) -> None:
-    """Validate a config file: print every problem with its key path, or "ok"."""
+    """Validate a config file: print every problem with its key path, or "ok".
+
+    Also checks the profiles' encoder names against the ffmpeg in use; "warning:" lines (a
+    missing watch folder...) do not fail the check.
+    """
     try:
-        load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         _fail(exc)
+    try:
+        binaries = find_ffmpeg(config.ffmpeg)
+    except FfmpegNotFound as exc:
+        binaries = None
+        click.echo(f"warning: ffmpeg: {exc}; encoder names not checked", err=True)
+    for warning in config_warnings(config, binaries):
+        click.echo(f"warning: {warning}", err=True)
+    issues = [] if binaries is None else check_encoders(config, binaries)
+    if issues:
+        _fail(ConfigError(issues, source=path))
     click.echo("ok")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import string
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,12 +21,14 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
-    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bulletproof.errors import ConfigError, ConfigIssue
 from bulletproof.profiles import BUILTIN_PROFILES, Profile
+from bulletproof.safe_yaml import load_yaml
 
 TEMPLATE_FIELDS = frozenset({"stem", "name", "ext", "profile", "rule", "source_ext"})
 DEFAULT_VIDEO_EXTENSIONS = [
@@ -230,31 +235,107 @@ class Config(_Model):
             raise ValueError("must be a plain file name (no folders, not hidden)")
         return value
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
-        if not self.monitor_folder:
-            raise ValueError("monitor_folder: at least one watch folder is required")
-        known = self.all_profiles()
-        for i, rule in enumerate(self.rules):
-            if rule.profile not in known:
-                raise ValueError(
-                    f"rules.{i}.profile: unknown profile {rule.profile!r}; "
-                    f"known: {', '.join(sorted(known))}"
-                )
-        if self.on_success == "move" and self.done_folder is None:
-            raise ValueError("done_folder: required when on_success is 'move'")
-        for folder in self.monitor_folder:
-            for key, target in (("output_folder", self.output_folder), ("done_folder", self.done_folder)):
-                # Files would land where new files are expected: a re-transcode loop. A folder
-                # inside a watch folder is fine: the watcher never looks into it.
-                if target is not None and folder.path.is_relative_to(target):
-                    raise ValueError(f"{key}: must not be a watch folder or contain one "
-                                     f"({folder.path}); a sub-folder of it is fine")
-        return self
+    # The checks that relate fields are field validators reading the fields validated before
+    # them (`info.data`), so they run, and report, even when an unrelated field is invalid.
+
+    @field_validator("monitor_folder")
+    @classmethod
+    def _at_least_one_folder(cls, value: list[WatchFolder]) -> list[WatchFolder]:
+        if not value:
+            raise ValueError("at least one watch folder is required")
+        return value
+
+    @field_validator("done_folder")
+    @classmethod
+    def _done_folder_when_moving(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None and info.data.get("on_success") == "move":
+            raise ValueError("required when on_success is 'move'")
+        return value
+
+    @field_validator("output_folder", "done_folder")
+    @classmethod
+    def _not_over_a_watch_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Files would land where new files are expected: a re-transcode loop. A folder inside a
+        # watch folder is fine: the watcher never looks into it.
+        for folder in info.data.get("monitor_folder") or []:
+            if value is not None and folder.path.is_relative_to(value):
+                raise ValueError(f"must not be a watch folder or contain one ({folder.path}); "
+                                 "a sub-folder of it is fine")
+        return value
+
+    @field_validator("rules", mode="wrap")
+    @classmethod
+    def _known_profiles(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                        info: ValidationInfo) -> list[Rule]:
+        # Wrapped so a rule naming an unknown profile is reported beside any other rule error.
+        try:
+            rules, failure = handler(value), None
+        except ValidationError as exc:
+            rules, failure = None, exc
+        unknown = _unknown_profile_errors(value, info.data.get("profiles"))
+        if failure is None and not unknown:
+            return rules
+        if not unknown:
+            raise failure  # type: ignore[misc]  # failure is set when rules is not
+        earlier = [] if failure is None else [_reraised(e) for e in failure.errors()]
+        raise ValidationError.from_exception_data("rules", [*earlier, *unknown])
 
     def all_profiles(self) -> dict[str, Profile]:
         """Built-in profiles overlaid with the config's own."""
         return {**BUILTIN_PROFILES, **self.profiles}
+
+
+def _unknown_profile_errors(rules: Any, profiles: dict[str, Profile] | None) -> list[InitErrorDetails]:
+    """Rules (raw, as given) whose `profile` is neither built in nor in the config's profiles."""
+    if profiles is None or not isinstance(rules, list):
+        return []  # the profiles themselves are invalid: their errors say so
+    known = {**BUILTIN_PROFILES, **profiles}
+    errors: list[InitErrorDetails] = []
+    for i, rule in enumerate(rules):
+        name = rule.get("profile") if isinstance(rule, dict) else None
+        if isinstance(name, str) and name not in known:
+            errors.append(InitErrorDetails(
+                type=PydanticCustomError("unknown_profile", "unknown profile {profile}; known: {known}",
+                                         {"profile": repr(name), "known": ", ".join(sorted(known))}),
+                loc=(i, "profile"), input=name))
+    return errors
+
+
+def _reraised(error: Any) -> InitErrorDetails:
+    """An error from a nested validation, unchanged, to raise again beside others."""
+    return InitErrorDetails(type=PydanticCustomError(error["type"], "{message}", {"message": error["msg"]}),
+                            loc=tuple(error["loc"]), input=error.get("input"))
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose keys are valid at key path `loc` (None when it is not a model)."""
+    current: Any = Config
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            return None
+        if typing.get_origin(current) in (typing.Union, types.UnionType):
+            current = next((a for a in typing.get_args(current) if a is not type(None)), None)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unknown_key_message(loc: tuple[Any, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return "unknown key"
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return f"unknown key; known keys: {', '.join(known)}"
 
 
 def _issues_from(exc: ValidationError) -> list[ConfigIssue]:
@@ -264,6 +345,8 @@ def _issues_from(exc: ValidationError) -> list[ConfigIssue]:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = _unknown_key_message(tuple(err["loc"]))
         if not loc and ": " in msg and " " not in msg.split(": ", 1)[0]:
             loc, msg = msg.split(": ", 1)  # model-level checks prefix their key path
         issues.append(ConfigIssue(loc, msg))
@@ -283,7 +366,7 @@ def parse_config(data: Any, *, base_dir: Path, source: str | Path | None = None)
 def parse_config_text(text: str, *, base_dir: Path, source: str | Path | None = None) -> Config:
     """Parse YAML text then validate it."""
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

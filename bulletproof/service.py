@@ -20,6 +20,7 @@ from bulletproof.config import (
     parse_config_text,
     write_config_atomically,
 )
+from bulletproof.config_checks import check_encoders
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
@@ -43,6 +44,10 @@ class Monitor:
         self.config_path = Path(config_path) if config_path else None
         self.bus = bus or ev.EventBus()
         self.binaries = binaries or find_ffmpeg(config.ffmpeg)
+        # Before anything is opened: a profile whose encoder this ffmpeg lacks fails every job.
+        encoder_issues = check_encoders(config, self.binaries)
+        if encoder_issues:
+            raise ConfigError(encoder_issues, source=config_path)
         self.version = __version__
         self.started_at: float | None = None
         self.last_reload_ok = True
@@ -294,6 +299,9 @@ class Monitor:
             raise ConfigError([ConfigIssue("", "the monitor was not started from a config file")])
         try:
             new = load_config(self.config_path)
+            encoder_issues = check_encoders(new, self.binaries)
+            if encoder_issues:
+                raise ConfigError(encoder_issues, source=self.config_path)
         except ConfigError as exc:
             self._reload_failed(exc)
             raise

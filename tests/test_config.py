@@ -65,7 +65,7 @@ def test_every_issue_is_reported_with_its_key_path(tmp_path: Path) -> None:
                    "api: {listen: nowhere}\n", tmp_path)
     assert set(found) == {"max_workers", "bogus", "retry.max_attempts", "api.listen"}
     assert "greater than or equal to 1" in found["max_workers"]
-    assert "Extra inputs are not permitted" in found["bogus"]
+    assert found["bogus"].startswith("unknown key; known keys: monitor_folder, output_folder")
 
 
 def test_unknown_nested_key_is_an_error(tmp_path: Path) -> None:
@@ -162,3 +162,55 @@ def test_output_folder_cannot_be_a_watch_folder(tmp_path: Path) -> None:
     assert "must not be a watch folder or contain one" in found["output_folder"]
     found = issues("monitor_folder: in\noutput_folder: o\non_success: move\ndone_folder: .\n", tmp_path)
     assert "must not be a watch folder or contain one" in found["done_folder"]
+
+
+def test_a_type_error_does_not_hide_the_cross_checks(tmp_path: Path) -> None:
+    found = issues("monitor_folder: in\noutput_folder: in\non_success: move\n"
+                   "retry: {retry_on: stalled}\nmax_workers: many\n"
+                   "rules: [{profile: nope}, {profile: h264_mp4, regex: '(['}, {profile: gone}]\n",
+                   tmp_path)
+    assert set(found) == {"retry.retry_on", "max_workers", "output_folder", "done_folder",
+                          "rules.0.profile", "rules.1.regex", "rules.2.profile"}
+    assert found["retry.retry_on"] == "Input should be a valid list"
+    assert found["rules.0.profile"].startswith("unknown profile 'nope'; known: aac_m4a, h264_mp4")
+    assert "unknown profile 'gone'" in found["rules.2.profile"]
+    assert found["done_folder"] == "required when on_success is 'move'"
+    assert "must not be a watch folder" in found["output_folder"]
+
+
+def test_an_empty_watch_folder_list(tmp_path: Path) -> None:
+    assert issues("monitor_folder: []\noutput_folder: out\n", tmp_path) == {
+        "monitor_folder": "at least one watch folder is required"}
+
+
+def test_unknown_keys_get_the_closest_known_one(tmp_path: Path) -> None:
+    found = issues("monitor_folders: in\noutput_folder: out\nretry: {max_attemps: 3}\n"
+                   "monitor_folder: [{path: in, pathh: x}]\napi: {grafana: {urll: x}}\n"
+                   "profiles: {p: {vide_codec: libx264}}\nrules: [{profile: p, globs: '*'}]\n",
+                   tmp_path)
+    assert found == {
+        "monitor_folders": "unknown key; did you mean 'monitor_folder'?",
+        "retry.max_attemps": "unknown key; did you mean 'max_attempts'?",
+        "monitor_folder.0.pathh": "unknown key; did you mean 'path'?",
+        "api.grafana.urll": "unknown key; did you mean 'url'?",
+        "profiles.p.vide_codec": "unknown key; did you mean 'video_codec'?",
+        "rules.0.globs": "unknown key; did you mean 'glob'?",
+    }
+
+
+BILLION_LAUGHS = "".join(
+    ['lol0: &lol0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    + [f"lol{i}: &lol{i} [{','.join([f'*lol{i - 1}'] * 9)}]\n" for i in range(1, 10)])
+
+
+def test_yaml_aliases_that_expand_too_far_are_refused(tmp_path: Path) -> None:
+    found = issues(MINIMAL + BILLION_LAUGHS, tmp_path)
+    (location, message), = found.items()
+    assert location.startswith("line ")
+    assert message == "invalid YAML: aliases expand to more than 100000 values; refusing the document"
+    (loop_issue,) = issues(MINIMAL + "rules: &r [*r]\n", tmp_path).values()
+    assert "refers to the node that contains it" in loop_issue
+    # Ordinary anchors and aliases still work.
+    shared = parse_config_text(MINIMAL + "profiles: {a: &p {crf: 30}, b: *p}\n"
+                               "rules: [{profile: a, glob: 'a/**'}, {profile: b}]\n", base_dir=tmp_path)
+    assert shared.profiles["a"] == shared.profiles["b"] and shared.profiles["a"].crf == 30
