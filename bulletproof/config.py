@@ -332,7 +332,7 @@ def _unknown_key_message(loc: tuple[Any, ...]) -> str:
     if model is None:
         return "unknown key"
     known = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.75)
     if close:
         return f"unknown key; did you mean {close[0]!r}?"
     return f"unknown key; known keys: {', '.join(known)}"

@@ -51,7 +51,100 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert str(path) in result.stderr
     assert "max_workers: Input should be greater than or equal to 1" in result.stderr
-    assert "extra: Extra inputs are not permitted" in result.stderr
+    assert "extra: unknown key; known keys: monitor_folder," in result.stderr
+    assert "rules.0.profile: unknown profile 'nope'" in result.stderr
+
+
+def test_check_config_reports_a_type_error_and_an_unknown_profile_together(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text("monitor_folders: in\noutput_folder: out\nretry: {retry_on: stalled}\n"
+                    "rules: [{profile: h264_mp4x}]\n")
+    result = bp("check-config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"error: invalid config {path}:"
+    assert "  monitor_folders: unknown key; did you mean 'monitor_folder'?" in lines
+    assert "  retry.retry_on: Input should be a valid list" in lines
+    assert any(line.startswith("  rules.0.profile: unknown profile 'h264_mp4x'") for line in lines)
+
+
+def test_check_config_warns_about_a_missing_watch_folder(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text("monitor_folder: [here, not-yet]\noutput_folder: out\n")
+    (tmp_path / "here").mkdir()
+    result = bp("check-config", str(path))
+    assert result.returncode == 0 and result.stdout == "ok\n"
+    assert result.stderr.splitlines() == [
+        f"warning: monitor_folder.1.path: {tmp_path / 'not-yet'} does not exist (yet): the monitor "
+        "reports it down and watches it once it appears"]
+
+
+ENCODER_TYPO = ("monitor_folder: in\noutput_folder: out\n"
+                "profiles:\n  fast: {video_codec: h264_nvenc_typo, audio_codec: aacc}\n"
+                "  spare: {video_codec: libx246}\n  passthrough: {video_codec: copy, audio_codec: copy}\n"
+                "rules: [{profile: fast, glob: 'a/**'}, {profile: passthrough}]\n")
+
+
+def test_check_config_checks_encoders_against_the_ffmpeg_in_use(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(ENCODER_TYPO)
+    (tmp_path / "in").mkdir()
+    result = bp("check-config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    video = next(line for line in lines if line.startswith("  profiles.fast.video_codec: "))
+    assert "unknown video encoder 'h264_nvenc_typo'" in video and video.endswith("close matches: h264_nvenc")
+    audio = next(line for line in lines if line.startswith("  profiles.fast.audio_codec: "))
+    assert "unknown audio encoder 'aacc'" in audio and "close matches: aac" in audio
+    # A profile no rule uses only warns; `copy` passes streams through and is always fine.
+    spare = next(line for line in lines if line.startswith("warning: profiles.spare.video_codec: "))
+    assert "'libx246'" in spare and "(no rule uses this profile yet)" in spare
+    assert not any("passthrough" in line for line in lines)
+    path.write_text(ENCODER_TYPO.replace("h264_nvenc_typo", "libx264").replace("aacc", "aac"))
+    fixed = bp("check-config", str(path))
+    assert fixed.returncode == 0 and fixed.stdout == "ok\n" and "spare" in fixed.stderr
+
+
+def test_run_refuses_a_profile_whose_encoder_ffmpeg_lacks(tmp_path: Path) -> None:
+    path = write_config(tmp_path, api={"enabled": False}, profiles={"fast": {"video_codec": "h264_nvenc_typo"}},
+                        rules=[{"profile": "fast"}])
+    result = bp("run", "--config", str(path))
+    assert result.returncode == 2
+    assert f"error: invalid config {path}:" in result.stderr
+    assert "profiles.fast.video_codec: unknown video encoder 'h264_nvenc_typo'" in result.stderr
+    assert "close matches: h264_nvenc" in result.stderr
+    assert not (tmp_path / "state").exists()  # refused before the store or any folder was made
+
+
+BOMB_RSS_SCRIPT = """
+import resource, subprocess, sys
+child = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=60)
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(child.returncode, peak_kib, sep="\\n")
+sys.stderr.write(child.stderr)
+"""
+
+
+def billion_laughs(path: Path) -> Path:
+    lines = ['lol0: &lol0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"lol{i}: &lol{i} [{','.join([f'*lol{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path.write_text("monitor_folder: in\noutput_folder: out\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def run_measured(*args: str) -> tuple[int, int, str]:
+    """Run `bulletproof ARGS` under a parent that reports the child's peak RSS (KiB)."""
+    done = subprocess.run([sys.executable, "-c", BOMB_RSS_SCRIPT, *CLI, *args],
+                          capture_output=True, text=True, timeout=90)
+    code, peak = done.stdout.split()
+    return int(code), int(peak), done.stderr
+
+
+def test_check_config_refuses_a_yaml_alias_bomb_in_little_memory(tmp_path: Path) -> None:
+    code, peak_kib, stderr = run_measured("check-config", str(billion_laughs(tmp_path / "bomb.yaml")))
+    assert code == 2
+    assert "invalid YAML: aliases expand to more than 100000 values; refusing the document" in stderr
+    assert peak_kib < 200 * 1024
 
 
 def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:
