@@ -22,6 +22,7 @@ import click
 import yaml
 
 from bulletproof.models import JobState
+from bulletproof.safe_yaml import YamlTooLarge, load_yaml
 from exporter.cli_command import EXIT_ERROR, EXIT_INVALID, Api, Output, api_command, fail
 from exporter.cli_follow import EventFilter, follow_events
 from exporter.cli_format import STATES, event_line, job_view, jobs_table, status_view, when, workers_table
@@ -234,7 +235,9 @@ def _read_config_file(out: Output, path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         fail(out, f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", EXIT_INVALID)
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlTooLarge as exc:  # an alias bomb: refused before anything is built or sent
+        fail(out, f"{path} refused (nothing sent): {exc}", EXIT_INVALID)
     except yaml.YAMLError as exc:
         fail(out, f"{path} is not valid YAML: {exc}", EXIT_INVALID)
     if data is None:

@@ -132,10 +132,10 @@ def billion_laughs(path: Path) -> Path:
     return path
 
 
-def run_measured(*args: str) -> tuple[int, int, str]:
+def run_measured(*args: str, env: dict[str, str] | None = None) -> tuple[int, int, str]:
     """Run `bulletproof ARGS` under a parent that reports the child's peak RSS (KiB)."""
     done = subprocess.run([sys.executable, "-c", BOMB_RSS_SCRIPT, *CLI, *args],
-                          capture_output=True, text=True, timeout=90)
+                          capture_output=True, text=True, timeout=90, env=env)
     code, peak = done.stdout.split()
     return int(code), int(peak), done.stderr
 

@@ -23,6 +23,7 @@ import yaml
 
 from bulletproof.samples import make_corrupt_clip
 from tests.conftest import write_config
+from tests.test_cli import billion_laughs, run_measured
 from tests.promstack import free_port, stop_process
 
 CLI = [sys.executable, "-m", "bulletproof"]
@@ -300,6 +301,16 @@ def test_config_get_validate_apply(bp: Runner, server: Server, tmp_path: Path) -
     assert bp.json("status")["workers"]["max"] == 2
     assert "0 busy / 2 max" in bp("status").stdout
     assert yaml.safe_load(server.config.read_text())["max_workers"] == 2
+
+
+def test_config_apply_refuses_a_yaml_alias_bomb_before_sending(tmp_path: Path) -> None:
+    bomb = billion_laughs(tmp_path / "bomb.yaml")
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: exit 4 would mean it tried
+    for command in ("apply", "validate"):
+        code, peak_kib, stderr = run_measured("config", command, str(bomb), env=cli_env(closed, TOKEN))
+        assert code == 2, stderr
+        assert f"error: {bomb} refused (nothing sent): aliases expand to more than 100000 values" in stderr
+        assert peak_kib < 200 * 1024
 
 
 # -- auth and connection errors -----------------------------------------------------------------
