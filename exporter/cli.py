@@ -110,22 +110,38 @@ def job_cmd(api: Api, job_id: int) -> None:
             api.out.line(f"  {line}")
 
 
+def _job_line(job: JSON) -> str:
+    return f"job {job.get('id')} ({job.get('rel_path') or job.get('filename')})"
+
+
 # -- commands: the queue ------------------------------------------------------------------------
 
 
 @click.command("pause")
+@click.argument("job_id", type=click.IntRange(1), metavar="[ID]", required=False)
 @api_command
-def pause_cmd(api: Api) -> None:
-    """Pause the queue: running jobs finish, nothing new starts (files are still queued)."""
+def pause_cmd(api: Api, job_id: int | None) -> None:
+    """Pause the queue (running jobs finish, nothing new starts; files are still queued), or with
+    ID suspend that running job's ffmpeg until `resume ID`."""
+    if job_id is not None:
+        job = api.client.pause_job(job_id)
+        api.out.result(job, f"{_job_line(job)} paused (its ffmpeg is suspended; "
+                            f"`bulletproof resume {job_id}` continues it)")
+        return
     data = api.client.pause_queue()
     api.out.result(data, f"queue paused (since {when(data.get('paused_since'))}); "
                     "running jobs finish, queued ones wait")
 
 
 @click.command("resume")
+@click.argument("job_id", type=click.IntRange(1), metavar="[ID]", required=False)
 @api_command
-def resume_cmd(api: Api) -> None:
-    """Resume the queue."""
+def resume_cmd(api: Api, job_id: int | None) -> None:
+    """Resume the queue, or with ID continue that paused job."""
+    if job_id is not None:
+        job = api.client.resume_job(job_id)
+        api.out.result(job, f"{_job_line(job)} resumed")
+        return
     data = api.client.resume_queue()
     api.out.result(data, "queue resumed")
 
@@ -153,10 +169,6 @@ def clear_cmd(api: Api, yes: bool) -> None:
 
 
 # -- commands: jobs -----------------------------------------------------------------------------
-
-
-def _job_line(job: JSON) -> str:
-    return f"job {job.get('id')} ({job.get('rel_path') or job.get('filename')})"
 
 
 @click.command("cancel")

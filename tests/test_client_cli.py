@@ -258,6 +258,48 @@ def test_enqueue(bp: Runner, server: Server, workload: Workload) -> None:
         bp("resume")
 
 
+def wait_job(server: Server, job_id: int, state: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = server.get(f"/api/v1/jobs/{job_id}")
+        if job["state"] == state:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} never became {state}: {job}"
+        time.sleep(0.1)
+
+
+def test_pause_and_resume_one_job(bp: Runner, server: Server, workload: Workload,
+                                  clip_cache) -> None:
+    incoming = server.root / "incoming"
+    part = incoming / ".long.mp4.part"
+    shutil.copyfile(clip_cache(seconds=20, size="640x480"), part)
+    part.rename(incoming / "long.mp4")
+    deadline = time.monotonic() + 30
+    while not (found := server.get("/api/v1/jobs?q=long.mp4")["jobs"]):
+        assert time.monotonic() < deadline, "long.mp4 was never queued"
+        time.sleep(0.1)
+    job_id = found[0]["id"]
+    try:
+        wait_job(server, job_id, "processing")
+        out = bp("pause", str(job_id)).stdout
+        assert out.strip() == (f"job {job_id} (long.mp4) paused (its ffmpeg is suspended; "
+                               f"`bulletproof resume {job_id}` continues it)")
+        assert bp.json("job", str(job_id))["state"] == "paused"
+        assert bp.json("status")["paused"] is False  # the queue itself keeps running
+        again = bp("pause", str(job_id), expect=1)
+        assert f"cannot pause job {job_id}" in again.stderr
+        assert bp("resume", str(job_id)).stdout.strip() == f"job {job_id} (long.mp4) resumed"
+        assert bp.json("job", str(job_id))["state"] == "processing"
+    finally:
+        bp("cancel", str(job_id), expect=None)
+    wait_job(server, job_id, "cancelled")
+    done = bp("resume", str(workload.good), expect=1)
+    assert f"cannot resume job {workload.good}: it is completed" in done.stderr
+    assert "job 424242 not found" in bp("pause", "424242", expect=1).stderr
+    bp("pause", "0", expect=2)  # not a job id: a usage error
+    assert "Got unexpected extra argument" in bp("pause", "1", "2", expect=2).stderr
+
+
 # -- config -------------------------------------------------------------------------------------
 
 
