@@ -56,6 +56,8 @@ CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at, started_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_state_queued ON jobs (state, queued_at);
+-- Space saved in the stats summary: summed from the index alone.
+CREATE INDEX IF NOT EXISTS jobs_state_sizes ON jobs (state, input_bytes, output_bytes);
 -- Jobs per state, kept by triggers: counting rows walks them all, and /metrics reads this on
 -- every scrape, so its cost must not grow with the history.
 CREATE TABLE IF NOT EXISTS job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;

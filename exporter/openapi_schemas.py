@@ -196,6 +196,14 @@ def component_schemas() -> dict[str, Any]:
         "Stats": obj({
             "total_jobs": INT, "successful": INT, "failed": INT, "cancelled": INT,
             "avg_duration": {**NUM_NULL, "description": "mean seconds of completed jobs"},
+            "sized_jobs": {**INT, "description": "completed jobs whose input and output sizes "
+                                                 "are known: the byte totals are over these"},
+            "input_bytes": {**INT, "description": "total size of their sources"},
+            "output_bytes": {**INT, "description": "total size of their outputs"},
+            "saved_bytes": {**INT, "description": "input_bytes - output_bytes (negative when "
+                                                  "the outputs are larger)"},
+            "saved_ratio": {**NUM_NULL, "description": "saved_bytes / input_bytes; null with "
+                                                       "no sized job"},
             "last_24h": arr(ref("HistoryBucket")),
         }, description="The plan's Stats model."),
         "History": obj({

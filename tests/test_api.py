@@ -163,6 +163,12 @@ async def test_stats_summary_and_history(api: Api, clip_cache) -> None:
     assert summary["avg_duration"] > 0
     assert len(summary["last_24h"]) == 24
     assert sum(b["completed"] for b in summary["last_24h"]) == 2
+    _, completed = await api.get("/api/v1/jobs?state=completed")
+    outputs = sum(Path(j["output_path"]).stat().st_size for j in completed["jobs"])
+    inputs = sum(j["input_bytes"] for j in completed["jobs"])
+    assert (summary["sized_jobs"], summary["input_bytes"], summary["output_bytes"]) == (2, inputs, outputs)
+    assert summary["saved_bytes"] == inputs - outputs
+    assert summary["saved_ratio"] == pytest.approx((inputs - outputs) / inputs)
 
     status, history = await api.get("/api/v1/stats/history")
     assert status == 200

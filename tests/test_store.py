@@ -185,3 +185,29 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(StoreError, match="newer than this version supports"):
         JobStore(tmp_path / "jobs.db")
+
+
+def test_space_saved_sums_completed_jobs_only(store: JobStore) -> None:
+    sizes = {"a.mp4": (1000, 400), "b.mp4": (500, 600), "c.mp4": (2000, None)}
+    for name, (size, output) in sizes.items():
+        job = store.add(new(name, size=size))
+        store.mark_started(job.id, now=1000)
+        if output is None:
+            store.mark_failed(job.id, now=1001, reason=FailureReason.FFMPEG_ERROR, error="x",
+                              stderr_tail="", retry_at=None)
+        else:
+            store.mark_completed(job.id, now=1001, output_bytes=output, media_duration=1)
+    store.add(new("d.mp4", size=9000))  # queued: not counted
+    summary = store.summary(now=1100)
+    assert {k: summary[k] for k in ("sized_jobs", "input_bytes", "output_bytes", "saved_bytes")} == {
+        "sized_jobs": 2, "input_bytes": 1500, "output_bytes": 1000, "saved_bytes": 500}
+    assert summary["saved_ratio"] == pytest.approx(1 / 3)
+    plan = " ".join(str(row[3]) for row in store._query(
+        "EXPLAIN QUERY PLAN SELECT COUNT(*), SUM(input_bytes), SUM(output_bytes) FROM jobs "
+        "WHERE state = 'completed' AND input_bytes IS NOT NULL AND output_bytes IS NOT NULL"))
+    assert "COVERING INDEX jobs_state_sizes" in plan  # cheap on a long history
+
+
+def test_space_saved_with_no_history(store: JobStore) -> None:
+    assert store.space_saved() == {"sized_jobs": 0, "input_bytes": 0, "output_bytes": 0,
+                                   "saved_bytes": 0, "saved_ratio": None}
