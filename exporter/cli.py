@@ -44,7 +44,7 @@ def status_cmd(api: Api) -> None:
     if api.out.as_json:
         api.out.json(data)
         return
-    api.out.print(status_view(data))
+    api.out.print(status_view(data, api.client.stats_summary()))
     workers = workers_table((data.get("workers") or {}).get("slots") or [])
     if workers is not None:
         api.out.print("")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bulletproof.models import JobState
+from bulletproof.sizes import format_bytes, format_saved
 from exporter.client import JSON
 
 if TYPE_CHECKING:  # rich is imported when a command prints (the core loads this module always)
@@ -40,17 +41,6 @@ def _duration(seconds: Any) -> str:
     return f"{minutes}m {secs:02d}s"
 
 
-def _size(value: Any) -> str:
-    if not isinstance(value, (int, float)) or value < 0:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"
-
-
 def _percent(value: Any) -> str:
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "-"
@@ -78,6 +68,24 @@ def _state(value: Any) -> str:
     return f"[{style}]{text}[/{style}]" if style else text
 
 
+def _job_saved(job: JSON) -> str:
+    """Space a completed job saved ("-" before it completes)."""
+    if job.get("state") != JobState.COMPLETED.value:
+        return "-"
+    return format_saved(job.get("input_bytes"), job.get("output_bytes"))
+
+
+def saved_line(summary: JSON) -> str:
+    """Space saved over the history, from the stats summary."""
+    count = summary.get("sized_jobs") or 0
+    if not count:
+        return "nothing completed yet"
+    return (f"{format_saved(summary.get('input_bytes'), summary.get('output_bytes'))}: "
+            f"{format_bytes(summary.get('input_bytes'))} in, "
+            f"{format_bytes(summary.get('output_bytes'))} out over {count} completed "
+            f"job{'s' if count != 1 else ''}")
+
+
 def jobs_table(jobs: list[JSON]) -> Table:
     """One row per job, as `bulletproof jobs` lists them."""
     from rich.table import Table
@@ -89,17 +97,22 @@ def jobs_table(jobs: list[JSON]) -> Table:
     table.add_column("PROFILE", no_wrap=True)
     table.add_column("PROGRESS", justify="right", no_wrap=True)
     table.add_column("ATTEMPTS", justify="right", no_wrap=True)
+    table.add_column("IN", justify="right", no_wrap=True)
+    table.add_column("OUT", justify="right", no_wrap=True)
+    table.add_column("SAVED", justify="right", no_wrap=True)
     table.add_column("REASON", overflow="fold")
     for job in jobs:
         table.add_row(_e(job.get("id")), _state(job.get("state")),
                       _e(job.get("rel_path") or job.get("filename")), _e(job.get("profile")),
                       _percent(job.get("progress")), _e(job.get("attempts")),
-                      _e(job.get("reason") or ""))
+                      format_bytes(job.get("input_bytes")), format_bytes(job.get("output_bytes")),
+                      _job_saved(job), _e(job.get("reason") or ""))
     return table
 
 
-def status_view(data: JSON) -> Table:
-    """The status document as a two-column grid (queue, workers, counts, versions, health)."""
+def status_view(data: JSON, summary: JSON | None = None) -> Table:
+    """The status document as a two-column grid (queue, workers, counts, space saved, versions,
+    health); `summary` is the stats summary."""
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
@@ -115,6 +128,8 @@ def status_view(data: JSON) -> Table:
     grid.add_row("Workers", f"{workers.get('busy', 0)} busy / {workers.get('max', '?')} max")
     counts = data.get("counts") or {}
     grid.add_row("Jobs", "  ".join(f"{state} {counts.get(state, 0)}" for state in STATES))
+    if summary is not None:
+        grid.add_row("Space saved", saved_line(summary))
     oldest = (data.get("queue") or {}).get("oldest_queued_at")
     if oldest is not None:
         grid.add_row("Oldest queued", f"{when(oldest)} ({_duration(time.time() - oldest)} ago)")
@@ -127,8 +142,8 @@ def status_view(data: JSON) -> Table:
         grid.add_row("Watch folder", f"{_e(folder.get('path'))} ({up})")
     volume = data.get("output_volume")
     if volume:
-        grid.add_row("Output volume", f"{_size(volume.get('free_bytes'))} free of "
-                                      f"{_size(volume.get('size_bytes'))}")
+        grid.add_row("Output volume", f"{format_bytes(volume.get('free_bytes'))} free of "
+                                      f"{format_bytes(volume.get('size_bytes'))}")
     config = data.get("config") or {}
     if config:
         ok = config.get("last_reload_ok")
@@ -178,8 +193,9 @@ _JOB_FIELDS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("finished_at", "Finished", when),
     ("duration", "Duration", _duration),
     ("media_duration", "Media length", _duration),
-    ("input_bytes", "Input size", _size),
-    ("output_bytes", "Output size", _size),
+    ("input_bytes", "Input size", format_bytes),
+    ("output_bytes", "Output size", format_bytes),
+    ("saved_bytes", "Space saved", str),
     ("reason", "Reason", str),
     ("error", "Error", str),
 ]
@@ -193,7 +209,9 @@ def job_view(job: JSON) -> Table:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     for key, label, fmt in _JOB_FIELDS:
-        value = job.get(key)
+        value = _job_saved(job) if key == "saved_bytes" else job.get(key)
+        if key == "saved_bytes" and value == "-":
+            continue
         if value is None or value == "":
             continue
         if key == "eta_seconds" and job.get("state") not in ("processing", "paused"):

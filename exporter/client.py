@@ -230,6 +230,10 @@ class BulletproofClient:
         """GET /api/v1/status: paused, workers, counts by state, versions, uptime, folders."""
         return self.call("GET", f"{API}/status")
 
+    def stats_summary(self) -> JSON:
+        """GET /api/v1/stats/summary: totals, space saved, the last 24 h."""
+        return self.call("GET", f"{API}/stats/summary")
+
     def jobs(self, *, states: Iterable[str] = (), profile: str | None = None,
              search: str | None = None, sort: str | None = None, order: str | None = None,
              limit: int | None = None, offset: int | None = None) -> JSON:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from bulletproof.samples import make_corrupt_clip
+from bulletproof.sizes import format_bytes, format_saved
 from tests.conftest import write_config
 from tests.test_cli import billion_laughs, run_measured
 from tests.promstack import free_port, stop_process
@@ -158,11 +159,30 @@ def test_status_human_and_json(bp: Runner, server: Server) -> None:
     assert f"0 busy / {data['workers']['max']} max" in human
 
 
+def test_status_shows_the_space_saved(bp: Runner, workload: Workload) -> None:
+    summary = json.loads(urllib.request.urlopen(bp.server.url + "/api/v1/stats/summary",
+                                                timeout=5).read())
+    assert summary["sized_jobs"] >= 1
+    line = next(line for line in bp("status").stdout.splitlines() if line.startswith("Space saved"))
+    assert line.split(None, 2)[2] == (
+        f"{format_saved(summary['input_bytes'], summary['output_bytes'])}: "
+        f"{format_bytes(summary['input_bytes'])} in, {format_bytes(summary['output_bytes'])} out "
+        f"over {summary['sized_jobs']} completed job{'s' if summary['sized_jobs'] != 1 else ''}")
+
+
 def test_jobs_with_filters(bp: Runner, workload: Workload) -> None:
     table = bp("jobs").stdout
     header = table.splitlines()[0].split()
-    assert header == ["ID", "STATE", "FILE", "PROFILE", "PROGRESS", "ATTEMPTS", "REASON"]
+    assert header == ["ID", "STATE", "FILE", "PROFILE", "PROGRESS", "ATTEMPTS", "IN", "OUT",
+                      "SAVED", "REASON"]
     assert "good.mp4" in table and "broken.mp4" in table
+    good = bp.json("job", str(workload.good))
+    saved = good["input_bytes"] - good["output_bytes"]
+    row = " ".join(next(line for line in table.splitlines() if "good.mp4" in line).split())
+    assert row.endswith(f"{format_bytes(good['input_bytes'])} {format_bytes(good['output_bytes'])} "
+                        f"{format_bytes(saved)} ({saved / good['input_bytes'] * 100:.0f}%)")
+    broken_row = next(line for line in table.splitlines() if "broken.mp4" in line)
+    assert "4.0 KiB - - input_invalid" in " ".join(broken_row.split())  # sizes of a failed job
 
     failed = bp("jobs", "--state", "failed").stdout
     assert "broken.mp4" in failed and "input_invalid" in failed and "good.mp4" not in failed
@@ -190,6 +210,13 @@ def test_job_detail(bp: Runner, workload: Workload) -> None:
     human = bp("job", str(workload.broken)).stdout
     assert "broken.mp4" in human and "input_invalid" in human
     assert "ffmpeg stderr (last lines):" in human
+    assert "Input size  4.0 KiB" in human and "Space saved" not in human
+    good = bp.json("job", str(workload.good))
+    lines = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip()
+             for line in bp("job", str(workload.good)).stdout.splitlines() if "  " in line}
+    assert lines["Input size"] == format_bytes(good["input_bytes"])
+    assert lines["Output size"] == format_bytes(good["output_bytes"])
+    assert lines["Space saved"] == format_saved(good["input_bytes"], good["output_bytes"])
     data = bp.json("job", str(workload.good))
     assert (data["id"], data["state"], data["filename"]) == (workload.good, "completed", "good.mp4")
     missing = bp("job", "999999", expect=1)
