@@ -13,7 +13,6 @@ from bulletproof import __version__
 from bulletproof import events as ev
 from bulletproof.config import (
     Config,
-    config_to_yaml,
     default_config_text,
     load_config,
     parse_config,
@@ -21,6 +20,7 @@ from bulletproof.config import (
     write_config_atomically,
 )
 from bulletproof.config_checks import check_encoders
+from bulletproof.config_file import updated_config_text
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
@@ -321,7 +321,7 @@ class Monitor:
         """Validate, write atomically (keeping a .bak), and apply a new config."""
         new = self.validate_config(data)
         if self.config_path is not None:
-            write_config_atomically(self.config_path, config_to_yaml(data))
+            write_config_atomically(self.config_path, updated_config_text(self.config_path, data, new))
         await self.apply_config(new)
         return new
 

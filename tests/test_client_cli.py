@@ -347,7 +347,7 @@ def test_config_get_validate_apply(bp: Runner, server: Server, tmp_path: Path) -
                        + "bogus_key: 1\n")
     result = bp("config", "validate", str(invalid), expect=2)
     assert "max_workers: Input should be greater than or equal to 1" in result.stderr
-    assert "bogus_key: Extra inputs are not permitted" in result.stderr
+    assert "bogus_key: unknown key; known keys: monitor_folder, output_folder," in result.stderr
     report = json.loads(bp("config", "validate", str(invalid), "--json", expect=2).stdout)
     assert report["valid"] is False
     assert {e["location"] for e in report["errors"]} == {"max_workers", "bogus_key"}
@@ -380,6 +380,25 @@ def test_config_apply_refuses_a_yaml_alias_bomb_before_sending(tmp_path: Path) -
         assert code == 2, stderr
         assert f"error: {bomb} refused (nothing sent): aliases expand to more than 100000 values" in stderr
         assert peak_kib < 200 * 1024
+
+
+def test_config_apply_keeps_the_files_comments(bp: Runner, server: Server, tmp_path: Path) -> None:
+    original = server.config.read_text()
+    assert "monitor_folder: incoming\n" in original and "stability_seconds: 0.3\n" in original
+    commented = "# operator notes: keep this file small\n" + original.replace(
+        "stability_seconds: 0.3\n", "stability_seconds: 0.3   # the test clips land at once\n")
+    server.config.write_text(commented)  # the same config, now with comments
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(bp("config", "get").stdout.replace("rescan_interval: 2.0", "rescan_interval: 3"))
+    assert "rescan_interval: 3" in edited.read_text()  # `config get` shows absolute paths, floats
+    bp("config", "apply", str(edited))
+    written = server.config.read_text()
+    assert written.startswith("# operator notes: keep this file small\nmonitor_folder: incoming\n")
+    assert "stability_seconds: 0.3   # the test clips land at once\n" in written
+    assert "rescan_interval: 3\n" in written and "database: state/bulletproof.db\n" in written
+    assert "poll_interval" not in written  # defaults `config get` spells out are not written
+    assert (server.config.parent / "monitor.yaml.bak").read_text() == commented
+    assert bp.json("config", "get")["config"]["rescan_interval"] == 3
 
 
 # -- auth and connection errors -----------------------------------------------------------------

@@ -214,3 +214,99 @@ def test_yaml_aliases_that_expand_too_far_are_refused(tmp_path: Path) -> None:
     shared = parse_config_text(MINIMAL + "profiles: {a: &p {crf: 30}, b: *p}\n"
                                "rules: [{profile: a, glob: 'a/**'}, {profile: b}]\n", base_dir=tmp_path)
     assert shared.profiles["a"] == shared.profiles["b"] and shared.profiles["a"].crf == 30
+
+
+COMMENTED = """\
+# Our NAS transcoder.
+monitor_folder: ./incoming   # the share's drop folder
+output_folder: processed
+stability_seconds: 5         # copies over Wi-Fi are slow
+
+retry:
+    max_attempts: 4          # four tries
+    backoff_seconds: 30
+
+# House profiles.
+profiles:
+    small:
+        crf: 30
+        preset: veryfast
+
+# First match wins.
+rules:
+    - name: small
+      glob: "small/**"
+      profile: small
+    - profile: h264_mp4
+
+# The API.
+api:
+    listen: "127.0.0.1:8080"
+"""
+
+
+def apply_as_config_get(path: Path, change) -> str:
+    """What `config apply` of an edited `config get` output writes (every key, absolute paths)."""
+    import json
+
+    from bulletproof.config_file import updated_config_text
+
+    data = json.loads(json.dumps(load_config(path).model_dump(mode="json")))
+    change(data)
+    new = parse_config(data, base_dir=path.parent)
+    text = updated_config_text(path, data, new)
+    assert parse_config_text(text, base_dir=path.parent) == new  # says exactly the new config
+    return text
+
+
+def test_config_apply_keeps_comments_paths_and_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(COMMENTED)
+
+    def change(data: dict) -> None:
+        data["max_workers"] = 3
+        data["retry"]["max_attempts"] = 6
+        data["profiles"]["audio"] = {"video_codec": None, "container": "m4a"}
+
+    text = apply_as_config_get(path, change)
+    lines = text.splitlines()
+    assert text.startswith("# Our NAS transcoder.\nmonitor_folder: ./incoming   # the share's drop folder\n"
+                           "output_folder: processed\nstability_seconds: 5         # copies over Wi-Fi")
+    assert "max_workers: 3" in lines  # a new key: added
+    assert "    max_attempts: 6          # four tries" in lines  # changed: its comment stays
+    assert "    backoff_seconds: 30" in lines  # not `30.0`
+    assert '      glob: "small/**"' in lines and '    listen: "127.0.0.1:8080"' in lines
+    assert "        video_codec: null" in lines and "        container: m4a" in lines
+    assert text.index("    audio:") < text.index("# First match wins.")  # comments keep their place
+    for comment in ("# House profiles.", "# First match wins.", "# The API."):
+        assert comment in lines
+    assert "backoff_factor" not in text and "poll_interval" not in text  # defaults not spelled out
+
+
+def test_config_apply_replaces_lists_whole_and_drops_keys_it_resets(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.yaml"
+    path.write_text(COMMENTED)
+
+    def change(data: dict) -> None:
+        data["rules"] = [{"profile": "web_720p", "extensions": ["mov"]}]
+        data["stability_seconds"] = 5.0  # the same value, spelled differently: untouched
+        data["retry"]["max_attempts"] = 3  # back to the default
+        del data["profiles"]
+
+    text = apply_as_config_get(path, change)
+    assert "stability_seconds: 5         # copies over Wi-Fi are slow" in text
+    assert "rules:\n    - profile: web_720p\n      extensions:\n          - mov\n" in text
+    assert "# The API.\napi:" in text
+    assert "    max_attempts: 3          # four tries" in text  # set back to the default
+    # A key the new config leaves out is removed when the file set it to something else.
+    assert "small/**" not in text and "crf: 30" not in text
+
+
+def test_config_apply_over_an_invalid_file_writes_plain_yaml(tmp_path: Path) -> None:
+    from bulletproof.config_file import updated_config_text
+
+    path = tmp_path / "monitor.yaml"
+    path.write_text("# broken by hand\nmonitor_folder: [\n")
+    data = {"monitor_folder": "in", "output_folder": "out"}
+    text = updated_config_text(path, data, parse_config(data, base_dir=tmp_path))
+    assert text == config_to_yaml(data)
