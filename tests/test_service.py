@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bulletproof import events as ev
 from bulletproof.errors import ConfigError, InvalidTransition, JobNotFound, PathError
@@ -284,6 +285,22 @@ async def test_reload_applies_or_rejects(config_factory, monitor_factory) -> Non
         await monitor.reload_config()
     assert monitor.view.max_workers == 3 and monitor.view.config_status()[0] is False
     assert [e.success for e in seen if isinstance(e, ev.ConfigReloaded)] == [True, False]
+
+
+async def test_reload_rejects_a_profile_whose_encoder_ffmpeg_lacks(config_factory, monitor_factory) -> None:
+    config, path = config_factory()
+    monitor = await monitor_factory(config, path)
+    data = yaml.safe_load(path.read_text())
+    data["profiles"] = {"fast": {"video_codec": "h264_nvenc_typo"}}
+    data["rules"] = [{"profile": "fast"}]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        await monitor.reload_config()
+    (issue,) = info.value.issues
+    assert issue.location == "profiles.fast.video_codec"
+    assert "unknown video encoder 'h264_nvenc_typo'" in issue.message
+    assert [r.profile for r in monitor.config.rules] == ["aac_m4a", "h264_mp4"]  # the old config stays
+    assert monitor.view.config_status()[0] is False
 
 
 async def test_update_config_writes_atomically_with_backup(config_factory, monitor_factory) -> None:
