@@ -106,8 +106,8 @@ def test_check_config_checks_encoders_against_the_ffmpeg_in_use(tmp_path: Path) 
 
 
 def test_run_refuses_a_profile_whose_encoder_ffmpeg_lacks(tmp_path: Path) -> None:
-    path = write_config(tmp_path, api={"enabled": False}, profiles={"fast": {"video_codec": "h264_nvenc_typo"}},
-                        rules=[{"profile": "fast"}])
+    path = write_config(tmp_path, api={"enabled": False}, rules=[{"profile": "fast"}],
+                        profiles={"fast": {"video_codec": "h264_nvenc_typo"}})
     result = bp("run", "--config", str(path))
     assert result.returncode == 2
     assert f"error: invalid config {path}:" in result.stderr

@@ -24,8 +24,8 @@ import yaml
 from bulletproof.samples import make_corrupt_clip
 from bulletproof.sizes import format_bytes, format_saved
 from tests.conftest import write_config
-from tests.test_cli import billion_laughs, run_measured
 from tests.promstack import free_port, stop_process
+from tests.test_cli import billion_laughs, run_measured
 
 CLI = [sys.executable, "-m", "bulletproof"]
 TOKEN = "cli-test-token-8c2f0b7e5d1a4e93"
