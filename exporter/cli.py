@@ -249,7 +249,9 @@ def _read_config_file(out: Output, path: Path) -> dict[str, Any]:
     try:
         data = load_yaml(text)
     except YamlTooLarge as exc:  # an alias bomb: refused before anything is built or sent
-        fail(out, f"{path} refused (nothing sent): {exc}", EXIT_INVALID)
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        fail(out, f"{path} refused (nothing sent): {exc.problem}{where}", EXIT_INVALID)
     except yaml.YAMLError as exc:
         fail(out, f"{path} is not valid YAML: {exc}", EXIT_INVALID)
     if data is None:
