@@ -21,9 +21,16 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bulletproof", "demo", str(folder), "--clips", "3", "--seconds", "1",
          "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "250"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo OK" in result.stdout
+    cells = {cells[1]: cells for line in result.stdout.splitlines()
+             if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 9}
+    assert cells["notes.txt"][3:] == ["ignored", "-", "-", "-", "-", "no_rule"]
+    assert cells["broken.mp4"][3] == "failed" and cells["broken.mp4"][7] == "-"
+    assert cells["broken.mp4"][8].startswith("(corrupt on purpose) input_invalid: ")
+    assert cells["tone.wav"][3] == "completed" and cells["tone.wav"][5].endswith(" KiB")
+    assert cells["tone.wav"][7].endswith("%)")  # space saved, and its ratio
     with sqlite3.connect(folder / "bulletproof.db") as conn:
         rows = dict(conn.execute("SELECT rel_path, state || ':' || COALESCE(reason, '') FROM jobs"))
     assert rows == {
