@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from exporter.app import SECURITY, create_app
+from exporter.origins import resolve_public_url
 from exporter.security import resolve_token
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class ExporterPlugin:
         """Resolve the token, build the app, bind, and log the security warnings and the URL."""
         settings = self.monitor.config.api
         token = resolve_token(settings)
-        self.app = create_app(self.monitor, token=token)
+        self.app = create_app(self.monitor, token=token, public_url=resolve_public_url(settings))
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
                                handle_signals=False, max_line_size=MAX_REQUEST_LINE)
         await runner.setup()

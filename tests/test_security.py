@@ -148,13 +148,24 @@ async def test_no_token_loopback_exemption_is_for_local_direct_clients_only(
     response = await client.post("/api/v1/queue/pause", headers={"X-Forwarded-For": "10.1.2.3"})
     assert response.status == 403
     assert "proxy" in (await error_of(response))["message"]
-    # DNS rebinding: a page of evil.example resolved to 127.0.0.1.
+    # DNS rebinding: a page of evil.example resolved to 127.0.0.1 (refused for everyone, 421).
     response = await client.post("/api/v1/queue/pause", headers={"Host": "evil.example:8080"})
+    assert response.status == 421
+    assert (await error_of(response))["code"] == "host_not_allowed"
+    # An allowed host that is not loopback is still no "local client without a token".
+    client = await make_client(api_settings(listen="127.0.0.1:8080",
+                                            allowed_hosts=["monitor.example"]))
+    response = await client.post("/api/v1/queue/pause", headers={"Host": "monitor.example:8080"})
     assert response.status == 403
     assert "Host" in (await error_of(response))["message"]
-    # A cross-site form post from a page in the local browser.
+    # A cross-site form post from a page in the local browser (refused for everyone, 403).
     response = await client.post("/api/v1/queue/pause", data={"x": "1"},
                                  headers={"Origin": "https://evil.example"})
+    assert response.status == 403
+    assert (await error_of(response))["code"] == "origin_not_allowed"
+    # A page on another local port is allowed by the Host/Origin check, but is not this API's
+    # own origin: no anonymous change from it.
+    response = await client.post("/api/v1/queue/pause", headers={"Origin": "http://localhost:5173"})
     assert response.status == 403
     assert "cross-origin" in (await error_of(response))["message"]
     # Same-origin (Origin names this very host) is fine.
@@ -316,7 +327,8 @@ async def test_grafana_editor_may_act_viewer_may_not(make_client: MakeClient, gr
     assert response.status == 403
     error = await error_of(response)
     assert error["code"] == "forbidden"
-    assert error["details"] == {"role": "Viewer", "required_role": "Editor"}
+    assert error["details"] == {"role": "Viewer", "required_role": "Editor",
+                                "permission": "control"}
 
     response = await client.post("/api/v1/queue/pause", headers={**session("no-role-session"),
                                                                  **ACTION})
@@ -617,7 +629,7 @@ async def test_cors_preflight_from_allowed_origin(make_client: MakeClient) -> No
 
 
 async def test_no_cors_by_default(make_client: MakeClient) -> None:
-    client = await make_client(api_settings(), TOKEN)
+    client = await make_client(api_settings(allowed_hosts=["grafana.example.org"]), TOKEN)
     origin = "https://grafana.example.org"
     response = await client.options("/api/v1/queue/pause", headers={
         "Origin": origin, "Access-Control-Request-Method": "POST"})
@@ -626,6 +638,12 @@ async def test_no_cors_by_default(make_client: MakeClient) -> None:
     response = await client.get("/api/v1/status", headers={"Origin": origin})
     assert response.status == 200
     assert not any(h.lower().startswith("access-control-") for h in response.headers)
+    # An origin on no allowed host is refused outright, preflight or not.
+    for method in ("OPTIONS", "GET"):
+        response = await client.request(method, "/api/v1/status", headers={
+            "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"})
+        assert response.status == 403 and (await error_of(response))["code"] == "origin_not_allowed"
+        assert not any(h.lower().startswith("access-control-") for h in response.headers)
 
 
 # ------------------------------------------------------------------------------ resolve_token
