@@ -409,9 +409,9 @@ class JobStore(JobQueries):
                     f"VALUES ({', '.join('?' for _ in _AUDIT_COLUMNS)})", values)
                 new_id = int(cursor.lastrowid or 0)
                 db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
-                self._audit_inserts += 1
-                if self._audit_inserts % _AUDIT_PRUNE_EVERY == 1:
+                if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
                     db.execute("DELETE FROM audit WHERE at < ?", (entry.at - AUDIT_MAX_AGE_SECONDS,))
+                self._audit_inserts += 1
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record an audit entry: {exc}", path=self.path) from None
         return new_id
