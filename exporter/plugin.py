@@ -65,7 +65,9 @@ class ExporterPlugin:
         self.port = _bound_port(runner, settings.port)
         for warning in self.app[SECURITY].startup_warnings():
             log.warning(warning)
-        log.info("api listening", extra={"url": self.url, "token": token is not None})
+        log.info("api listening", extra={
+            "url": self.url, "token": token is not None,
+            "allowed_hosts": ",".join(["loopback", *self.app[SECURITY].origins.describe()])})
 
     async def stop(self) -> None:
         """Close client connections and the listening socket."""

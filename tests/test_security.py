@@ -178,9 +178,14 @@ def test_startup_warnings_say_what_happens_without_a_token() -> None:
     [loopback] = Security(api_settings(listen="127.0.0.1:8080"), None).startup_warnings()
     assert loopback.startswith("no API token configured: mutating calls are accepted only "
                                "because the API listens on loopback")
-    [open_] = Security(api_settings(listen="0.0.0.0:8080"), None).startup_warnings()
+    [open_] = Security(api_settings(listen="0.0.0.0:8080", allowed_hosts=["monitor"]),
+                       None).startup_warnings()
     assert "mutating calls are refused" in open_ and "not loopback" in open_
-    assert Security(api_settings(listen="0.0.0.0:8080"), TOKEN).startup_warnings() == []
+    assert Security(api_settings(listen="0.0.0.0:8080", allowed_hosts=["monitor"]),
+                    TOKEN).startup_warnings() == []
+    # Listening on every interface while answering for no name but loopback is a 421 waiting.
+    [names] = Security(api_settings(listen="0.0.0.0:8080"), TOKEN).startup_warnings()
+    assert "api.allowed_hosts" in names and "421" in names
     warnings = Security(api_settings(), "short").startup_warnings()
     assert any("shorter than 16" in w for w in warnings)
     assert all("short" not in w.split("shorter")[0] for w in warnings)  # the token is not shown
@@ -583,6 +588,26 @@ def test_client_address_takes_the_last_untrusted_hop() -> None:
     # 6.6.6.6 is whatever the client claimed and is ignored.
     assert request.remote == "127.0.0.1"
     assert security.client_address(request) == "203.0.113.9"
+
+
+def test_a_trusted_subnet_would_let_clients_pick_their_address() -> None:
+    """The compose stack's old set-up: trusting the front door's whole subnet also trusts the
+    Docker gateway every browser connection comes from, so the client's own claim wins. Trusting
+    the front door's address only, the gateway is the client."""
+    from aiohttp.test_utils import make_mocked_request
+
+    def client(trusted: list[str]) -> str:
+        request = make_mocked_request(
+            "POST", "/api/v1/queue/pause",
+            headers={"X-Forwarded-For": "203.0.113.77, 172.31.247.1"}).clone(remote="172.31.247.10")
+        return Security(api_settings(), TOKEN, trusted_proxies=trusted).client_address(request)
+
+    assert client(["172.31.247.0/24"]) == "203.0.113.77"  # the hole
+    assert client(["172.31.247.10/32"]) == "172.31.247.1"
+    # Hops that do not parse end the walk at the last good one (never the client's words).
+    request = make_mocked_request("GET", "/", headers={"X-Forwarded-For": "1.2.3.4, junk"}
+                                  ).clone(remote="127.0.0.1")
+    assert Security(api_settings(), TOKEN).client_address(request) == "127.0.0.1"
 
 
 def test_rate_limiter_memory_is_bounded() -> None:
