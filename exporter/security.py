@@ -265,6 +265,7 @@ class Security:
             return refusal.response()
         if reserved:
             self._limiter.refund(failures)
+        request[CALLER_KEY] = principal  # known even if the rate limit refuses the call next
 
         key = principal.rate_key
         wait = self._limiter.take(identity_key(key, route) if key else by_address)
@@ -276,7 +277,6 @@ class Security:
             return json_error(413, f"request body too large: the limit is {limit} bytes "
                                    f"(api.max_body_bytes)", details={"max_body_bytes": limit})
 
-        request[CALLER_KEY] = principal
         request[PRINCIPAL_KEY] = principal
         return await handler(request)
 
