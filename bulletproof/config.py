@@ -99,7 +99,8 @@ class LogSettings(_Model):
 
 _ROLE_ORDER = ("Viewer", "Editor", "Admin")
 # A host name or an IP address, as `api.allowed_hosts` lists them (no scheme, no port).
-_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$")
 
 
 class GrafanaAuth(_Model):

@@ -18,6 +18,7 @@ import pytest
 from bulletproof import store as store_module
 from bulletproof.audit import AUDIT_RESULTS, AuditEntry, result_of
 from bulletproof.config import ApiSettings, GrafanaAuth
+from bulletproof.errors import ConfigError
 from bulletproof.store import JobStore
 from exporter.grafana_auth import ROLE_RANK
 from exporter.origins import OriginPolicy, resolve_public_url
@@ -183,7 +184,6 @@ def test_the_public_url_from_the_environment_wins() -> None:
     assert resolve_public_url(settings, {}) == "http://localhost:3000/"
     assert resolve_public_url(settings, {"BULLETPROOF_PUBLIC_URL": "https://g.example/"}) == \
         "https://g.example/"
-    from bulletproof.errors import ConfigError
     with pytest.raises(ConfigError) as refused:
         resolve_public_url(settings, {"BULLETPROOF_PUBLIC_URL": "g.example:3000"})
     assert refused.value.issues[0].location == "BULLETPROOF_PUBLIC_URL"
@@ -331,7 +331,7 @@ async def test_control_calls_are_audited_with_who_what_where(api_factory, grafan
     assert not any(TOKEN in str(r.__dict__) for r in caplog.records)
     # And counted, every action and result there from the start.
     metrics = await (await api.client.get("/metrics")).text()
-    assert 'bulletproof_api_control_requests_total{action="queue.pause",result="ok"} 1.0' in metrics
-    assert 'bulletproof_api_control_requests_total{action="config.update",result="forbidden"} 1.0' in metrics
-    assert 'bulletproof_api_control_requests_total{action="queue.resume",result="unauthorized"} 1.0' in metrics
-    assert 'bulletproof_api_control_requests_total{action="config.reset",result="error"} 0.0' in metrics
+    series = "bulletproof_api_control_requests_total"
+    for action, result, value in (("queue.pause", "ok", 1), ("config.update", "forbidden", 1),
+                                  ("queue.resume", "unauthorized", 1), ("config.reset", "error", 0)):
+        assert f'{series}{{action="{action}",result="{result}"}} {value:.1f}' in metrics

@@ -46,6 +46,7 @@ from aiohttp import web
 from exporter.permissions import ROUTES, RouteRule
 from tests import promstack
 from tests.grafana_standin import GrafanaStandin, GrafanaUser
+from tests.test_access import CREDENTIALS, expected_cell
 from tests.test_grafana_dashboards import (
     PROXY_PREFIX,
     all_actions,
@@ -569,8 +570,6 @@ def _cell_request(rule: RouteRule) -> tuple[str, bytes | None]:
 
 
 def test_every_cell_of_the_access_matrix_through_the_front_door(gate: Gate) -> None:
-    from tests.test_access import CREDENTIALS, expected_cell
-
     before = gate.monitor.get("/api/v1/config")["config"]
     report = []
     for rule in ROUTES:
