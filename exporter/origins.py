@@ -101,5 +101,5 @@ class OriginPolicy:
 def allowed_hosts_hint(policy: OriginPolicy) -> str:
     """How to allow a host, naming what is allowed now."""
     allowed = ", ".join(["loopback", *policy.describe()])
-    return (f"allowed: {allowed}; add the name to api.allowed_hosts, or set api.public_url "
+    return (f"allowed hosts: {allowed}; add the name to api.allowed_hosts, or set api.public_url "
             f"({PUBLIC_URL_ENV}) to the front door's URL")

@@ -285,13 +285,13 @@ class Security:
         host = request.headers.get(hdrs.HOST)
         if host is not None and not self.origins.host_allowed(host):
             return json_error(421, f"this server does not answer for the host "
-                                   f"{host_of(host)[:100]!r} ({allowed_hosts_hint(self.origins)})",
+                                   f"{host_of(host)[:100]!r}; {allowed_hosts_hint(self.origins)}",
                               code="host_not_allowed")
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is not None and not self.origins.origin_allowed(origin):
             return json_error(403, f"requests from the web origin {origin.strip()[:100]!r} are "
-                                   f"not allowed (list it in api.cors_origins, or "
-                                   f"{allowed_hosts_hint(self.origins)})",
+                                   f"not allowed: it is not in api.cors_origins and not on a host "
+                                   f"this API answers for; {allowed_hosts_hint(self.origins)}",
                               code="origin_not_allowed")
         return None
 
