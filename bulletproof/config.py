@@ -147,6 +147,7 @@ class ApiSettings(_Model):
     public_url: str | None = None
     allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
     rate_limit_per_minute: int = Field(default=100, ge=1, le=1_000_000)
+    auth_failures_per_minute: int = Field(default=100, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     grafana: GrafanaAuth = Field(default_factory=GrafanaAuth)
 

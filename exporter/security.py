@@ -23,10 +23,11 @@ The rules (docs/security.md explains them for operators):
   `X-Grafana-Action: 1` or a JSON content type; a plain HTML form can send neither.
 - Rate limit: a token bucket of `api.rate_limit_per_minute` per (client, route), refilled at that
   many per minute. The client is the authenticated identity ("token", "grafana:<login>") or else
-  the remote address (X-Forwarded-For is believed only from trusted proxies, loopback by
-  default). Failed authentication attempts are charged to the address, and also to a per-address
-  bucket of failures across all routes; while that one is empty, requests that carry credentials
-  from that address are answered 429 before their credentials are looked at.
+  the remote address (X-Forwarded-For is believed only from trusted proxies, read from the right;
+  loopback by default). Failed authentication attempts are charged to the address, and also to a
+  per-address bucket of `api.auth_failures_per_minute` failures across all routes (its own
+  budget, however high the rate limit is); while that one is empty, requests that carry
+  credentials from that address are answered 429 before their credentials are looked at.
 
 The token itself is never logged, never put in an error message, and never kept anywhere but in
 the `Security` object. The parts live next door: `exporter.principal` (who called, refusals),
@@ -153,6 +154,7 @@ class Security:
         self._grafana = (GrafanaSessions(self._grafana_url, settings.grafana.cache_seconds, clock)
                          if self._grafana_url else None)
         self._limiter = RateLimiter(settings.rate_limit_per_minute, clock=clock)
+        self._failures = RateLimiter(settings.auth_failures_per_minute, clock=clock)
         self._trusted = trusted_networks(settings.trusted_proxies if trusted_proxies is None
                                          else trusted_proxies)
         self.origins = OriginPolicy(settings, public_url)
@@ -240,10 +242,12 @@ class Security:
         # has spent its failures gets no more guesses until the bucket refills.
         reserved = False
         if self._carries_credentials(request, rule):
-            wait = self._limiter.take(failures)
+            wait = self._failures.take(failures)
             if wait:
-                return self._too_many(wait, "too many failed authentication attempts from "
-                                      f"{address}")
+                return too_many(wait, self._failures.per_minute,
+                                f"too many failed authentication attempts from {address}: "
+                                f"{self._failures.per_minute} a minute at most "
+                                f"(api.auth_failures_per_minute)")
             reserved = True
 
         try:
@@ -252,7 +256,7 @@ class Security:
             if refusal.principal is not None:
                 request[CALLER_KEY] = refusal.principal
             if reserved and not refusal.bad_credentials:
-                self._limiter.refund(failures)
+                self._failures.refund(failures)
             if refusal.principal is not None and refusal.principal.rate_key:
                 charge = identity_key(refusal.principal.rate_key, route)
             else:
@@ -264,7 +268,7 @@ class Security:
                                                 "path": request.path, "client": address})
             return refusal.response()
         if reserved:
-            self._limiter.refund(failures)
+            self._failures.refund(failures)
         request[CALLER_KEY] = principal  # known even if the rate limit refuses the call next
 
         key = principal.rate_key

@@ -536,7 +536,8 @@ class Gate:
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory: pytest.TempPathFactory, door: Door) -> Iterator[Gate]:
     root = tmp_path_factory.mktemp("gate")
-    api = {"require_token_for_reads": True, "rate_limit_per_minute": 100,
+    # The compose stack's budgets: 600 requests a minute per client and route, 100 failures.
+    api = {"require_token_for_reads": True, "rate_limit_per_minute": 600,
            "trusted_proxies": ["127.0.0.1/32"], "public_url": f"http://{PUBLIC_HOST}:3000/",
            "max_body_bytes": GATE_BODY_LIMIT}
     with run_monitor(root / "monitor", grafana_url=door.servers.grafana_url,

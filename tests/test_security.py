@@ -556,6 +556,24 @@ async def test_failed_authentication_attempts_count(make_client: MakeClient) -> 
     assert (await client.post("/api/v1/queue/pause", headers=BEARER)).status == 200
 
 
+async def test_the_failure_budget_does_not_grow_with_the_rate_limit(make_client: MakeClient) -> None:
+    clock = FakeClock()
+    client = await make_client(api_settings(rate_limit_per_minute=1000, auth_failures_per_minute=5),
+                               TOKEN, clock=clock)
+    for i in range(5):
+        assert (await client.post("/api/v1/queue/pause",
+                                  headers={"Authorization": f"Bearer {i}"})).status == 401
+    response = await client.post("/api/v1/queue/pause", headers=BEARER)
+    assert response.status == 429
+    error = await error_of(response)
+    assert "api.auth_failures_per_minute" in error["message"]
+    assert error["details"]["limit_per_minute"] == 5
+    # Calls without credentials are not guesses: the rate limit alone applies to them.
+    assert (await client.get("/api/v1/status")).status == 200
+    clock.advance(12)  # one failure back (5 a minute)
+    assert (await client.post("/api/v1/queue/pause", headers=BEARER)).status == 200
+
+
 async def test_missing_credentials_count_against_the_address(make_client: MakeClient) -> None:
     clock = FakeClock()
     client = await make_client(api_settings(rate_limit_per_minute=10), TOKEN, clock=clock)
