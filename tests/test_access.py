@@ -21,6 +21,7 @@ from bulletproof.config import ApiSettings, GrafanaAuth
 from bulletproof.errors import ConfigError
 from bulletproof.store import JobStore
 from exporter.grafana_auth import ROLE_RANK
+from exporter.openapi import openapi_document
 from exporter.origins import OriginPolicy, resolve_public_url
 from exporter.permissions import AUDITED_ACTIONS, ROUTES, Permission, required_role, rule_for
 from tests.api_fixtures import TEST_API, Api, api_factory_fixture, api_fixture  # noqa: F401
@@ -89,6 +90,18 @@ async def test_every_route_of_the_app_has_a_rule_and_every_rule_a_route(api: Api
             assert rule.permission in (Permission.CONTROL, Permission.CONFIG), rule
             assert rule.action, rule
     assert len(set(AUDITED_ACTIONS)) == len(AUDITED_ACTIONS)
+
+
+def test_the_openapi_document_carries_each_operations_permission() -> None:
+    paths = openapi_document("test")["paths"]
+    seen = set()
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            rule = rule_for(method.upper(), path)
+            assert operation["x-permission"] == rule.permission.value, (method, path)
+            assert operation.get("x-audit-action") == rule.action, (method, path)
+            seen.add((method.upper(), path))
+    assert seen == {(r.method, r.path) for r in ROUTES}
 
 
 def test_unknown_paths_need_read_or_control() -> None:

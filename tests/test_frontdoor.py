@@ -15,6 +15,12 @@ standing for Grafana's UI and Grafana Live).
   Node.js) go the same way. A second nginx, rendered from the same template in front of a header
   echo server, shows what nginx passes upstream: the cookie and X-Grafana-Action as sent, the
   prefix stripped, X-Forwarded-For set, and never a token of its own.
+* A second monitor set up like the compose stack's (reads need credentials, only nginx trusted
+  for X-Forwarded-For, a public URL) takes every cell of the route x credential matrix of
+  docs/security.md through nginx (no session, Viewer, Editor, Admin, token), refuses foreign
+  Host (421) and Origin (403, before the WebSocket upgrade) headers, locks out an address that
+  sends 120 wrong tokens each with a made-up X-Forwarded-For, and keeps an audit trail that
+  `bulletproof audit` reads back.
 """
 
 from __future__ import annotations
