@@ -111,15 +111,16 @@ class GrafanaAuth(_Model):
     config_role: Literal["Viewer", "Editor", "Admin"] = "Admin"
     cache_seconds: float = Field(default=10.0, ge=0, le=3600)
 
-    @model_validator(mode="after")
-    def _config_role_not_below_min_role(self) -> GrafanaAuth:
+    @field_validator("config_role")
+    @classmethod
+    def _config_role_not_below_min_role(cls, value: str, info: ValidationInfo) -> str:
         # Changing the config can do everything a control can (and more): a lower bar for it
         # than for pressing Pause is always a mistake.
-        if _ROLE_ORDER.index(self.config_role) < _ROLE_ORDER.index(self.min_role):
-            raise ValueError(f"config_role ({self.config_role}) is below min_role "
-                             f"({self.min_role}): changing the config must need at least the role "
-                             f"that controls the queue")
-        return self
+        min_role = info.data.get("min_role")
+        if min_role in _ROLE_ORDER and _ROLE_ORDER.index(value) < _ROLE_ORDER.index(min_role):
+            raise ValueError(f"{value} is below min_role ({min_role}): changing the config must "
+                             f"need at least the role that controls the queue")
+        return value
 
 
 def check_public_url(value: str) -> str:
