@@ -11,6 +11,7 @@ from typing import Any
 
 from bulletproof import __version__
 from bulletproof import events as ev
+from bulletproof.audit import AuditEntry
 from bulletproof.config import (
     Config,
     default_config_text,
@@ -290,6 +291,12 @@ class Monitor:
     def match(self, rel_path: str, size: int | None = None) -> RuleMatch | None:
         """Which rule and profile a relative path would get."""
         return self._rules.match(rel_path, size)
+
+    # -- audit trail --------------------------------------------------------------------------
+
+    def record_audit(self, entry: AuditEntry) -> int:
+        """Keep one audit entry of a control call (plugins record them; see bulletproof.audit)."""
+        return self.store.record_audit(entry)
 
     # -- config -------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
 from bulletproof.models import FailureReason, Job, JobState
 from bulletproof.queries import SORT_COLUMNS, JobQueries
@@ -85,7 +86,28 @@ CREATE TABLE IF NOT EXISTS done_files (
 ) WITHOUT ROWID;
 """
 
-
+# The audit trail of control calls (bulletproof.audit); added without a schema version bump.
+_AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at             REAL    NOT NULL,
+    action         TEXT    NOT NULL,
+    method         TEXT    NOT NULL,
+    route          TEXT    NOT NULL,
+    status         INTEGER NOT NULL,
+    result         TEXT    NOT NULL,
+    address        TEXT    NOT NULL,
+    principal_kind TEXT,
+    principal      TEXT,
+    role           TEXT,
+    job_id         INTEGER,
+    code           TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+"""
+_AUDIT_COLUMNS = ("at", "action", "method", "route", "status", "result", "address",
+                  "principal_kind", "principal", "role", "job_id", "code")
+_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +141,17 @@ class JobStore(JobQueries):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._migrate_audit()
             self._check_version()
             self._recount()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
         self._lock = threading.RLock()
+        self._audit_inserts = 0
+
+    def _migrate_audit(self) -> None:
+        """Create the audit table and its index when missing (idempotent, additive)."""
+        self._db.executescript(_AUDIT_SCHEMA)
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -368,3 +396,35 @@ class JobStore(JobQueries):
             "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
             (now,),
         )
+
+
+    # -- audit trail ----------------------------------------------------------------------------
+
+    def record_audit(self, entry: AuditEntry) -> int:
+        """Keep one audit entry; returns its id. Past AUDIT_MAX_ROWS the oldest go; every
+        _AUDIT_PRUNE_EVERY inserts, entries older than AUDIT_MAX_AGE_SECONDS go too."""
+        values = [getattr(entry, c) for c in _AUDIT_COLUMNS]
+        try:
+            with self._tx() as db:
+                cursor = db.execute(
+                    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in _AUDIT_COLUMNS)})", values)
+                new_id = int(cursor.lastrowid or 0)
+                db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
+                if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
+                    db.execute("DELETE FROM audit WHERE at < ?", (entry.at - AUDIT_MAX_AGE_SECONDS,))
+                self._audit_inserts += 1
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record an audit entry: {exc}", path=self.path) from None
+        return new_id
+
+    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
+        rows = self._query(
+            f"SELECT id, {', '.join(_AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before if before is not None else 2**63 - 1, limit))
+        return [AuditEntry(**dict(row)) for row in rows]
+
+    def audit_count(self) -> int:
+        """How many audit entries are kept."""
+        return int(self._query("SELECT COUNT(*) FROM audit")[0][0])

@@ -7,6 +7,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
+from bulletproof.audit import AuditEntry
 from bulletproof.config import Config
 from bulletproof.models import Job, JobState, WorkerSnapshot
 from bulletproof.profiles import Profile
@@ -125,6 +126,10 @@ class MonitorView:
     def match(self, rel_path: str, size: int | None = None) -> RuleMatch | None:
         """Which rule and profile a path would get."""
         return self._m.match(rel_path, size)
+
+    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """The newest audit entries first (ids below `before` if given)."""
+        return self._m.store.audit_entries(limit=limit, before=before)
 
     def problems(self) -> list[str]:
         """Why the monitor is not ready, empty when it is."""

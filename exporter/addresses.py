@@ -10,9 +10,6 @@ from aiohttp import web
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
-
-
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 (also IPv4-mapped), and the name "localhost"."""
     name = host.strip().strip("[]").lower()
@@ -52,10 +49,9 @@ def _ip(text: str) -> IPAddress | None:
     return addr
 
 
-def trusted_networks(networks: Iterable[str] | None) -> list[IPNetwork]:
-    """The networks whose X-Forwarded-For is believed (None: DEFAULT_TRUSTED_PROXIES)."""
-    return [ipaddress.ip_network(n, strict=False)
-            for n in (DEFAULT_TRUSTED_PROXIES if networks is None else networks)]
+def trusted_networks(networks: Iterable[str]) -> list[IPNetwork]:
+    """The networks whose X-Forwarded-For is believed (`api.trusted_proxies`)."""
+    return [ipaddress.ip_network(n, strict=False) for n in networks]
 
 
 def _is_trusted(addr: IPAddress, trusted: list[IPNetwork]) -> bool:
@@ -63,8 +59,13 @@ def _is_trusted(addr: IPAddress, trusted: list[IPNetwork]) -> bool:
 
 
 def client_address(request: web.Request, trusted: list[IPNetwork]) -> str:
-    """The client's address: the peer, or from a trusted proxy the last untrusted hop of
-    X-Forwarded-For."""
+    """The client's address: the peer, or from a trusted proxy the right-most untrusted hop of
+    X-Forwarded-For.
+
+    The chain is walked from the right, skipping trusted proxies: everything left of the first
+    untrusted hop was written by that client and may be made up (a fresh address per request
+    would give a client a fresh rate-limit and lockout budget each time).
+    """
     peer = request.remote or "unknown"
     addr = _ip(peer)
     if addr is None or not _is_trusted(addr, trusted):

@@ -365,7 +365,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register every route of the API on `app`."""
-    from exporter import api_config, api_jobs, ws
+    from exporter import api_config, api_jobs, audit, ws
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -376,4 +376,5 @@ def add_routes(app: web.Application) -> None:
     api_jobs.add_routes(app)
     api_config.add_routes(app)
     app.router.add_get("/api/v1/openapi.json", openapi_json)
+    app.router.add_get("/api/v1/audit", audit.list_audit)
     app.router.add_get("/ws/updates", ws.websocket_handler)

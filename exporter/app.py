@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from exporter.addresses import DEFAULT_TRUSTED_PROXIES
 from exporter.api import METRICS, MONITOR, add_routes
+from exporter.audit import audit_middleware
 from exporter.errors import error_for, error_middleware
 from exporter.metrics import BulletproofMetrics
-from exporter.security import PRINCIPAL_KEY, Security, setup_cors
+from exporter.security import Security, setup_cors
 from exporter.ws import HUB, EventHub
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 SECURITY: web.AppKey[Security] = web.AppKey("bulletproof.security", Security)
 OWNS_METRICS: web.AppKey[bool] = web.AppKey("bulletproof.owns_metrics", bool)
 UNMATCHED = "other"  # the handler label of requests that match no route (bounded label values)
-_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def handler_label(request: web.Request) -> str:
@@ -36,7 +35,7 @@ def handler_label(request: web.Request) -> str:
 
 @web.middleware
 async def request_metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count and time every request by route template, method and status; log mutating calls."""
+    """Count and time every request by route template, method and status."""
     start = time.perf_counter()
     status: int | None = 500
     try:
@@ -58,29 +57,26 @@ async def request_metrics_middleware(request: web.Request, handler: Any) -> web.
         if status is not None and label != "/ws/updates":  # a WebSocket lasts its session
             request.app[METRICS].observe_request(label, request.method, status,
                                                  time.perf_counter() - start)
-        if request.method not in _READS:  # an audit trail of changes
-            principal = request.get(PRINCIPAL_KEY)
-            log.info("api call", extra={"method": request.method, "path": request.path,
-                                        "status": status,
-                                        "principal": principal.name if principal else None})
 
 
 def create_app(monitor: Monitor, *, token: str | None = None,
-               metrics: BulletproofMetrics | None = None) -> web.Application:
+               metrics: BulletproofMetrics | None = None,
+               public_url: str | None = None) -> web.Application:
     """Build the app for a started (or starting) monitor.
 
     `token` is the API token (None: see docs/security.md for what is then allowed). `metrics`
-    defaults to a new BulletproofMetrics on its own registry, closed with the app.
+    defaults to a new BulletproofMetrics on its own registry, closed with the app. `public_url`
+    is the front door's URL (default `api.public_url`; the plugin passes BULLETPROOF_PUBLIC_URL).
     """
     settings = monitor.config.api
     owns_metrics = metrics is None
     if metrics is None:
         metrics = BulletproofMetrics(monitor.view, monitor.bus)
-    # Loopback is always trusted (a proxy on the same host); api.trusted_proxies adds the rest.
-    security = Security(settings, token,
-                        trusted_proxies=[*DEFAULT_TRUSTED_PROXIES, *settings.trusted_proxies])
+    security = Security(settings, token, public_url=public_url)
     app = web.Application(
-        middlewares=[error_middleware, request_metrics_middleware, *security.middlewares()],
+        # The audit sees every answer, refusals and errors included, so it comes first.
+        middlewares=[audit_middleware(security), error_middleware, request_metrics_middleware,
+                     *security.middlewares()],
         client_max_size=settings.max_body_bytes,
     )
     app[MONITOR] = monitor

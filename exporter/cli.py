@@ -1,5 +1,5 @@
 """The API client's commands: `bulletproof status | jobs | job | pause | resume | clear | cancel |
-retry | retry-failed | prioritize | enqueue | config get|validate|apply`.
+retry | retry-failed | prioritize | enqueue | config get|validate|apply | audit`.
 
 Added to the core's `bulletproof` group through the `bulletproof.commands` entry point
 (`client = "exporter.cli:register"`). Every command talks to a running monitor's control API
@@ -23,6 +23,7 @@ import yaml
 
 from bulletproof.models import JobState
 from bulletproof.safe_yaml import YamlTooLarge, load_yaml
+from exporter.cli_audit import audit_cmd
 from exporter.cli_command import EXIT_ERROR, EXIT_INVALID, Api, Output, api_command, fail
 from exporter.cli_follow import EventFilter, follow_events
 from exporter.cli_format import STATES, event_line, job_view, jobs_table, status_view, when, workers_table
@@ -326,7 +327,7 @@ def config_apply(api: Api, file: Path) -> None:
 
 COMMANDS: list[click.Command] = [
     status_cmd, jobs_cmd, job_cmd, pause_cmd, resume_cmd, clear_cmd, cancel_cmd, retry_cmd,
-    retry_failed_cmd, prioritize_cmd, enqueue_cmd, config_group,
+    retry_failed_cmd, prioritize_cmd, enqueue_cmd, config_group, audit_cmd,
 ]
 
 

@@ -258,6 +258,11 @@ class BulletproofClient:
         """GET /api/v1/profiles."""
         return self.call("GET", f"{API}/profiles")
 
+    def audit(self, *, limit: int | None = None, before: int | None = None) -> JSON:
+        """GET /api/v1/audit: `{"entries", "limit", "next_before"}`, newest first."""
+        params = [(k, str(v)) for k, v in (("limit", limit), ("before", before)) if v is not None]
+        return self.call("GET", f"{API}/audit", params=params)
+
     def get_config(self) -> JSON:
         """GET /api/v1/config: `{"path", "last_reload_ok", "last_reload_success_at", "config"}`."""
         return self.call("GET", f"{API}/config")

@@ -37,10 +37,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from bulletproof import events as ev
+from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.events import EventBus
 from bulletproof.models import FailureReason, IgnoreReason, JobState, Outcome, QueueTrigger
 from bulletproof.view import MonitorView
 from exporter.collector import StateCollector, nonneg
+from exporter.permissions import AUDITED_ACTIONS
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,15 @@ class BulletproofMetrics:
                                        labelnames=("handler", "method"), buckets=HTTP_DURATION_BUCKETS,
                                        registry=registry)
 
+        # -- control API audit (exporter.audit): every action x result from the start
+        self.control_requests = counter(
+            "bulletproof_api_control_requests_total",
+            "Control and config calls on the API, by action and result (the audit trail's count).",
+            ["action", "result"])
+        for action in AUDITED_ACTIONS:
+            for result in AUDIT_RESULTS:
+                self.control_requests.labels(action=action, result=result)
+
         for reason in IGNORE_REASONS:
             self.files_ignored.labels(reason=reason)
         self._init_profiles()
@@ -259,6 +270,12 @@ class BulletproofMetrics:
             method = "other"
         self.http_requests.labels(handler=handler, method=method, code=str(int(code))).inc()
         self.http_duration.labels(handler=handler, method=method).observe(max(0.0, seconds))
+
+    def observe_control(self, action: str, result: str) -> None:
+        """Count one audited call (`action` from exporter.permissions, `result` from
+        bulletproof.audit.AUDIT_RESULTS; anything else is not counted, to keep labels bounded)."""
+        if action in AUDITED_ACTIONS and result in AUDIT_RESULTS:
+            self.control_requests.labels(action=action, result=result).inc()
 
     # -- exposition ---------------------------------------------------------------------------
 

@@ -15,19 +15,22 @@ from typing import Any
 
 from bulletproof.store import SORT_COLUMNS
 from exporter.api_jobs import MAX_LIMIT, MAX_OFFSET
+from exporter.audit import MAX_PAGE as MAX_AUDIT_PAGE
 from exporter.openapi_schemas import INT, STATES, STR, arr, component_schemas, ref
+from exporter.permissions import rule_for
 
 # -- responses and parameters -------------------------------------------------------------------
 
 _ERRORS = {
     "400": "Malformed request (unparseable JSON, missing body)",
     "401": "Missing or wrong credentials",
-    "403": "Credentials valid but not allowed (role too low, no token configured off loopback)",
+    "403": "Not allowed: role too low, no token configured off loopback, or a foreign Origin",
     "404": "No such job or route",
     "405": "Method not allowed on this path",
     "409": "The job's state does not allow the action",
     "413": "Body larger than api.max_body_bytes",
     "415": "Body is not application/json",
+    "421": "The Host header names a host this API does not answer for (DNS rebinding)",
     "422": "Invalid values (see details)",
     "426": "Not a WebSocket upgrade request",
     "429": "Rate limited (see Retry-After)",
@@ -48,7 +51,7 @@ def _op(op_id: str, summary: str, tag: str, ok: dict[str, dict[str, Any]], *,
         errors: tuple[str, ...] = (), params: list[dict[str, Any]] | None = None,
         body: dict[str, Any] | None = None, mutating: bool = False, auth: bool = True,
         description: str | None = None) -> dict[str, Any]:
-    codes = list(errors)
+    codes = [*errors, "403", "421"]  # the Host and Origin allow-list applies to every route
     if auth:
         codes += ["401", "403", "429"]
     if body is not None:
@@ -212,6 +215,16 @@ def _paths() -> dict[str, Any]:
                 _q("size", {"type": "integer", "minimum": 0},
                    "file size in bytes (rules with min_size/max_size need it; omitted: ignored)"),
             ])},
+        "/api/v1/audit": {"get": _op(
+            "listAudit", "The audit trail of control calls and config changes, newest first",
+            "meta", {"200": _json(ref("AuditPage"), "a page of entries")}, errors=("422",),
+            params=[
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_PAGE,
+                             "default": 100}, "page size"),
+                _q("before", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                   "only entries with a smaller id (the previous page's next_before)"),
+            ],
+            description="Needs the token or a Grafana role of at least api.grafana.config_role.")},
         "/api/v1/openapi.json": {"get": _op("getOpenapi", "This document", "meta",
                                             {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
         "/ws/updates": {"get": _op(
@@ -222,6 +235,17 @@ def _paths() -> dict[str, Any]:
             description="Send `Upgrade: websocket`. Messages are JSON text frames with a "
                         "`type`; see docs/api.md.")},
     }
+
+
+def _with_permissions(paths: dict[str, Any]) -> dict[str, Any]:
+    """Each operation's `x-permission` (and `x-audit-action`), from exporter.permissions."""
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            rule = rule_for(method.upper(), path)
+            operation["x-permission"] = rule.permission.value
+            if rule.action is not None:
+                operation["x-audit-action"] = rule.action
+    return paths
 
 
 @lru_cache(maxsize=4)
@@ -245,7 +269,7 @@ def _document(version: str) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "tags": [{"name": t} for t in ("health", "status", "stats", "jobs", "queue", "config",
                                        "events", "meta")],
-        "paths": _paths(),
+        "paths": _with_permissions(_paths()),
         "components": {
             "schemas": component_schemas(),
             "responses": responses,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.config import Config
 from bulletproof.models import FailureReason, JobState
 from exporter.api_jobs import EnqueueRequest
+from exporter.permissions import AUDITED_ACTIONS
 
 REF = "#/components/schemas/{model}"
 STATES = [s.value for s in JobState]
@@ -237,6 +239,25 @@ def component_schemas() -> dict[str, Any]:
         "ProfileInfo": _profile_info(),
         "Profiles": obj({"profiles": {"type": "object",
                                        "additionalProperties": ref("ProfileInfo")}}),
+        "AuditEntry": obj({
+            "id": INT, "at": TS,
+            "action": {"enum": list(AUDITED_ACTIONS)},
+            "method": STR, "route": {"type": "string", "description": "the route template"},
+            "status": {"type": "integer", "description": "the HTTP status answered"},
+            "result": {"enum": list(AUDIT_RESULTS)},
+            "address": {"type": "string", "description": "the client address"},
+            "principal_kind": {"type": ["string", "null"], "enum": ["token", "grafana", "anonymous", None]},
+            "principal": {**STR_NULL, "description": "token, the Grafana login, anonymous; null "
+                                                     "when the caller was not identified"},
+            "role": {**STR_NULL, "description": "the Grafana org role"},
+            "job_id": INT_NULL,
+            "code": {**STR_NULL, "description": "the error code of a refused or failed call"},
+        }),
+        "AuditPage": obj({
+            "entries": arr(ref("AuditEntry")), "limit": INT,
+            "next_before": {**INT_NULL, "description": "pass as before for the next page; null on "
+                                                        "the last"},
+        }),
         "RuleMatch": obj({
             "matched": BOOL, "path": {"type": "string", "description": "as the rules see it"},
             "size": INT_NULL, "rule": STR_NULL, "rule_index": INT_NULL, "profile": STR_NULL,

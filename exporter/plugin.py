@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from exporter.app import SECURITY, create_app
+from exporter.origins import resolve_public_url
 from exporter.security import resolve_token
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class ExporterPlugin:
         """Resolve the token, build the app, bind, and log the security warnings and the URL."""
         settings = self.monitor.config.api
         token = resolve_token(settings)
-        self.app = create_app(self.monitor, token=token)
+        self.app = create_app(self.monitor, token=token, public_url=resolve_public_url(settings))
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
                                handle_signals=False, max_line_size=MAX_REQUEST_LINE)
         await runner.setup()
@@ -64,7 +65,9 @@ class ExporterPlugin:
         self.port = _bound_port(runner, settings.port)
         for warning in self.app[SECURITY].startup_warnings():
             log.warning(warning)
-        log.info("api listening", extra={"url": self.url, "token": token is not None})
+        log.info("api listening", extra={
+            "url": self.url, "token": token is not None,
+            "allowed_hosts": ",".join(["loopback", *self.app[SECURITY].origins.describe()])})
 
     async def stop(self) -> None:
         """Close client connections and the listening socket."""

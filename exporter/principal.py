@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from exporter.errors import json_error
+from exporter.permissions import RouteRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +34,13 @@ TOKEN_PRINCIPAL = Principal("token", "token", None)
 
 if hasattr(web, "RequestKey"):  # aiohttp >= 3.13 warns about plain string keys on requests
     PRINCIPAL_KEY: Any = web.RequestKey("bulletproof.principal", Principal)
+    # Who the caller turned out to be, also when refused (a role too low): for the audit trail.
+    CALLER_KEY: Any = web.RequestKey("bulletproof.caller", Principal)
+    RULE_KEY: Any = web.RequestKey("bulletproof.route_rule", RouteRule)
 else:  # pragma: no cover - older aiohttp
     PRINCIPAL_KEY = "bulletproof.principal"
+    CALLER_KEY = "bulletproof.caller"
+    RULE_KEY = "bulletproof.route_rule"
 
 
 class Refusal(Exception):

@@ -2,13 +2,18 @@
 
 The rules (docs/security.md explains them for operators):
 
-- A mutating call (any method but GET, HEAD, OPTIONS) needs a principal: the API token
-  (`Authorization: Bearer <token>` or `X-Bulletproof-Token: <token>`, compared in constant time) or
-  a Grafana session (the browser's Cookie header, forwarded by the same-origin proxy, checked
-  against Grafana's user API, with an org role of at least `api.grafana.min_role`).
+- First, every request's Host and Origin headers must be allowed (`exporter.origins`): 421 for
+  a foreign Host, 403 for a foreign Origin, token or not, before a WebSocket upgrade.
+- What a route needs is its permission in `exporter.permissions`. A control (queue and job
+  actions) needs a principal: the API token (`Authorization: Bearer <token>` or
+  `X-Bulletproof-Token: <token>`, compared in constant time) or a Grafana session (the browser's
+  Cookie header, forwarded by the same-origin proxy, checked against Grafana's user API, with an
+  org role of at least `api.grafana.min_role`). A config change (and reading the audit trail)
+  needs the token or a role of at least `api.grafana.config_role`.
 - Reads are open unless `api.require_token_for_reads`; then they need the same principal (any
   Grafana org role from Viewer up will do for a read).
-- `/metrics`, `/healthz` and `/readyz` never need authentication and are never rate limited.
+- The public routes (`/metrics`, `/healthz`, `/readyz`) never need authentication and are never
+  rate limited.
 - With no token configured, calls that need a principal are accepted as "anonymous" only when
   the API listens on loopback, the peer is loopback, the request did not come through a proxy
   (no X-Forwarded-For / Forwarded / X-Real-IP), its Host header names a loopback address (DNS
@@ -18,10 +23,11 @@ The rules (docs/security.md explains them for operators):
   `X-Grafana-Action: 1` or a JSON content type; a plain HTML form can send neither.
 - Rate limit: a token bucket of `api.rate_limit_per_minute` per (client, route), refilled at that
   many per minute. The client is the authenticated identity ("token", "grafana:<login>") or else
-  the remote address (X-Forwarded-For is believed only from trusted proxies, loopback by
-  default). Failed authentication attempts are charged to the address, and also to a per-address
-  bucket of failures across all routes; while that one is empty, requests that carry credentials
-  from that address are answered 429 before their credentials are looked at.
+  the remote address (X-Forwarded-For is believed only from trusted proxies, read from the right;
+  loopback by default). Failed authentication attempts are charged to the address, and also to a
+  per-address bucket of `api.auth_failures_per_minute` failures across all routes (its own
+  budget, however high the rate limit is); while that one is empty, requests that carry
+  credentials from that address are answered 429 before their credentials are looked at.
 
 The token itself is never logged, never put in an error message, and never kept anywhere but in
 the `Security` object. The parts live next door: `exporter.principal` (who called, refusals),
@@ -45,9 +51,13 @@ from bulletproof.errors import ConfigError, ConfigIssue
 from exporter.addresses import client_address, host_of, is_loopback, trusted_networks
 from exporter.errors import json_error
 from exporter.grafana_auth import ROLE_RANK, GrafanaSessions
+from exporter.origins import OriginPolicy, allowed_hosts_hint
+from exporter.permissions import PUBLIC_PATHS, Permission, RouteRule, required_role, role_setting, rule_for
 from exporter.principal import (
     ANONYMOUS,
+    CALLER_KEY,
     PRINCIPAL_KEY,
+    RULE_KEY,
     TOKEN_PRINCIPAL,
     Principal,
     Refusal,
@@ -71,7 +81,7 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "BULLETPROOF_API_TOKEN"
 TOKEN_HEADER = "X-Bulletproof-Token"
 GRAFANA_ACTION_HEADER = "X-Grafana-Action"
-EXEMPT_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+EXEMPT_PATHS = PUBLIC_PATHS
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", GRAFANA_ACTION_HEADER, TOKEN_HEADER)
 CORS_EXPOSE_HEADERS = ("Retry-After", "WWW-Authenticate")
@@ -123,12 +133,14 @@ def resolve_token(settings: ApiSettings, env: Mapping[str, str] = os.environ) ->
 class Security:
     """The API's authentication, authorization, CSRF and rate-limit policy, as aiohttp middleware.
 
-    `trusted_proxies` (networks, default loopback) are the peers whose X-Forwarded-For is believed
-    when deciding the client address; `clock` is for tests.
+    `trusted_proxies` (networks, default `api.trusted_proxies`) are the peers whose
+    X-Forwarded-For is believed when deciding the client address; `public_url` is the front
+    door's URL (default `api.public_url`); `clock` is for tests.
     """
 
     def __init__(self, settings: ApiSettings, token: str | None, *,
                  trusted_proxies: Iterable[str] | None = None,
+                 public_url: str | None = None,
                  clock: Clock = time.monotonic) -> None:
         self._settings = settings
         self._token = token.encode("utf-8") if token else None
@@ -142,7 +154,10 @@ class Security:
         self._grafana = (GrafanaSessions(self._grafana_url, settings.grafana.cache_seconds, clock)
                          if self._grafana_url else None)
         self._limiter = RateLimiter(settings.rate_limit_per_minute, clock=clock)
-        self._trusted = trusted_networks(trusted_proxies)
+        self._failures = RateLimiter(settings.auth_failures_per_minute, clock=clock)
+        self._trusted = trusted_networks(settings.trusted_proxies if trusted_proxies is None
+                                         else trusted_proxies)
+        self.origins = OriginPolicy(settings, public_url)
 
         @web.middleware
         async def security_middleware(request: web.Request,
@@ -184,6 +199,10 @@ class Security:
                        "browser (it still needs the token)")
         if self._grafana_url and self._min_role == "Viewer":
             out.append("api.grafana.min_role is Viewer: every Grafana viewer can control the queue")
+        if not self._loopback_listen and not self.origins.hosts:
+            out.append(f"the API listens on {s.listen} but answers only for loopback host names "
+                       f"(others get 421): list the names it is called by (Prometheus targets, "
+                       f"the front door) in api.allowed_hosts or api.public_url")
         return out
 
     async def close(self) -> None:
@@ -201,30 +220,43 @@ class Security:
     async def _handle(self, request: web.Request,
                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
-        if request.path in EXEMPT_PATHS:
+        route = route_key(request)
+        rule = rule_for(request.method, route)
+        request[RULE_KEY] = rule
+        foreign = self._foreign_host_or_origin(request)
+        if foreign is not None:
+            log.info("request refused: foreign host or origin",
+                     extra={"status": foreign.status, "path": request.path,
+                            "host": request.headers.get(hdrs.HOST, "")[:200],
+                            "origin": request.headers.get(hdrs.ORIGIN, "")[:200]})
+            return foreign
+        if rule.permission is Permission.PUBLIC:
             request[PRINCIPAL_KEY] = ANONYMOUS
             return await handler(request)
 
         address = self.client_address(request)
-        route = route_key(request)
         by_address = address_key(address, route)
         failures = failures_key(address)
 
         # Reserve one failure from this address before looking at credentials; an address that
         # has spent its failures gets no more guesses until the bucket refills.
         reserved = False
-        if self._carries_credentials(request):
-            wait = self._limiter.take(failures)
+        if self._carries_credentials(request, rule):
+            wait = self._failures.take(failures)
             if wait:
-                return self._too_many(wait, "too many failed authentication attempts from "
-                                      f"{address}")
+                return too_many(wait, self._failures.per_minute,
+                                f"too many failed authentication attempts from {address}: "
+                                f"{self._failures.per_minute} a minute at most "
+                                f"(api.auth_failures_per_minute)")
             reserved = True
 
         try:
-            principal = await self._authenticate(request)
+            principal = await self._authenticate(request, rule)
         except Refusal as refusal:
+            if refusal.principal is not None:
+                request[CALLER_KEY] = refusal.principal
             if reserved and not refusal.bad_credentials:
-                self._limiter.refund(failures)
+                self._failures.refund(failures)
             if refusal.principal is not None and refusal.principal.rate_key:
                 charge = identity_key(refusal.principal.rate_key, route)
             else:
@@ -236,7 +268,8 @@ class Security:
                                                 "path": request.path, "client": address})
             return refusal.response()
         if reserved:
-            self._limiter.refund(failures)
+            self._failures.refund(failures)
+        request[CALLER_KEY] = principal  # known even if the rate limit refuses the call next
 
         key = principal.rate_key
         wait = self._limiter.take(identity_key(key, route) if key else by_address)
@@ -251,20 +284,35 @@ class Security:
         request[PRINCIPAL_KEY] = principal
         return await handler(request)
 
+    def _foreign_host_or_origin(self, request: web.Request) -> web.Response | None:
+        """The refusal of a request whose Host or Origin is not allowed, else None."""
+        host = request.headers.get(hdrs.HOST)
+        if host is not None and not self.origins.host_allowed(host):
+            return json_error(421, f"this server does not answer for the host "
+                                   f"{host_of(host)[:100]!r}; {allowed_hosts_hint(self.origins)}",
+                              code="host_not_allowed")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and not self.origins.origin_allowed(origin):
+            return json_error(403, f"requests from the web origin {origin.strip()[:100]!r} are "
+                                   f"not allowed: it is not in api.cors_origins and not on a host "
+                                   f"this API answers for; {allowed_hosts_hint(self.origins)}",
+                              code="origin_not_allowed")
+        return None
+
     def _too_many(self, wait: float, message: str | None = None) -> web.Response:
         return too_many(wait, self._limiter.per_minute, message)
 
     # -- authentication ----------------------------------------------------------------------
 
-    def _carries_credentials(self, request: web.Request) -> bool:
+    def _carries_credentials(self, request: web.Request, rule: RouteRule) -> bool:
         headers = request.headers
         if hdrs.AUTHORIZATION in headers or TOKEN_HEADER in headers:
             return True
         return bool(self._grafana_url and headers.get(hdrs.COOKIE)
-                    and self._needs_principal(request))
+                    and self._needs_principal(rule))
 
-    def _needs_principal(self, request: web.Request) -> bool:
-        return request.method not in SAFE_METHODS or self._settings.require_token_for_reads
+    def _needs_principal(self, rule: RouteRule) -> bool:
+        return rule.permission is not Permission.READ or self._settings.require_token_for_reads
 
     @staticmethod
     def _is_preflight(request: web.Request) -> bool:
@@ -291,11 +339,11 @@ class Security:
             return value
         return None
 
-    async def _authenticate(self, request: web.Request) -> Principal:
+    async def _authenticate(self, request: web.Request, rule: RouteRule) -> Principal:
         if self._is_preflight(request):
             return ANONYMOUS  # browsers never send credentials on a CORS preflight
         mutating = request.method not in SAFE_METHODS
-        needed = mutating or self._settings.require_token_for_reads
+        needed = self._needs_principal(rule)
 
         presented = self._presented_token(request)
         if presented is not None and self._token is not None:
@@ -314,14 +362,15 @@ class Security:
                          f"'{GRAFANA_ACTION_HEADER}: 1' or a JSON content type (CSRF protection)",
                     code="csrf")
             principal = await self._grafana.principal(cookie)
-            required = self._min_role if mutating else "Viewer"
+            required = required_role(rule.permission, self._settings.grafana) or "Viewer"
             if ROLE_RANK.get(principal.role or "None", 0) < ROLE_RANK[required]:
                 raise Refusal(
                     403, f"Grafana user {principal.name!r} has the org role "
-                         f"{principal.role or 'None'}; this call needs {required} or higher "
-                         f"(api.grafana.min_role)",
+                         f"{principal.role or 'None'}; {_WHAT[rule.permission]} needs {required} "
+                         f"or higher ({role_setting(rule.permission)})",
                     principal=principal,
-                    details={"role": principal.role, "required_role": required})
+                    details={"role": principal.role, "required_role": required,
+                             "permission": rule.permission.value})
             return principal
         return self._anonymous_or_refuse(request, mutating)
 
@@ -362,6 +411,14 @@ class Security:
             return True
         _, sep, netloc = origin.partition("://")
         return bool(sep) and netloc.lower() == (request.host or "").lower()
+
+
+_WHAT = {
+    Permission.READ: "reading",
+    Permission.CONTROL: "this control",
+    Permission.CONFIG: "changing the config",
+    Permission.AUDIT: "reading the audit trail",
+}
 
 
 def _csrf_safe(request: web.Request) -> bool:

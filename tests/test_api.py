@@ -104,10 +104,12 @@ async def test_trusted_proxies_come_from_the_config(api_factory) -> None:
 
     # A non-loopback peer cannot be made on this machine's loopback-only test network, so this
     # checks the wiring; tests/test_security.py checks what trusted networks do to a request.
-    api = await api_factory(api={**TEST_API, "trusted_proxies": ["172.31.247.0/24"]})
-    trusted = api.client.app[SECURITY]._trusted
-    assert ipaddress.ip_network("172.31.247.0/24") in trusted
-    assert ipaddress.ip_network("127.0.0.0/8") in trusted
+    api = await api_factory(api={**TEST_API, "trusted_proxies": ["172.31.247.10/32"]})
+    # The list is the whole list: loopback is trusted by default, not on top of it.
+    assert api.client.app[SECURITY]._trusted == [ipaddress.ip_network("172.31.247.10/32")]
+    default = await api_factory()
+    assert default.client.app[SECURITY]._trusted == [ipaddress.ip_network("127.0.0.1/32"),
+                                                     ipaddress.ip_network("::1/128")]
 
 
 async def test_readyz_reports_problems_of_a_monitor_that_has_not_started(config_factory) -> None:

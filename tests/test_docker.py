@@ -45,6 +45,7 @@ import pytest
 import yaml
 
 from bulletproof.config import parse_config_text
+from exporter.origins import OriginPolicy, resolve_public_url
 from tests.promstack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -530,14 +531,59 @@ def test_the_monitor_service_matches_the_image_and_its_config() -> None:
     # Grafana sessions: the monitor asks the compose Grafana.
     assert config.api.grafana.url is not None
     assert_service_url(config.api.grafana.url, "api.grafana.url")
-    # The front door's X-Forwarded-For is trusted from the compose network, and only from it.
+    # The front door's X-Forwarded-For is trusted from the front door's own fixed address only,
+    # never from the subnet the browsers' connections also come from (the Docker gateway).
     subnets = [ipaddress.ip_network(c["subnet"])
                for c in load_compose()["networks"]["default"]["ipam"]["config"]]
-    assert [ipaddress.ip_network(p) for p in config.api.trusted_proxies] == subnets
+    door = ipaddress.ip_address(services()["frontdoor"]["networks"]["default"]["ipv4_address"])
+    assert any(door in net for net in subnets), f"{door} is not in the declared subnet {subnets}"
+    assert [ipaddress.ip_network(p) for p in config.api.trusted_proxies] == [
+        ipaddress.ip_network(f"{door}/32")]
+    gateway = next(subnets[0].hosts())
+    assert not any(gateway in ipaddress.ip_network(p) for p in config.api.trusted_proxies)
     # Runs as the host user, with the image's group for /data and /config.
     assert svc["user"] == "1000:1000"
     assert [str(g) for g in svc["group_add"]] == [runtime.args["BULLETPROOF_GID"]]
     assert global_args["PYTHON_IMAGE"]
+
+
+def monitor_origin_policy() -> OriginPolicy:
+    """The Host/Origin allow-list of the monitor as the compose stack starts it."""
+    config = monitor_config()
+    env = service_env(services()["bulletproof"])
+    return OriginPolicy(config.api, resolve_public_url(config.api, env))
+
+
+def test_every_name_the_stack_calls_the_monitor_by_is_allowed() -> None:
+    policy = monitor_origin_policy()
+    callers: list[tuple[str, str]] = []
+    prom = yaml.safe_load(PROM_CONFIG.read_text(encoding="utf-8"))
+    for job in prom["scrape_configs"]:
+        if job["job_name"] == "bulletproof":
+            callers += [(t, "prometheus.yml target") for sc in job["static_configs"]
+                        for t in sc["targets"]]
+    for path in sorted(DATASOURCES.glob("*.y*ml")):
+        for ds in yaml.safe_load(path.read_text(encoding="utf-8")).get("datasources", []):
+            if ds.get("type") == "yesoreyeram-infinity-datasource":
+                callers.append((urlsplit(ds["url"]).netloc, f"datasource {ds['name']}"))
+    upstream = service_env(services()["frontdoor"])["BULLETPROOF_UPSTREAM"]
+    callers.append((upstream, "the front door's upstream (health check)"))
+    # The browser's Host and Origin through the front door: the URL users type, by default and
+    # when .env sets another one (compose passes it to the monitor too).
+    root = service_env(services()["grafana"])["GF_SERVER_ROOT_URL"]
+    callers.append((urlsplit(root).netloc, "GF_SERVER_ROOT_URL"))
+    healthcheck = " ".join(services()["bulletproof"]["healthcheck"]["test"])
+    callers += [(h, "the monitor's health check") for h in re.findall(r"https?://([^/'\"]+)", healthcheck)]
+    assert len(callers) >= 4
+    for host, what in callers:
+        assert policy.host_allowed(host), f"{what} calls the monitor as {host}: not allowed"
+    assert policy.origin_allowed(root.rstrip("/"))
+    custom = {**TEST_ENV, "BULLETPROOF_PUBLIC_URL": "https://media.example.org/"}
+    env = service_env(interpolate(load_compose()["services"], custom)["bulletproof"])
+    other = OriginPolicy(monitor_config().api, resolve_public_url(monitor_config().api, env))
+    assert other.host_allowed("media.example.org") and other.origin_allowed("https://media.example.org")
+    # And nothing else: a rebinding name is refused.
+    assert not policy.host_allowed("attacker.example") and not policy.origin_allowed("https://attacker.example")
 
 
 def test_prometheus_scrapes_the_monitor_and_alerts_alertmanager() -> None:

@@ -15,21 +15,30 @@ standing for Grafana's UI and Grafana Live).
   Node.js) go the same way. A second nginx, rendered from the same template in front of a header
   echo server, shows what nginx passes upstream: the cookie and X-Grafana-Action as sent, the
   prefix stripped, X-Forwarded-For set, and never a token of its own.
+* A second monitor set up like the compose stack's (reads need credentials, only nginx trusted
+  for X-Forwarded-For, a public URL) takes every cell of the route x credential matrix of
+  docs/security.md through nginx (no session, Viewer, Editor, Admin, token), refuses foreign
+  Host (421) and Origin (403, before the WebSocket upgrade) headers, locks out an address that
+  sends 120 wrong tokens each with a made-up X-Forwarded-For, and keeps an audit trail that
+  `bulletproof audit` reads back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client as http_client
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,8 +49,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from exporter.permissions import ROUTES, RouteRule
 from tests import promstack
 from tests.grafana_standin import GrafanaStandin, GrafanaUser
+from tests.test_access import CREDENTIALS, expected_cell
 from tests.test_grafana_dashboards import (
     PROXY_PREFIX,
     all_actions,
@@ -66,9 +77,11 @@ pytestmark = pytest.mark.skipif(NGINX is None, reason="needs Debian's nginx (apt
 
 EDITOR = "grafana_session=editor-session"
 VIEWER = "grafana_session=viewer-session"
+ADMIN = "grafana_session=admin-session"
 SESSIONS = {
     "editor-session": GrafanaUser("erin", roles={1: "Editor"}),
     "viewer-session": GrafanaUser("vic", roles={1: "Viewer"}),
+    "admin-session": GrafanaUser("ada", roles={1: "Admin"}),
 }
 
 
@@ -479,12 +492,22 @@ def test_the_config_form_through_the_front_door(door: Door) -> None:
     assert viewer_update["error"] and "Viewer" in viewer_update["error"], viewer_update
     assert monitor.get("/api/v1/config")["config"]["max_workers"] == before["max_workers"]
 
+    # An Editor may press the buttons but not change the config: refused at the dry run already.
+    editor_initial, editor_update, editor_reset = run_form(options, [
+        {"do": "initial"}, {"do": "update", "values": {"max_workers": 4}}, {"do": "reset"}],
+        base=door.nginx.url, headers={"Cookie": EDITOR})
+    assert editor_initial["error"] is None
+    assert editor_update["error"] and "Admin" in editor_update["error"], editor_update
+    assert [(r["method"], r["status"]) for r in editor_update["requests"]] == [("GET", 200), ("POST", 403)]
+    assert editor_reset["error"], editor_reset
+    assert monitor.get("/api/v1/config")["config"]["max_workers"] == before["max_workers"]
+
     loaded, saved, refused, reset = run_form(options, [
         {"do": "initial"},
         {"do": "update", "values": {"max_workers": 4}},
         {"do": "update", "values": {"stability_seconds": -1}},
         {"do": "reset"},
-    ], base=door.nginx.url, headers={"Cookie": EDITOR})
+    ], base=door.nginx.url, headers={"Cookie": ADMIN})
     assert loaded["error"] is None
     assert saved["error"] is None, saved
     assert [(r["method"], r["url"], r["status"]) for r in saved["requests"]][:3] == [
@@ -497,3 +520,195 @@ def test_the_config_form_through_the_front_door(door: Door) -> None:
         "POST", "/bulletproof/api/v1/config/reset", 200)
     assert reset["notes"][0][:2] == ["success", "Config reset"]
     assert monitor.get("/api/v1/config")["config"]["max_workers"] == 2  # the defaults
+
+
+# ------------------------------------------------------------- access through the front door
+#
+# A second monitor, set up like the compose stack's (reads need credentials, the default roles,
+# only the front door trusted for X-Forwarded-For, a public URL), with no jobs: every cell of the
+# route x credential matrix is sent through nginx, with inputs that change nothing when let
+# through (unknown job ids, an invalid config, an oversized reset body).
+
+PUBLIC_HOST = "frontdoor.example"
+GATE_BODY_LIMIT = 1024
+
+
+@dataclass
+class Gate:
+    monitor: Monitor
+    nginx: Nginx
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory, door: Door) -> Iterator[Gate]:
+    root = tmp_path_factory.mktemp("gate")
+    # The compose stack's budgets: 600 requests a minute per client and route, 100 failures.
+    api = {"require_token_for_reads": True, "rate_limit_per_minute": 600,
+           "trusted_proxies": ["127.0.0.1/32"], "public_url": f"http://{PUBLIC_HOST}:3000/",
+           "max_body_bytes": GATE_BODY_LIMIT}
+    with run_monitor(root / "monitor", grafana_url=door.servers.grafana_url,
+                     api_settings=api) as monitor:
+        grafana = door.servers.grafana_url.removeprefix("http://")
+        with run_nginx(root / "nginx", grafana, f"127.0.0.1:{monitor.port}") as nginx:
+            yield Gate(monitor=monitor, nginx=nginx)
+
+
+def _credential_headers(credential: str, token: str) -> dict[str, str]:
+    if credential == "token":
+        return {"Authorization": f"Bearer {token}"}
+    if credential == "none":
+        return {}
+    return {"Cookie": f"grafana_session={credential.lower()}-session", "X-Grafana-Action": "1"}
+
+
+def _cell_request(rule: RouteRule) -> tuple[str, bytes | None]:
+    """A URL path and body for the rule that changes nothing when let through."""
+    path = rule.path.replace("{id}", "987654321")
+    if rule.path == "/api/v1/rules/match":
+        path += "?path=a.mp4"
+    if rule.path == "/api/v1/jobs" and rule.method == "POST":
+        return path, json.dumps({"path": "/not/a/watch/folder/x.mp4"}).encode()
+    if rule.path.startswith("/api/v1/config") and rule.path != "/api/v1/config/reset" \
+            and rule.method != "GET":
+        return path, json.dumps({"max_workers": 0}).encode()  # invalid: 422, or valid: false
+    if rule.path == "/api/v1/config/reset":
+        return path, b"{" + b" " * GATE_BODY_LIMIT + b"}"  # past api.max_body_bytes: 413 if let in
+    return path, None if rule.method == "GET" else b"{}"
+
+
+def test_every_cell_of_the_access_matrix_through_the_front_door(gate: Gate) -> None:
+    before = gate.monitor.get("/api/v1/config")["config"]
+    report = []
+    for rule in ROUTES:
+        path, body = _cell_request(rule)
+        for credential in CREDENTIALS:
+            expected = expected_cell(rule.permission, credential)
+            headers = {"Content-Type": "application/json",
+                       **_credential_headers(credential, gate.monitor.token)}
+            if rule.path == "/metrics":  # not published by the front door: straight to the monitor
+                url = gate.monitor.url + path
+            else:
+                url = gate.nginx.url + PROXY_PREFIX + path
+            status, data, _ = http(rule.method, url, body=body, headers=headers)
+            where = f"{rule.method} {rule.path} as {credential}"
+            if expected == "yes":
+                assert status not in (401, 403) and status < 500, f"{where}: {status} {data}"
+            else:
+                assert status == int(expected), f"{where}: {status} {data}"
+                if status == 403:
+                    assert data["error"]["code"] == "forbidden"
+                    assert data["error"]["details"]["permission"] == rule.permission.value
+                    assert data["error"]["details"]["role"] == credential
+            report.append(f"{where}: {status}")
+    # The let-through calls changed nothing.
+    assert gate.monitor.get("/api/v1/config")["config"] == before
+    assert len(report) == len(ROUTES) * len(CREDENTIALS)
+    print("\n".join(report))
+
+
+def test_foreign_hosts_and_origins_are_refused_at_the_door(gate: Gate) -> None:
+    token = {"Authorization": f"Bearer {gate.monitor.token}"}
+    status_url = gate.nginx.url + PROXY_PREFIX + "/api/v1/status"
+    # DNS rebinding: the attacker's name reaches the monitor through nginx (server_name _).
+    status, body, _ = http("GET", status_url, headers={"Host": "attacker.example", **token})
+    assert status == 421 and body["error"]["code"] == "host_not_allowed", body
+    # The front door's public name, and loopback, are allowed.
+    for host in (f"{PUBLIC_HOST}:3000", f"127.0.0.1:{gate.nginx.port}", "localhost"):
+        status, body, _ = http("GET", status_url, headers={"Host": host, **token})
+        assert status == 200, (host, status, body)
+    status, body, _ = http("GET", status_url, headers={"Origin": "https://attacker.example", **token})
+    assert status == 403 and body["error"]["code"] == "origin_not_allowed"
+
+    async def stream(origin: str) -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(gate.nginx.url + PROXY_PREFIX + "/ws/updates", headers={
+                    **token, "Origin": origin, "Connection": "Upgrade", "Upgrade": "websocket",
+                    "Sec-WebSocket-Version": "13",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as resp:
+                return resp.status, await resp.content.read(4096) if resp.status != 101 else b""
+
+    status, raw = asyncio.run(asyncio.wait_for(stream("https://attacker.example"), 15))
+    assert status == 403 and b"origin_not_allowed" in raw and b"snapshot" not in raw
+
+    async def snapshot(origin: str) -> dict:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(gate.nginx.url + PROXY_PREFIX + "/ws/updates",
+                                          headers={**token, "Origin": origin}) as ws:
+                return json.loads((await ws.receive(timeout=10)).data)
+
+    first = asyncio.run(asyncio.wait_for(snapshot(f"http://{PUBLIC_HOST}:3000"), 15))
+    assert first["type"] == "snapshot"
+
+
+def _from(source: str, method: str, url: str, headers: dict[str, str],
+          body: bytes | None = None) -> tuple[int, Any]:
+    """One request to nginx from the local address `source` (a client nginx sees as that)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http_client.HTTPConnection(parts.hostname, parts.port, timeout=15,
+                                            source_address=(source, 0))
+    try:
+        connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                           body=body, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        connection.close()
+
+
+def test_spoofed_forwarded_for_does_not_sidestep_the_lockout(gate: Gate) -> None:
+    url = gate.nginx.url + PROXY_PREFIX + "/api/v1/queue/pause"
+    statuses = []
+    for i in range(120):
+        # Each attempt claims another address; nginx appends the real one (127.0.0.2) last.
+        status, _ = _from("127.0.0.2", "POST", url, {
+            "Authorization": f"Bearer wrong-{i}", "X-Forwarded-For": f"198.51.100.{i}",
+            "Content-Type": "application/json"}, b"{}")
+        statuses.append(status)
+    assert statuses[:100] == [401] * 100, statuses
+    assert set(statuses[100:]) == {429}, statuses
+    # Even the right token from that address waits now; another client is not locked out.
+    right = {"Authorization": f"Bearer {gate.monitor.token}", "Content-Type": "application/json"}
+    assert _from("127.0.0.2", "POST", url, {**right, "X-Forwarded-For": "192.0.2.99"}, b"{}")[0] == 429
+    assert _from("127.0.0.3", "POST", url, right, b"{}")[0] == 200
+    audit = gate.monitor.call("GET", "/api/v1/audit?limit=30")[1]["entries"]
+    locked = [e for e in audit if e["result"] == "rate_limited"]
+    assert locked and {e["address"] for e in locked} == {"127.0.0.2"}
+
+
+def test_the_audit_trail_through_the_front_door_and_the_cli(gate: Gate) -> None:
+    pause = gate.nginx.url + PROXY_PREFIX + "/api/v1/queue/pause"
+    json_headers = {"Content-Type": "application/json", "X-Grafana-Action": "1"}
+    status, _ = _from("127.0.0.4", "POST", pause, {**json_headers, "Cookie": EDITOR}, b"{}")
+    assert status == 200
+    config = gate.monitor.get("/api/v1/config")["config"]
+    status, body = _from("127.0.0.4", "PUT", gate.nginx.url + PROXY_PREFIX + "/api/v1/config",
+                         {**json_headers, "Cookie": EDITOR}, json.dumps(config).encode())
+    assert status == 403 and body["error"]["details"]["required_role"] == "Admin"
+
+    env = {**os.environ, "BULLETPROOF_API_TOKEN": gate.monitor.token}
+    command = [sys.executable, "-m", "bulletproof", "audit", "--url", gate.nginx.url + PROXY_PREFIX,
+               "--limit", "2"]
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    refused, paused = json.loads(done.stdout)["entries"]
+    assert (paused["action"], paused["status"], paused["result"]) == ("queue.pause", 200, "ok")
+    assert (paused["principal"], paused["role"], paused["address"]) == ("erin", "Editor", "127.0.0.4")
+    assert (refused["action"], refused["status"], refused["result"], refused["code"]) == (
+        "config.update", 403, "forbidden", "forbidden")
+    assert (refused["principal"], refused["role"], refused["address"]) == ("erin", "Editor", "127.0.0.4")
+    table = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert "config.update" in table.stdout and "erin (Editor)" in table.stdout
+    assert "forbidden (forbidden)" in table.stdout and "older: --before" in table.stdout
+    # An Editor may not read the trail; without the token the CLI says so (exit 5).
+    status, _ = _from("127.0.0.4", "GET", gate.nginx.url + PROXY_PREFIX + "/api/v1/audit",
+                      {"Cookie": EDITOR})
+    assert status == 403
+    denied = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in env.items() if k != "BULLETPROOF_API_TOKEN"})
+    assert denied.returncode == 5 and "error:" in denied.stderr
+    # Counted too.
+    metrics = urllib.request.urlopen(gate.monitor.url + "/metrics", timeout=10).read().decode()
+    assert re.search(r'bulletproof_api_control_requests_total\{action="config.update",'
+                     r'result="forbidden"\} [1-9]', metrics)

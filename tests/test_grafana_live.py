@@ -154,13 +154,15 @@ RULES = [
 
 @contextlib.contextmanager
 def run_monitor(folder: Path, *, grafana_url: str | None = None, max_workers: int = 2,
-                **overrides: Any) -> Iterator[Monitor]:
-    """Start `bulletproof run --config <file>` with its API on a free loopback port and a token."""
+                api_settings: dict[str, Any] | None = None, **overrides: Any) -> Iterator[Monitor]:
+    """Start `bulletproof run --config <file>` with its API on a free loopback port and a token
+    (`api_settings` adds to or overrides the test's `api` section)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = promstack.free_port()
     api: dict[str, Any] = {"listen": f"127.0.0.1:{port}", "rate_limit_per_minute": 100_000}
     if grafana_url:
         api["grafana"] = {"url": grafana_url, "min_role": "Editor", "cache_seconds": 0}
+    api.update(api_settings or {})
     overrides.setdefault("profiles", SLOW_PROFILE)
     overrides.setdefault("rules", RULES)
     overrides.setdefault("ffmpeg", {"nice": 0, "threads": 1})

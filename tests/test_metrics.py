@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bulletproof import __version__
 from bulletproof import events as ev
+from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.models import FailureReason, IgnoreReason, JobState, Outcome, QueueTrigger
 from bulletproof.samples import make_corrupt_clip
 from bulletproof.store import NewJob
@@ -31,6 +32,7 @@ from exporter.metrics import (
     QUEUE_WAIT_BUCKETS,
     BulletproofMetrics,
 )
+from exporter.permissions import AUDITED_ACTIONS
 from tests.conftest import until
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -355,6 +357,7 @@ def assert_bounded_labels(s: Scrape, monitor) -> None:
         "folder": {str(f.path) for f in monitor.config.monitor_folder},
         "le": None, "version": None, "ffmpeg_version": None,  # le: fixed buckets; build info: one series
         "handler": None, "method": None, "code": None,  # route templates, checked by the API's tests
+        "action": set(AUDITED_ACTIONS), "result": set(AUDIT_RESULTS),
     }
     for name, series in s.samples.items():
         if not name.startswith("bulletproof_") or name == "bulletproof_worker_job_info":

@@ -148,13 +148,24 @@ async def test_no_token_loopback_exemption_is_for_local_direct_clients_only(
     response = await client.post("/api/v1/queue/pause", headers={"X-Forwarded-For": "10.1.2.3"})
     assert response.status == 403
     assert "proxy" in (await error_of(response))["message"]
-    # DNS rebinding: a page of evil.example resolved to 127.0.0.1.
+    # DNS rebinding: a page of evil.example resolved to 127.0.0.1 (refused for everyone, 421).
     response = await client.post("/api/v1/queue/pause", headers={"Host": "evil.example:8080"})
+    assert response.status == 421
+    assert (await error_of(response))["code"] == "host_not_allowed"
+    # An allowed host that is not loopback is still no "local client without a token".
+    client = await make_client(api_settings(listen="127.0.0.1:8080",
+                                            allowed_hosts=["monitor.example"]))
+    response = await client.post("/api/v1/queue/pause", headers={"Host": "monitor.example:8080"})
     assert response.status == 403
     assert "Host" in (await error_of(response))["message"]
-    # A cross-site form post from a page in the local browser.
+    # A cross-site form post from a page in the local browser (refused for everyone, 403).
     response = await client.post("/api/v1/queue/pause", data={"x": "1"},
                                  headers={"Origin": "https://evil.example"})
+    assert response.status == 403
+    assert (await error_of(response))["code"] == "origin_not_allowed"
+    # A page on another local port is allowed by the Host/Origin check, but is not this API's
+    # own origin: no anonymous change from it.
+    response = await client.post("/api/v1/queue/pause", headers={"Origin": "http://localhost:5173"})
     assert response.status == 403
     assert "cross-origin" in (await error_of(response))["message"]
     # Same-origin (Origin names this very host) is fine.
@@ -167,9 +178,14 @@ def test_startup_warnings_say_what_happens_without_a_token() -> None:
     [loopback] = Security(api_settings(listen="127.0.0.1:8080"), None).startup_warnings()
     assert loopback.startswith("no API token configured: mutating calls are accepted only "
                                "because the API listens on loopback")
-    [open_] = Security(api_settings(listen="0.0.0.0:8080"), None).startup_warnings()
+    [open_] = Security(api_settings(listen="0.0.0.0:8080", allowed_hosts=["monitor"]),
+                       None).startup_warnings()
     assert "mutating calls are refused" in open_ and "not loopback" in open_
-    assert Security(api_settings(listen="0.0.0.0:8080"), TOKEN).startup_warnings() == []
+    assert Security(api_settings(listen="0.0.0.0:8080", allowed_hosts=["monitor"]),
+                    TOKEN).startup_warnings() == []
+    # Listening on every interface while answering for no name but loopback is a 421 waiting.
+    [names] = Security(api_settings(listen="0.0.0.0:8080"), TOKEN).startup_warnings()
+    assert "api.allowed_hosts" in names and "421" in names
     warnings = Security(api_settings(), "short").startup_warnings()
     assert any("shorter than 16" in w for w in warnings)
     assert all("short" not in w.split("shorter")[0] for w in warnings)  # the token is not shown
@@ -316,7 +332,8 @@ async def test_grafana_editor_may_act_viewer_may_not(make_client: MakeClient, gr
     assert response.status == 403
     error = await error_of(response)
     assert error["code"] == "forbidden"
-    assert error["details"] == {"role": "Viewer", "required_role": "Editor"}
+    assert error["details"] == {"role": "Viewer", "required_role": "Editor",
+                                "permission": "control"}
 
     response = await client.post("/api/v1/queue/pause", headers={**session("no-role-session"),
                                                                  **ACTION})
@@ -539,6 +556,24 @@ async def test_failed_authentication_attempts_count(make_client: MakeClient) -> 
     assert (await client.post("/api/v1/queue/pause", headers=BEARER)).status == 200
 
 
+async def test_the_failure_budget_does_not_grow_with_the_rate_limit(make_client: MakeClient) -> None:
+    clock = FakeClock()
+    client = await make_client(api_settings(rate_limit_per_minute=1000, auth_failures_per_minute=5),
+                               TOKEN, clock=clock)
+    for i in range(5):
+        assert (await client.post("/api/v1/queue/pause",
+                                  headers={"Authorization": f"Bearer {i}"})).status == 401
+    response = await client.post("/api/v1/queue/pause", headers=BEARER)
+    assert response.status == 429
+    error = await error_of(response)
+    assert "api.auth_failures_per_minute" in error["message"]
+    assert error["details"]["limit_per_minute"] == 5
+    # Calls without credentials are not guesses: the rate limit alone applies to them.
+    assert (await client.get("/api/v1/status")).status == 200
+    clock.advance(12)  # one failure back (5 a minute)
+    assert (await client.post("/api/v1/queue/pause", headers=BEARER)).status == 200
+
+
 async def test_missing_credentials_count_against_the_address(make_client: MakeClient) -> None:
     clock = FakeClock()
     client = await make_client(api_settings(rate_limit_per_minute=10), TOKEN, clock=clock)
@@ -571,6 +606,26 @@ def test_client_address_takes_the_last_untrusted_hop() -> None:
     # 6.6.6.6 is whatever the client claimed and is ignored.
     assert request.remote == "127.0.0.1"
     assert security.client_address(request) == "203.0.113.9"
+
+
+def test_a_trusted_subnet_would_let_clients_pick_their_address() -> None:
+    """The compose stack's old set-up: trusting the front door's whole subnet also trusts the
+    Docker gateway every browser connection comes from, so the client's own claim wins. Trusting
+    the front door's address only, the gateway is the client."""
+    from aiohttp.test_utils import make_mocked_request
+
+    def client(trusted: list[str]) -> str:
+        request = make_mocked_request(
+            "POST", "/api/v1/queue/pause",
+            headers={"X-Forwarded-For": "203.0.113.77, 172.31.247.1"}).clone(remote="172.31.247.10")
+        return Security(api_settings(), TOKEN, trusted_proxies=trusted).client_address(request)
+
+    assert client(["172.31.247.0/24"]) == "203.0.113.77"  # the hole
+    assert client(["172.31.247.10/32"]) == "172.31.247.1"
+    # Hops that do not parse end the walk at the last good one (never the client's words).
+    request = make_mocked_request("GET", "/", headers={"X-Forwarded-For": "1.2.3.4, junk"}
+                                  ).clone(remote="127.0.0.1")
+    assert Security(api_settings(), TOKEN).client_address(request) == "127.0.0.1"
 
 
 def test_rate_limiter_memory_is_bounded() -> None:
@@ -617,7 +672,7 @@ async def test_cors_preflight_from_allowed_origin(make_client: MakeClient) -> No
 
 
 async def test_no_cors_by_default(make_client: MakeClient) -> None:
-    client = await make_client(api_settings(), TOKEN)
+    client = await make_client(api_settings(allowed_hosts=["grafana.example.org"]), TOKEN)
     origin = "https://grafana.example.org"
     response = await client.options("/api/v1/queue/pause", headers={
         "Origin": origin, "Access-Control-Request-Method": "POST"})
@@ -626,6 +681,12 @@ async def test_no_cors_by_default(make_client: MakeClient) -> None:
     response = await client.get("/api/v1/status", headers={"Origin": origin})
     assert response.status == 200
     assert not any(h.lower().startswith("access-control-") for h in response.headers)
+    # An origin on no allowed host is refused outright, preflight or not.
+    for method in ("OPTIONS", "GET"):
+        response = await client.request(method, "/api/v1/status", headers={
+            "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"})
+        assert response.status == 403 and (await error_of(response))["code"] == "origin_not_allowed"
+        assert not any(h.lower().startswith("access-control-") for h in response.headers)
 
 
 # ------------------------------------------------------------------------------ resolve_token
