@@ -51,6 +51,10 @@ class MediaInfo:
     duration: float | None
     has_video: bool
     has_audio: bool
+    video_codec: str | None = None  # ffprobe's codec_name of the first video stream
+    audio_codec: str | None = None
+    height: int | None = None
+    format_name: str | None = None  # e.g. "mov,mp4,m4a,3gp,3g2,mj2"
 
 
 def media_arg(path: Path) -> str:
@@ -135,7 +139,7 @@ def find_ffmpeg(settings: FfmpegSettings) -> FfmpegBinaries:
     return FfmpegBinaries(ffmpeg, _find_ffprobe(settings, ffmpeg), version, source)
 
 
-async def _run_capture(args: list[str], timeout: float) -> tuple[int, str, str]:
+async def run_capture(args: list[str], timeout: float) -> tuple[int, str, str]:
     """Run a short-lived command; returns (returncode, stdout, stderr). Kills it on timeout."""
     proc = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL,
@@ -177,11 +181,25 @@ def _float_or_none(value: Any) -> float | None:
     return result if result >= 0 else None
 
 
+def _first(streams: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    # Cover art is a video stream too; it is not what a profile's video settings are about.
+    return next((s for s in streams if s.get("codec_type") == kind
+                 and not (s.get("disposition") or {}).get("attached_pic")), None)
+
+
 def _parse_ffprobe(stdout: str) -> MediaInfo:
     data = json.loads(stdout or "{}")
-    kinds = {s.get("codec_type") for s in data.get("streams", [])}
-    duration = _float_or_none(data.get("format", {}).get("duration"))
-    return MediaInfo(duration, "video" in kinds, "audio" in kinds)
+    streams = data.get("streams", [])
+    kinds = {s.get("codec_type") for s in streams}
+    fmt = data.get("format", {})
+    duration = _float_or_none(fmt.get("duration"))
+    video, audio = _first(streams, "video"), _first(streams, "audio")
+    height = video.get("height") if video else None
+    return MediaInfo(duration, "video" in kinds, "audio" in kinds,
+                     video_codec=video.get("codec_name") if video else None,
+                     audio_codec=audio.get("codec_name") if audio else None,
+                     height=height if isinstance(height, int) else None,
+                     format_name=fmt.get("format_name"))
 
 
 def _parse_ffmpeg_header(stderr: str) -> MediaInfo:
@@ -203,11 +221,13 @@ async def probe(binaries: FfmpegBinaries, path: Path, *, timeout: float = 30.0) 
         raise TranscodeError(f"not a regular file: {path}", reason=FailureReason.INPUT_INVALID)
     if binaries.ffprobe is not None:
         args = [binaries.ffprobe, "-v", "error", "-of", "json",
-                "-show_entries", "format=duration:stream=codec_type", media_arg(path)]
+                "-show_entries",
+                "format=duration,format_name:stream=codec_type,codec_name,height:stream_disposition=attached_pic",
+                media_arg(path)]
     else:
         args = [binaries.ffmpeg, "-hide_banner", "-nostdin", "-i", media_arg(path)]
     try:
-        code, out, err = await _run_capture(args, timeout)
+        code, out, err = await run_capture(args, timeout)
     except TimeoutError:
         raise TranscodeError(
             f"probing took longer than {timeout:g} s", reason=FailureReason.TIMEOUT
@@ -245,6 +265,7 @@ class Progress:
     speed: float | None
     eta_seconds: float | None
     out_time_seconds: float
+    ended: bool = False  # from ffmpeg's final `progress=end` block (also printed when it is stopped)
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -315,7 +336,7 @@ class ProgressParser:
             self._out_time = out_time
         speed = _speed(block.get("speed"))
         if ended:
-            return Progress(1.0, speed, 0.0, self._out_time)
+            return Progress(1.0, speed, 0.0, self._out_time, ended=True)
         if self.duration is None:
             return Progress(0.0, speed, None, self._out_time)
         ratio = min(1.0, max(0.0, self._out_time / self.duration))

@@ -19,6 +19,15 @@ MUXERS: dict[str, str] = {
 }
 
 
+class ProfileVerify(BaseModel):
+    """A profile's own verification settings; unset keys follow the config's `verify`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Literal["off", "basic", "decode"] | None = None
+    duration: bool = True
+
+
 class Profile(BaseModel):
     """One ffmpeg recipe; `video_codec: null` makes an audio-only output."""
 
@@ -35,6 +44,10 @@ class Profile(BaseModel):
     audio_codec: str | None = "aac"
     audio_bitrate: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?[kKmM]?$")
     extra_args: list[str] = Field(default_factory=list)
+    verify: ProfileVerify = Field(default_factory=ProfileVerify)
+    skip_if_target: bool = False
+    skip_action: Literal["none", "copy", "link"] = "none"
+    keep_source_if_larger: bool = False
 
     @field_validator("extra_args")
     @classmethod

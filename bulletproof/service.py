@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -148,16 +149,41 @@ class Monitor:
 
     def _add_job(self, found: StableFile, match: RuleMatch, *, force: bool,
                  priority: int | None = None, trigger: QueueTrigger = QueueTrigger.DETECTED) -> Job | None:
-        output = output_path_for(self.config, found.rel_path, match.profile_name, match.profile,
-                                 match.rule_name)
-        job = self.store.add(NewJob(
+        new = NewJob(
             source_path=str(found.path), rel_path=found.rel_path,
             watch_folder=str(found.watch_folder), size=found.size, mtime_ns=found.mtime_ns,
-            profile=match.profile_name, rule=match.rule_name, output_path=str(output),
-            priority=match.priority if priority is None else priority), force=force)
-        if job is not None:
+            profile=match.profile_name, rule=match.rule_name, output_path="",
+            priority=match.priority if priority is None else priority)
+        try:
+            output = output_path_for(self.config, found.rel_path, match.profile_name, match.profile,
+                                     match.rule_name)
+        except PathError as exc:
+            return self._add_unrunnable(new, str(exc), force=force)
+        new = dataclasses.replace(new, output_path=str(output))
+        job, applied = self.store.add_reserving(new, policy=self.config.output_conflict, force=force)
+        if job is None:
+            return None
+        if applied is not None:
+            log.warning("output name taken", extra={"job": job.id, "wanted": str(output),
+                                                    "output": job.output_path, "policy": applied})
+            self.bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=str(output)))
+        if job.state is JobState.QUEUED:
             self.bus.publish(ev.JobQueued(job=job, trigger=trigger))
             self._wake()
+        else:  # output_conflict skip or fail ended it at once
+            outcome = ev.Outcome.SKIPPED if job.state is JobState.SKIPPED else ev.Outcome.FAILED
+            self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=outcome, reason=job.reason,
+                                            busy_seconds=0.0))
+        return job
+
+    def _add_unrunnable(self, new: NewJob, error: str, *, force: bool) -> Job | None:
+        """Record a job whose output path cannot be made (hostile names): failed, with the reason."""
+        log.warning("invalid output path", extra={"source": new.source_path, "error": error})
+        job = self.store.add_failed(dataclasses.replace(new, output_path=str(self.config.output_folder)),
+                                    reason=FailureReason.OUTPUT_PATH_INVALID, error=error, force=force)
+        if job is not None:
+            self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
+                                            reason=FailureReason.OUTPUT_PATH_INVALID, busy_seconds=0.0))
         return job
 
     def _wake(self) -> None:
