@@ -2,7 +2,8 @@
 
 A source cut off in the middle (a truncated upload whose index still declares the full length)
 makes ffmpeg exit 0 with a short output. Comparing the output's duration with the source's
-declared one, and with how far ffmpeg itself got, tells a truncated input from a bad output.
+declared one catches it; reading (not decoding) the source to its end tells a truncated input
+from a bad output.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from pathlib import Path
 
 from bulletproof.config import VerifySettings
 from bulletproof.errors import TranscodeError
-from bulletproof.ffprobe import FfmpegBinaries, MediaInfo, media_arg, probe, run_capture
+from bulletproof.ffprobe import (
+    FfmpegBinaries,
+    MediaInfo,
+    ProgressParser,
+    media_arg,
+    probe,
+    run_capture,
+)
 from bulletproof.models import FailureReason, VerificationResult
 from bulletproof.profiles import Profile
 
@@ -56,11 +64,31 @@ def plan_for(settings: VerifySettings, profile: Profile, source: MediaInfo) -> V
     )
 
 
-def _looks_truncated(read_seconds: float | None, plan: VerifyPlan, stderr_tail: str) -> bool:
-    """True when ffmpeg itself got less far than the source declares, or said the input ended."""
+async def readable_seconds(binaries: FfmpegBinaries, source: Path, expected: float | None) -> float | None:
+    """How many seconds of `source` can actually be read (demuxed, no decoding); None if unknown."""
+    args = [binaries.ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-progress", "pipe:1",
+            "-nostats", "-i", media_arg(source), "-map", "0:v?", "-map", "0:a?", "-c", "copy",
+            "-f", "null", "-"]
+    try:
+        _code, out, _err = await run_capture(args, max(_DECODE_TIMEOUT_FLOOR, expected or 0.0))
+    except (TimeoutError, OSError):
+        return None
+    parser = ProgressParser(expected)
+    reached = None
+    for line in out.splitlines():
+        progress = parser.feed(line)
+        if progress is not None:
+            reached = progress.out_time_seconds
+    return reached
+
+
+async def _is_truncated(binaries: FfmpegBinaries, source: Path, plan: VerifyPlan,
+                        stderr_tail: str) -> bool:
+    """True when the source holds less media than it declares (or ffmpeg said its data ended)."""
     assert plan.expected_duration is not None
-    if read_seconds is not None and read_seconds < plan.expected_duration - plan.tolerance:
-        return True
+    readable = await readable_seconds(binaries, source, plan.expected_duration)
+    if readable is not None:
+        return readable < plan.expected_duration - plan.tolerance
     return any(hint in stderr_tail for hint in _TRUNCATION_HINTS)
 
 
@@ -83,10 +111,11 @@ async def _decode_all(binaries: FfmpegBinaries, path: Path, expected: float | No
 
 
 async def verify_output(binaries: FfmpegBinaries, path: Path, plan: VerifyPlan, *,
-                        read_seconds: float | None, stderr_tail: str) -> Verdict:
+                        source: Path, stderr_tail: str) -> Verdict:
     """Check the output at `path` against `plan`; TranscodeError with the reason when it fails.
 
-    `read_seconds` is the last media time ffmpeg reported, `stderr_tail` what it said.
+    A short output is blamed on the input (`input_truncated`) when `source` itself holds less
+    media than it declares; `stderr_tail` is what ffmpeg said while transcoding.
     """
     if plan.level == "off":
         return Verdict(VerificationResult.DISABLED, None)
@@ -109,7 +138,7 @@ async def verify_output(binaries: FfmpegBinaries, path: Path, plan: VerifyPlan, 
             raise TranscodeError("the output declares no duration",
                                  reason=FailureReason.VERIFICATION_FAILED)
         if abs(actual - expected) > plan.tolerance:
-            truncated = actual < expected and _looks_truncated(read_seconds, plan, stderr_tail)
+            truncated = actual < expected and await _is_truncated(binaries, source, plan, stderr_tail)
             what = "the input ends early" if truncated else "the output's duration is wrong"
             raise TranscodeError(
                 f"{what}: expected {expected:.2f} s (declared by the source), got {actual:.2f} s "

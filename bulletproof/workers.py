@@ -332,9 +332,8 @@ class WorkerPool:
         """Verify the finished temporary; False keeps the source instead of a larger output."""
         assert slot.job is not None
         job = slot.job
-        read = last.out_time_seconds if last is not None else None
         try:
-            verdict = await verify_output(self._binaries, temp, plan, read_seconds=read,
+            verdict = await verify_output(self._binaries, temp, plan, source=Path(job.source_path),
                                           stderr_tail=tail)
         except TranscodeError as exc:
             self._bus.publish(ev.OutputVerified(
