@@ -38,7 +38,15 @@ from prometheus_client.openmetrics import exposition as openmetrics_exposition
 
 from bulletproof import events as ev
 from bulletproof.events import EventBus
-from bulletproof.models import FailureReason, IgnoreReason, JobState, Outcome, QueueTrigger
+from bulletproof.models import (
+    FailureReason,
+    IgnoreReason,
+    JobState,
+    Outcome,
+    QueueTrigger,
+    SkipReason,
+    VerificationResult,
+)
 from bulletproof.view import MonitorView
 from exporter.collector import StateCollector, nonneg
 
@@ -52,6 +60,9 @@ IGNORE_REASONS: tuple[str, ...] = tuple(r.value for r in IgnoreReason)
 #: A cancelled attempt is counted by bulletproof_jobs_cancelled_total, not as a failure.
 FAILURE_REASONS: tuple[str, ...] = tuple(
     r.value for r in FailureReason if r is not FailureReason.CANCELLED)
+SKIP_REASONS: tuple[str, ...] = tuple(r.value for r in SkipReason)
+VERIFICATION_RESULTS: tuple[str, ...] = tuple(r.value for r in VerificationResult)
+CONFLICT_POLICIES: tuple[str, ...] = ("rename", "skip", "overwrite", "fail")
 RETRY_TRIGGERS: dict[QueueTrigger, str] = {
     QueueTrigger.AUTO_RETRY: "auto", QueueTrigger.MANUAL_RETRY: "manual"}
 ENQUEUE_TRIGGERS: frozenset[QueueTrigger] = frozenset({QueueTrigger.DETECTED, QueueTrigger.API})
@@ -147,6 +158,15 @@ class BulletproofMetrics:
                                    ["profile", "reason"])
         self.jobs_cancelled = counter("bulletproof_jobs_cancelled_total",
                                       "Jobs cancelled (queued or running).", ["profile"])
+        self.jobs_skipped = counter("bulletproof_jobs_skipped_total",
+                                    "Jobs that ended skipped (no work needed, or the result was "
+                                    "not kept), by reason.", ["profile", "reason"])
+        self.verifications = counter("bulletproof_verifications_total",
+                                     "Checks of finished outputs before publishing, by result.",
+                                     ["result"])
+        self.output_conflicts = counter("bulletproof_output_conflicts_total",
+                                        "New jobs whose output name was taken, by the output_conflict "
+                                        "policy applied.", ["policy"])
         self.jobs_retried = counter(
             "bulletproof_jobs_retried_total",
             "Jobs queued again, by trigger (auto retry after a failure, manual retry).",
@@ -177,6 +197,10 @@ class BulletproofMetrics:
 
         for reason in IGNORE_REASONS:
             self.files_ignored.labels(reason=reason)
+        for result in VERIFICATION_RESULTS:
+            self.verifications.labels(result=result)
+        for policy in CONFLICT_POLICIES:
+            self.output_conflicts.labels(policy=policy)
         self._init_profiles()
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event)
 
@@ -202,6 +226,8 @@ class BulletproofMetrics:
             family.labels(profile=profile)
         for reason in FAILURE_REASONS:
             self.jobs_failed.labels(profile=profile, reason=reason)
+        for reason in SKIP_REASONS:
+            self.jobs_skipped.labels(profile=profile, reason=reason)
         for trigger in RETRY_TRIGGERS.values():
             self.jobs_retried.labels(profile=profile, trigger=trigger)
 
@@ -219,6 +245,11 @@ class BulletproofMetrics:
             elif event.trigger in RETRY_TRIGGERS:
                 self.jobs_retried.labels(profile=profile, trigger=RETRY_TRIGGERS[event.trigger]).inc()
             # RECOVERED (after a restart or a clean shutdown) is neither new work nor a retry.
+        elif isinstance(event, ev.OutputVerified):
+            self.verifications.labels(result=VerificationResult(event.result).value).inc()
+        elif isinstance(event, ev.OutputConflict):
+            if event.policy in CONFLICT_POLICIES:
+                self.output_conflicts.labels(policy=event.policy).inc()
         elif isinstance(event, ev.FileDetected):
             self.files_detected.inc()
         elif isinstance(event, ev.FileIgnored):
@@ -243,6 +274,9 @@ class BulletproofMetrics:
             self.jobs_failed.labels(profile=profile, reason=FailureReason(reason).value).inc()
         elif event.outcome is Outcome.CANCELLED:
             self.jobs_cancelled.labels(profile=profile).inc()
+        elif event.outcome is Outcome.SKIPPED:
+            reason = SkipReason(event.reason or job.reason or SkipReason.ALREADY_TARGET)
+            self.jobs_skipped.labels(profile=profile, reason=reason.value).inc()
 
     # -- HTTP ---------------------------------------------------------------------------------
 

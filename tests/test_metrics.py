@@ -21,7 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bulletproof import __version__
 from bulletproof import events as ev
-from bulletproof.models import FailureReason, IgnoreReason, JobState, Outcome, QueueTrigger
+from bulletproof.models import (
+    FailureReason,
+    IgnoreReason,
+    JobState,
+    Outcome,
+    QueueTrigger,
+    SkipReason,
+    VerificationResult,
+)
 from bulletproof.samples import make_corrupt_clip
 from bulletproof.store import NewJob
 from exporter.metrics import (
@@ -34,8 +42,9 @@ from exporter.metrics import (
 from tests.conftest import until
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-STATES = ["queued", "processing", "paused", "completed", "failed", "cancelled"]
-OUTCOMES = ["completed", "failed", "cancelled"]
+STATES = ["queued", "processing", "paused", "completed", "failed", "cancelled", "skipped"]
+OUTCOMES = ["completed", "failed", "cancelled", "skipped"]
+SKIPS = [r.value for r in SkipReason]
 IGNORE = [r.value for r in IgnoreReason]
 PER_SLOT = [
     "bulletproof_worker_busy", "bulletproof_worker_paused", "bulletproof_worker_progress_ratio",
@@ -164,6 +173,12 @@ async def test_every_family_exists_zero_initialised_from_the_start(running) -> N
         tuple(sorted({"profile": p, "reason": r}.items())): 0 for p in profiles for r in FAILURE_REASONS}
     assert s.series("bulletproof_jobs_retried_total") == {
         tuple(sorted({"profile": p, "trigger": t}.items())): 0 for p in profiles for t in ("auto", "manual")}
+    assert s.series("bulletproof_jobs_skipped_total") == {
+        tuple(sorted({"profile": p, "reason": r}.items())): 0 for p in profiles for r in SKIPS}
+    assert s.series("bulletproof_verifications_total") == {
+        (("result", r.value),): 0 for r in VerificationResult}
+    assert s.series("bulletproof_output_conflicts_total") == {
+        (("policy", p),): 0 for p in ("rename", "skip", "overwrite", "fail")}
 
     for name, buckets in (("bulletproof_job_duration_seconds", JOB_DURATION_BUCKETS),
                           ("bulletproof_job_queue_wait_seconds", QUEUE_WAIT_BUCKETS)):
@@ -349,7 +364,8 @@ def add_history(monitor, n: int, start: int, folder: Path) -> None:
 def assert_bounded_labels(s: Scrape, monitor) -> None:
     """No label value on any bulletproof series is a job id or a path (except per-slot job info)."""
     allowed = {
-        "state": set(STATES), "outcome": set(OUTCOMES), "reason": set(IGNORE) | set(FAILURE_REASONS),
+        "state": set(STATES), "outcome": set(OUTCOMES), "reason": set(IGNORE) | set(FAILURE_REASONS) | set(SKIPS),
+        "result": {r.value for r in VerificationResult}, "policy": {"rename", "skip", "overwrite", "fail"},
         "trigger": {"auto", "manual"}, "profile": set(monitor.view.profiles()),
         "worker": {str(i) for i in range(monitor.view.max_workers)},
         "folder": {str(f.path) for f in monitor.config.monitor_folder},
