@@ -131,6 +131,18 @@ class OutputVerified(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QualityScored(Event):
+    """A profile's quality gate scored an output against its source."""
+
+    job_id: int
+    profile: str
+    metric: str
+    score: float
+    threshold: float
+    passed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRemoved(Event):
     """A finished job was deleted from history."""
 

@@ -17,6 +17,7 @@ from bulletproof.errors import FfmpegNotFound, TranscodeError
 from bulletproof.models import FailureReason
 
 _VERSION_RE = re.compile(r"version\s+(\S+)")
+_FILTER_LINE = re.compile(r"^ [A-Z.|]{3} (\S+) ", re.MULTILINE)
 _DURATION_RE = re.compile(r"^\s*Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", re.MULTILINE)
 _STREAM_RE = re.compile(r"^\s+Stream #\d+:\d+\S*: (Video|Audio):", re.MULTILINE)
 # ffmpeg's words when writing the output failed. It can still exit 0 after these (a full disk
@@ -42,6 +43,7 @@ class FfmpegBinaries:
     ffprobe: str | None
     version: str
     source: str
+    filters: frozenset[str] = frozenset()  # what `ffmpeg -filters` lists (ssim, libvmaf...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class MediaInfo:
     has_audio: bool
     video_codec: str | None = None  # ffprobe's codec_name of the first video stream
     audio_codec: str | None = None
+    width: int | None = None
     height: int | None = None
     format_name: str | None = None  # e.g. "mov,mp4,m4a,3gp,3g2,mj2"
 
@@ -136,7 +139,18 @@ def find_ffmpeg(settings: FfmpegSettings) -> FfmpegBinaries:
                 + ". Install ffmpeg, set ffmpeg.path, or install bulletproof[bundled-ffmpeg]."
             )
     version = _version_of(ffmpeg)
-    return FfmpegBinaries(ffmpeg, _find_ffprobe(settings, ffmpeg), version, source)
+    return FfmpegBinaries(ffmpeg, _find_ffprobe(settings, ffmpeg), version, source,
+                          filters=ffmpeg_filters(ffmpeg))
+
+
+def ffmpeg_filters(ffmpeg: str) -> frozenset[str]:
+    """The filter names this ffmpeg build has (`ffmpeg -filters`); empty when it cannot tell."""
+    try:
+        done = subprocess.run([ffmpeg, "-hide_banner", "-filters"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(_FILTER_LINE.findall(done.stdout))
 
 
 async def run_capture(args: list[str], timeout: float) -> tuple[int, str, str]:
@@ -194,10 +208,12 @@ def _parse_ffprobe(stdout: str) -> MediaInfo:
     fmt = data.get("format", {})
     duration = _float_or_none(fmt.get("duration"))
     video, audio = _first(streams, "video"), _first(streams, "audio")
+    width = video.get("width") if video else None
     height = video.get("height") if video else None
     return MediaInfo(duration, "video" in kinds, "audio" in kinds,
                      video_codec=video.get("codec_name") if video else None,
                      audio_codec=audio.get("codec_name") if audio else None,
+                     width=width if isinstance(width, int) else None,
                      height=height if isinstance(height, int) else None,
                      format_name=fmt.get("format_name"))
 
@@ -222,7 +238,7 @@ async def probe(binaries: FfmpegBinaries, path: Path, *, timeout: float = 30.0) 
     if binaries.ffprobe is not None:
         args = [binaries.ffprobe, "-v", "error", "-of", "json",
                 "-show_entries",
-                "format=duration,format_name:stream=codec_type,codec_name,height:stream_disposition=attached_pic",
+                "format=duration,format_name:stream=codec_type,codec_name,width,height:stream_disposition=attached_pic",
                 media_arg(path)]
     else:
         args = [binaries.ffmpeg, "-hide_banner", "-nostdin", "-i", media_arg(path)]

@@ -44,6 +44,7 @@ class FailureReason(StrEnum):
     OUTPUT_CONFLICT = "output_conflict"
     INPUT_TRUNCATED = "input_truncated"
     VERIFICATION_FAILED = "verification_failed"
+    QUALITY_BELOW_THRESHOLD = "quality_below_threshold"
 
 
 class SkipReason(StrEnum):

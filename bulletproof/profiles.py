@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Container = Literal["mp4", "mkv", "mov", "webm", "m4a", "mp3"]
 
@@ -28,6 +28,22 @@ class ProfileVerify(BaseModel):
     duration: bool = True
 
 
+class QualityGate(BaseModel):
+    """Fail an output whose score against its source is under `min` (ssim 0..1, psnr dB, vmaf 0..100)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Literal["ssim", "psnr", "vmaf"] = "ssim"
+    min: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> QualityGate:
+        top = {"ssim": 1.0, "psnr": 100.0, "vmaf": 100.0}[self.metric]
+        if self.min > top:
+            raise ValueError(f"min: a {self.metric} score is at most {top:g}")
+        return self
+
+
 class Profile(BaseModel):
     """One ffmpeg recipe; `video_codec: null` makes an audio-only output."""
 
@@ -48,6 +64,7 @@ class Profile(BaseModel):
     skip_if_target: bool = False
     skip_action: Literal["none", "copy", "link"] = "none"
     keep_source_if_larger: bool = False
+    quality: QualityGate | None = None
 
     @field_validator("extra_args")
     @classmethod

@@ -26,6 +26,7 @@ from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
+from bulletproof.quality import available_metrics, unavailable_gates
 from bulletproof.rules import RuleMatch, RuleMatcher
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import MonitorView
@@ -44,6 +45,7 @@ class Monitor:
         self.config_path = Path(config_path) if config_path else None
         self.bus = bus or ev.EventBus()
         self.binaries = binaries or find_ffmpeg(config.ffmpeg)
+        self._check_quality_gates(config, source=config_path or "config")
         self.version = __version__
         self.started_at: float | None = None
         self.last_reload_ok = True
@@ -67,7 +69,8 @@ class Monitor:
         self.started_at = now
         log.info("starting", extra={"version": self.version, "ffmpeg": self.binaries.ffmpeg,
                                     "ffmpeg_source": self.binaries.source,
-                                    "ffmpeg_version": self.binaries.version})
+                                    "ffmpeg_version": self.binaries.version,
+                                    "quality_metrics": ",".join(available_metrics(self.binaries.filters))})
         recovered = self.store.recover_interrupted(
             now=now, max_attempts=self.config.retry.max_attempts,
             retry_interrupted="interrupted" in self.config.retry.retry_on)
@@ -320,11 +323,18 @@ class Monitor:
             raise ConfigError([ConfigIssue("", "the monitor was not started from a config file")])
         try:
             new = load_config(self.config_path)
+            self._check_quality_gates(new, source=self.config_path)
         except ConfigError as exc:
             self._reload_failed(exc)
             raise
         await self.apply_config(new)
         return new
+
+    def _check_quality_gates(self, config: Config, *, source: str | Path) -> None:
+        """ConfigError when a profile's quality gate needs a filter this ffmpeg lacks (vmaf)."""
+        issues = unavailable_gates(config, self.binaries.filters)
+        if issues:
+            raise ConfigError(issues, source=source)
 
     def _reload_failed(self, exc: ConfigError) -> None:
         self.last_reload_ok = False
@@ -333,7 +343,9 @@ class Monitor:
     def validate_config(self, data: Any) -> Config:
         """Validate a config mapping against this monitor's base folder (a dry run)."""
         base = self.config_path.resolve().parent if self.config_path else Path.cwd()
-        return parse_config(data, base_dir=base, source=self.config_path or "request")
+        config = parse_config(data, base_dir=base, source=self.config_path or "request")
+        self._check_quality_gates(config, source=self.config_path or "request")
+        return config
 
     async def update_config(self, data: Any) -> Config:
         """Validate, write atomically (keeping a .bak), and apply a new config."""

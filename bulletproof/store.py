@@ -357,7 +357,7 @@ class JobStore(JobQueries):
             job_id, "start", {JobState.QUEUED},
             "UPDATE jobs SET state = 'processing', attempts = attempts + 1, started_at = ?, "
             "finished_at = NULL, progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, "
-            "error = NULL, not_before = NULL WHERE id = ?",
+            "error = NULL, not_before = NULL, quality_score = NULL WHERE id = ?",
             (now,),
         )
 
@@ -433,7 +433,7 @@ class JobStore(JobQueries):
                               JobState.SKIPPED},
             "UPDATE jobs SET state = 'queued', queued_at = ?, not_before = NULL, reason = NULL, "
             "error = NULL, stderr_tail = NULL, progress = 0, speed = NULL, eta_seconds = NULL, "
-            "started_at = NULL, finished_at = NULL, output_bytes = NULL, "
+            "started_at = NULL, finished_at = NULL, output_bytes = NULL, quality_score = NULL, "
             "attempts = CASE WHEN ? THEN 0 ELSE attempts END, "
             "seq = COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1 WHERE id = ?",
             (now, reset_attempts),

@@ -48,6 +48,7 @@ class Verdict:
 
     result: VerificationResult
     actual_duration: float | None
+    output: MediaInfo | None = None  # what probing the output found (None when off)
 
 
 def plan_for(settings: VerifySettings, profile: Profile, source: MediaInfo) -> VerifyPlan:
@@ -146,7 +147,7 @@ async def verify_output(binaries: FfmpegBinaries, path: Path, plan: VerifyPlan, 
                 reason=FailureReason.INPUT_TRUNCATED if truncated else FailureReason.VERIFICATION_FAILED)
     if plan.level == "decode":
         await _decode_all(binaries, path, plan.expected_duration)
-    return Verdict(VerificationResult.PASSED, info.duration)
+    return Verdict(VerificationResult.PASSED, info.duration, info)
 
 
 def result_of(exc: TranscodeError) -> VerificationResult:

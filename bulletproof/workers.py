@@ -14,7 +14,14 @@ from pathlib import Path
 from bulletproof import events as ev
 from bulletproof.config import Config
 from bulletproof.errors import InvalidTransition, JobNotFound, PathError, TranscodeError
-from bulletproof.ffmpeg import FfmpegBinaries, FfmpegRunner, Progress, RunningTranscode, probe
+from bulletproof.ffmpeg import (
+    FfmpegBinaries,
+    FfmpegRunner,
+    MediaInfo,
+    Progress,
+    RunningTranscode,
+    probe,
+)
 from bulletproof.models import (
     FailureReason,
     Job,
@@ -25,7 +32,8 @@ from bulletproof.models import (
     WorkerSnapshot,
 )
 from bulletproof.paths import candidate_paths, confine, done_path_for, temp_path_for
-from bulletproof.profiles import Profile
+from bulletproof.profiles import Profile, QualityGate
+from bulletproof.quality import score
 from bulletproof.store import JobStore, NewJob
 from bulletproof.target import keep_source_as_output, target_mismatch
 from bulletproof.verify import VerifyPlan, plan_for, result_of, verify_output
@@ -343,9 +351,30 @@ class WorkerPool:
         self._bus.publish(ev.OutputVerified(
             job_id=job.id, profile=job.profile, level=plan.level, result=verdict.result,
             expected=plan.expected_duration, actual=verdict.actual_duration))
+        if profile.quality is not None and plan.need_video:
+            await self._quality_gate(job, profile.quality, temp, verdict.output)
         if profile.keep_source_if_larger and temp.stat().st_size > job.size:
             return False
         return True
+
+    async def _quality_gate(self, job: Job, gate: QualityGate, temp: Path,
+                            output: MediaInfo | None) -> None:
+        """Score the output against its source; TranscodeError under the profile's threshold."""
+        if output is None:  # verification is off: the gate still needs the picture size
+            output = await probe(self._binaries, temp)
+        if output.width is None or output.height is None:
+            raise TranscodeError("cannot score the output: its picture size is unknown",
+                                 reason=FailureReason.VERIFICATION_FAILED)
+        value = await score(self._binaries, temp, Path(job.source_path), gate.metric,
+                            width=output.width, height=output.height, duration=output.duration)
+        self._store.set_quality_score(job.id, value)
+        passed = value >= gate.min
+        self._bus.publish(ev.QualityScored(job_id=job.id, profile=job.profile, metric=gate.metric,
+                                           score=value, threshold=gate.min, passed=passed))
+        if not passed:
+            raise TranscodeError(f"{gate.metric} score {value:.4g} is under the profile's "
+                                 f"minimum {gate.min:g}",
+                                 reason=FailureReason.QUALITY_BELOW_THRESHOLD)
 
     def _skip(self, slot: _Slot, profile: Profile | None, reason: SkipReason, message: str,
               output: Path | None) -> None:

@@ -74,6 +74,11 @@ JOB_DURATION_BUCKETS: tuple[float, ...] = (
     1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
     0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+# Quality scores: SSIM crowds near 1 (0.95 is already visibly worse), PSNR is in dB (30-50 is
+# the usual range for lossy video), VMAF is 0..100.
+SSIM_BUCKETS: tuple[float, ...] = (0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1)
+PSNR_BUCKETS: tuple[float, ...] = (15, 20, 25, 30, 33, 36, 40, 45, 50, 60, 100)
+VMAF_BUCKETS: tuple[float, ...] = (20, 40, 60, 70, 80, 85, 90, 93, 95, 97, 99, 100)
 HTTP_DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -187,6 +192,17 @@ class BulletproofMetrics:
         self.queue_wait = Histogram("bulletproof_job_queue_wait_seconds",
                                     "Time from (re)queueing until a worker started the attempt.",
                                     labelnames=("profile",), buckets=QUEUE_WAIT_BUCKETS, registry=registry)
+        self.quality = {
+            metric: Histogram(name, doc, labelnames=("profile",), buckets=buckets, registry=registry)
+            for metric, name, doc, buckets in (
+                ("ssim", "bulletproof_quality_ssim_ratio",
+                 "SSIM of outputs against their sources (profiles with a quality gate), 0..1.",
+                 SSIM_BUCKETS),
+                ("psnr", "bulletproof_quality_psnr_decibels",
+                 "PSNR of outputs against their sources in dB (identical pictures count as 100).",
+                 PSNR_BUCKETS),
+                ("vmaf", "bulletproof_quality_vmaf_score",
+                 "VMAF of outputs against their sources, 0..100.", VMAF_BUCKETS))}
         self.http_requests = counter("bulletproof_http_requests_total",
                                      "HTTP requests served, by route template, method and status code.",
                                      ["handler", "method", "code"])
@@ -222,7 +238,7 @@ class BulletproofMetrics:
     def _init_profile(self, profile: str) -> None:
         for family in (self.jobs_enqueued, self.jobs_completed, self.jobs_cancelled, self.input_bytes,
                        self.output_bytes, self.media_seconds, self.transcode_seconds, self.job_duration,
-                       self.queue_wait):
+                       self.queue_wait, *self.quality.values()):
             family.labels(profile=profile)
         for reason in FAILURE_REASONS:
             self.jobs_failed.labels(profile=profile, reason=reason)
@@ -247,6 +263,10 @@ class BulletproofMetrics:
             # RECOVERED (after a restart or a clean shutdown) is neither new work nor a retry.
         elif isinstance(event, ev.OutputVerified):
             self.verifications.labels(result=VerificationResult(event.result).value).inc()
+        elif isinstance(event, ev.QualityScored):
+            histogram = self.quality.get(event.metric)
+            if histogram is not None:
+                histogram.labels(profile=event.profile).observe(max(0.0, event.score))
         elif isinstance(event, ev.OutputConflict):
             if event.policy in CONFLICT_POLICIES:
                 self.output_conflicts.labels(policy=event.policy).inc()

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from bulletproof import events as ev
+from bulletproof.errors import ConfigError
 from bulletproof.models import FailureReason, JobState, SkipReason, VerificationResult
 from bulletproof.samples import make_truncated_clip
+from bulletproof.service import Monitor
 from bulletproof.store import JobStore
 from tests.conftest import until
 
@@ -334,3 +336,37 @@ async def test_a_larger_output_keeps_the_source(config_factory, monitor_factory,
     assert "larger than the source" in (job.error or "")
     assert Path(job.output_path).read_bytes() == source.read_bytes()
     assert files_under(config.output_folder) == ["a.mp4"]
+
+
+# -- the quality gate --------------------------------------------------------------------------
+
+async def test_a_starved_profile_fails_the_quality_gate(config_factory, monitor_factory,
+                                                        clip_cache) -> None:
+    config, _ = config_factory(
+        profiles={"starved": {"crf": 51, "preset": "ultrafast", "quality": {"metric": "ssim", "min": 0.95}},
+                  "fine": {"crf": 18, "preset": "ultrafast", "quality": {"metric": "psnr", "min": 30}}},
+        rules=[{"name": "fine", "glob": "fine*", "profile": "fine"},
+               {"name": "videos", "extensions": ["mp4"], "profile": "starved"}],
+        retry={"max_attempts": 3, "backoff_seconds": 0.1})
+    monitor = await monitor_factory(config)
+    seen = record(monitor)
+    drop(clip_cache(seconds=2, size="320x240"), config.monitor_folder[0].path, "a.mp4")
+    drop(clip_cache(seconds=2, size="320x240"), config.monitor_folder[0].path, "fine.mp4")
+    await until(lambda: finished(monitor, 2), timeout=60)
+    jobs = jobs_by_name(monitor)
+    bad, good = jobs["a.mp4"], jobs["fine.mp4"]
+    assert bad.state is JobState.FAILED and bad.reason is FailureReason.QUALITY_BELOW_THRESHOLD
+    assert bad.attempts == 1 and bad.quality_score is not None and bad.quality_score < 0.95
+    assert f"ssim score {bad.quality_score:.4g} is under the profile's minimum 0.95" in (bad.error or "")
+    assert good.state is JobState.COMPLETED and good.quality_score is not None and good.quality_score > 30
+    assert files_under(config.output_folder) == ["fine.mp4"]
+    scored = sorted((e.metric, e.passed) for e in seen if isinstance(e, ev.QualityScored))
+    assert scored == [("psnr", True), ("ssim", False)]
+
+
+def test_vmaf_is_refused_when_this_ffmpeg_lacks_libvmaf(config_factory, ffmpeg_binaries) -> None:
+    if "libvmaf" in ffmpeg_binaries.filters:
+        pytest.skip("this ffmpeg has libvmaf")
+    config, _ = config_factory(profiles={"v": {"quality": {"metric": "vmaf", "min": 90}}})
+    with pytest.raises(ConfigError, match="profiles.v.quality.metric: vmaf needs the ffmpeg filter libvmaf"):
+        Monitor(config, binaries=ffmpeg_binaries)
