@@ -142,6 +142,7 @@ class BulletproofMetrics:
         self._view = view
         self._lock = threading.Lock()
         self._known_profiles: set[str] = set()
+        self._known_gates: set[tuple[str, str]] = set()
 
         self._state = StateCollector(view)
         registry.register(self._state)
@@ -225,20 +226,26 @@ class BulletproofMetrics:
     def _init_profiles(self) -> None:
         """Create every per-profile series at zero (new profiles after a reload too)."""
         try:
-            profiles = list(self._view.profiles())
+            profiles = dict(self._view.profiles())
         except Exception:  # a broken config read must not stop the exporter
             log.warning("metrics: could not list profiles", exc_info=True)
             return
         with self._lock:
             new = [p for p in profiles if p not in self._known_profiles]
             self._known_profiles.update(new)
+            # A quality gate's histogram exists for the profiles that have one (its metric known).
+            gates = [(name, p.quality.metric) for name, p in profiles.items()
+                     if p.quality is not None and (name, p.quality.metric) not in self._known_gates]
+            self._known_gates.update(gates)
         for profile in new:
             self._init_profile(profile)
+        for profile, metric in gates:
+            self.quality[metric].labels(profile=profile)
 
     def _init_profile(self, profile: str) -> None:
         for family in (self.jobs_enqueued, self.jobs_completed, self.jobs_cancelled, self.input_bytes,
                        self.output_bytes, self.media_seconds, self.transcode_seconds, self.job_duration,
-                       self.queue_wait, *self.quality.values()):
+                       self.queue_wait):
             family.labels(profile=profile)
         for reason in FAILURE_REASONS:
             self.jobs_failed.labels(profile=profile, reason=reason)
