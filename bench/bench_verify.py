@@ -63,21 +63,19 @@ async def run(args: argparse.Namespace) -> None:
 
         basic = plan_for(VerifySettings(level="basic"), profile, info)
         decode = plan_for(VerifySettings(level="decode"), profile, info)
-        out_info = None
         times: dict[str, list[float]] = {k: [] for k in ("transcode", "basic", "decode", "ssim", "psnr")}
         for _ in range(args.repeats):
             times["transcode"].append(await _timed(transcode))
             out_info = await probe(binaries, output)
             assert out_info.width and out_info.height
-            w, h = out_info.width, out_info.height
             times["basic"].append(await _timed(
                 lambda: verify_output(binaries, output, basic, source=source, stderr_tail="")))
             times["decode"].append(await _timed(
                 lambda: verify_output(binaries, output, decode, source=source, stderr_tail="")))
             for metric in ("ssim", "psnr"):
                 times[metric].append(await _timed(
-                    lambda m=metric: score(binaries, output, source, m, width=w, height=h,
-                                           duration=out_info.duration)))
+                    lambda m=metric, o=out_info: score(binaries, output, source, m, width=o.width or 0,
+                                                       height=o.height or 0, duration=o.duration)))
         medians = {k: statistics.median(v) for k, v in times.items()}
     base = medians["transcode"]
     print(f"clip: {args.seconds:g} s {args.size} @ {args.rate} fps, profile {args.profile}, "

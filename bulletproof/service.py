@@ -182,8 +182,9 @@ class Monitor:
     def _add_unrunnable(self, new: NewJob, error: str, *, force: bool) -> Job | None:
         """Record a job whose output path cannot be made (hostile names): failed, with the reason."""
         log.warning("invalid output path", extra={"source": new.source_path, "error": error})
-        job = self.store.add_failed(dataclasses.replace(new, output_path=str(self.config.output_folder)),
-                                    reason=FailureReason.OUTPUT_PATH_INVALID, error=error, force=force)
+        # No output path could be made: the job records none (a retry makes it again).
+        job = self.store.add_failed(new, reason=FailureReason.OUTPUT_PATH_INVALID, error=error,
+                                    force=force)
         if job is not None:
             self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
                                             reason=FailureReason.OUTPUT_PATH_INVALID, busy_seconds=0.0))

@@ -284,11 +284,14 @@ class JobStore(JobQueries):
                      f"the output {desired} already exists or belongs to another source", job_id))
             return self.get(job_id), policy
 
-    def reserve_again(self, job_id: int, *, policy: str) -> tuple[Job, str | None]:
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None) -> tuple[Job, str | None]:
         """On a job's first claim: if a file appeared at its output name since it was queued,
-        apply `policy` again (`rename` records the next free name on the job). Returns the job
-        and the policy applied, or None when the name is still free."""
+        apply `policy` again (`rename` records the next free name on the job). `path` gives the
+        job an output name first (one that could not be made when it was queued). Returns the
+        job and the policy applied, or None when the name is free."""
         with self._tx() as db:
+            if path is not None:
+                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
             job = self.get(job_id)
             if policy == "overwrite" or not self._output_taken(
                     db, job.output_path, job.source_path, job_id):

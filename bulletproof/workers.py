@@ -31,7 +31,7 @@ from bulletproof.models import (
     SkipReason,
     WorkerSnapshot,
 )
-from bulletproof.paths import candidate_paths, confine, done_path_for, temp_path_for
+from bulletproof.paths import candidate_paths, confine, done_path_for, output_path_for, temp_path_for
 from bulletproof.profiles import Profile, QualityGate
 from bulletproof.quality import score
 from bulletproof.store import JobStore, NewJob
@@ -309,15 +309,23 @@ class WorkerPool:
         Later attempts keep the recorded name (a retry or a recovery writes where the first
         attempt did). Returns the job to run, or None when the conflict ended it.
         """
-        if not _first_claim(job):
+        path = None
+        if not job.output_path:  # none could be made when it was queued: try again (a retry)
+            try:
+                path = str(output_path_for(config, job.rel_path, job.profile,
+                                           config.all_profiles()[job.profile], job.rule))
+            except PathError as exc:
+                raise TranscodeError(str(exc), reason=FailureReason.OUTPUT_PATH_INVALID) from None
+        elif not _first_claim(job):
             return job
-        job, applied = self._store.reserve_again(job.id, policy=config.output_conflict)
+        wanted = path or job.output_path
+        job, applied = self._store.reserve_again(job.id, policy=config.output_conflict, path=path)
         slot.job = job
         if applied is None:
             return job
-        log.warning("output name taken", extra={"job": job.id, "output": job.output_path,
-                                                "policy": applied})
-        self._bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=job.output_path))
+        log.warning("output name taken", extra={"job": job.id, "wanted": wanted,
+                                                "output": job.output_path, "policy": applied})
+        self._bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=wanted))
         if applied == "skip":
             self._skip(slot, None, SkipReason.OUTPUT_EXISTS,
                        f"the output {job.output_path} already exists; output_conflict is skip", None)
@@ -487,7 +495,11 @@ class WorkerPool:
         except FileNotFoundError:
             return False
         same_version = (st.st_size, st.st_mtime_ns) == (job.size, job.mtime_ns)
-        if job.source_inode is not None and st.st_ino == job.source_inode and same_version:
+        if job.source_inode is None:  # never recorded: nothing proves it is the file read
+            log.warning("the source's identity was not recorded; it is left in place",
+                        extra={"job": job.id, "source": job.source_path})
+            return False
+        if st.st_ino == job.source_inode and same_version:
             return True
         log.warning("the source changed while its job ran; it is left in place",
                     extra={"job": job.id, "source": job.source_path})

@@ -244,7 +244,8 @@ def event_line(message: JSON) -> str:
                      f"speed={_speed(message.get('speed'))} eta={_duration(message.get('eta_seconds'))}")
     elif kind == "output_verified":
         parts.append(f"#{message.get('job_id')} {message.get('result')} level={message.get('level')} "
-                     f"expected={_duration(message.get('expected'))} actual={_duration(message.get('actual'))}")
+                     f"expected={_duration(message.get('expected'))} "
+                     f"actual={_duration(message.get('actual'))}")
     elif kind == "job_removed":
         parts.append(f"#{message.get('job_id')}")
     elif kind == "queue_cleared":

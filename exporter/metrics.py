@@ -76,7 +76,8 @@ QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
     0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 # Quality scores: SSIM crowds near 1 (0.95 is already visibly worse), PSNR is in dB (30-50 is
 # the usual range for lossy video), VMAF is 0..100.
-SSIM_BUCKETS: tuple[float, ...] = (0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1)
+SSIM_BUCKETS: tuple[float, ...] = (
+    0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1)
 PSNR_BUCKETS: tuple[float, ...] = (15, 20, 25, 30, 33, 36, 40, 45, 50, 60, 100)
 VMAF_BUCKETS: tuple[float, ...] = (20, 40, 60, 70, 80, 85, 90, 93, 95, 97, 99, 100)
 HTTP_DURATION_BUCKETS: tuple[float, ...] = (

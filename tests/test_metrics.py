@@ -364,7 +364,8 @@ def add_history(monitor, n: int, start: int, folder: Path) -> None:
 def assert_bounded_labels(s: Scrape, monitor) -> None:
     """No label value on any bulletproof series is a job id or a path (except per-slot job info)."""
     allowed = {
-        "state": set(STATES), "outcome": set(OUTCOMES), "reason": set(IGNORE) | set(FAILURE_REASONS) | set(SKIPS),
+        "state": set(STATES), "outcome": set(OUTCOMES),
+        "reason": set(IGNORE) | set(FAILURE_REASONS) | set(SKIPS),
         "result": {r.value for r in VerificationResult}, "policy": {"rename", "skip", "overwrite", "fail"},
         "trigger": {"auto", "manual"}, "profile": set(monitor.view.profiles()),
         "worker": {str(i) for i in range(monitor.view.max_workers)},

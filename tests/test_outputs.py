@@ -191,9 +191,17 @@ async def test_hostile_rule_name_fails_with_output_path_invalid(
     await until(lambda: finished(monitor), timeout=30)
     job = monitor.view.list_jobs()[0][0]
     assert job.state is JobState.FAILED and job.reason is FailureReason.OUTPUT_PATH_INVALID
-    assert "not a plain file name" in (job.error or "")
+    assert "not a plain file name" in (job.error or "") and job.output_path == ""
     assert job.attempts == 0
     assert not list(tmp_path.rglob("x-a.mp4")) and not list(tmp_path.parent.rglob("x-a.mp4"))
+    # A retry with the same template fails the same way; with a template that is safe, it runs.
+    monitor.retry_job(job.id)
+    await until(lambda: monitor.view.get_job(job.id).state is JobState.FAILED, timeout=30)
+    assert monitor.view.get_job(job.id).reason is FailureReason.OUTPUT_PATH_INVALID
+    await monitor.apply_config(config.model_copy(update={"output_template": "{stem}-{profile}.{ext}"}))
+    monitor.retry_job(job.id)
+    await until(lambda: monitor.view.get_job(job.id).state is JobState.COMPLETED, timeout=30)
+    assert files_under(config.output_folder) == ["a-h264_mp4.mp4"]
 
 
 async def test_a_symlinked_sub_folder_leading_out_is_refused(
