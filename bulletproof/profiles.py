@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Container = Literal["mp4", "mkv", "mov", "webm", "m4a", "mp3"]
 
@@ -36,12 +36,14 @@ class QualityGate(BaseModel):
     metric: Literal["ssim", "psnr", "vmaf"] = "ssim"
     min: float = Field(ge=0)
 
-    @model_validator(mode="after")
-    def _in_range(self) -> QualityGate:
-        top = {"ssim": 1.0, "psnr": 100.0, "vmaf": 100.0}[self.metric]
-        if self.min > top:
-            raise ValueError(f"min: a {self.metric} score is at most {top:g}")
-        return self
+    @field_validator("min")
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        metric = info.data.get("metric", "ssim")
+        top = {"ssim": 1.0, "psnr": 100.0, "vmaf": 100.0}[metric]
+        if value > top:
+            raise ValueError(f"a {metric} score is at most {top:g}")
+        return value
 
 
 class Profile(BaseModel):

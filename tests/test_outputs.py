@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 
 from bulletproof import events as ev
-from bulletproof.errors import ConfigError
+from bulletproof.config import VerifySettings
+from bulletproof.errors import ConfigError, TranscodeError
+from bulletproof.ffmpeg import probe
 from bulletproof.models import FailureReason, JobState, SkipReason, VerificationResult
+from bulletproof.profiles import BUILTIN_PROFILES
 from bulletproof.samples import make_truncated_clip
 from bulletproof.service import Monitor
 from bulletproof.store import JobStore
+from bulletproof.verify import plan_for, verify_output
 from tests.conftest import until
 
 
@@ -378,3 +382,37 @@ def test_vmaf_is_refused_when_this_ffmpeg_lacks_libvmaf(config_factory, ffmpeg_b
     config, _ = config_factory(profiles={"v": {"quality": {"metric": "vmaf", "min": 90}}})
     with pytest.raises(ConfigError, match="profiles.v.quality.metric: vmaf needs the ffmpeg filter libvmaf"):
         Monitor(config, binaries=ffmpeg_binaries)
+
+
+async def test_decode_level_catches_a_damaged_output_that_probes_fine(
+        ffmpeg_binaries, clip_cache, tmp_path) -> None:
+    source = clip_cache(seconds=2, size="320x240")
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(source.read_bytes())
+    # Overwrite a run of bytes in the middle of the media data: the index stays intact.
+    middle = len(data) // 2
+    data[middle:middle + 4000] = bytes((i * 37) % 251 for i in range(4000))
+    damaged.write_bytes(bytes(data))
+    info = await probe(ffmpeg_binaries, source)
+    profile = BUILTIN_PROFILES["h264_mp4"]
+    basic = plan_for(VerifySettings(level="basic"), profile, info)
+    verdict = await verify_output(ffmpeg_binaries, damaged, basic, source=source, stderr_tail="")
+    assert verdict.result is VerificationResult.PASSED  # probing alone cannot tell
+    decode = plan_for(VerifySettings(level="decode"), profile, info)
+    with pytest.raises(TranscodeError, match="does not decode cleanly") as caught:
+        await verify_output(ffmpeg_binaries, damaged, decode, source=source, stderr_tail="")
+    assert caught.value.reason is FailureReason.VERIFICATION_FAILED and caught.value.stderr_tail
+
+
+async def test_a_done_folder_symlink_leading_out_keeps_the_source(
+        config_factory, monitor_factory, clip_cache, tmp_path) -> None:
+    config, _ = config_factory(on_success="move", done_folder="done")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    config.done_folder.mkdir(parents=True)
+    (config.done_folder / "sub").symlink_to(outside, target_is_directory=True)
+    monitor = await monitor_factory(config)
+    source = drop(clip_cache(), config.monitor_folder[0].path, "sub/a.mp4")
+    await until(lambda: finished(monitor), timeout=30)
+    assert monitor.view.list_jobs()[0][0].state is JobState.COMPLETED
+    assert source.exists() and list(outside.iterdir()) == []
