@@ -45,8 +45,8 @@ class Monitor:
         self.config_path = Path(config_path) if config_path else None
         self.bus = bus or ev.EventBus()
         self.binaries = binaries or find_ffmpeg(config.ffmpeg)
-        self._check_quality_gates(config, source=config_path or "config")
         self.version = __version__
+        self._check_quality_gates(config, source=config_path or "config")
         self.started_at: float | None = None
         self.last_reload_ok = True
         self.last_reload_success_at: float | None = time.time()
