@@ -185,4 +185,3 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(StoreError, match="newer than this version supports"):
         JobStore(tmp_path / "jobs.db")
-
