@@ -58,6 +58,7 @@ class MediaInfo:
     width: int | None = None
     height: int | None = None
     format_name: str | None = None  # e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    audio_duration: float | None = None  # the first audio stream's own duration, when declared
 
 
 def media_arg(path: Path) -> str:
@@ -215,7 +216,8 @@ def _parse_ffprobe(stdout: str) -> MediaInfo:
                      audio_codec=audio.get("codec_name") if audio else None,
                      width=width if isinstance(width, int) else None,
                      height=height if isinstance(height, int) else None,
-                     format_name=fmt.get("format_name"))
+                     format_name=fmt.get("format_name"),
+                     audio_duration=_float_or_none(audio.get("duration")) if audio else None)
 
 
 def _parse_ffmpeg_header(stderr: str) -> MediaInfo:
@@ -238,7 +240,7 @@ async def probe(binaries: FfmpegBinaries, path: Path, *, timeout: float = 30.0) 
     if binaries.ffprobe is not None:
         args = [binaries.ffprobe, "-v", "error", "-of", "json",
                 "-show_entries",
-                "format=duration,format_name:stream=codec_type,codec_name,width,height:stream_disposition=attached_pic",
+                "format=duration,format_name:stream=codec_type,codec_name,width,height,duration:stream_disposition=attached_pic",
                 media_arg(path)]
     else:
         args = [binaries.ffmpeg, "-hide_banner", "-nostdin", "-i", media_arg(path)]

@@ -55,6 +55,8 @@ def plan_for(settings: VerifySettings, profile: Profile, source: MediaInfo) -> V
     """The checks for an output of `profile` made from `source` (the profile's own keys win)."""
     level = profile.verify.level or settings.level
     expected = source.duration
+    if profile.video_codec is None and source.audio_duration is not None:
+        expected = source.audio_duration  # an audio-only output lasts as long as the sound
     return VerifyPlan(
         level=level,
         check_duration=profile.verify.duration and expected is not None,
