@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +11,7 @@ from pathlib import Path
 
 from bulletproof import events as ev
 from bulletproof.config import Config
+from bulletproof.disposal import SourceCheck, dispose_source
 from bulletproof.errors import InvalidTransition, JobNotFound, PathError, TranscodeError
 from bulletproof.ffmpeg import (
     FfmpegBinaries,
@@ -31,7 +30,7 @@ from bulletproof.models import (
     SkipReason,
     WorkerSnapshot,
 )
-from bulletproof.paths import candidate_paths, confine, done_path_for, output_path_for, temp_path_for
+from bulletproof.paths import confine, output_path_for, temp_path_for
 from bulletproof.profiles import Profile, QualityGate
 from bulletproof.quality import score
 from bulletproof.store import JobStore, NewJob
@@ -458,54 +457,14 @@ class WorkerPool:
         config = self._config()
         if config.on_success == "keep":
             return
-        source = Path(job.source_path)
         try:
-            if not self._is_the_file_read(job, source):
-                return
-            if config.on_success == "delete":
-                source.unlink()
-            elif config.on_success == "move" and config.done_folder is not None:
-                target = self._free_done_path(config, job)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(os.fspath(source), os.fspath(target))
+            found = dispose_source(config, job)
         except (OSError, PathError) as exc:  # the output is done; a source we cannot move is a warning
             log.warning("could not %s the source after success", config.on_success,
                         extra={"job": job.id, "error": str(exc)})
-
-    def _free_done_path(self, config: Config, job: Job) -> Path:
-        """The done-folder name for the source: `name (1).ext` when an earlier file has the name."""
-        wanted = done_path_for(config, job.rel_path)
-        assert config.done_folder is not None
-        for candidate in candidate_paths(wanted):
-            if not os.path.lexists(candidate):
-                if candidate != wanted:
-                    log.info("done folder already has the name; renamed",
-                             extra={"job": job.id, "wanted": str(wanted), "path": str(candidate)})
-                return confine(candidate, config.done_folder, "done-folder")
-        raise PathError(f"no free name for {wanted} in the done folder", path=str(wanted))
-
-    def _is_the_file_read(self, job: Job, source: Path) -> bool:
-        """True when `source` is still the very file the job transcoded (inode, size, mtime).
-
-        A source replaced or rewritten while its job ran is left alone; when nothing but the inode
-        tells it apart (the watcher cannot see that), it gets a job of its own here.
-        """
-        try:
-            st = source.lstat()
-        except FileNotFoundError:
-            return False
-        same_version = (st.st_size, st.st_mtime_ns) == (job.size, job.mtime_ns)
-        if job.source_inode is None:  # never recorded: nothing proves it is the file read
-            log.warning("the source's identity was not recorded; it is left in place",
-                        extra={"job": job.id, "source": job.source_path})
-            return False
-        if st.st_ino == job.source_inode and same_version:
-            return True
-        log.warning("the source changed while its job ran; it is left in place",
-                    extra={"job": job.id, "source": job.source_path})
-        if same_version:
+            return
+        if found is SourceCheck.REPLACED:  # the watcher cannot tell this file from the one done
             self._queue_replaced(job)
-        return False
 
     def _queue_replaced(self, job: Job) -> None:
         new = NewJob(source_path=job.source_path, rel_path=job.rel_path,
