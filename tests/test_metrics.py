@@ -535,3 +535,29 @@ async def test_a_scrape_survives_a_closed_store(running) -> None:
     assert "bulletproof_jobs" not in s
     assert s.get("bulletproof_workers_max") == 2
     assert "bulletproof_build_info" in s and "process_start_time_seconds" in s
+
+
+async def test_trusted_output_counters_follow_a_real_workload(running, clip_cache) -> None:
+    monitor, metrics, config = await running(
+        max_workers=1,
+        profiles={"same": {"skip_if_target": True},
+                  "gated": {"preset": "ultrafast", "quality": {"metric": "ssim", "min": 0.5}}},
+        rules=[{"name": "same", "glob": "same*", "profile": "same"},
+               {"name": "videos", "extensions": ["mp4", "mkv"], "profile": "gated"}])
+    s = scrape(metrics)
+    assert s.get("bulletproof_quality_ssim_ratio_count", profile="gated") == 0
+    assert "bulletproof_quality_psnr_decibels_count" not in s  # no profile gates on psnr
+    incoming = config.monitor_folder[0].path
+    drop(clip_cache(), incoming, "same.mp4")
+    drop(clip_cache(), incoming, "clip.mp4")
+    drop(clip_cache(suffix=".mkv"), incoming, "clip.mkv")
+    await until(lambda: sum(n for st, n in monitor.view.counts().items() if st.is_finished) >= 3,
+                timeout=60)
+    s = scrape(metrics)
+    assert s.get("bulletproof_jobs", state="skipped") == 1
+    assert s.get("bulletproof_jobs_skipped_total", profile="same", reason="already_target") == 1
+    assert s.get("bulletproof_verifications_total", result="passed") == 2
+    assert s.get("bulletproof_output_conflicts_total", policy="rename") == 1
+    assert s.get("bulletproof_quality_ssim_ratio_count", profile="gated") == 2
+    assert s.get("bulletproof_last_job_finished_timestamp_seconds", outcome="skipped") > 0
+    assert_bounded_labels(s, monitor)
