@@ -172,11 +172,11 @@ class JobQueries:
         count = max(1, int((until - since + step - 1e-9) // step))
         for i in range(count):
             buckets[i] = {"start": since + i * step, "completed": 0, "failed": 0,
-                          "cancelled": 0, "avg_duration": None}
+                          "cancelled": 0, "skipped": 0, "avg_duration": None}
         rows = self._query(
             "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, state, COUNT(*), "
             "AVG(finished_at - started_at) FROM jobs WHERE finished_at >= ? AND finished_at < ? "
-            "AND state IN ('completed', 'failed', 'cancelled') GROUP BY b, state",
+            "AND state IN ('completed', 'failed', 'cancelled', 'skipped') GROUP BY b, state",
             (since, step, since, until),
         )
         for bucket, state, n, avg in rows:

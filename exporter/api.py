@@ -351,7 +351,7 @@ async def stats_history(request: web.Request) -> web.Response:
     rows = monitor_of(request).view.history(since=since, until=until, step=step)
     for row in rows:
         row["end"] = min(row["start"] + step, until)
-        row["total"] = row["completed"] + row["failed"] + row["cancelled"]
+        row["total"] = row["completed"] + row["failed"] + row["cancelled"] + row["skipped"]
     return ok({"since": since, "until": until, "step": step, "buckets": rows})
 
 

@@ -110,7 +110,7 @@ _SLOT = obj({
 })
 
 _BUCKET = obj({
-    "start": TS, "completed": INT, "failed": INT, "cancelled": INT,
+    "start": TS, "completed": INT, "failed": INT, "cancelled": INT, "skipped": INT,
     "avg_duration": {**NUM_NULL, "description": "mean duration of the completed jobs"},
 }, extra=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -330,6 +331,9 @@ async def test_a_source_already_on_target_is_skipped_and_not_requeued(
     assert out.stat().st_ino == source.stat().st_ino and skipped.output_bytes == source.stat().st_size
     outcomes = [e.outcome for e in seen if isinstance(e, ev.JobFinished)]
     assert sorted(o.value for o in outcomes) == ["completed", "skipped"]
+    now = time.time()
+    buckets = monitor.view.history(since=now - 3600, until=now + 1, step=3601)
+    assert [(b["completed"], b["skipped"]) for b in buckets] == [(1, 1)]
     monitor.watcher.rescan_now()
     await asyncio.sleep(1.0)
     assert monitor.view.list_jobs()[1] == 2
