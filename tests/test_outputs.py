@@ -166,11 +166,15 @@ async def test_a_source_replaced_while_its_job_ran_is_left_and_gets_its_own_job(
         action, config_factory, monitor_factory, clip_cache) -> None:
     config, _ = config_factory(on_success=action, done_folder="done")
     monitor = await monitor_factory(config)
+    seen = record(monitor)
     incoming = config.monitor_folder[0].path
     long_clip, other = clip_cache(seconds=8, size="640x480"), clip_cache(seconds=2)
     source = drop(long_clip, incoming, "a.mp4")
     job = (await until(lambda: monitor.view.list_jobs(states=[JobState.PROCESSING])[0]))[0]
-    await until(lambda: monitor.view.get_job(job.id).source_inode is not None)
+    # ffmpeg has the original open once it reports progress: replace the file under it.
+    await until(lambda: any(isinstance(e, ev.JobProgress) and e.job_id == job.id for e in seen))
+    job = monitor.view.get_job(job.id)
+    assert job.source_inode == source.stat().st_ino
     # Same size and mtime, another file: only the inode tells them apart.
     replacement = incoming / ".replacement.tmp"
     shutil.copy(other, replacement)
@@ -180,6 +184,7 @@ async def test_a_source_replaced_while_its_job_ran_is_left_and_gets_its_own_job(
     os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(replacement, source)
     await until(lambda: monitor.view.get_job(job.id).state is JobState.COMPLETED, timeout=60)
+    assert monitor.view.get_job(job.id).media_duration == pytest.approx(8.0, abs=0.2)  # the original
     assert source.exists() and source.stat().st_ino != job.source_inode
     assert not (config.done_folder / "a.mp4").exists()
     await until(lambda: monitor.view.list_jobs()[1] == 2, timeout=10)
