@@ -278,7 +278,7 @@ class Monitor:
         return self._pool.resume_job(job_id)
 
     def retry_job(self, job_id: int) -> Job:
-        """Queue a failed, cancelled or completed job again."""
+        """Queue a failed, cancelled, completed or skipped job again."""
         job = self.store.requeue(job_id, now=time.time())
         self.bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.MANUAL_RETRY))
         self._wake()
