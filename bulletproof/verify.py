@@ -77,12 +77,12 @@ async def readable_seconds(binaries: FfmpegBinaries, source: Path, expected: flo
     except (TimeoutError, OSError):
         return None
     parser = ProgressParser(expected)
-    reached = None
+    reached = 0.0
     for line in out.splitlines():
         progress = parser.feed(line)
         if progress is not None:
             reached = progress.out_time_seconds
-    return reached
+    return reached or None  # no media time at all: the demuxer told nothing, not "0 s"
 
 
 async def _is_truncated(binaries: FfmpegBinaries, source: Path, plan: VerifyPlan,
