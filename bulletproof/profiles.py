@@ -77,6 +77,13 @@ class Profile(BaseModel):
                 raise ValueError(f"{arg} is set by the monitor and cannot be an extra argument")
         return args
 
+    @field_validator("quality")
+    @classmethod
+    def _gate_needs_video(cls, value: QualityGate | None, info: ValidationInfo) -> QualityGate | None:
+        if value is not None and info.data.get("video_codec", "libx264") is None:
+            raise ValueError("a quality gate scores pictures: this profile makes no video")
+        return value
+
     @property
     def extension(self) -> str:
         """File name extension of this profile's output."""

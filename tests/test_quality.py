@@ -60,3 +60,10 @@ def test_bad_gates_are_refused_with_their_key(gate: dict, problem: str, tmp_path
         parse_config({"monitor_folder": "in", "output_folder": "out", "profiles": {"p": {"quality": gate}}},
                      base_dir=tmp_path)
     assert any(str(issue).startswith(problem) for issue in caught.value.issues), caught.value.issues
+
+
+def test_an_audio_only_profile_cannot_have_a_gate(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="profiles.a.quality: a quality gate scores pictures"):
+        parse_config({"monitor_folder": "in", "output_folder": "out",
+                      "profiles": {"a": {"video_codec": None, "quality": {"min": 0.9}}}},
+                     base_dir=tmp_path)
