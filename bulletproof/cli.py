@@ -11,7 +11,7 @@ import click
 
 from bulletproof import __version__
 from bulletproof.config import default_config_text, load_config
-from bulletproof.config_checks import check_encoders, config_warnings
+from bulletproof.config_checks import check_against_ffmpeg, config_warnings
 from bulletproof.errors import BulletproofError, ConfigError, FfmpegNotFound, StoreError
 from bulletproof.ffmpeg import find_ffmpeg
 from bulletproof.logs import configure_logging
@@ -67,10 +67,10 @@ def check_config(path: Path) -> None:
         binaries = find_ffmpeg(config.ffmpeg)
     except FfmpegNotFound as exc:
         binaries = None
-        click.echo(f"warning: ffmpeg: {exc}; encoder names not checked", err=True)
+        click.echo(f"warning: ffmpeg: {exc}; encoders and filters not checked", err=True)
     for warning in config_warnings(config, binaries):
         click.echo(f"warning: {warning}", err=True)
-    issues = [] if binaries is None else check_encoders(config, binaries)
+    issues = [] if binaries is None else check_against_ffmpeg(config, binaries)
     if issues:
         _fail(ConfigError(issues, source=path))
     click.echo("ok")

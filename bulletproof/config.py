@@ -95,6 +95,18 @@ class FfmpegSettings(_Model):
     stderr_tail_lines: int = Field(default=40, ge=1, le=1000)
 
 
+class VerifySettings(_Model):
+    """How a finished output is checked before it is published (a profile may override)."""
+
+    level: Literal["off", "basic", "decode"] = "basic"
+    duration_tolerance_seconds: float = Field(default=0.5, ge=0, le=3600)
+    duration_tolerance_ratio: float = Field(default=0.01, ge=0, le=1)
+
+    def tolerance(self, expected: float) -> float:
+        """The largest duration difference accepted for an output of `expected` seconds."""
+        return max(self.duration_tolerance_seconds, self.duration_tolerance_ratio * expected)
+
+
 class LogSettings(_Model):
     """Log format and level."""
 
@@ -242,6 +254,8 @@ class Config(_Model):
     monitor_folder: list[WatchFolder]
     output_folder: Path
     output_template: str = "{stem}.{ext}"
+    output_conflict: Literal["rename", "skip", "overwrite", "fail"] = "rename"
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     max_workers: int = Field(default=2, ge=1, le=64)
     stability_seconds: float = Field(default=5.0, ge=0, le=3600)
     rescan_interval: float = Field(default=60.0, ge=1, le=86400)

@@ -1,6 +1,7 @@
-"""Checks of a valid config against the machine: encoders the ffmpeg in use has, folders that exist.
+"""Checks of a valid config against the machine: encoders and filters the ffmpeg in use has,
+folders that exist.
 
-Issues (`check_encoders`) make a config unusable: `check-config` fails on them and the monitor
+Issues (`check_against_ffmpeg`) make a config unusable: `check-config` fails on them and the monitor
 refuses to start. Warnings (`config_warnings`) are printed and do not fail anything.
 """
 
@@ -16,6 +17,7 @@ from bulletproof.config import Config
 from bulletproof.errors import ConfigIssue, FfmpegNotFound
 from bulletproof.ffprobe import FfmpegBinaries
 from bulletproof.profiles import BUILTIN_PROFILES
+from bulletproof.quality import unavailable_gates
 
 # `-c:v copy` / `-c:a copy` pass a stream through: not an encoder, always available.
 PASS_THROUGH = "copy"
@@ -99,6 +101,12 @@ def _profile_issues(config: Config, names: list[str], encoders: Encoders,
 def check_encoders(config: Config, binaries: FfmpegBinaries) -> list[ConfigIssue]:
     """Every encoder a profile in use names that the ffmpeg in use does not have."""
     return _profile_issues(config, profiles_in_use(config), available_encoders(binaries), binaries)
+
+
+def check_against_ffmpeg(config: Config, binaries: FfmpegBinaries) -> list[ConfigIssue]:
+    """Everything in a config the ffmpeg in use cannot do: encoders it lacks, quality gates whose
+    filter it lacks."""
+    return check_encoders(config, binaries) + unavailable_gates(config, binaries.filters)
 
 
 def config_warnings(config: Config, binaries: FfmpegBinaries | None = None) -> list[ConfigIssue]:

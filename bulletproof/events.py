@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import time
 
-from bulletproof.models import FailureReason, IgnoreReason, Job, Outcome, QueueTrigger
+from bulletproof.models import (
+    FailureReason,
+    IgnoreReason,
+    Job,
+    Outcome,
+    QueueTrigger,
+    SkipReason,
+    VerificationResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +96,50 @@ class JobResumed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobFinished(Event):
-    """An attempt ended; `will_retry` is True when it failed and was queued again."""
+    """An attempt ended; `will_retry` is True when it failed and was queued again.
+
+    `reason` is the FailureReason of a failure, the SkipReason of a skip, else None.
+    """
 
     job: Job
     worker: int | None
     outcome: Outcome
-    reason: FailureReason | None
+    reason: FailureReason | SkipReason | None
     busy_seconds: float
     will_retry: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputConflict(Event):
+    """A new job's output name was already taken; `policy` (output_conflict) decided what happened."""
+
+    job: Job
+    policy: str
+    wanted: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputVerified(Event):
+    """A finished output was checked before publishing; `expected`/`actual` are durations."""
+
+    job_id: int
+    profile: str
+    level: str
+    result: VerificationResult
+    expected: float | None = None
+    actual: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QualityScored(Event):
+    """A profile's quality gate scored an output against its source."""
+
+    job_id: int
+    profile: str
+    metric: str
+    score: float
+    threshold: float
+    passed: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

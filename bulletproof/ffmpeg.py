@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from bulletproof.models import FailureReason
 from bulletproof.profiles import Profile
 
 __all__ = [
-    "FfmpegBinaries", "FfmpegRunner", "MediaInfo", "Progress", "ProgressParser",
+    "BeforePublish", "FfmpegBinaries", "FfmpegRunner", "MediaInfo", "Progress", "ProgressParser",
     "RunningTranscode", "TranscodeResult", "build_command", "classify_failure", "find_ffmpeg",
     "probe",
 ]
@@ -68,12 +68,18 @@ def build_command(
 
 @dataclass(frozen=True, slots=True)
 class TranscodeResult:
-    """A finished, renamed-into-place output."""
+    """A finished output: renamed into place, or discarded when `published` is False."""
 
     output_path: Path
     output_bytes: int
     elapsed_seconds: float
     stderr_tail: str
+    published: bool = True
+
+
+#: Called with (temporary output, last progress, stderr tail) after ffmpeg succeeded and before
+#: the rename: returns True to publish, False to discard the output; raises TranscodeError to fail.
+BeforePublish = Callable[[Path, "Progress | None", str], Awaitable[bool]]
 
 
 async def _read_lines(stream: asyncio.StreamReader | None, handle: Callable[[str], None]) -> None:
@@ -115,6 +121,8 @@ class RunningTranscode:
         on_progress: Callable[[Progress], None],
         settings: FfmpegSettings,
         timeouts: Timeouts,
+        before_publish: BeforePublish | None = None,
+        replace_existing: bool = True,
     ) -> None:
         self.command = command
         self.last_progress: Progress | None = None
@@ -133,6 +141,9 @@ class RunningTranscode:
         self._abort_reason: FailureReason | None = None
         self._abort_message = ""
         self._term_sent_at: float | None = None
+        self._before_publish = before_publish
+        self._replace_existing = replace_existing
+        self._checking: asyncio.Task[bool] | None = None  # the before-publish check, while it runs
         self._task = asyncio.get_running_loop().create_task(self._supervise())
         self._task.add_done_callback(_retrieve)
 
@@ -203,6 +214,8 @@ class RunningTranscode:
             self.resume()  # a stopped process cannot act on SIGTERM
             self._signal(signal.SIGTERM)
             self._term_sent_at = time.monotonic()
+            if self._checking is not None:
+                self._checking.cancel()
         if kill_now:
             self._signal(signal.SIGKILL)
 
@@ -216,6 +229,8 @@ class RunningTranscode:
         progress = self._parser.feed(line)
         if progress is None:
             return
+        if progress.ended and self._abort_reason is not None:
+            return  # ffmpeg prints its final block when stopped too: that is not completion
         if self._parser.advanced:
             self._last_headway = self._active_seconds()
         self.last_progress = progress
@@ -286,7 +301,36 @@ class RunningTranscode:
             raise
         finally:
             watcher.cancel()
-        return self._finish(returncode)
+        size = self._check_exit(returncode)
+        publish = await self._run_check(returncode)
+        return self._publish(size, returncode, publish)
+
+    async def _run_check(self, returncode: int) -> bool:
+        """Run the before-publish hook; the temporary goes on any failure or cancellation."""
+        if self._before_publish is None:
+            return True
+        tail = "\n".join(self._stderr)
+        self._checking = asyncio.ensure_future(
+            self._before_publish(self._temp, self.last_progress, tail))
+        try:
+            return await self._checking
+        except TranscodeError as exc:
+            raise self._fail_with(exc, returncode) from None
+        except asyncio.CancelledError:
+            if self._abort_reason is None:
+                self._remove_temp()
+                raise
+            raise self._fail(self._abort_message, self._abort_reason, returncode) from None
+        except BaseException:
+            self._remove_temp()
+            raise
+        finally:
+            self._checking = None
+
+    def _fail_with(self, exc: TranscodeError, returncode: int | None) -> TranscodeError:
+        self._remove_temp()
+        tail = exc.stderr_tail or "\n".join(self._stderr)
+        return TranscodeError(str(exc), reason=exc.reason, returncode=returncode, stderr_tail=tail)
 
     def _fail(self, message: str, reason: FailureReason, returncode: int | None) -> TranscodeError:
         self._remove_temp()
@@ -294,8 +338,8 @@ class RunningTranscode:
             message, reason=reason, returncode=returncode, stderr_tail="\n".join(self._stderr)
         )
 
-    def _finish(self, returncode: int) -> TranscodeResult:
-        elapsed = self._active_seconds()
+    def _check_exit(self, returncode: int) -> int:
+        """The temporary's size once ffmpeg's own exit looks like success; else TranscodeError."""
         tail = "\n".join(self._stderr)
         if self._abort_reason is not None:
             raise self._fail(self._abort_message, self._abort_reason, returncode)
@@ -312,12 +356,42 @@ class RunningTranscode:
         if size == 0:
             raise self._fail("ffmpeg reported success but wrote no output",
                              FailureReason.OUTPUT_ERROR, returncode)
+        return size
+
+    def _publish(self, size: int, returncode: int, publish: bool) -> TranscodeResult:
+        """Rename the checked temporary into place (or drop it when the check said not to)."""
+        elapsed = self._active_seconds()
+        tail = "\n".join(self._stderr)
+        if self._abort_reason is not None:  # cancelled while the check ran
+            raise self._fail(self._abort_message, self._abort_reason, returncode)
+        if not publish:
+            self._remove_temp()
+            return TranscodeResult(self._output, size, elapsed, tail, published=False)
         try:
-            os.replace(self._temp, self._output)
+            if self._replace_existing:
+                os.replace(self._temp, self._output)
+            else:
+                self._publish_no_clobber()
+        except FileExistsError:
+            raise self._fail(f"the output {self._output} appeared while the job ran; it is left alone",
+                             FailureReason.OUTPUT_CONFLICT, returncode) from None
         except OSError as exc:
             raise self._fail(f"cannot move the output into place: {exc}",
                              FailureReason.OUTPUT_ERROR, returncode) from None
         return TranscodeResult(self._output, size, elapsed, tail)
+
+    def _publish_no_clobber(self) -> None:
+        """Rename the temporary into place unless a file of that name exists (FileExistsError)."""
+        try:
+            os.link(self._temp, self._output)  # atomic, and fails when the name is taken
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: check, then rename
+            if os.path.lexists(self._output):
+                raise FileExistsError(self._output) from None
+            os.replace(self._temp, self._output)
+            return
+        self._temp.unlink()
 
 
 _PR_SET_PDEATHSIG = 1
@@ -362,6 +436,8 @@ class FfmpegRunner:
         profile: Profile,
         duration: float | None,
         on_progress: Callable[[Progress], None],
+        before_publish: BeforePublish | None = None,
+        replace_existing: bool = True,
     ) -> RunningTranscode:
         """Start ffmpeg writing to temp_output; TranscodeError if it cannot even start."""
         source, output, temp_output = Path(source), Path(output), Path(temp_output)
@@ -392,5 +468,6 @@ class FfmpegRunner:
         return RunningTranscode(
             process, command=command, source=source, output=output, temp_output=temp_output,
             duration=duration, on_progress=on_progress, settings=self.settings,
-            timeouts=self.timeouts,
+            timeouts=self.timeouts, before_publish=before_publish,
+            replace_existing=replace_existing,
         )

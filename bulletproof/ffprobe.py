@@ -17,6 +17,7 @@ from bulletproof.errors import FfmpegNotFound, TranscodeError
 from bulletproof.models import FailureReason
 
 _VERSION_RE = re.compile(r"version\s+(\S+)")
+_FILTER_LINE = re.compile(r"^ [A-Z.|]{3} (\S+) ", re.MULTILINE)
 _DURATION_RE = re.compile(r"^\s*Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", re.MULTILINE)
 _STREAM_RE = re.compile(r"^\s+Stream #\d+:\d+\S*: (Video|Audio):", re.MULTILINE)
 # ffmpeg's words when writing the output failed. It can still exit 0 after these (a full disk
@@ -42,6 +43,7 @@ class FfmpegBinaries:
     ffprobe: str | None
     version: str
     source: str
+    filters: frozenset[str] = frozenset()  # what `ffmpeg -filters` lists (ssim, libvmaf...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,12 @@ class MediaInfo:
     duration: float | None
     has_video: bool
     has_audio: bool
+    video_codec: str | None = None  # ffprobe's codec_name of the first video stream
+    audio_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format_name: str | None = None  # e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    audio_duration: float | None = None  # the first audio stream's own duration, when declared
 
 
 def media_arg(path: Path) -> str:
@@ -132,10 +140,21 @@ def find_ffmpeg(settings: FfmpegSettings) -> FfmpegBinaries:
                 + ". Install ffmpeg, set ffmpeg.path, or install bulletproof[bundled-ffmpeg]."
             )
     version = _version_of(ffmpeg)
-    return FfmpegBinaries(ffmpeg, _find_ffprobe(settings, ffmpeg), version, source)
+    return FfmpegBinaries(ffmpeg, _find_ffprobe(settings, ffmpeg), version, source,
+                          filters=ffmpeg_filters(ffmpeg))
 
 
-async def _run_capture(args: list[str], timeout: float) -> tuple[int, str, str]:
+def ffmpeg_filters(ffmpeg: str) -> frozenset[str]:
+    """The filter names this ffmpeg build has (`ffmpeg -filters`); empty when it cannot tell."""
+    try:
+        done = subprocess.run([ffmpeg, "-hide_banner", "-filters"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, errors="replace", timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(_FILTER_LINE.findall(done.stdout))
+
+
+async def run_capture(args: list[str], timeout: float) -> tuple[int, str, str]:
     """Run a short-lived command; returns (returncode, stdout, stderr). Kills it on timeout."""
     proc = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL,
@@ -177,11 +196,28 @@ def _float_or_none(value: Any) -> float | None:
     return result if result >= 0 else None
 
 
+def _first(streams: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    # Cover art is a video stream too; it is not what a profile's video settings are about.
+    return next((s for s in streams if s.get("codec_type") == kind
+                 and not (s.get("disposition") or {}).get("attached_pic")), None)
+
+
 def _parse_ffprobe(stdout: str) -> MediaInfo:
     data = json.loads(stdout or "{}")
-    kinds = {s.get("codec_type") for s in data.get("streams", [])}
-    duration = _float_or_none(data.get("format", {}).get("duration"))
-    return MediaInfo(duration, "video" in kinds, "audio" in kinds)
+    streams = data.get("streams", [])
+    kinds = {s.get("codec_type") for s in streams}
+    fmt = data.get("format", {})
+    duration = _float_or_none(fmt.get("duration"))
+    video, audio = _first(streams, "video"), _first(streams, "audio")
+    width = video.get("width") if video else None
+    height = video.get("height") if video else None
+    return MediaInfo(duration, "video" in kinds, "audio" in kinds,
+                     video_codec=video.get("codec_name") if video else None,
+                     audio_codec=audio.get("codec_name") if audio else None,
+                     width=width if isinstance(width, int) else None,
+                     height=height if isinstance(height, int) else None,
+                     format_name=fmt.get("format_name"),
+                     audio_duration=_float_or_none(audio.get("duration")) if audio else None)
 
 
 def _parse_ffmpeg_header(stderr: str) -> MediaInfo:
@@ -203,11 +239,13 @@ async def probe(binaries: FfmpegBinaries, path: Path, *, timeout: float = 30.0) 
         raise TranscodeError(f"not a regular file: {path}", reason=FailureReason.INPUT_INVALID)
     if binaries.ffprobe is not None:
         args = [binaries.ffprobe, "-v", "error", "-of", "json",
-                "-show_entries", "format=duration:stream=codec_type", media_arg(path)]
+                "-show_entries",
+                "format=duration,format_name:stream=codec_type,codec_name,width,height,duration:stream_disposition=attached_pic",
+                media_arg(path)]
     else:
         args = [binaries.ffmpeg, "-hide_banner", "-nostdin", "-i", media_arg(path)]
     try:
-        code, out, err = await _run_capture(args, timeout)
+        code, out, err = await run_capture(args, timeout)
     except TimeoutError:
         raise TranscodeError(
             f"probing took longer than {timeout:g} s", reason=FailureReason.TIMEOUT
@@ -245,6 +283,7 @@ class Progress:
     speed: float | None
     eta_seconds: float | None
     out_time_seconds: float
+    ended: bool = False  # from ffmpeg's final `progress=end` block (also printed when it is stopped)
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -315,7 +354,7 @@ class ProgressParser:
             self._out_time = out_time
         speed = _speed(block.get("speed"))
         if ended:
-            return Progress(1.0, speed, 0.0, self._out_time)
+            return Progress(1.0, speed, 0.0, self._out_time, ended=True)
         if self.duration is None:
             return Progress(0.0, speed, None, self._out_time)
         ratio = min(1.0, max(0.0, self._out_time / self.duration))

@@ -16,6 +16,7 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
 
     @property
     def is_active(self) -> bool:
@@ -25,7 +26,7 @@ class JobState(StrEnum):
     @property
     def is_finished(self) -> bool:
         """True for the terminal states."""
-        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED)
 
 
 class FailureReason(StrEnum):
@@ -39,6 +40,28 @@ class FailureReason(StrEnum):
     OUTPUT_ERROR = "output_error"
     INTERRUPTED = "interrupted"
     CANCELLED = "cancelled"
+    OUTPUT_PATH_INVALID = "output_path_invalid"
+    OUTPUT_CONFLICT = "output_conflict"
+    INPUT_TRUNCATED = "input_truncated"
+    VERIFICATION_FAILED = "verification_failed"
+    QUALITY_BELOW_THRESHOLD = "quality_below_threshold"
+
+
+class SkipReason(StrEnum):
+    """Why a job ended `skipped`: no work was needed, or the result would not be kept."""
+
+    ALREADY_TARGET = "already_target"
+    LARGER_OUTPUT = "larger_output"
+    OUTPUT_EXISTS = "output_exists"
+
+
+class VerificationResult(StrEnum):
+    """How checking a finished output before publishing it came out."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    INPUT_TRUNCATED = "input_truncated"
+    DISABLED = "disabled"
 
 
 class IgnoreReason(StrEnum):
@@ -56,6 +79,7 @@ class Outcome(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
 
 
 class QueueTrigger(StrEnum):
@@ -95,9 +119,11 @@ class Job:
     input_bytes: int | None = None
     output_bytes: int | None = None
     media_duration: float | None = None
-    reason: FailureReason | None = None
+    reason: FailureReason | SkipReason | None = None
     error: str | None = None
     stderr_tail: str | None = None
+    source_inode: int | None = None
+    quality_score: float | None = None
 
     @property
     def filename(self) -> str:

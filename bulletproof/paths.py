@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path, PurePosixPath
 
 from bulletproof.config import Config
+from bulletproof.errors import PathError
 from bulletproof.profiles import Profile
 
 # Names that downloaders, copiers and editors use while a file is still being written.
 _PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".!qb", ".filepart")
 # rsync writes `.name.XXXXXX` (hidden, so caught below); this catches the monitor's temporaries.
 TEMP_MARKER = ".bp-tmp-"
+NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, xfs, btrfs, tmpfs)
+_HASH_CHARS = 8  # hex digits of the stable hash a shortened name ends with
+_MAX_NUMBER = 10_000  # `name (n).ext` candidates tried before a name is declared unavailable
 _TEMP_RE = re.compile(r"^\..*\.bp-tmp-\d+(\.[A-Za-z0-9]+)?$")
 
 
@@ -49,8 +54,51 @@ def relative_posix(path: Path, folder: Path) -> str:
     return Path(os.path.normpath(path)).relative_to(os.path.normpath(folder)).as_posix()
 
 
+def shorten_name(name: str, limit: int = NAME_MAX) -> str:
+    """`name` itself when it fits in `limit` bytes, else its stem cut (on a UTF-8 boundary) plus
+    `~` and a short hash of the whole name, so the same long name is always shortened the same way."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    pure = PurePosixPath(name)
+    suffix = pure.suffix if len(pure.suffix.encode("utf-8")) <= 32 else ""
+    stem = name[: len(name) - len(suffix)]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:_HASH_CHARS]
+    room = limit - len(suffix.encode("utf-8")) - 1 - _HASH_CHARS
+    cut = stem.encode("utf-8", "surrogateescape")[:max(0, room)].decode("utf-8", "ignore")
+    return f"{cut}~{digest}{suffix}"
+
+
+def _check_plain_name(name: str, what: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise PathError(f"the {what} {name!r} is not a plain file name", path=name)
+    if name.startswith("."):
+        raise PathError(f"the {what} {name!r} would be a hidden file", path=name)
+
+
+def confine(path: Path, folder: Path, what: str = "output") -> Path:
+    """`path` when it stays inside `folder` after resolving `..` and existing symlinks, else PathError."""
+    path, folder = Path(os.path.normpath(path)), Path(os.path.normpath(folder))
+    if not is_within(path, folder) or path == folder:
+        raise PathError(f"the {what} path {path} leaves {folder}", path=str(path))
+    # The deepest folder that exists decides where a symlinked sub-folder really leads.
+    real_folder = Path(os.path.realpath(folder))
+    existing = path.parent
+    while not existing.exists() and is_within(existing, folder) and existing != folder:
+        existing = existing.parent
+    if not is_within(Path(os.path.realpath(existing)), real_folder):
+        raise PathError(f"the {what} path {path} leads out of {folder} through a symlink",
+                        path=str(path))
+    if path.is_symlink():
+        raise PathError(f"the {what} path {path} is a symlink", path=str(path))
+    return path
+
+
 def output_path_for(config: Config, rel_path: str, profile_name: str, profile: Profile, rule: str) -> Path:
-    """Where a job's finished output goes: the output folder, the source's sub-folders, the template."""
+    """Where a job's finished output goes: the output folder, the source's sub-folders, the template.
+
+    Raises PathError when a value put into the template (rule or profile name, the source's own
+    name) would make a name that is not a plain file name or would lead out of the output folder.
+    """
     rel = PurePosixPath(rel_path)
     name = config.output_template.format(
         stem=rel.stem,
@@ -60,12 +108,38 @@ def output_path_for(config: Config, rel_path: str, profile_name: str, profile: P
         profile=profile_name,
         rule=rule,
     )
-    return Path(config.output_folder, *rel.parent.parts, name)
+    _check_plain_name(name, "output name")
+    for part in rel.parent.parts:
+        _check_plain_name(part, "sub-folder")
+    parts = [shorten_name(p) for p in rel.parent.parts]
+    return confine(Path(config.output_folder, *parts, shorten_name(name)), config.output_folder)
+
+
+def numbered_path(path: Path, number: int) -> Path:
+    """`name (number).ext` beside `path`, shortened to fit when needed."""
+    return path.with_name(shorten_name(f"{path.stem} ({number}){path.suffix}"))
+
+
+def candidate_paths(path: Path) -> list[Path]:
+    """`path`, then `name (1).ext`, `name (2).ext`... : the names a renamed output may take."""
+    return [path, *(numbered_path(path, n) for n in range(1, _MAX_NUMBER))]
 
 
 def temp_path_for(output: Path, job_id: int) -> Path:
     """The hidden temporary name a job writes to, beside its final output (same filesystem)."""
-    return output.with_name(f".{output.stem}{TEMP_MARKER}{job_id}{output.suffix}")
+    tail = f"{TEMP_MARKER}{job_id}{output.suffix}"
+    room = NAME_MAX - 1 - len(tail.encode("utf-8"))
+    stem = output.stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return output.with_name(f".{stem}{tail}")
+
+
+def done_path_for(config: Config, rel_path: str) -> Path:
+    """Where `on_success: move` puts a source: the done folder and the source's sub-folders."""
+    assert config.done_folder is not None
+    rel = PurePosixPath(rel_path)
+    for part in rel.parts:
+        _check_plain_name(part, "source name" if part == rel.name else "sub-folder")
+    return confine(Path(config.done_folder, *rel.parts), config.done_folder, "done-folder")
 
 
 def excluded_folders(config: Config) -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Container = Literal["mp4", "mkv", "mov", "webm", "m4a", "mp3"]
 
@@ -17,6 +17,33 @@ MUXERS: dict[str, str] = {
     "m4a": "ipod",
     "mp3": "mp3",
 }
+
+
+class ProfileVerify(BaseModel):
+    """A profile's own verification settings; unset keys follow the config's `verify`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Literal["off", "basic", "decode"] | None = None
+    duration: bool = True
+
+
+class QualityGate(BaseModel):
+    """Fail an output whose score against its source is under `min` (ssim 0..1, psnr dB, vmaf 0..100)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Literal["ssim", "psnr", "vmaf"] = "ssim"
+    min: float = Field(ge=0)
+
+    @field_validator("min")
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        metric = info.data.get("metric", "ssim")
+        top = {"ssim": 1.0, "psnr": 100.0, "vmaf": 100.0}[metric]
+        if value > top:
+            raise ValueError(f"a {metric} score is at most {top:g}")
+        return value
 
 
 class Profile(BaseModel):
@@ -35,6 +62,11 @@ class Profile(BaseModel):
     audio_codec: str | None = "aac"
     audio_bitrate: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?[kKmM]?$")
     extra_args: list[str] = Field(default_factory=list)
+    verify: ProfileVerify = Field(default_factory=ProfileVerify)
+    skip_if_target: bool = False
+    skip_action: Literal["none", "copy", "link"] = "none"
+    keep_source_if_larger: bool = False
+    quality: QualityGate | None = None
 
     @field_validator("extra_args")
     @classmethod
@@ -44,6 +76,13 @@ class Profile(BaseModel):
             if arg in ("-i", "-y", "-n", "-progress", "-f"):
                 raise ValueError(f"{arg} is set by the monitor and cannot be an extra argument")
         return args
+
+    @field_validator("quality")
+    @classmethod
+    def _gate_needs_video(cls, value: QualityGate | None, info: ValidationInfo) -> QualityGate | None:
+        if value is not None and info.data.get("video_codec", "libx264") is None:
+            raise ValueError("a quality gate scores pictures: this profile makes no video")
+        return value
 
     @property
     def extension(self) -> str:

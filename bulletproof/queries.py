@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from bulletproof.errors import JobNotFound
-from bulletproof.models import FailureReason, Job, JobState
+from bulletproof.models import FailureReason, Job, JobState, SkipReason
 
 COLUMNS = (
     "id, source_path, rel_path, watch_folder, size, mtime_ns, profile, rule, output_path, state, "
     "priority, attempts, created_at, queued_at, started_at, finished_at, not_before, progress, "
-    "speed, eta_seconds, input_bytes, output_bytes, media_duration, reason, error, stderr_tail"
+    "speed, eta_seconds, input_bytes, output_bytes, media_duration, reason, error, stderr_tail, "
+    "source_inode, quality_score"
 )
 
 SORT_COLUMNS = {
@@ -30,7 +31,12 @@ def row_to_job(row: sqlite3.Row) -> Job:
     """A Job from a row selected with COLUMNS."""
     data = dict(row)
     data["state"] = JobState(data["state"])
-    data["reason"] = FailureReason(data["reason"]) if data["reason"] else None
+    if not data["reason"]:
+        data["reason"] = None
+    elif data["state"] is JobState.SKIPPED:
+        data["reason"] = SkipReason(data["reason"])
+    else:
+        data["reason"] = FailureReason(data["reason"])
     return Job(**data)
 
 
@@ -136,12 +142,14 @@ class JobQueries:
         return self._query("SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'")[0][0]
 
     def last_finished_at(self) -> dict[JobState, float | None]:
-        """The latest finish time per terminal state (three index lookups)."""
+        """The latest finish time per terminal state (one index lookup each)."""
         row = self._query(
             "SELECT (SELECT MAX(finished_at) FROM jobs WHERE state = 'completed'), "
             "(SELECT MAX(finished_at) FROM jobs WHERE state = 'failed'), "
-            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'cancelled')")[0]
-        return {JobState.COMPLETED: row[0], JobState.FAILED: row[1], JobState.CANCELLED: row[2]}
+            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'cancelled'), "
+            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'skipped')")[0]
+        return {JobState.COMPLETED: row[0], JobState.FAILED: row[1], JobState.CANCELLED: row[2],
+                JobState.SKIPPED: row[3]}
 
     def summary(self, *, now: float) -> dict[str, Any]:
         """The plan's Stats model: totals, average duration, and the last 24 h by hour."""
@@ -176,11 +184,11 @@ class JobQueries:
         count = max(1, int((until - since + step - 1e-9) // step))
         for i in range(count):
             buckets[i] = {"start": since + i * step, "completed": 0, "failed": 0,
-                          "cancelled": 0, "avg_duration": None}
+                          "cancelled": 0, "skipped": 0, "avg_duration": None}
         rows = self._query(
             "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, state, COUNT(*), "
             "AVG(finished_at - started_at) FROM jobs WHERE finished_at >= ? AND finished_at < ? "
-            "AND state IN ('completed', 'failed', 'cancelled') GROUP BY b, state",
+            "AND state IN ('completed', 'failed', 'cancelled', 'skipped') GROUP BY b, state",
             (since, step, since, until),
         )
         for bucket, state, n, avg in rows:

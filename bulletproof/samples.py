@@ -35,8 +35,12 @@ def make_clip(
     rate: int = 15,
     audio: bool = True,
     video: bool = True,
+    faststart: bool = False,
 ) -> Path:
-    """Write a test-pattern clip (testsrc video, sine audio) whose format follows the suffix."""
+    """Write a test-pattern clip (testsrc video, sine audio) whose format follows the suffix.
+
+    `faststart` puts an MP4/MOV's index before its data, as web uploads usually have it.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     video_args, audio_args, muxer = _FORMATS.get(suffix, _FORMATS[".mp4"])
@@ -55,7 +59,8 @@ def make_clip(
     path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
-        *inputs, *codecs, "-t", f"{seconds:g}", "-f", muxer, "file:" + os.path.abspath(path),
+        *inputs, *codecs, "-t", f"{seconds:g}", *(["-movflags", "+faststart"] if faststart else []),
+        "-f", muxer, "file:" + os.path.abspath(path),
     ]
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -83,4 +88,15 @@ def make_corrupt_clip(path: Path, *, size: int = 4096) -> Path:
         counter += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes((header + bytes(body))[:size])
+    return path
+
+
+def make_truncated_clip(ffmpeg: str, path: Path, *, seconds: float = 10.0, keep: float = 0.5,
+                        size: str = "160x120") -> Path:
+    """Write a faststart MP4 cut off after `keep` of its bytes: its index still declares the
+    whole duration, but the data ends early (an interrupted upload)."""
+    path = Path(path)
+    make_clip(ffmpeg, path, seconds=seconds, size=size, faststart=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
     return path

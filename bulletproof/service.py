@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -20,13 +21,14 @@ from bulletproof.config import (
     parse_config_text,
     write_config_atomically,
 )
-from bulletproof.config_checks import check_encoders
+from bulletproof.config_checks import check_against_ffmpeg
 from bulletproof.config_file import updated_config_text
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
+from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch, RuleMatcher
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import MonitorView
@@ -45,10 +47,8 @@ class Monitor:
         self.config_path = Path(config_path) if config_path else None
         self.bus = bus or ev.EventBus()
         self.binaries = binaries or find_ffmpeg(config.ffmpeg)
-        # Before anything is opened: a profile whose encoder this ffmpeg lacks fails every job.
-        encoder_issues = check_encoders(config, self.binaries)
-        if encoder_issues:
-            raise ConfigError(encoder_issues, source=config_path)
+        # Before anything is opened: a profile this ffmpeg cannot run fails every job.
+        self._check_against_ffmpeg(config, source=config_path or "config")
         self.version = __version__
         self.started_at: float | None = None
         self.last_reload_ok = True
@@ -72,7 +72,8 @@ class Monitor:
         self.started_at = now
         log.info("starting", extra={"version": self.version, "ffmpeg": self.binaries.ffmpeg,
                                     "ffmpeg_source": self.binaries.source,
-                                    "ffmpeg_version": self.binaries.version})
+                                    "ffmpeg_version": self.binaries.version,
+                                    "quality_metrics": ",".join(available_metrics(self.binaries.filters))})
         recovered = self.store.recover_interrupted(
             now=now, max_attempts=self.config.retry.max_attempts,
             retry_interrupted="interrupted" in self.config.retry.retry_on)
@@ -154,16 +155,42 @@ class Monitor:
 
     def _add_job(self, found: StableFile, match: RuleMatch, *, force: bool,
                  priority: int | None = None, trigger: QueueTrigger = QueueTrigger.DETECTED) -> Job | None:
-        output = output_path_for(self.config, found.rel_path, match.profile_name, match.profile,
-                                 match.rule_name)
-        job = self.store.add(NewJob(
+        new = NewJob(
             source_path=str(found.path), rel_path=found.rel_path,
             watch_folder=str(found.watch_folder), size=found.size, mtime_ns=found.mtime_ns,
-            profile=match.profile_name, rule=match.rule_name, output_path=str(output),
-            priority=match.priority if priority is None else priority), force=force)
-        if job is not None:
+            profile=match.profile_name, rule=match.rule_name, output_path="",
+            priority=match.priority if priority is None else priority)
+        try:
+            output = output_path_for(self.config, found.rel_path, match.profile_name, match.profile,
+                                     match.rule_name)
+        except PathError as exc:
+            return self._add_unrunnable(new, str(exc), force=force)
+        new = dataclasses.replace(new, output_path=str(output))
+        job, applied = self.store.add_reserving(new, policy=self.config.output_conflict, force=force)
+        if job is None:
+            return None
+        if applied is not None:
+            log.warning("output name taken", extra={"job": job.id, "wanted": str(output),
+                                                    "output": job.output_path, "policy": applied})
+            self.bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=str(output)))
+        if job.state is JobState.QUEUED:
             self.bus.publish(ev.JobQueued(job=job, trigger=trigger))
             self._wake()
+        else:  # output_conflict skip or fail ended it at once
+            outcome = ev.Outcome.SKIPPED if job.state is JobState.SKIPPED else ev.Outcome.FAILED
+            self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=outcome, reason=job.reason,
+                                            busy_seconds=0.0))
+        return job
+
+    def _add_unrunnable(self, new: NewJob, error: str, *, force: bool) -> Job | None:
+        """Record a job whose output path cannot be made (hostile names): failed, with the reason."""
+        log.warning("invalid output path", extra={"source": new.source_path, "error": error})
+        # No output path could be made: the job records none (a retry makes it again).
+        job = self.store.add_failed(new, reason=FailureReason.OUTPUT_PATH_INVALID, error=error,
+                                    force=force)
+        if job is not None:
+            self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
+                                            reason=FailureReason.OUTPUT_PATH_INVALID, busy_seconds=0.0))
         return job
 
     def _wake(self) -> None:
@@ -254,7 +281,7 @@ class Monitor:
         return self._pool.resume_job(job_id)
 
     def retry_job(self, job_id: int) -> Job:
-        """Queue a failed, cancelled or completed job again."""
+        """Queue a failed, cancelled, completed or skipped job again."""
         job = self.store.requeue(job_id, now=time.time())
         self.bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.MANUAL_RETRY))
         self._wake()
@@ -306,14 +333,18 @@ class Monitor:
             raise ConfigError([ConfigIssue("", "the monitor was not started from a config file")])
         try:
             new = load_config(self.config_path)
-            encoder_issues = check_encoders(new, self.binaries)
-            if encoder_issues:
-                raise ConfigError(encoder_issues, source=self.config_path)
+            self._check_against_ffmpeg(new, source=self.config_path)
         except ConfigError as exc:
             self._reload_failed(exc)
             raise
         await self.apply_config(new)
         return new
+
+    def _check_against_ffmpeg(self, config: Config, *, source: str | Path) -> None:
+        """ConfigError when a profile needs an encoder or a filter (vmaf) this ffmpeg lacks."""
+        issues = check_against_ffmpeg(config, self.binaries)
+        if issues:
+            raise ConfigError(issues, source=source)
 
     def _reload_failed(self, exc: ConfigError) -> None:
         self.last_reload_ok = False
@@ -322,7 +353,9 @@ class Monitor:
     def validate_config(self, data: Any) -> Config:
         """Validate a config mapping against this monitor's base folder (a dry run)."""
         base = self.config_path.resolve().parent if self.config_path else Path.cwd()
-        return parse_config(data, base_dir=base, source=self.config_path or "request")
+        config = parse_config(data, base_dir=base, source=self.config_path or "request")
+        self._check_against_ffmpeg(config, source=self.config_path or "request")
+        return config
 
     async def update_config(self, data: Any) -> Config:
         """Validate, write atomically (keeping a .bak), and apply a new config."""

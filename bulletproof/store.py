@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -13,7 +14,8 @@ from typing import Any
 
 from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
-from bulletproof.models import FailureReason, Job, JobState
+from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.paths import candidate_paths
 from bulletproof.queries import SORT_COLUMNS, JobQueries
 
 __all__ = ["SORT_COLUMNS", "JobStore", "NewJob", "SCHEMA_VERSION"]
@@ -143,6 +145,7 @@ class JobStore(JobQueries):
             self._db.executescript(_SCHEMA)
             self._migrate_audit()
             self._check_version()
+            self._migrate_outputs()
             self._recount()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
@@ -165,6 +168,14 @@ class JobStore(JobQueries):
                 f"({SCHEMA_VERSION})",
                 path=self.path,
             )
+
+    def _migrate_outputs(self) -> None:
+        """Columns for trusted outputs: the source's inode as read, the quality score."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in (("source_inode", "INTEGER"), ("quality_score", "REAL")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_output ON jobs (output_path)")
 
     def _recount(self) -> None:
         """Rebuild job_counts from the jobs (once per open: cheap, and heals any drift)."""
@@ -213,29 +224,153 @@ class JobStore(JobQueries):
     def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
         """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None.
 
-        `force` skips the check (an operator asked for this file explicitly).
+        `force` skips the check (an operator asked for this file explicitly). The output path is
+        taken as given; the monitor uses `add_reserving`, which makes it unique.
         """
         now = time.time() if now is None else now
         with self._tx() as db:
-            known = db.execute(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ?1 AND size = ?2 "
-                "AND mtime_ns = ?3) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ?1 "
-                "AND size = ?2 AND mtime_ns = ?3)",
-                (new.source_path, new.size, new.mtime_ns),
-            ).fetchone()[0]
-            if known and not force:
+            if self._known(db, new) and not force:
                 return None
-            cur = db.execute(
-                "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
-                "rule, output_path, state, priority, seq, created_at, queued_at, input_bytes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, "
-                "COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1, ?, ?, ?)",
-                (new.source_path, new.rel_path, new.watch_folder, new.size, new.mtime_ns,
-                 new.profile, new.rule, new.output_path, new.priority, now, now, new.size),
-            )
-            job_id = cur.lastrowid
-        assert job_id is not None
+            job_id = self._insert(db, new, new.output_path, now)
         return self.get(job_id)
+
+    @staticmethod
+    def _known(db: sqlite3.Connection, new: NewJob) -> bool:
+        return bool(db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ?1 AND size = ?2 "
+            "AND mtime_ns = ?3) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ?1 "
+            "AND size = ?2 AND mtime_ns = ?3)",
+            (new.source_path, new.size, new.mtime_ns),
+        ).fetchone()[0])
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, new: NewJob, output_path: str, now: float) -> int:
+        cur = db.execute(
+            "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
+            "rule, output_path, state, priority, seq, created_at, queued_at, input_bytes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, "
+            "COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1, ?, ?, ?)",
+            (new.source_path, new.rel_path, new.watch_folder, new.size, new.mtime_ns,
+             new.profile, new.rule, output_path, new.priority, now, now, new.size),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    # -- output names (reserved in the transaction that adds the job) ---------------------------
+
+    @staticmethod
+    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1) -> bool:
+        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
+        held = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path != ?2 "
+            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
+            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
+            (path, source_path)).fetchone()[0]
+        if held:
+            return True
+        if not os.path.lexists(path):
+            return False
+        # A file is there: ours only when an earlier job of this same source wrote to that name.
+        return not db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path = ?2 "
+            "AND id != ?3 AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
+            (path, source_path, job_id)).fetchone()[0]
+
+    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
+                      force: bool = False) -> tuple[Job | None, str | None]:
+        """Queue a job as `add` does, with an output name no other source holds.
+
+        `policy` says what happens when `new.output_path` is taken (by another source's job or
+        by a file no job of this source wrote): `rename` takes the first free `name (n).ext`,
+        `overwrite` keeps the name, `skip` records the job skipped (`output_exists`), `fail`
+        records it failed (`output_conflict`). Returns the job (None when already known) and the
+        policy applied when there was a clash, else None.
+        """
+        now = time.time() if now is None else now
+        desired = new.output_path
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None, None
+            if not self._output_taken(db, desired, new.source_path):
+                return self.get(self._insert(db, new, desired, now)), None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
+                             if not self._output_taken(db, str(p), new.source_path)), None)
+                if free is not None:
+                    return self.get(self._insert(db, new, free, now)), policy
+                policy = "fail"  # ten thousand namesakes: nothing sensible is left
+            job_id = self._insert(db, new, desired, now)
+            if policy == "skip":
+                db.execute(
+                    "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ? "
+                    "WHERE id = ?",
+                    (now, SkipReason.OUTPUT_EXISTS.value,
+                     f"the output {desired} already exists; output_conflict is skip", job_id))
+            elif policy == "fail":
+                db.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
+                    "WHERE id = ?",
+                    (now, FailureReason.OUTPUT_CONFLICT.value,
+                     f"the output {desired} already exists or belongs to another source", job_id))
+            return self.get(job_id), policy
+
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim: if a file appeared at its output name since it was queued,
+        apply `policy` again (`rename` records the next free name on the job). `path` gives the
+        job an output name first (one that could not be made when it was queued). Returns the
+        job and the policy applied, or None when the name is free."""
+        with self._tx() as db:
+            if path is not None:
+                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
+            job = self.get(job_id)
+            if policy == "overwrite" or not self._output_taken(
+                    db, job.output_path, job.source_path, job_id):
+                return job, None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
+                             if not self._output_taken(db, str(p), job.source_path, job_id)), None)
+                if free is None:
+                    return job, "fail"
+                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))
+                return self.get(job_id), policy
+            return job, policy
+
+    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
+                   now: float | None = None, force: bool = False) -> Job | None:
+        """Record a job that cannot run at all (say its output path is invalid) as failed."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None
+            job_id = self._insert(db, new, new.output_path, now)
+            db.execute("UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
+                       "WHERE id = ?", (now, reason.value, error, job_id))
+            return self.get(job_id)
+
+    def set_source_inode(self, job_id: int, inode: int) -> None:
+        """Remember which file (inode) the job's attempt read."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET source_inode = ? WHERE id = ?", (inode, job_id))
+
+    def set_quality_score(self, job_id: int, score: float | None) -> None:
+        """Remember the quality score the output got against its source."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET quality_score = ? WHERE id = ?", (score, job_id))
+
+    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
+                     output_bytes: int | None, media_duration: float | None) -> Job:
+        """The job needed no work (or its result was not kept); the version counts as done."""
+        job = self._transition(
+            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ?, "
+            "output_bytes = ?, media_duration = COALESCE(?, media_duration), eta_seconds = NULL "
+            "WHERE id = ?",
+            (now, reason.value, message, output_bytes, media_duration),
+        )
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO done_files VALUES (?, ?, ?)",
+                       (job.source_path, job.size, job.mtime_ns))
+        return job
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
                     params: tuple[Any, ...]) -> Job:
@@ -255,7 +390,7 @@ class JobStore(JobQueries):
             job_id, "start", {JobState.QUEUED},
             "UPDATE jobs SET state = 'processing', attempts = attempts + 1, started_at = ?, "
             "finished_at = NULL, progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, "
-            "error = NULL, not_before = NULL WHERE id = ?",
+            "error = NULL, not_before = NULL, quality_score = NULL WHERE id = ?",
             (now,),
         )
 
@@ -283,8 +418,11 @@ class JobStore(JobQueries):
         return job
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
-                    stderr_tail: str, retry_at: float | None) -> Job:
-        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good."""
+                    stderr_tail: str, retry_at: float | None, progress: float | None = None) -> Job:
+        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good.
+
+        `progress` is what the attempt reached (kept as the job's progress when given).
+        """
         if retry_at is not None:
             state = JobState.QUEUED
         elif reason is FailureReason.CANCELLED:
@@ -294,9 +432,10 @@ class JobStore(JobQueries):
         return self._transition(
             job_id, "fail", {JobState.PROCESSING, JobState.PAUSED},
             "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ?, stderr_tail = ?, "
-            "not_before = ?, queued_at = CASE WHEN ? IS NULL THEN queued_at ELSE ? END WHERE id = ?",
+            "not_before = ?, queued_at = CASE WHEN ? IS NULL THEN queued_at ELSE ? END, "
+            "progress = COALESCE(?, progress) WHERE id = ?",
             (state.value, now, reason.value, error, stderr_tail or None, retry_at, retry_at,
-             retry_at if retry_at is not None else now),
+             retry_at if retry_at is not None else now, progress),
         )
 
     def set_progress(self, job_id: int, progress: float, speed: float | None,
@@ -323,10 +462,11 @@ class JobStore(JobQueries):
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry)."""
         return self._transition(
-            job_id, "retry", {JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED},
+            job_id, "retry", {JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED,
+                              JobState.SKIPPED},
             "UPDATE jobs SET state = 'queued', queued_at = ?, not_before = NULL, reason = NULL, "
             "error = NULL, stderr_tail = NULL, progress = 0, speed = NULL, eta_seconds = NULL, "
-            "started_at = NULL, finished_at = NULL, output_bytes = NULL, "
+            "started_at = NULL, finished_at = NULL, output_bytes = NULL, quality_score = NULL, "
             "attempts = CASE WHEN ? THEN 0 ELSE attempts END, "
             "seq = COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1 WHERE id = ?",
             (now, reset_attempts),

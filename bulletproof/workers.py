@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,11 +11,31 @@ from pathlib import Path
 
 from bulletproof import events as ev
 from bulletproof.config import Config
-from bulletproof.errors import InvalidTransition, JobNotFound, TranscodeError
-from bulletproof.ffmpeg import FfmpegBinaries, FfmpegRunner, Progress, RunningTranscode, probe
-from bulletproof.models import FailureReason, Job, JobState, Outcome, QueueTrigger, WorkerSnapshot
-from bulletproof.paths import temp_path_for
-from bulletproof.store import JobStore
+from bulletproof.disposal import SourceCheck, dispose_source
+from bulletproof.errors import InvalidTransition, JobNotFound, PathError, TranscodeError
+from bulletproof.ffmpeg import (
+    FfmpegBinaries,
+    FfmpegRunner,
+    MediaInfo,
+    Progress,
+    RunningTranscode,
+    probe,
+)
+from bulletproof.models import (
+    FailureReason,
+    Job,
+    JobState,
+    Outcome,
+    QueueTrigger,
+    SkipReason,
+    WorkerSnapshot,
+)
+from bulletproof.paths import confine, output_path_for, temp_path_for
+from bulletproof.profiles import Profile, QualityGate
+from bulletproof.quality import score
+from bulletproof.store import JobStore, NewJob
+from bulletproof.target import keep_source_as_output, target_mismatch
+from bulletproof.verify import VerifyPlan, plan_for, result_of, verify_output
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +250,13 @@ class WorkerPool:
                                  f"profile {job.profile!r} is no longer configured", "")
             return
         try:
-            info = await probe(self._binaries, Path(job.source_path))
+            job = self._settle_output(slot, job, config)
+            if job is None:
+                return
+            output = self._confined(Path(job.output_path), config.output_folder)
+            source = Path(job.source_path)
+            self._note_source_inode(job, source)
+            info = await probe(self._binaries, source)
             if profile.video_codec is not None and not info.has_video:
                 raise TranscodeError("the input has no video stream", reason=FailureReason.INPUT_INVALID)
             if profile.video_codec is None and not info.has_audio:
@@ -241,12 +265,19 @@ class WorkerPool:
             self._store.set_media_duration(job.id, info.duration)
             if slot.shutdown or slot.cancel_requested:
                 raise TranscodeError("cancelled before ffmpeg started", reason=FailureReason.CANCELLED)
-            output = Path(job.output_path)
+            if profile.skip_if_target and target_mismatch(profile, info, source) is None:
+                self._skip(slot, profile, SkipReason.ALREADY_TARGET,
+                           "the source already matches the profile's target", output)
+                return
+            plan = plan_for(config.verify, profile, info)
             runner = FfmpegRunner(self._binaries, config.ffmpeg, config.timeouts)
             slot.run = await runner.start(
-                source=Path(job.source_path), output=output, temp_output=temp_path_for(output, job.id),
+                source=source, output=output, temp_output=temp_path_for(output, job.id),
                 profile=profile, duration=info.duration,
-                on_progress=lambda p: self._on_progress(slot, p))
+                on_progress=lambda p: self._on_progress(slot, p),
+                before_publish=lambda temp, last, tail: self._before_publish(
+                    slot, profile, plan, temp, last, tail),
+                replace_existing=config.output_conflict == "overwrite" or not _first_claim(job))
             if slot.paused:
                 slot.run.pause()
             result = await slot.run.wait()
@@ -256,7 +287,121 @@ class WorkerPool:
             else:
                 self._record_failure(slot, exc.reason, str(exc), exc.stderr_tail)
             return
+        if not result.published:
+            self._skip(slot, profile, SkipReason.LARGER_OUTPUT,
+                       f"the output ({result.output_bytes} bytes) is larger than the source "
+                       f"({job.size} bytes); the source is kept", output)
+            return
         self._record_success(slot, result.output_bytes, result.stderr_tail)
+
+    @staticmethod
+    def _confined(path: Path, folder: Path) -> Path:
+        """`path` checked again just before use: a symlink may have been planted since queueing."""
+        try:
+            return confine(path, folder)
+        except PathError as exc:
+            raise TranscodeError(str(exc), reason=FailureReason.OUTPUT_PATH_INVALID) from None
+
+    def _settle_output(self, slot: _Slot, job: Job, config: Config) -> Job | None:
+        """On a job's first claim, re-apply output_conflict to a file that appeared since queueing.
+
+        Later attempts keep the recorded name (a retry or a recovery writes where the first
+        attempt did). Returns the job to run, or None when the conflict ended it.
+        """
+        path = None
+        if not job.output_path:  # none could be made when it was queued: try again (a retry)
+            try:
+                path = str(output_path_for(config, job.rel_path, job.profile,
+                                           config.all_profiles()[job.profile], job.rule))
+            except PathError as exc:
+                raise TranscodeError(str(exc), reason=FailureReason.OUTPUT_PATH_INVALID) from None
+        elif not _first_claim(job):
+            return job
+        wanted = path or job.output_path
+        job, applied = self._store.reserve_again(job.id, policy=config.output_conflict, path=path)
+        slot.job = job
+        if applied is None:
+            return job
+        log.warning("output name taken", extra={"job": job.id, "wanted": wanted,
+                                                "output": job.output_path, "policy": applied})
+        self._bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=wanted))
+        if applied == "skip":
+            self._skip(slot, None, SkipReason.OUTPUT_EXISTS,
+                       f"the output {job.output_path} already exists; output_conflict is skip", None)
+            return None
+        if applied == "fail":
+            raise TranscodeError(f"the output {job.output_path} already exists and belongs to no "
+                                 "job of this source; output_conflict is fail",
+                                 reason=FailureReason.OUTPUT_CONFLICT)
+        return job
+
+    def _note_source_inode(self, job: Job, source: Path) -> None:
+        try:
+            inode = source.stat().st_ino
+        except OSError:
+            return  # probing reports the missing input with its own reason
+        self._store.set_source_inode(job.id, inode)
+
+    async def _before_publish(self, slot: _Slot, profile: Profile, plan: VerifyPlan, temp: Path,
+                              last: Progress | None, tail: str) -> bool:
+        """Verify the finished temporary; False keeps the source instead of a larger output."""
+        assert slot.job is not None
+        job = slot.job
+        try:
+            verdict = await verify_output(self._binaries, temp, plan, source=Path(job.source_path),
+                                          stderr_tail=tail)
+        except TranscodeError as exc:
+            self._bus.publish(ev.OutputVerified(
+                job_id=job.id, profile=job.profile, level=plan.level, result=result_of(exc),
+                expected=plan.expected_duration))
+            raise
+        self._bus.publish(ev.OutputVerified(
+            job_id=job.id, profile=job.profile, level=plan.level, result=verdict.result,
+            expected=plan.expected_duration, actual=verdict.actual_duration))
+        if profile.quality is not None and plan.need_video:
+            await self._quality_gate(job, profile.quality, temp, verdict.output)
+        if profile.keep_source_if_larger and temp.stat().st_size > job.size:
+            return False
+        return True
+
+    async def _quality_gate(self, job: Job, gate: QualityGate, temp: Path,
+                            output: MediaInfo | None) -> None:
+        """Score the output against its source; TranscodeError under the profile's threshold."""
+        if output is None:  # verification is off: the gate still needs the picture size
+            output = await probe(self._binaries, temp)
+        if output.width is None or output.height is None:
+            raise TranscodeError("cannot score the output: its picture size is unknown",
+                                 reason=FailureReason.VERIFICATION_FAILED)
+        value = await score(self._binaries, temp, Path(job.source_path), gate.metric,
+                            width=output.width, height=output.height, duration=output.duration)
+        self._store.set_quality_score(job.id, value)
+        passed = value >= gate.min
+        self._bus.publish(ev.QualityScored(job_id=job.id, profile=job.profile, metric=gate.metric,
+                                           score=value, threshold=gate.min, passed=passed))
+        if not passed:
+            raise TranscodeError(f"{gate.metric} score {value:.4g} is under the profile's "
+                                 f"minimum {gate.min:g}",
+                                 reason=FailureReason.QUALITY_BELOW_THRESHOLD)
+
+    def _skip(self, slot: _Slot, profile: Profile | None, reason: SkipReason, message: str,
+              output: Path | None) -> None:
+        """End the job `skipped`; the profile's skip_action may put the source at the output."""
+        assert slot.job is not None
+        job = slot.job
+        output_bytes = None
+        if profile is not None and output is not None:
+            try:
+                output_bytes = keep_source_as_output(
+                    Path(job.source_path), output, temp_path_for(output, job.id), profile.skip_action)
+            except FileExistsError:
+                message += f"; {output} already exists and is left alone"
+            except OSError as exc:
+                message += f"; could not {profile.skip_action} the source to {output}: {exc}"
+        now = time.time()
+        job = self._store.mark_skipped(job.id, now=now, reason=reason, message=message,
+                                       output_bytes=output_bytes, media_duration=slot.media_duration)
+        self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.SKIPPED,
+                                         reason=reason, busy_seconds=slot.busy_seconds(now)))
 
     def _on_progress(self, slot: _Slot, progress: Progress) -> None:
         if slot.job is None:
@@ -288,9 +433,11 @@ class WorkerPool:
         retry_at = None
         if reason.value in policy.retry_on and slot.job.attempts < policy.max_attempts:
             retry_at = now + policy.delay(slot.job.attempts)
+        reached = slot.progress.ratio if slot.progress is not None and not slot.progress.ended else None
         try:
             job = self._store.mark_failed(slot.job.id, now=now, reason=reason, error=error,
-                                          stderr_tail=stderr_tail, retry_at=retry_at)
+                                          stderr_tail=stderr_tail, retry_at=retry_at,
+                                          progress=reached)
         except JobNotFound:
             return
         outcome = Outcome.CANCELLED if reason is FailureReason.CANCELLED else Outcome.FAILED
@@ -308,14 +455,27 @@ class WorkerPool:
 
     def _dispose_source(self, job: Job) -> None:
         config = self._config()
-        source = Path(job.source_path)
+        if config.on_success == "keep":
+            return
         try:
-            if config.on_success == "delete":
-                source.unlink(missing_ok=True)
-            elif config.on_success == "move" and config.done_folder is not None:
-                target = Path(config.done_folder, *Path(job.rel_path).parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(os.fspath(source), os.fspath(target))
-        except OSError as exc:  # the output is done; a source we cannot move is only a warning
+            found = dispose_source(config, job)
+        except (OSError, PathError) as exc:  # the output is done; a source we cannot move is a warning
             log.warning("could not %s the source after success", config.on_success,
                         extra={"job": job.id, "error": str(exc)})
+            return
+        if found is SourceCheck.REPLACED:  # the watcher cannot tell this file from the one done
+            self._queue_replaced(job)
+
+    def _queue_replaced(self, job: Job) -> None:
+        new = NewJob(source_path=job.source_path, rel_path=job.rel_path,
+                     watch_folder=job.watch_folder, size=job.size, mtime_ns=job.mtime_ns,
+                     profile=job.profile, rule=job.rule, output_path=job.output_path,
+                     priority=job.priority)
+        queued, _ = self._store.add_reserving(new, policy=self._config().output_conflict, force=True)
+        if queued is not None:
+            self._bus.publish(ev.JobQueued(job=queued, trigger=QueueTrigger.DETECTED))
+
+
+def _first_claim(job: Job) -> bool:
+    """True on a job's very first attempt (never retried, recovered or requeued)."""
+    return job.attempts == 1 and job.queued_at == job.created_at

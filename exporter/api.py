@@ -34,7 +34,7 @@ METRICS: web.AppKey[BulletproofMetrics] = web.AppKey("bulletproof.metrics")
 
 MAX_JOB_ID = 2**63 - 1  # SQLite's INTEGER range
 # The job fields left out of list views (large, or only useful on the detail page).
-_LIST_OMIT = ("stderr_tail", "source_path", "watch_folder", "mtime_ns")
+_LIST_OMIT = ("stderr_tail", "source_path", "watch_folder", "mtime_ns", "source_inode")
 # Timestamps accepted in query parameters: 1970 .. year 5138 (anything else is a typo).
 _MAX_TIMESTAMP = 1e11
 _DIGITS = re.compile(r"[0-9]+")
@@ -351,7 +351,7 @@ async def stats_history(request: web.Request) -> web.Response:
     rows = monitor_of(request).view.history(since=since, until=until, step=step)
     for row in rows:
         row["end"] = min(row["start"] + step, until)
-        row["total"] = row["completed"] + row["failed"] + row["cancelled"]
+        row["total"] = row["completed"] + row["failed"] + row["cancelled"] + row["skipped"]
     return ok({"since": since, "until": until, "step": step, "buckets": rows})
 
 

@@ -59,7 +59,8 @@ def _e(value: Any) -> str:
 
 
 _STATE_STYLE = {"queued": "cyan", "processing": "yellow", "paused": "magenta",
-                "completed": "green", "failed": "red", "cancelled": "dim"}
+                "completed": "green", "failed": "red", "cancelled": "dim",
+                "skipped": "blue"}
 
 
 def _state(value: Any) -> str:
@@ -251,11 +252,18 @@ def event_line(message: JSON) -> str:
                 parts.append("will retry")
         elif kind in ("job_paused", "job_resumed"):
             parts.append(f"worker={message.get('worker')}")
+        elif kind == "output_conflict":
+            parts.append(f"{message.get('wanted')} taken, policy={message.get('policy')} "
+                         f"-> {job.get('output_path')}")
         else:
             parts.append(f"state={job.get('state')}")
     elif kind == "job_progress":
         parts.append(f"#{message.get('job_id')} {_percent(message.get('progress'))} "
                      f"speed={_speed(message.get('speed'))} eta={_duration(message.get('eta_seconds'))}")
+    elif kind == "output_verified":
+        parts.append(f"#{message.get('job_id')} {message.get('result')} level={message.get('level')} "
+                     f"expected={_duration(message.get('expected'))} "
+                     f"actual={_duration(message.get('actual'))}")
     elif kind == "job_removed":
         parts.append(f"#{message.get('job_id')}")
     elif kind == "queue_cleared":

@@ -39,7 +39,15 @@ from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from bulletproof import events as ev
 from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.events import EventBus
-from bulletproof.models import FailureReason, IgnoreReason, JobState, Outcome, QueueTrigger
+from bulletproof.models import (
+    FailureReason,
+    IgnoreReason,
+    JobState,
+    Outcome,
+    QueueTrigger,
+    SkipReason,
+    VerificationResult,
+)
 from bulletproof.view import MonitorView
 from exporter.collector import StateCollector, nonneg
 from exporter.permissions import AUDITED_ACTIONS
@@ -54,6 +62,9 @@ IGNORE_REASONS: tuple[str, ...] = tuple(r.value for r in IgnoreReason)
 #: A cancelled attempt is counted by bulletproof_jobs_cancelled_total, not as a failure.
 FAILURE_REASONS: tuple[str, ...] = tuple(
     r.value for r in FailureReason if r is not FailureReason.CANCELLED)
+SKIP_REASONS: tuple[str, ...] = tuple(r.value for r in SkipReason)
+VERIFICATION_RESULTS: tuple[str, ...] = tuple(r.value for r in VerificationResult)
+CONFLICT_POLICIES: tuple[str, ...] = ("rename", "skip", "overwrite", "fail")
 RETRY_TRIGGERS: dict[QueueTrigger, str] = {
     QueueTrigger.AUTO_RETRY: "auto", QueueTrigger.MANUAL_RETRY: "manual"}
 ENQUEUE_TRIGGERS: frozenset[QueueTrigger] = frozenset({QueueTrigger.DETECTED, QueueTrigger.API})
@@ -65,6 +76,12 @@ JOB_DURATION_BUCKETS: tuple[float, ...] = (
     1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
     0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
+# Quality scores: SSIM crowds near 1 (0.95 is already visibly worse), PSNR is in dB (30-50 is
+# the usual range for lossy video), VMAF is 0..100.
+SSIM_BUCKETS: tuple[float, ...] = (
+    0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 1)
+PSNR_BUCKETS: tuple[float, ...] = (15, 20, 25, 30, 33, 36, 40, 45, 50, 60, 100)
+VMAF_BUCKETS: tuple[float, ...] = (20, 40, 60, 70, 80, 85, 90, 93, 95, 97, 99, 100)
 HTTP_DURATION_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -128,6 +145,7 @@ class BulletproofMetrics:
         self._view = view
         self._lock = threading.Lock()
         self._known_profiles: set[str] = set()
+        self._known_gates: set[tuple[str, str]] = set()
 
         self._state = StateCollector(view)
         registry.register(self._state)
@@ -149,6 +167,15 @@ class BulletproofMetrics:
                                    ["profile", "reason"])
         self.jobs_cancelled = counter("bulletproof_jobs_cancelled_total",
                                       "Jobs cancelled (queued or running).", ["profile"])
+        self.jobs_skipped = counter("bulletproof_jobs_skipped_total",
+                                    "Jobs that ended skipped (no work needed, or the result was "
+                                    "not kept), by reason.", ["profile", "reason"])
+        self.verifications = counter("bulletproof_verifications_total",
+                                     "Checks of finished outputs before publishing, by result.",
+                                     ["result"])
+        self.output_conflicts = counter("bulletproof_output_conflicts_total",
+                                        "New jobs whose output name was taken, by the output_conflict "
+                                        "policy applied.", ["policy"])
         self.jobs_retried = counter(
             "bulletproof_jobs_retried_total",
             "Jobs queued again, by trigger (auto retry after a failure, manual retry).",
@@ -169,6 +196,17 @@ class BulletproofMetrics:
         self.queue_wait = Histogram("bulletproof_job_queue_wait_seconds",
                                     "Time from (re)queueing until a worker started the attempt.",
                                     labelnames=("profile",), buckets=QUEUE_WAIT_BUCKETS, registry=registry)
+        self.quality = {
+            metric: Histogram(name, doc, labelnames=("profile",), buckets=buckets, registry=registry)
+            for metric, name, doc, buckets in (
+                ("ssim", "bulletproof_quality_ssim_ratio",
+                 "SSIM of outputs against their sources (profiles with a quality gate), 0..1.",
+                 SSIM_BUCKETS),
+                ("psnr", "bulletproof_quality_psnr_decibels",
+                 "PSNR of outputs against their sources in dB (identical pictures count as 100).",
+                 PSNR_BUCKETS),
+                ("vmaf", "bulletproof_quality_vmaf_score",
+                 "VMAF of outputs against their sources, 0..100.", VMAF_BUCKETS))}
         self.http_requests = counter("bulletproof_http_requests_total",
                                      "HTTP requests served, by route template, method and status code.",
                                      ["handler", "method", "code"])
@@ -188,6 +226,10 @@ class BulletproofMetrics:
 
         for reason in IGNORE_REASONS:
             self.files_ignored.labels(reason=reason)
+        for result in VERIFICATION_RESULTS:
+            self.verifications.labels(result=result)
+        for policy in CONFLICT_POLICIES:
+            self.output_conflicts.labels(policy=policy)
         self._init_profiles()
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event)
 
@@ -196,15 +238,21 @@ class BulletproofMetrics:
     def _init_profiles(self) -> None:
         """Create every per-profile series at zero (new profiles after a reload too)."""
         try:
-            profiles = list(self._view.profiles())
+            profiles = dict(self._view.profiles())
         except Exception:  # a broken config read must not stop the exporter
             log.warning("metrics: could not list profiles", exc_info=True)
             return
         with self._lock:
             new = [p for p in profiles if p not in self._known_profiles]
             self._known_profiles.update(new)
+            # A quality gate's histogram exists for the profiles that have one (its metric known).
+            gates = [(name, p.quality.metric) for name, p in profiles.items()
+                     if p.quality is not None and (name, p.quality.metric) not in self._known_gates]
+            self._known_gates.update(gates)
         for profile in new:
             self._init_profile(profile)
+        for profile, metric in gates:
+            self.quality[metric].labels(profile=profile)
 
     def _init_profile(self, profile: str) -> None:
         for family in (self.jobs_enqueued, self.jobs_completed, self.jobs_cancelled, self.input_bytes,
@@ -213,6 +261,8 @@ class BulletproofMetrics:
             family.labels(profile=profile)
         for reason in FAILURE_REASONS:
             self.jobs_failed.labels(profile=profile, reason=reason)
+        for reason in SKIP_REASONS:
+            self.jobs_skipped.labels(profile=profile, reason=reason)
         for trigger in RETRY_TRIGGERS.values():
             self.jobs_retried.labels(profile=profile, trigger=trigger)
 
@@ -230,6 +280,15 @@ class BulletproofMetrics:
             elif event.trigger in RETRY_TRIGGERS:
                 self.jobs_retried.labels(profile=profile, trigger=RETRY_TRIGGERS[event.trigger]).inc()
             # RECOVERED (after a restart or a clean shutdown) is neither new work nor a retry.
+        elif isinstance(event, ev.OutputVerified):
+            self.verifications.labels(result=VerificationResult(event.result).value).inc()
+        elif isinstance(event, ev.QualityScored):
+            histogram = self.quality.get(event.metric)
+            if histogram is not None:
+                histogram.labels(profile=event.profile).observe(max(0.0, event.score))
+        elif isinstance(event, ev.OutputConflict):
+            if event.policy in CONFLICT_POLICIES:
+                self.output_conflicts.labels(policy=event.policy).inc()
         elif isinstance(event, ev.FileDetected):
             self.files_detected.inc()
         elif isinstance(event, ev.FileIgnored):
@@ -254,6 +313,9 @@ class BulletproofMetrics:
             self.jobs_failed.labels(profile=profile, reason=FailureReason(reason).value).inc()
         elif event.outcome is Outcome.CANCELLED:
             self.jobs_cancelled.labels(profile=profile).inc()
+        elif event.outcome is Outcome.SKIPPED:
+            reason = SkipReason(event.reason or job.reason or SkipReason.ALREADY_TARGET)
+            self.jobs_skipped.labels(profile=profile, reason=reason.value).inc()
 
     # -- HTTP ---------------------------------------------------------------------------------
 

@@ -11,13 +11,13 @@ from typing import Any
 
 from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.config import Config
-from bulletproof.models import FailureReason, JobState
+from bulletproof.models import FailureReason, JobState, SkipReason
 from exporter.api_jobs import EnqueueRequest
 from exporter.permissions import AUDITED_ACTIONS
 
 REF = "#/components/schemas/{model}"
 STATES = [s.value for s in JobState]
-REASONS = [r.value for r in FailureReason]
+REASONS = [r.value for r in FailureReason] + [r.value for r in SkipReason]
 
 # -- schema helpers -----------------------------------------------------------------------------
 
@@ -92,12 +92,15 @@ _JOB_PROPS: dict[str, Any] = {
     "output_path": STR,
     "worker": {**INT_NULL, "description": "the worker slot running the job"},
     "last_progress_at": TS_NULL,
+    "quality_score": {**NUM_NULL, "description": "the output's score against its source when the "
+                      "profile has a quality gate (ssim 0..1, psnr in dB, vmaf 0..100)"},
 }
 _DETAIL_PROPS: dict[str, Any] = {
     **_JOB_PROPS,
     "source_path": STR,
     "watch_folder": STR,
     "mtime_ns": INT,
+    "source_inode": {**INT_NULL, "description": "the inode of the source file the last attempt read"},
     "stderr_tail": {**STR_NULL, "description": "the last lines of ffmpeg's stderr"},
 }
 
@@ -109,7 +112,7 @@ _SLOT = obj({
 })
 
 _BUCKET = obj({
-    "start": TS, "completed": INT, "failed": INT, "cancelled": INT,
+    "start": TS, "completed": INT, "failed": INT, "cancelled": INT, "skipped": INT,
     "avg_duration": {**NUM_NULL, "description": "mean duration of the completed jobs"},
 }, extra=True)
 

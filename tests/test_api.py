@@ -19,8 +19,8 @@ PLAN_JOB_FIELDS = {"id", "filename", "status", "progress", "started_at", "comple
                    "profile"}
 EXTRA_JOB_FIELDS = {"attempts", "reason", "state", "rel_path", "input_bytes", "output_bytes",
                     "media_duration", "duration", "created_at", "queued_at", "speed",
-                    "eta_seconds", "rule", "priority", "output_path", "worker"}
-DETAIL_ONLY = {"stderr_tail", "source_path", "watch_folder", "mtime_ns"}
+                    "eta_seconds", "rule", "priority", "output_path", "worker", "quality_score"}
+DETAIL_ONLY = {"stderr_tail", "source_path", "watch_folder", "mtime_ns", "source_inode"}
 
 
 def assert_error(status: int, body: dict, expected_status: int, code: str | None = None) -> dict:
@@ -148,7 +148,7 @@ async def test_status_after_a_workload(api: Api, clip_cache) -> None:
     assert body["workers"]["max"] == 1 and body["workers"]["busy"] == 0
     assert [s["slot"] for s in body["workers"]["slots"]] == [0]
     assert body["counts"] == {"queued": 0, "processing": 0, "paused": 0, "completed": 1,
-                              "failed": 1, "cancelled": 0}
+                              "failed": 1, "cancelled": 0, "skipped": 0}
     assert body["version"] == api.monitor.version
     assert body["ffmpeg_version"] == api.monitor.binaries.version
     assert body["uptime_seconds"] > 0

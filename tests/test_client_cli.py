@@ -155,7 +155,7 @@ def test_status_human_and_json(bp: Runner, server: Server) -> None:
     data = bp.json("status")
     assert data["paused"] is False
     assert set(data["counts"]) == {"queued", "processing", "paused", "completed", "failed",
-                                   "cancelled"}
+                                   "cancelled", "skipped"}
     assert f"0 busy / {data['workers']['max']} max" in human
 
 

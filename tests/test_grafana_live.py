@@ -144,7 +144,11 @@ class Monitor:
 # A deliberately slow encode for files named feature*, so that a job is still running when the
 # test looks at it (x264's placebo preset on one thread: about 10 s for the 40 s test clip).
 SLOW_PROFILE = {"slow": {"description": "test: a slow H.264 encode", "container": "mp4",
-                         "video_codec": "libx264", "preset": "placebo", "crf": 18}}
+                         "video_codec": "libx264", "preset": "placebo", "crf": 18},
+                # The built-in H.264 profile with a quality gate, so the quality panel has data.
+                "h264_mp4": {"description": "test: H.264/AAC with an SSIM gate", "crf": 23,
+                             "preset": "medium", "pixel_format": "yuv420p", "audio_bitrate": "128k",
+                             "quality": {"metric": "ssim", "min": 0.5}}}
 RULES = [
     {"name": "features", "glob": ["feature*"], "profile": "slow"},
     {"name": "audio", "extensions": ["wav", "m4a", "mp3"], "profile": "aac_m4a"},

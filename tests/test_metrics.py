@@ -22,7 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from bulletproof import __version__
 from bulletproof import events as ev
 from bulletproof.audit import AUDIT_RESULTS
-from bulletproof.models import FailureReason, IgnoreReason, JobState, Outcome, QueueTrigger
+from bulletproof.models import (
+    FailureReason,
+    IgnoreReason,
+    JobState,
+    Outcome,
+    QueueTrigger,
+    SkipReason,
+    VerificationResult,
+)
 from bulletproof.samples import make_corrupt_clip
 from bulletproof.store import NewJob
 from exporter.metrics import (
@@ -36,8 +44,9 @@ from exporter.permissions import AUDITED_ACTIONS
 from tests.conftest import until
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-STATES = ["queued", "processing", "paused", "completed", "failed", "cancelled"]
-OUTCOMES = ["completed", "failed", "cancelled"]
+STATES = ["queued", "processing", "paused", "completed", "failed", "cancelled", "skipped"]
+OUTCOMES = ["completed", "failed", "cancelled", "skipped"]
+SKIPS = [r.value for r in SkipReason]
 IGNORE = [r.value for r in IgnoreReason]
 PER_SLOT = [
     "bulletproof_worker_busy", "bulletproof_worker_paused", "bulletproof_worker_progress_ratio",
@@ -166,6 +175,12 @@ async def test_every_family_exists_zero_initialised_from_the_start(running) -> N
         tuple(sorted({"profile": p, "reason": r}.items())): 0 for p in profiles for r in FAILURE_REASONS}
     assert s.series("bulletproof_jobs_retried_total") == {
         tuple(sorted({"profile": p, "trigger": t}.items())): 0 for p in profiles for t in ("auto", "manual")}
+    assert s.series("bulletproof_jobs_skipped_total") == {
+        tuple(sorted({"profile": p, "reason": r}.items())): 0 for p in profiles for r in SKIPS}
+    assert s.series("bulletproof_verifications_total") == {
+        (("result", r.value),): 0 for r in VerificationResult}
+    assert s.series("bulletproof_output_conflicts_total") == {
+        (("policy", p),): 0 for p in ("rename", "skip", "overwrite", "fail")}
 
     for name, buckets in (("bulletproof_job_duration_seconds", JOB_DURATION_BUCKETS),
                           ("bulletproof_job_queue_wait_seconds", QUEUE_WAIT_BUCKETS)):
@@ -351,13 +366,17 @@ def add_history(monitor, n: int, start: int, folder: Path) -> None:
 def assert_bounded_labels(s: Scrape, monitor) -> None:
     """No label value on any bulletproof series is a job id or a path (except per-slot job info)."""
     allowed = {
-        "state": set(STATES), "outcome": set(OUTCOMES), "reason": set(IGNORE) | set(FAILURE_REASONS),
+        "state": set(STATES), "outcome": set(OUTCOMES),
+        "reason": set(IGNORE) | set(FAILURE_REASONS) | set(SKIPS),
+        # `result`: output checks and audited control calls both use it.
+        "result": {r.value for r in VerificationResult} | set(AUDIT_RESULTS),
+        "policy": {"rename", "skip", "overwrite", "fail"},
         "trigger": {"auto", "manual"}, "profile": set(monitor.view.profiles()),
         "worker": {str(i) for i in range(monitor.view.max_workers)},
         "folder": {str(f.path) for f in monitor.config.monitor_folder},
         "le": None, "version": None, "ffmpeg_version": None,  # le: fixed buckets; build info: one series
         "handler": None, "method": None, "code": None,  # route templates, checked by the API's tests
-        "action": set(AUDITED_ACTIONS), "result": set(AUDIT_RESULTS),
+        "action": set(AUDITED_ACTIONS),
     }
     for name, series in s.samples.items():
         if not name.startswith("bulletproof_") or name == "bulletproof_worker_job_info":
@@ -521,3 +540,29 @@ async def test_a_scrape_survives_a_closed_store(running) -> None:
     assert "bulletproof_jobs" not in s
     assert s.get("bulletproof_workers_max") == 2
     assert "bulletproof_build_info" in s and "process_start_time_seconds" in s
+
+
+async def test_trusted_output_counters_follow_a_real_workload(running, clip_cache) -> None:
+    monitor, metrics, config = await running(
+        max_workers=1,
+        profiles={"same": {"skip_if_target": True},
+                  "gated": {"preset": "ultrafast", "quality": {"metric": "ssim", "min": 0.5}}},
+        rules=[{"name": "same", "glob": "same*", "profile": "same"},
+               {"name": "videos", "extensions": ["mp4", "mkv"], "profile": "gated"}])
+    s = scrape(metrics)
+    assert s.get("bulletproof_quality_ssim_ratio_count", profile="gated") == 0
+    assert "bulletproof_quality_psnr_decibels_count" not in s  # no profile gates on psnr
+    incoming = config.monitor_folder[0].path
+    drop(clip_cache(), incoming, "same.mp4")
+    drop(clip_cache(), incoming, "clip.mp4")
+    drop(clip_cache(suffix=".mkv"), incoming, "clip.mkv")
+    await until(lambda: sum(n for st, n in monitor.view.counts().items() if st.is_finished) >= 3,
+                timeout=60)
+    s = scrape(metrics)
+    assert s.get("bulletproof_jobs", state="skipped") == 1
+    assert s.get("bulletproof_jobs_skipped_total", profile="same", reason="already_target") == 1
+    assert s.get("bulletproof_verifications_total", result="passed") == 2
+    assert s.get("bulletproof_output_conflicts_total", policy="rename") == 1
+    assert s.get("bulletproof_quality_ssim_ratio_count", profile="gated") == 2
+    assert s.get("bulletproof_last_job_finished_timestamp_seconds", outcome="skipped") > 0
+    assert_bounded_labels(s, monitor)

@@ -7,12 +7,16 @@ from pathlib import Path
 import pytest
 
 from bulletproof.config import parse_config
+from bulletproof.errors import PathError
 from bulletproof.paths import (
+    candidate_paths,
+    confine,
     has_hidden_part,
     is_own_temporary,
     is_temporary_name,
     is_within,
     output_path_for,
+    shorten_name,
     temp_path_for,
 )
 from bulletproof.profiles import BUILTIN_PROFILES
@@ -55,3 +59,39 @@ def test_output_path_keeps_sub_folders_and_uses_the_template(tmp_path: Path) -> 
                            "output_template": "{stem}-{profile}-{rule}.{ext}"}, base_dir=tmp_path)
     out = output_path_for(config, "shows/s01/ep 1.mov", "hevc_mkv", BUILTIN_PROFILES["hevc_mkv"], "tv")
     assert out == tmp_path / "out" / "shows" / "s01" / "ep 1-hevc_mkv-tv.mkv"
+
+
+def test_long_names_are_shortened_predictably_on_a_utf8_boundary() -> None:
+    name = "é" * 200 + ".mp4"  # 404 bytes
+    short = shorten_name(name)
+    assert short == shorten_name(name) and len(short.encode()) <= 255 and short.endswith(".mp4")
+    assert short.startswith("é" * 100) and "~" in short
+    assert shorten_name("other" + name) != short  # the hash tells long namesakes apart
+    assert shorten_name("plain.mp4") == "plain.mp4"
+    temp = temp_path_for(Path("/out") / ("x" * 250 + ".mp4"), 123456)
+    assert len(temp.name.encode()) <= 255 and is_own_temporary(temp.name)
+
+
+def test_numbered_candidates() -> None:
+    first, second, third = candidate_paths(Path("/out/clip_a.mp4"))[:3]
+    assert [first.name, second.name, third.name] == ["clip_a.mp4", "clip_a (1).mp4", "clip_a (2).mp4"]
+
+
+@pytest.mark.parametrize(("rule", "profile"), [("../../etc", "h264_mp4"), ("ok", "a/b"), ("..", "p"),
+                                               ("x\0y", "p"), (".hidden", "p")])
+def test_hostile_template_values_are_refused(rule: str, profile: str, tmp_path: Path) -> None:
+    config = parse_config({"monitor_folder": "in", "output_folder": "out",
+                           "output_template": "{rule}{profile}.{ext}"}, base_dir=tmp_path)
+    with pytest.raises(PathError):
+        output_path_for(config, "a.mov", profile, BUILTIN_PROFILES["h264_mp4"], rule)
+
+
+def test_confine_refuses_symlinks_and_dot_dot(tmp_path: Path) -> None:
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    assert confine(out / "a" / "b.mp4", out) == out / "a" / "b.mp4"
+    for bad in (out / ".." / "x.mp4", out / "link" / "x.mp4", out / "link" / "deeper" / "x.mp4", out):
+        with pytest.raises(PathError):
+            confine(bad, out)

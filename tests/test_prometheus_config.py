@@ -60,7 +60,7 @@ CONTRACT_FALLBACK = {
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 KNOWN_LABELS = {"instance", "job", "profile", "reason", "worker", "le", "state", "outcome",
-                "folder", "trigger", "handler", "method", "code", "job_id", "file"}
+                "folder", "trigger", "handler", "method", "code", "job_id", "file", "result"}
 
 
 def run(*argv: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bulletproof.samples import make_clip, make_corrupt_clip
+from bulletproof.samples import make_clip, make_corrupt_clip, make_truncated_clip
+from bulletproof.verify import readable_seconds
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe")
@@ -94,3 +95,13 @@ def test_corrupt_clip_is_deterministic_and_not_media(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert done.returncode != 0
     assert "Invalid data" in done.stderr or "moov atom not found" in done.stderr
+
+
+async def test_a_truncated_clip_declares_more_than_it_holds(tmp_path: Path, ffmpeg_binaries) -> None:
+    path = make_truncated_clip(FFMPEG, tmp_path / "half.mp4", seconds=10, keep=0.5)
+    _, declared = streams(path)
+    assert declared == pytest.approx(10.0, abs=0.1)  # the index at the front still says 10 s
+    readable = await readable_seconds(ffmpeg_binaries, path, declared)
+    assert readable is not None and 2.0 < readable < 8.0
+    whole = make_clip(FFMPEG, tmp_path / "whole.mp4", seconds=3, faststart=True)
+    assert await readable_seconds(ffmpeg_binaries, whole, 3.0) == pytest.approx(3.0, abs=0.2)

@@ -62,8 +62,9 @@ async def test_events_of_a_job_life_in_order(api: Api, clip_cache) -> None:
         api.drop(clip_cache(seconds=3), "life.mp4")
         messages = await receive_until(ws, lambda m: m["type"] == "job_finished")
         types = [m["type"] for m in messages if m["type"] != "job_progress"]
-        assert types == ["job_queued", "job_started", "job_finished"], types
-        queued, started, finished = (m for m in messages if m["type"] != "job_progress")
+        assert types == ["job_queued", "job_started", "output_verified", "job_finished"], types
+        queued, started, verified, finished = (m for m in messages if m["type"] != "job_progress")
+        assert verified["result"] == "passed" and verified["expected"] == pytest.approx(3.0, abs=0.2)
         job_id = queued["job_id"]
         assert queued["job"]["filename"] == "life.mp4" and queued["trigger"] == "detected"
         assert started["job_id"] == job_id and started["worker"] == 0
