@@ -38,6 +38,7 @@ class FailureReason(StrEnum):
     STALLED = "stalled"
     OUTPUT_ERROR = "output_error"
     INTERRUPTED = "interrupted"
+    INTERNAL = "internal"
     CANCELLED = "cancelled"
 
 

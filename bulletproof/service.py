@@ -20,7 +20,7 @@ from bulletproof.config import (
     parse_config_text,
     write_config_atomically,
 )
-from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
+from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError, StoreError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
@@ -32,6 +32,9 @@ from bulletproof.watcher import FolderWatcher, StableFile
 from bulletproof.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+STORE_PROBE_INTERVAL = 2.0  # seconds between store health checks
+STORE_PROBE_AFTER = 5.0  # a tiny probe write is made when no write succeeded for this long
 
 
 class Monitor:
@@ -55,6 +58,7 @@ class Monitor:
         self._watcher: FolderWatcher | None = None
         self._folder_status: dict[str, bool] = {}
         self._stopped = asyncio.Event()
+        self._health_task: asyncio.Task[None] | None = None
         self.view = MonitorView(self)
         self.bus.subscribe(TransitionLogger())
 
@@ -83,9 +87,14 @@ class Monitor:
         self._pool.paused = self.paused_since is not None
         self._pool.resize(self.config.max_workers)
         await self._start_watcher()
+        self._health_task = asyncio.get_running_loop().create_task(
+            self._watch_store(), name="bulletproof-store-health")
 
     async def stop(self) -> None:
         """Stop watching, end running ffmpeg processes and put their jobs back in the queue."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
         if self._watcher is not None:
             await self._watcher.stop()
         if self._pool is not None:
@@ -117,6 +126,34 @@ class Monitor:
             on_folder_status=self._on_folder_status)
         await self._watcher.start()
 
+    async def _watch_store(self) -> None:
+        """Notice the store failing or coming back; on recovery, rescan and wake the workers."""
+        was_writable, was_corrupt = True, False
+        while True:
+            await asyncio.sleep(STORE_PROBE_INTERVAL)
+            health = self.store.health()
+            if not health.writable or time.monotonic() - health.last_ok > STORE_PROBE_AFTER:
+                self.store.probe()
+                health = self.store.health()
+            corrupt = health.corrupt is not None
+            if corrupt and not was_corrupt:
+                log.error("the job store is damaged: no new job starts; stop the monitor and "
+                          "follow the runbook (The state database is damaged)",
+                          extra={"database": str(self.store.path), "error": health.corrupt})
+            elif health.writable != was_writable:
+                if health.writable:
+                    log.info("the job store takes writes again; rescanning the watch folders")
+                    if self._watcher is not None:
+                        self._watcher.rescan_now()
+                    self._wake()
+                else:
+                    log.error("the job store refuses writes; new files wait until it recovers",
+                              extra={"database": str(self.store.path), "error": health.error})
+            if corrupt != was_corrupt or health.writable != was_writable:
+                self.bus.publish(ev.StoreStatus(writable=health.writable, error=health.error,
+                                                corrupt=corrupt))
+            was_writable, was_corrupt = health.writable, corrupt
+
     def _remove_stale_temporaries(self) -> None:
         """Delete temporaries an interrupted attempt left in the output folder."""
         for root, _dirs, files in os.walk(self.config.output_folder):
@@ -142,7 +179,13 @@ class Monitor:
         if match is None:
             self._on_ignored(found.path, IgnoreReason.NO_RULE)
             return
-        job = self._add_job(found, match, force=False)
+        try:
+            job = self._add_job(found, match, force=False)
+        except StoreError as exc:
+            # Raised on purpose: the watcher then keeps the file unsettled, and a rescan
+            # (at the latest the one made when the store recovers) offers it again.
+            log.warning("cannot queue the file yet", extra={"path": str(found.path), "error": str(exc)})
+            raise
         if job is None:
             self._on_ignored(found.path, IgnoreReason.ALREADY_DONE)
 
@@ -204,9 +247,10 @@ class Monitor:
     def pause_queue(self) -> None:
         """Stop starting new jobs; running ones finish; the watcher keeps queueing."""
         if self.paused_since is None:
-            self.paused_since = time.time()
+            since = time.time()  # persisted first: a store error changes nothing
+            self.store.set_meta("queue_paused_since", repr(since))
             self.store.set_meta("queue_paused", "1")
-            self.store.set_meta("queue_paused_since", repr(self.paused_since))
+            self.paused_since = since
             if self._pool is not None:
                 self._pool.paused = True
             self.bus.publish(ev.QueuePaused())
@@ -214,8 +258,8 @@ class Monitor:
     def resume_queue(self) -> None:
         """Start taking jobs again."""
         if self.paused_since is not None:
-            self.paused_since = None
             self.store.set_meta("queue_paused", "0")
+            self.paused_since = None
             if self._pool is not None:
                 self._pool.paused = False
                 self._pool.wake()

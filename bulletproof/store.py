@@ -6,16 +6,17 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
+from bulletproof.errors import InvalidTransition, JobNotFound, StoreCorrupt, StoreError
 from bulletproof.models import FailureReason, Job, JobState
+from bulletproof.owner import StateLock
 from bulletproof.queries import SORT_COLUMNS, JobQueries
 
-__all__ = ["SORT_COLUMNS", "JobStore", "NewJob", "SCHEMA_VERSION"]
+__all__ = ["SORT_COLUMNS", "JobStore", "NewJob", "SCHEMA_VERSION", "StoreHealth", "is_corruption"]
 
 SCHEMA_VERSION = 1
 
@@ -85,6 +86,46 @@ CREATE TABLE IF NOT EXISTS done_files (
 
 
 
+_CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """True when SQLite says the file is damaged or not a database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _CORRUPTION_CODES
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _corrupt_message(path: Path, detail: str) -> str:
+    return (f"the state database {path} is damaged ({detail}); the monitor does not run on it: "
+            "stop it, move the database aside and start again (docs/runbook.md, "
+            "\"The state database is damaged\")")
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    """What the last write to the store did; `corrupt` stays set once SQLite reported damage."""
+
+    writable: bool = True
+    error: str | None = None
+    since: float | None = None  # when the store last changed between writable and not
+    corrupt: str | None = None
+    last_ok: float = field(default_factory=time.monotonic)  # the last committed write
+
+    def write_ok(self) -> None:
+        """Record a committed write."""
+        self.last_ok = time.monotonic()
+        if not self.writable:
+            self.writable, self.error, self.since = True, None, time.time()
+
+    def write_failed(self, error: str) -> None:
+        """Record a write SQLite refused."""
+        if self.writable:
+            self.since = time.time()
+        self.writable, self.error = False, error
+
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
@@ -106,11 +147,16 @@ class JobStore(JobQueries):
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._owner: StateLock | None = None
+        self._health = StoreHealth()
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Before anything touches the file: a second monitor must change nothing.
+                self._owner = StateLock(self.path)
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
+            self._quick_check()
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives any process crash (SIGKILL); only power loss may
             # roll back the last commits, which the rescan then finds again.
@@ -119,9 +165,27 @@ class JobStore(JobQueries):
             self._db.executescript(_SCHEMA)
             self._check_version()
             self._recount()
+        except StoreError:
+            self._release_owner()
+            raise
         except (sqlite3.Error, OSError) as exc:
+            self._release_owner()
+            if isinstance(exc, sqlite3.Error) and is_corruption(exc):
+                raise StoreCorrupt(_corrupt_message(self.path, str(exc)), path=path) from None
             raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
         self._lock = threading.RLock()
+
+    def _release_owner(self) -> None:
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
+
+    def _quick_check(self) -> None:
+        """Refuse a damaged file before writing to it (cost grows with the database size)."""
+        rows = self._db.execute("PRAGMA quick_check(5)").fetchall()
+        found = [str(r[0]) for r in rows]
+        if found != ["ok"]:
+            raise StoreCorrupt(_corrupt_message(self.path, "; ".join(found)), path=self.path)
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -143,9 +207,19 @@ class JobStore(JobQueries):
             "SELECT state, COUNT(*) FROM jobs GROUP BY state; COMMIT;")
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and release the lock on it."""
         with self._lock:
             self._db.close()
+            self._release_owner()
+
+    # -- health: every sqlite3 error is a StoreError, and the last write's fate is kept ------
+
+    def _store_error(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        message = str(exc)
+        if is_corruption(exc):
+            self._health.corrupt = message
+            return StoreCorrupt(_corrupt_message(self.path, message), path=self.path)
+        return StoreError(f"job store {doing} failed: {message}", path=self.path)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -154,17 +228,38 @@ class JobStore(JobQueries):
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):  # a failed ROLLBACK must not hide the first error
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    error = self._store_error(exc, "write")
+                    self._health.write_failed(str(exc))
+                    raise error from None
                 raise
+            self._health.write_ok()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return self._db.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"job store query failed: {exc}", path=self.path) from None
+                raise self._store_error(exc, "query") from None
+
+    def health(self) -> StoreHealth:
+        """The outcome of the last write (a copy; `probe` refreshes it)."""
+        with self._lock:
+            return replace(self._health)
+
+    def probe(self) -> bool:
+        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?)",
+                           (repr(time.time()),))
+        except StoreError:
+            return False
+        return True
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -239,18 +334,22 @@ class JobStore(JobQueries):
 
     def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
                        media_duration: float | None, stderr_tail: str = "") -> Job:
-        """The attempt succeeded; the file version is remembered as done."""
-        job = self._transition(
-            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, eta_seconds = 0, "
-            "output_bytes = ?, media_duration = COALESCE(?, media_duration), stderr_tail = ? "
-            "WHERE id = ?",
-            (now, output_bytes, media_duration, stderr_tail or None),
-        )
+        """The attempt succeeded; the file version is remembered as done (one transaction)."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO done_files VALUES (?, ?, ?)",
-                       (job.source_path, job.size, job.mtime_ns))
-        return job
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            state = JobState(row[0])
+            if state not in (JobState.PROCESSING, JobState.PAUSED):
+                raise InvalidTransition(job_id, action="complete", state=state)
+            db.execute(
+                "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
+                "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
+                "stderr_tail = ? WHERE id = ?",
+                (now, output_bytes, media_duration, stderr_tail or None, job_id))
+            db.execute("INSERT OR IGNORE INTO done_files SELECT source_path, size, mtime_ns "
+                       "FROM jobs WHERE id = ?", (job_id,))
+        return self.get(job_id)
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
                     stderr_tail: str, retry_at: float | None) -> Job:

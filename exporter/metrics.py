@@ -167,6 +167,9 @@ class BulletproofMetrics:
         self.queue_wait = Histogram("bulletproof_job_queue_wait_seconds",
                                     "Time from (re)queueing until a worker started the attempt.",
                                     labelnames=("profile",), buckets=QUEUE_WAIT_BUCKETS, registry=registry)
+        self.worker_restarts = counter(
+            "bulletproof_worker_restarts_total",
+            "Errors a worker slot's loop caught and restarted after (with backoff).", ["worker"])
         self.http_requests = counter("bulletproof_http_requests_total",
                                      "HTTP requests served, by route template, method and status code.",
                                      ["handler", "method", "code"])
@@ -177,6 +180,7 @@ class BulletproofMetrics:
 
         for reason in IGNORE_REASONS:
             self.files_ignored.labels(reason=reason)
+        self._init_worker_slots()
         self._init_profiles()
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event)
 
@@ -194,6 +198,16 @@ class BulletproofMetrics:
             self._known_profiles.update(new)
         for profile in new:
             self._init_profile(profile)
+
+    def _init_worker_slots(self) -> None:
+        """Create the per-slot series at zero for every configured slot (more after a reload)."""
+        try:
+            slots = self._view.max_workers
+        except Exception:  # a broken config read must not stop the exporter
+            log.warning("metrics: could not read max_workers", exc_info=True)
+            return
+        for slot in range(slots):
+            self.worker_restarts.labels(worker=str(slot))
 
     def _init_profile(self, profile: str) -> None:
         for family in (self.jobs_enqueued, self.jobs_completed, self.jobs_cancelled, self.input_bytes,
@@ -223,9 +237,12 @@ class BulletproofMetrics:
             self.files_detected.inc()
         elif isinstance(event, ev.FileIgnored):
             self.files_ignored.labels(reason=IgnoreReason(event.reason).value).inc()
+        elif isinstance(event, ev.WorkerRestarted):
+            self.worker_restarts.labels(worker=str(event.worker)).inc()
         elif isinstance(event, ev.ConfigReloaded):
             if event.success:
                 self._init_profiles()
+                self._init_worker_slots()
 
     def _on_finished(self, event: ev.JobFinished) -> None:
         job = event.job
