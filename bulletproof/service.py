@@ -128,31 +128,31 @@ class Monitor:
 
     async def _watch_store(self) -> None:
         """Notice the store failing or coming back; on recovery, rescan and wake the workers."""
-        was_writable, was_corrupt = True, False
+        seen = self.store.health()
         while True:
             await asyncio.sleep(STORE_PROBE_INTERVAL)
             health = self.store.health()
             if not health.writable or time.monotonic() - health.last_ok > STORE_PROBE_AFTER:
                 self.store.probe()
                 health = self.store.health()
-            corrupt = health.corrupt is not None
-            if corrupt and not was_corrupt:
+            if health.corrupt is not None and seen.corrupt is None:
                 log.error("the job store is damaged: no new job starts; stop the monitor and "
                           "follow the runbook (The state database is damaged)",
                           extra={"database": str(self.store.path), "error": health.corrupt})
-            elif health.writable != was_writable:
-                if health.writable:
-                    log.info("the job store takes writes again; rescanning the watch folders")
-                    if self._watcher is not None:
-                        self._watcher.rescan_now()
-                    self._wake()
-                else:
-                    log.error("the job store refuses writes; new files wait until it recovers",
-                              extra={"database": str(self.store.path), "error": health.error})
-            if corrupt != was_corrupt or health.writable != was_writable:
-                self.bus.publish(ev.StoreStatus(writable=health.writable, error=health.error,
-                                                corrupt=corrupt))
-            was_writable, was_corrupt = health.writable, corrupt
+                self.bus.publish(ev.StoreStatus(writable=False, error=health.corrupt, corrupt=True))
+            elif health.outages != seen.outages:  # went down since the last look
+                log.error("the job store refuses writes; new files wait until it recovers",
+                          extra={"database": str(self.store.path), "error": health.last_error})
+                self.bus.publish(ev.StoreStatus(writable=False, error=health.last_error))
+            if health.corrupt is None and health.writable and (
+                    health.outages != seen.outages or not seen.writable):
+                log.info("the job store takes writes again; rescanning the watch folders")
+                self.bus.publish(ev.StoreStatus(writable=True))
+                if self._watcher is not None:
+                    self._watcher.rescan_now()
+                if self._pool is not None:
+                    self._pool.store_recovered()
+            seen = health
 
     def _remove_stale_temporaries(self) -> None:
         """Delete temporaries an interrupted attempt left in the output folder."""

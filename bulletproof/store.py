@@ -109,7 +109,9 @@ class StoreHealth:
     """What the last write to the store did; `corrupt` stays set once SQLite reported damage."""
 
     writable: bool = True
-    error: str | None = None
+    error: str | None = None  # why the last write failed, while it is failing
+    last_error: str | None = None  # why a write last failed, kept after recovery
+    outages: int = 0  # how many times writes started failing: a poller sees even a short one
     since: float | None = None  # when the store last changed between writable and not
     corrupt: str | None = None
     last_ok: float = field(default_factory=time.monotonic)  # the last committed write
@@ -124,7 +126,8 @@ class StoreHealth:
         """Record a write SQLite refused."""
         if self.writable:
             self.since = time.time()
-        self.writable, self.error = False, error
+            self.outages += 1
+        self.writable, self.error, self.last_error = False, error, error
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,8 @@ class JobStore(JobQueries):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._health.corrupt is not None:  # writing on damage can only spread it
+                raise StoreCorrupt(_corrupt_message(self.path, self._health.corrupt), path=self.path)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db

@@ -100,6 +100,7 @@ class WorkerPool:
         self._stopping = False
         self._paused = False
         self._troubled: dict[int, str] = {}  # slot -> the error it is backing off from
+        self._store_epoch = 0  # bumped when the store takes writes again: backoffs end early
         # Last time a slot claimed or freed, or the queue was resumed (monotonic): the queue
         # check in the view compares it with how long runnable jobs have waited.
         self.last_activity = time.monotonic()
@@ -152,6 +153,11 @@ class WorkerPool:
     def wake(self) -> None:
         """Tell idle workers to look at the queue again."""
         self._work.set()
+
+    def store_recovered(self) -> None:
+        """The store takes writes again: slots backing off retry now."""
+        self._store_epoch += 1
+        self.wake()
 
     async def stop(self, timeout: float = 20.0) -> None:
         """End running ffmpeg processes, put their jobs back at the front of the queue."""
@@ -252,6 +258,7 @@ class WorkerPool:
         # The slot's supervisor: nothing that goes wrong in one turn ends the slot.
         failures = 0
         while not self._stopping and (slot.index < self._size or slot.pending is not None):
+            epoch = self._store_epoch
             try:
                 await self._turn(slot)
             except Exception as exc:
@@ -262,7 +269,7 @@ class WorkerPool:
                           exc_info=not isinstance(exc, StoreError),
                           extra={"worker": slot.index, "error": str(exc)})
                 self._bus.publish(ev.WorkerRestarted(worker=slot.index, error=str(exc), delay=delay))
-                await self._rest(delay)
+                await self._rest(delay, epoch)
             else:
                 failures = 0
                 self._troubled.pop(slot.index, None)
@@ -292,12 +299,13 @@ class WorkerPool:
         """Retry a kept outcome until the store takes it (or the pool stops)."""
         failures = 0
         while slot.pending is not None and not self._stopping:
+            epoch = self._store_epoch
             try:
                 slot.pending()
             except StoreError as exc:
                 failures += 1
                 slot.pending_error = str(exc)
-                await self._rest(_backoff(failures))
+                await self._rest(_backoff(failures), epoch)
                 continue
             except JobError as exc:  # the job changed meanwhile (deleted...): nothing to record
                 log.warning("dropping a kept outcome", extra={"worker": slot.index, "error": str(exc)})
@@ -305,10 +313,11 @@ class WorkerPool:
             log.info("kept outcome recorded", extra={"worker": slot.index})
             self._reset(slot)
 
-    async def _rest(self, delay: float) -> None:
-        """Sleep `delay` seconds, or less when the pool stops."""
+    async def _rest(self, delay: float, epoch: int) -> None:
+        """Sleep `delay` seconds, less when the pool stops or the store recovered since `epoch`."""
         deadline = time.monotonic() + delay
-        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+        while (not self._stopping and self._store_epoch == epoch
+               and (left := deadline - time.monotonic()) > 0):
             await asyncio.sleep(min(left, 0.25))
 
     async def _sleep_until_work(self) -> None:
