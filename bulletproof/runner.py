@@ -29,6 +29,10 @@ async def serve(config: Config, *, config_path: Path | None, with_plugins: bool 
     monitor = Monitor(config, config_path=config_path)
     loop = asyncio.get_running_loop()
     plugins: list[Plugin] = []
+    # Before anything starts: a SIGTERM during start-up is a clean stop, not a kill.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, monitor.request_stop)
     try:
         if with_plugins and config.api.enabled:
             plugins = load_plugins(monitor)
@@ -39,9 +43,6 @@ async def serve(config: Config, *, config_path: Path | None, with_plugins: bool 
                     raise PluginError(f"plugin {plugin.name!r} cannot start: {exc.strerror or exc}",
                                       plugin=plugin.name) from None
         await monitor.start()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, monitor.request_stop)
         with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(monitor)))
         if on_started is not None:
