@@ -131,12 +131,12 @@ class MonitorView:
         """Which rule and profile a path would get."""
         return self._m.match(rel_path, size)
 
-    def problems(self) -> list[str]:
-        """Why the monitor is not ready, empty when it is."""
+    def problems(self, health: dict[str, list[str]] | None = None) -> list[str]:
+        """Why the monitor is not ready, empty when it is (from `health` when given)."""
         problems = []
         if self._m.started_at is None:
             problems.append("the monitor has not started")
-        for found in self.health().values():
+        for found in (self.health() if health is None else health).values():
             problems.extend(found)
         return problems
 

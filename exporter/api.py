@@ -302,8 +302,9 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready: store writable, watchers running, every worker slot alive, the queue moving; 503
     with the problems and the health of each component."""
     view = monitor_of(request).view
-    problems = view.problems()
-    components = {name: not found for name, found in view.health().items()}
+    health = view.health()
+    problems = view.problems(health)
+    components = {name: not found for name, found in health.items()}
     if problems:
         return ok({"status": "unready", "problems": problems, "components": components}, status=503)
     return ok({"status": "ready", "problems": [], "components": components})

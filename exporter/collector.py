@@ -225,7 +225,7 @@ class StateCollector(Collector):
             health = view.health()
             for component in COMPONENTS:
                 healthy.add_metric([component], 0.0 if health.get(component) else 1.0)
-            ready.add_metric([], 0.0 if view.problems() else 1.0)
+            ready.add_metric([], 0.0 if view.problems(health) else 1.0)
             return [ready, healthy]
 
         return self._guard("readiness", produce)
