@@ -3,7 +3,7 @@
 BulletproofError
 ├── ConfigError            a config file or value is invalid (carries every issue found)
 ├── StoreError             the state database cannot be opened or written
-│   ├── StoreLocked        another monitor holds the database (its lock file names it)
+│   ├── StoreLocked        another monitor holds the database or the output folder
 │   └── StoreCorrupt       the database file is damaged (quick_check or a "malformed" error)
 ├── JobError               a control call names a job that cannot take it
 │   ├── JobNotFound        no job has that id
@@ -59,7 +59,7 @@ class StoreError(BulletproofError):
 
 
 class StoreLocked(StoreError):
-    """Another monitor holds the state database; `holder` is what its lock file says."""
+    """Another monitor holds the state database or the output folder; `holder` says who."""
 
     def __init__(self, message: str, *, path: Path | str, holder: dict[str, object]) -> None:
         self.holder = dict(holder)

@@ -1,9 +1,13 @@
-"""One owner per state: an exclusive lock file beside the state database.
+"""One owner per state: exclusive locks on the state database and on the output folder.
 
 `<database>.lock` is held with `fcntl.flock` for as long as the monitor runs; it records who holds
 it (pid, host, since) as JSON so a second monitor can say whom it met. The kernel drops the lock
 when the process dies (SIGKILL included), so a stale file never blocks a restart; the file itself
 is left in place, because deleting it would let two processes lock two different inodes.
+
+The output folder is locked too (a flock on the directory itself, so no file is added there):
+two monitors with different databases but one output folder would otherwise delete each other's
+temporaries at start and race for the same output names.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bulletproof.errors import StoreError, StoreLocked
+from bulletproof.errors import BulletproofError, StoreError, StoreLocked
 
 _HOLDER_MAX_BYTES = 4096  # a lock file is a few dozen bytes; never read a huge one
 
@@ -81,4 +85,55 @@ class StateLock:
         if fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The pid holding a flock on the same inode as `fd`, from /proc/locks (Linux; best effort)."""
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/locks", encoding="ascii") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
+                    return int(fields[4])
+    return None
+
+
+class FolderLock:
+    """An exclusive, non-blocking flock on a folder; a file system without flock only warns."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder
+        self._fd: int | None = None
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BulletproofError(f"cannot open the output folder {folder}: "
+                                   f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _flock_holder(fd)
+            os.close(fd)
+            holder = {"pid": pid} if pid is not None else {}
+            raise StoreLocked(
+                f"the output folder {folder} is in use by another monitor"
+                f"{f' (pid {pid})' if pid is not None else ''}; two monitors must not share "
+                "an output folder", path=folder, holder=holder) from None
+        except OSError:  # e.g. a network share without flock: nothing to hold, nothing to fear
+            os.close(fd)
+            return
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        """True while the lock is held (False on a file system that has no flock)."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
             os.close(fd)

@@ -24,6 +24,7 @@ from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, Path
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
+from bulletproof.owner import FolderLock
 from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
 from bulletproof.rules import RuleMatch, RuleMatcher
 from bulletproof.store import JobStore, NewJob
@@ -59,13 +60,15 @@ class Monitor:
         self._folder_status: dict[str, bool] = {}
         self._stopped = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
+        self._output_lock: FolderLock | None = None
         self.view = MonitorView(self)
         self.bus.subscribe(TransitionLogger())
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover from any crash, then start workers and watchers."""
+        """Lock the output folder, recover from any crash, then start workers and watchers."""
+        self._take_output_folder()
         now = time.time()
         self.started_at = now
         log.info("starting", extra={"version": self.version, "ffmpeg": self.binaries.ffmpeg,
@@ -101,6 +104,8 @@ class Monitor:
             await self._pool.stop()
         self.store.close()
         self.store_closed = True
+        if self._output_lock is not None:
+            self._output_lock.release()
         self._stopped.set()
         log.info("stopped")
 
@@ -125,6 +130,19 @@ class Monitor:
             on_stable=self._on_stable, on_ignored=self._on_ignored,
             on_folder_status=self._on_folder_status)
         await self._watcher.start()
+
+    def _take_output_folder(self) -> None:
+        """Lock the output folder before deleting stale temporaries in it (raises StoreLocked)."""
+        folder = self.config.output_folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("cannot create folder", extra={"folder": str(folder), "error": str(exc)})
+            return
+        self._output_lock = FolderLock(folder)
+        if not self._output_lock.held:
+            log.warning("cannot lock the output folder (no flock on its file system); make sure "
+                        "no other monitor writes there", extra={"folder": str(folder)})
 
     async def _watch_store(self) -> None:
         """Notice the store failing or coming back; on recovery, rescan and wake the workers."""

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from bulletproof import events as ev
-from bulletproof.errors import StoreCorrupt
+from bulletproof.errors import StoreCorrupt, StoreLocked
+from bulletproof.service import Monitor
 from bulletproof.models import JobState
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import COMPONENTS
@@ -421,3 +422,31 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, c
     rows = job_rows(db)
     assert sorted(r[3] for r in rows) == names  # one job per input: nothing lost or duplicated
     assert outputs(tmp_path / "processed") == names  # complete outputs only, no temporaries
+
+
+async def test_two_monitors_cannot_share_an_output_folder(config_factory, monitor_factory,
+                                                          tmp_path: Path) -> None:
+    config, _ = config_factory()
+    first = await monitor_factory(config)
+    other_db = tmp_path / "other" / "state.db"
+    store = JobStore(other_db)
+    job = store.add(NewJob(source_path=str(tmp_path / "incoming" / "x.mp4"), rel_path="x.mp4",
+                           watch_folder=str(tmp_path / "incoming"), size=1, mtime_ns=1,
+                           profile="h264_mp4", rule="videos",
+                           output_path=str(config.output_folder / "x.mp4")))
+    assert job is not None
+    store.mark_started(job.id, now=time.time())
+    store.close()
+    theirs = config.output_folder / f".y.bp-tmp-{job.id}.mp4"  # the first one's work in progress
+    theirs.write_bytes(b"partial")
+    second = Monitor(config.model_copy(update={"database": other_db}),
+                     binaries=first.binaries)
+    try:
+        with pytest.raises(StoreLocked, match=rf"output folder {config.output_folder} is in use "
+                                              rf"by another monitor \(pid {os.getpid()}\)"):
+            await second.start()
+    finally:
+        await second.stop()
+    assert theirs.read_bytes() == b"partial"  # not taken for a stale temporary
+    assert [r[1:3] for r in job_rows(other_db)] == [("processing", 1)]  # nothing recovered
+    assert first.pool is not None and first.pool.dead_slots() == []
