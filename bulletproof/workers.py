@@ -284,6 +284,7 @@ class WorkerPool:
             self._work.clear()
             await self._sleep_until_work()
             return
+        self._troubled.pop(slot.index, None)  # it claimed: whatever failed before is behind it
         try:
             await self._run(slot, job)
         except Exception as exc:  # a bug in one job must not kill the slot
