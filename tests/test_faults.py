@@ -29,7 +29,7 @@ import pytest
 from bulletproof import events as ev
 from bulletproof.errors import StoreCorrupt, StoreLocked
 from bulletproof.service import Monitor
-from bulletproof.models import JobState
+from bulletproof.models import FailureReason, JobState
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import COMPONENTS
 from tests.api_fixtures import Api, api_factory_fixture  # noqa: F401
@@ -212,6 +212,7 @@ async def test_a_slot_that_cannot_claim_backs_off_and_carries_on(
     assert status == 200
     api.drop(clip_cache(), "a.mp4")
     await api.wait_job("a.mp4", JobState.QUEUED)
+    assert metric(await scrape(api), 'bulletproof_worker_restarts_total{worker="0"}') == 0.0
     filler = fill(tmpfs)
     pool = api.monitor.pool
     assert pool is not None
@@ -450,3 +451,23 @@ async def test_two_monitors_cannot_share_an_output_folder(config_factory, monito
     assert theirs.read_bytes() == b"partial"  # not taken for a stale temporary
     assert [r[1:3] for r in job_rows(other_db)] == [("processing", 1)]  # nothing recovered
     assert first.pool is not None and first.pool.dead_slots() == []
+
+
+async def test_an_error_inside_a_job_fails_it_as_internal_and_the_slot_carries_on(
+        api_factory, clip_cache) -> None:
+    api = await api_factory()
+    m = api.monitor
+    # A row no watcher would write (a NUL in the output path): running it raises in the worker.
+    source = shutil.copy(clip_cache(), api.root / "outside.mp4")
+    hostile = m.store.add(NewJob(
+        source_path=str(source), rel_path="outside.mp4", watch_folder=str(api.incoming),
+        size=1, mtime_ns=1, profile="h264_mp4", rule="videos",
+        output_path=str(m.config.output_folder / "bad\0name.mp4")))
+    assert hostile is not None
+    m.pool.wake()
+    failed = await until(lambda: (j := m.view.get_job(hostile.id)).state is JobState.FAILED and j)
+    assert failed.reason is FailureReason.INTERNAL and failed.error.startswith("internal error")
+    api.drop(clip_cache(), "after.mp4")  # the same slot takes the next job
+    await api.wait_job("after.mp4", JobState.COMPLETED)
+    assert m.pool.dead_slots() == []
+    await until_ready(api)
