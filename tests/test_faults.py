@@ -471,3 +471,23 @@ async def test_an_error_inside_a_job_fails_it_as_internal_and_the_slot_carries_o
     await api.wait_job("after.mp4", JobState.COMPLETED)
     assert m.pool.dead_slots() == []
     await until_ready(api)
+
+
+def test_a_full_store_volume_at_start_is_a_clear_error(tmpfs: Path, tmp_path: Path) -> None:
+    database = tmpfs / "bulletproof.db"
+    JobStore(database).close()
+    filler = fill(tmpfs)
+    config = write_config(tmp_path, database=str(database), api={"enabled": False})
+    result = bp("run", "--config", str(config))
+    assert result.returncode == 1, result.stderr
+    # Which words SQLite picks depends on the file it first fails to grow (-shm: an I/O error).
+    assert f"error: cannot open job store {database}: " in result.stderr
+    assert ("database or disk is full" in result.stderr or "disk I/O error" in result.stderr)
+    assert "Traceback" not in result.stderr
+    filler.unlink()  # with room again, the same command starts
+    proc = start_run(config, tmp_path / "run.log")
+    try:
+        wait_for(lambda: "watch folder up" in (tmp_path / "run.log").read_text(), what="start-up")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
