@@ -23,10 +23,16 @@ async def serve(config: Config, *, config_path: Path | None, with_plugins: bool 
     """Start a monitor and its plugins, run until SIGINT/SIGTERM (or `until` returns), stop cleanly.
 
     The order makes a failed start change nothing: the monitor's constructor takes the lock on
-    the state database and checks it, the plugins bind their ports, and only then does
-    `Monitor.start` recover interrupted jobs, delete stale temporaries and start workers.
+    the state database and checks it, the output folder is locked, the plugins bind their
+    ports, and only then does `Monitor.start` recover interrupted jobs, delete stale
+    temporaries and start workers.
     """
     monitor = Monitor(config, config_path=config_path)
+    try:
+        monitor.lock_output_folder()
+    except BaseException:
+        await monitor.stop()
+        raise
     loop = asyncio.get_running_loop()
     plugins: list[Plugin] = []
     # Before anything starts: a SIGTERM during start-up is a clean stop, not a kill.

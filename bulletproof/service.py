@@ -68,7 +68,7 @@ class Monitor:
 
     async def start(self) -> None:
         """Lock the output folder, recover from any crash, then start workers and watchers."""
-        self._take_output_folder()
+        self.lock_output_folder()
         now = time.time()
         self.started_at = now
         log.info("starting", extra={"version": self.version, "ffmpeg": self.binaries.ffmpeg,
@@ -106,6 +106,7 @@ class Monitor:
         self.store_closed = True
         if self._output_lock is not None:
             self._output_lock.release()
+            self._output_lock = None
         self._stopped.set()
         log.info("stopped")
 
@@ -131,8 +132,13 @@ class Monitor:
             on_folder_status=self._on_folder_status)
         await self._watcher.start()
 
-    def _take_output_folder(self) -> None:
-        """Lock the output folder before deleting stale temporaries in it (raises StoreLocked)."""
+    def lock_output_folder(self) -> None:
+        """Lock the output folder before anything deletes temporaries in it (raises StoreLocked).
+
+        Idempotent; `start` calls it, and `runner.serve` earlier, before any port is bound.
+        """
+        if self._output_lock is not None:
+            return
         folder = self.config.output_folder
         try:
             folder.mkdir(parents=True, exist_ok=True)
