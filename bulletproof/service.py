@@ -108,7 +108,8 @@ class Monitor:
             self._output_lock.release()
             self._output_lock = None
         self._stopped.set()
-        log.info("stopped")
+        if self.started_at is not None:  # a refused start says only why
+            log.info("stopped")
 
     def request_stop(self) -> None:
         """Ask `run_forever` to return (signal-handler safe when called on the loop)."""
