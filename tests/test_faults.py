@@ -28,14 +28,13 @@ import pytest
 
 from bulletproof import events as ev
 from bulletproof.errors import StoreCorrupt, StoreLocked
-from bulletproof.service import Monitor
 from bulletproof.models import FailureReason, JobState
+from bulletproof.service import Monitor
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import COMPONENTS
 from tests.api_fixtures import Api, api_factory_fixture  # noqa: F401
 from tests.conftest import until, write_config
 from tests.test_cli import _ffmpeg_children_of, bp, job_rows, start_run, wait_for
-
 
 # -- tmpfs ------------------------------------------------------------------------------------
 
@@ -397,12 +396,13 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, c
     db = tmp_path / "state" / "bulletproof.db"
     rng = random.Random(20261201)
     for round_ in range(5):
-        proc = start_run(config, tmp_path / f"run{round_}.log")
+        log = tmp_path / f"run{round_}.log"
+        proc = start_run(config, log)
         try:
             # Each start must get the lock the killed one held (the kernel drops it).
-            wait_for(lambda: "watch folder up" in (tmp_path / f"run{round_}.log").read_text()
+            wait_for(lambda log=log, proc=proc: "watch folder up" in log.read_text()
                      or proc.poll() is not None, what="start-up")
-            assert proc.poll() is None, (tmp_path / f"run{round_}.log").read_text()
+            assert proc.poll() is None, log.read_text()
             deadline = time.monotonic() + rng.uniform(0.0, 2.5)  # a kill point, not a speed claim
             while time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -410,8 +410,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, c
         finally:
             proc.kill()
             proc.wait(timeout=10)
-        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=10,
-                 what="ffmpeg to die with the monitor")
+        wait_for(lambda children=children: not any(Path(f"/proc/{pid}").exists() for pid in children),
+                 timeout=10, what="ffmpeg to die with the monitor")
     proc = start_run(config, tmp_path / "final.log")
     try:
         wait_for(lambda: "watch folder up" in (tmp_path / "final.log").read_text(), what="start-up")
