@@ -12,7 +12,14 @@ import click
 from bulletproof import __version__
 from bulletproof.config import default_config_text, load_config
 from bulletproof.config_checks import check_against_ffmpeg, config_warnings
-from bulletproof.errors import BulletproofError, ConfigError, FfmpegNotFound, StoreError
+from bulletproof.errors import (
+    BulletproofError,
+    ConfigError,
+    FfmpegNotFound,
+    StoreCorrupt,
+    StoreError,
+    StoreLocked,
+)
 from bulletproof.ffmpeg import find_ffmpeg
 from bulletproof.logs import configure_logging
 from bulletproof.plugins import COMMAND_GROUP
@@ -20,6 +27,14 @@ from bulletproof.plugins import COMMAND_GROUP
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 EXIT_FFMPEG = 3
+EXIT_STORE_LOCKED = 4  # another monitor holds the state database
+EXIT_STORE_CORRUPT = 5  # the state database is damaged
+
+_EXIT_CODES: tuple[tuple[type[BulletproofError], int], ...] = (
+    (FfmpegNotFound, EXIT_FFMPEG),
+    (StoreLocked, EXIT_STORE_LOCKED),
+    (StoreCorrupt, EXIT_STORE_CORRUPT),
+)
 
 
 def _fail(exc: BulletproofError) -> None:
@@ -30,7 +45,7 @@ def _fail(exc: BulletproofError) -> None:
             click.echo(f"  {issue}", err=True)
         sys.exit(EXIT_CONFIG)
     click.echo(f"error: {exc}", err=True)
-    sys.exit(EXIT_FFMPEG if isinstance(exc, FfmpegNotFound) else EXIT_RUNTIME)
+    sys.exit(next((code for kind, code in _EXIT_CODES if isinstance(exc, kind)), EXIT_RUNTIME))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -68,7 +68,8 @@ class RetryPolicy(_Model):
     backoff_seconds: float = Field(default=30.0, ge=0, le=86400)
     backoff_factor: float = Field(default=2.0, ge=1, le=10)
     max_backoff_seconds: float = Field(default=3600.0, ge=0, le=7 * 86400)
-    retry_on: list[Literal["stalled", "timeout", "output_error", "interrupted", "ffmpeg_error"]] = (
+    retry_on: list[Literal["stalled", "timeout", "output_error", "interrupted", "ffmpeg_error",
+                           "internal"]] = (
         Field(default_factory=lambda: ["stalled", "timeout", "output_error", "interrupted"])
     )
 

@@ -3,6 +3,8 @@
 BulletproofError
 ├── ConfigError            a config file or value is invalid (carries every issue found)
 ├── StoreError             the state database cannot be opened or written
+│   ├── StoreLocked        another monitor holds the database or the output folder
+│   └── StoreCorrupt       the database file is damaged (quick_check or a "malformed" error)
 ├── JobError               a control call names a job that cannot take it
 │   ├── JobNotFound        no job has that id
 │   └── InvalidTransition  the job's state does not allow the action
@@ -54,6 +56,18 @@ class StoreError(BulletproofError):
     def __init__(self, message: str, *, path: Path | str | None = None) -> None:
         self.path = str(path) if path is not None else None
         super().__init__(message)
+
+
+class StoreLocked(StoreError):
+    """Another monitor holds the state database or the output folder; `holder` says who."""
+
+    def __init__(self, message: str, *, path: Path | str, holder: dict[str, object]) -> None:
+        self.holder = dict(holder)
+        super().__init__(message, path=path)
+
+
+class StoreCorrupt(StoreError):
+    """The state database file is damaged; the monitor does not run on it."""
 
 
 class JobError(BulletproofError):

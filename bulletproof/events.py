@@ -184,6 +184,24 @@ class WatchFolderStatus(Event):
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRestarted(Event):
+    """A worker slot's loop hit an error; the slot carries on after `delay` seconds."""
+
+    worker: int
+    error: str
+    delay: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreStatus(Event):
+    """The job store stopped or started taking writes (`corrupt` once SQLite reported damage)."""
+
+    writable: bool
+    error: str | None = None
+    corrupt: bool = False
+
+
 Subscriber = Callable[[Event], None]
 
 

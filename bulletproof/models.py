@@ -39,6 +39,7 @@ class FailureReason(StrEnum):
     STALLED = "stalled"
     OUTPUT_ERROR = "output_error"
     INTERRUPTED = "interrupted"
+    INTERNAL = "internal"
     CANCELLED = "cancelled"
     OUTPUT_PATH_INVALID = "output_path_invalid"
     OUTPUT_CONFLICT = "output_conflict"

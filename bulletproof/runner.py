@@ -20,11 +20,25 @@ log = logging.getLogger(__name__)
 async def serve(config: Config, *, config_path: Path | None, with_plugins: bool = True,
                 until: Callable[[Monitor], Awaitable[None]] | None = None,
                 on_started: Callable[[Monitor], None] | None = None) -> Monitor:
-    """Start a monitor and its plugins, run until SIGINT/SIGTERM (or `until` returns), stop cleanly."""
+    """Start a monitor and its plugins, run until SIGINT/SIGTERM (or `until` returns), stop cleanly.
+
+    The order makes a failed start change nothing: the monitor's constructor takes the lock on
+    the state database and checks it, the output folder is locked, the plugins bind their
+    ports, and only then does `Monitor.start` recover interrupted jobs, delete stale
+    temporaries and start workers.
+    """
     monitor = Monitor(config, config_path=config_path)
+    try:
+        monitor.lock_output_folder()
+    except BaseException:
+        await monitor.stop()
+        raise
     loop = asyncio.get_running_loop()
     plugins: list[Plugin] = []
-    await monitor.start()
+    # Before anything starts: a SIGTERM during start-up is a clean stop, not a kill.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, monitor.request_stop)
     try:
         if with_plugins and config.api.enabled:
             plugins = load_plugins(monitor)
@@ -34,9 +48,7 @@ async def serve(config: Config, *, config_path: Path | None, with_plugins: bool 
                 except OSError as exc:  # typically the API's address is taken or not ours
                     raise PluginError(f"plugin {plugin.name!r} cannot start: {exc.strerror or exc}",
                                       plugin=plugin.name) from None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, monitor.request_stop)
+        await monitor.start()
         with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(monitor)))
         if on_started is not None:

@@ -23,10 +23,11 @@ from bulletproof.config import (
 )
 from bulletproof.config_checks import check_against_ffmpeg
 from bulletproof.config_file import updated_config_text
-from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
+from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError, StoreError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
+from bulletproof.owner import FolderLock
 from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
 from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch, RuleMatcher
@@ -36,6 +37,9 @@ from bulletproof.watcher import FolderWatcher, StableFile
 from bulletproof.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+
+STORE_PROBE_INTERVAL = 2.0  # seconds between store health checks
+STORE_PROBE_AFTER = 5.0  # a tiny probe write is made when no write succeeded for this long
 
 
 class Monitor:
@@ -61,13 +65,16 @@ class Monitor:
         self._watcher: FolderWatcher | None = None
         self._folder_status: dict[str, bool] = {}
         self._stopped = asyncio.Event()
+        self._health_task: asyncio.Task[None] | None = None
+        self._output_lock: FolderLock | None = None
         self.view = MonitorView(self)
         self.bus.subscribe(TransitionLogger())
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover from any crash, then start workers and watchers."""
+        """Lock the output folder, recover from any crash, then start workers and watchers."""
+        self.lock_output_folder()
         now = time.time()
         self.started_at = now
         log.info("starting", extra={"version": self.version, "ffmpeg": self.binaries.ffmpeg,
@@ -90,17 +97,26 @@ class Monitor:
         self._pool.paused = self.paused_since is not None
         self._pool.resize(self.config.max_workers)
         await self._start_watcher()
+        self._health_task = asyncio.get_running_loop().create_task(
+            self._watch_store(), name="bulletproof-store-health")
 
     async def stop(self) -> None:
         """Stop watching, end running ffmpeg processes and put their jobs back in the queue."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
         if self._watcher is not None:
             await self._watcher.stop()
         if self._pool is not None:
             await self._pool.stop()
         self.store.close()
         self.store_closed = True
+        if self._output_lock is not None:
+            self._output_lock.release()
+            self._output_lock = None
         self._stopped.set()
-        log.info("stopped")
+        if self.started_at is not None:  # a refused start says only why
+            log.info("stopped")
 
     def request_stop(self) -> None:
         """Ask `run_forever` to return (signal-handler safe when called on the loop)."""
@@ -123,6 +139,52 @@ class Monitor:
             on_stable=self._on_stable, on_ignored=self._on_ignored,
             on_folder_status=self._on_folder_status)
         await self._watcher.start()
+
+    def lock_output_folder(self) -> None:
+        """Lock the output folder before anything deletes temporaries in it (raises StoreLocked).
+
+        Idempotent; `start` calls it, and `runner.serve` earlier, before any port is bound.
+        """
+        if self._output_lock is not None:
+            return
+        folder = self.config.output_folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("cannot create folder", extra={"folder": str(folder), "error": str(exc)})
+            return
+        self._output_lock = FolderLock(folder)
+        if not self._output_lock.held:
+            log.warning("cannot lock the output folder (no flock on its file system); make sure "
+                        "no other monitor writes there", extra={"folder": str(folder)})
+
+    async def _watch_store(self) -> None:
+        """Notice the store failing or coming back; on recovery, rescan and wake the workers."""
+        seen = self.store.health()
+        while True:
+            await asyncio.sleep(STORE_PROBE_INTERVAL)
+            health = self.store.health()
+            if not health.writable or time.monotonic() - health.last_ok > STORE_PROBE_AFTER:
+                self.store.probe()
+                health = self.store.health()
+            if health.corrupt is not None and seen.corrupt is None:
+                log.error("the job store is damaged: no new job starts; stop the monitor and "
+                          "follow the runbook (The state database is damaged)",
+                          extra={"database": str(self.store.path), "error": health.corrupt})
+                self.bus.publish(ev.StoreStatus(writable=False, error=health.corrupt, corrupt=True))
+            elif health.outages != seen.outages:  # went down since the last look
+                log.error("the job store refuses writes; new files wait until it recovers",
+                          extra={"database": str(self.store.path), "error": health.last_error})
+                self.bus.publish(ev.StoreStatus(writable=False, error=health.last_error))
+            if health.corrupt is None and health.writable and (
+                    health.outages != seen.outages or not seen.writable):
+                log.info("the job store takes writes again; rescanning the watch folders")
+                self.bus.publish(ev.StoreStatus(writable=True))
+                if self._watcher is not None:
+                    self._watcher.rescan_now()
+                if self._pool is not None:
+                    self._pool.store_recovered()
+            seen = health
 
     def _remove_stale_temporaries(self) -> None:
         """Delete temporaries an interrupted attempt left in the output folder."""
@@ -149,7 +211,13 @@ class Monitor:
         if match is None:
             self._on_ignored(found.path, IgnoreReason.NO_RULE)
             return
-        job = self._add_job(found, match, force=False)
+        try:
+            job = self._add_job(found, match, force=False)
+        except StoreError as exc:
+            # Raised on purpose: the watcher then keeps the file unsettled, and a rescan
+            # (at the latest the one made when the store recovers) offers it again.
+            log.warning("cannot queue the file yet", extra={"path": str(found.path), "error": str(exc)})
+            raise
         if job is None:
             self._on_ignored(found.path, IgnoreReason.ALREADY_DONE)
 
@@ -237,9 +305,10 @@ class Monitor:
     def pause_queue(self) -> None:
         """Stop starting new jobs; running ones finish; the watcher keeps queueing."""
         if self.paused_since is None:
-            self.paused_since = time.time()
+            since = time.time()  # persisted first: a store error changes nothing
+            self.store.set_meta("queue_paused_since", repr(since))
             self.store.set_meta("queue_paused", "1")
-            self.store.set_meta("queue_paused_since", repr(self.paused_since))
+            self.paused_since = since
             if self._pool is not None:
                 self._pool.paused = True
             self.bus.publish(ev.QueuePaused())
@@ -247,8 +316,8 @@ class Monitor:
     def resume_queue(self) -> None:
         """Start taking jobs again."""
         if self.paused_since is not None:
-            self.paused_since = None
             self.store.set_meta("queue_paused", "0")
+            self.paused_since = None
             if self._pool is not None:
                 self._pool.paused = False
                 self._pool.wake()

@@ -7,20 +7,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
-from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
+from bulletproof.errors import InvalidTransition, JobNotFound, StoreCorrupt, StoreError
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
 from bulletproof.queries import SORT_COLUMNS, JobQueries
 
-__all__ = ["SORT_COLUMNS", "JobStore", "NewJob", "SCHEMA_VERSION"]
+__all__ = ["SORT_COLUMNS", "JobStore", "NewJob", "SCHEMA_VERSION", "StoreHealth", "is_corruption"]
 
-SCHEMA_VERSION = 1
+# 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
+# store that may hold states they do not know.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -111,6 +114,49 @@ _AUDIT_COLUMNS = ("at", "action", "method", "route", "status", "result", "addres
                   "principal_kind", "principal", "role", "job_id", "code")
 _AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 
+_CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """True when SQLite says the file is damaged or not a database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _CORRUPTION_CODES
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _corrupt_message(path: Path, detail: str) -> str:
+    return (f"the state database {path} is damaged ({detail}); the monitor does not run on it: "
+            "stop it, move the database aside and start again (docs/runbook.md, "
+            "\"The state database is damaged\")")
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    """What the last write to the store did; `corrupt` stays set once SQLite reported damage."""
+
+    writable: bool = True
+    error: str | None = None  # why the last write failed, while it is failing
+    last_error: str | None = None  # why a write last failed, kept after recovery
+    outages: int = 0  # how many times writes started failing: a poller sees even a short one
+    since: float | None = None  # when the store last changed between writable and not
+    corrupt: str | None = None
+    last_ok: float = field(default_factory=time.monotonic)  # the last committed write
+
+    def write_ok(self) -> None:
+        """Record a committed write."""
+        self.last_ok = time.monotonic()
+        if not self.writable:
+            self.writable, self.error, self.since = True, None, time.time()
+
+    def write_failed(self, error: str) -> None:
+        """Record a write SQLite refused."""
+        if self.writable:
+            self.since = time.time()
+            self.outages += 1
+        self.writable, self.error, self.last_error = False, error, error
+
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
@@ -132,22 +178,35 @@ class JobStore(JobQueries):
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._owner: StateLock | None = None
+        self._health = StoreHealth()
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Before anything touches the file: a second monitor must change nothing.
+                self._owner = StateLock(self.path)
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
+            self._quick_check()
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives any process crash (SIGKILL); only power loss may
             # roll back the last commits, which the rescan then finds again.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
-            self._migrate_audit()
             self._check_version()
+            self._migrate_audit()
             self._migrate_outputs()
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
             self._recount()
+        except StoreError:
+            self._release_owner()
+            raise
         except (sqlite3.Error, OSError) as exc:
+            self._release_owner()
+            if isinstance(exc, sqlite3.Error) and is_corruption(exc):
+                raise StoreCorrupt(_corrupt_message(self.path, str(exc)), path=path) from None
             raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
         self._lock = threading.RLock()
         self._audit_inserts = 0
@@ -156,13 +215,21 @@ class JobStore(JobQueries):
         """Create the audit table and its index when missing (idempotent, additive)."""
         self._db.executescript(_AUDIT_SCHEMA)
 
+    def _release_owner(self) -> None:
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
+
+    def _quick_check(self) -> None:
+        """Refuse a damaged file before writing to it (cost grows with the database size)."""
+        rows = self._db.execute("PRAGMA quick_check(5)").fetchall()
+        found = [str(r[0]) for r in rows]
+        if found != ["ok"]:
+            raise StoreCorrupt(_corrupt_message(self.path, "; ".join(found)), path=self.path)
+
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StoreError(
                 f"job store {self.path} has schema {row[0]}, newer than this version supports "
                 f"({SCHEMA_VERSION})",
@@ -184,28 +251,61 @@ class JobStore(JobQueries):
             "SELECT state, COUNT(*) FROM jobs GROUP BY state; COMMIT;")
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and release the lock on it."""
         with self._lock:
             self._db.close()
+            self._release_owner()
+
+    # -- health: every sqlite3 error is a StoreError, and the last write's fate is kept ------
+
+    def _store_error(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        message = str(exc)
+        if is_corruption(exc):
+            self._health.corrupt = message
+            return StoreCorrupt(_corrupt_message(self.path, message), path=self.path)
+        return StoreError(f"job store {doing} failed: {message}", path=self.path)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._health.corrupt is not None:  # writing on damage can only spread it
+                raise StoreCorrupt(_corrupt_message(self.path, self._health.corrupt), path=self.path)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):  # a failed ROLLBACK must not hide the first error
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    error = self._store_error(exc, "write")
+                    self._health.write_failed(str(exc))
+                    raise error from None
                 raise
+            self._health.write_ok()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
                 return self._db.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"job store query failed: {exc}", path=self.path) from None
+                raise self._store_error(exc, "query") from None
+
+    def health(self) -> StoreHealth:
+        """The outcome of the last write (a copy; `probe` refreshes it)."""
+        with self._lock:
+            return replace(self._health)
+
+    def probe(self) -> bool:
+        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?)",
+                           (repr(time.time()),))
+        except StoreError:
+            return False
+        return True
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -404,18 +504,22 @@ class JobStore(JobQueries):
 
     def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
                        media_duration: float | None, stderr_tail: str = "") -> Job:
-        """The attempt succeeded; the file version is remembered as done."""
-        job = self._transition(
-            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, eta_seconds = 0, "
-            "output_bytes = ?, media_duration = COALESCE(?, media_duration), stderr_tail = ? "
-            "WHERE id = ?",
-            (now, output_bytes, media_duration, stderr_tail or None),
-        )
+        """The attempt succeeded; the file version is remembered as done (one transaction)."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO done_files VALUES (?, ?, ?)",
-                       (job.source_path, job.size, job.mtime_ns))
-        return job
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            state = JobState(row[0])
+            if state not in (JobState.PROCESSING, JobState.PAUSED):
+                raise InvalidTransition(job_id, action="complete", state=state)
+            db.execute(
+                "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
+                "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
+                "stderr_tail = ? WHERE id = ?",
+                (now, output_bytes, media_duration, stderr_tail or None, job_id))
+            db.execute("INSERT OR IGNORE INTO done_files SELECT source_path, size, mtime_ns "
+                       "FROM jobs WHERE id = ?", (job_id,))
+        return self.get(job_id)
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
                     stderr_tail: str, retry_at: float | None, progress: float | None = None) -> Job:

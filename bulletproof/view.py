@@ -16,6 +16,11 @@ from bulletproof.rules import RuleMatch
 if TYPE_CHECKING:
     from bulletproof.service import Monitor
 
+#: The parts `MonitorView.health` reports on, in order.
+COMPONENTS: tuple[str, ...] = ("store", "watcher", "workers", "queue")
+#: A runnable job may wait this long with a free, unpaused slot before the queue counts as stuck.
+QUEUE_STALL_SECONDS = 60.0
+
 
 class MonitorView:
     """Answers questions about the monitor's state; never changes it."""
@@ -131,21 +136,73 @@ class MonitorView:
         """The newest audit entries first (ids below `before` if given)."""
         return self._m.store.audit_entries(limit=limit, before=before)
 
-    def problems(self) -> list[str]:
-        """Why the monitor is not ready, empty when it is."""
+    def problems(self, health: dict[str, list[str]] | None = None) -> list[str]:
+        """Why the monitor is not ready, empty when it is (from `health` when given)."""
         problems = []
         if self._m.started_at is None:
             problems.append("the monitor has not started")
+        for found in (self.health() if health is None else health).values():
+            problems.extend(found)
+        return problems
+
+    def health(self) -> dict[str, list[str]]:
+        """The problems of each component (COMPONENTS order); an empty list means healthy."""
+        return {"store": self._store_problems(), "watcher": self._watcher_problems(),
+                "workers": self._worker_problems(), "queue": self._queue_problems()}
+
+    def _store_problems(self) -> list[str]:
+        problems = []
+        health = self._m.store.health()
+        if health.corrupt is not None:
+            problems.append(f"job store damaged, no new job starts: {health.corrupt}")
+        elif not health.writable:
+            problems.append(f"job store refuses writes: {health.error}")
+        try:
+            self._m.store.counts_by_state()
+        except Exception as exc:  # any store failure makes the monitor unready
+            problems.append(f"job store unavailable: {exc}")
+        pool = self._m.pool
+        for slot, error in sorted((pool.pending_outcomes() if pool else {}).items()):
+            problems.append(f"worker slot {slot} keeps an outcome the store has not taken: {error}")
+        return problems
+
+    def _watcher_problems(self) -> list[str]:
+        problems = []
         watcher = self._m.watcher
         if watcher is None or not watcher.running:
             problems.append("the folder watchers are not running")
         for folder, up in self.folder_status().items():
             if not up:
                 problems.append(f"watch folder unavailable: {folder}")
+        return problems
+
+    def _worker_problems(self) -> list[str]:
+        problems = []
+        pool = self._m.pool
+        if pool is None:
+            problems.append("the worker slots have not started")
+        else:
+            problems += [f"worker slot {i} is not running" for i in pool.dead_slots()]
+            problems += [f"worker slot {i} is restarting after an error: {error}"
+                         for i, error in sorted(pool.troubled_slots().items())]
         if not os.access(self._m.binaries.ffmpeg, os.X_OK):
             problems.append(f"ffmpeg not executable: {self._m.binaries.ffmpeg}")
-        try:
-            self._m.store.counts_by_state()
-        except Exception as exc:  # any store failure makes the monitor unready
-            problems.append(f"job store unavailable: {exc}")
         return problems
+
+    def _queue_problems(self) -> list[str]:
+        """A runnable job, a free slot, the queue not paused, yet nothing claimed for a while."""
+        pool = self._m.pool
+        if pool is None or pool.paused or pool.busy_count() >= pool.size:
+            return []
+        try:
+            job = self._m.store.next_queued(now=time.time())
+        except Exception:  # reported by the store check
+            return []
+        if job is None:
+            return []
+        waited = time.time() - max(job.queued_at, job.not_before or 0.0)
+        idle = min(waited, time.monotonic() - pool.last_activity)
+        if idle < QUEUE_STALL_SECONDS:
+            return []
+        return [f"the queue is not moving: job {job.id} is runnable, a worker slot is free, "
+                f"and nothing was started for {idle:.0f} s"]

@@ -25,6 +25,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from bulletproof.config import WatchFolder
+from bulletproof.errors import BulletproofError
 from bulletproof.models import IgnoreReason
 from bulletproof.paths import is_within
 from bulletproof.scan import (
@@ -390,12 +391,21 @@ class FolderWatcher:
             self._settle(entry.root, path, fp)
 
     def _settle(self, root: str, path: str, fp: Fingerprint) -> None:
-        self._settled[path] = (*self._settled.get(path, ()), fp)
         rel = rel_under(root, path)
         if is_temporary_rel(rel):
             self._call(self._on_ignored, Path(path), IgnoreReason.TEMPORARY)
         else:
-            self._call(self._on_stable, StableFile(Path(path), Path(root), rel, fp[0], fp[1]))
+            try:
+                self._on_stable(StableFile(Path(path), Path(root), rel, fp[0], fp[1]))
+            except BulletproofError as exc:
+                # Not settled: the next rescan offers the file again (say the store was full).
+                log.warning("file not taken, offered again at the next rescan: %s", exc)
+                return
+            except Exception:
+                log.exception("watcher callback on_stable raised; the next rescan offers the file again")
+                return
+        # Only now: a file whose hand-over failed must stay visible to the rescans.
+        self._settled[path] = (*self._settled.get(path, ()), fp)
 
     async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         assert self._loop is not None

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Concatenate, ParamSpec
 
 from bulletproof import events as ev
 from bulletproof.config import Config
 from bulletproof.disposal import SourceCheck, dispose_source
-from bulletproof.errors import InvalidTransition, JobNotFound, PathError, TranscodeError
+from bulletproof.errors import InvalidTransition, JobError, JobNotFound, PathError, StoreError, TranscodeError
 from bulletproof.ffmpeg import (
     FfmpegBinaries,
     FfmpegRunner,
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _PROGRESS_SAVE_INTERVAL = 2.0  # seconds between progress writes to the store, per job
 _IDLE_POLL = 1.0  # upper bound on how long an idle worker sleeps without a wake-up
+_BACKOFF_FIRST = 0.5  # seconds a slot waits after an error, doubled on each one in a row...
+_BACKOFF_MAX = 30.0  # ...up to this
 
 
 @dataclass
@@ -58,6 +63,10 @@ class _Slot:
     cancel_requested: bool = False
     shutdown: bool = False
     last_saved: float = 0.0
+    # An outcome the store has not taken yet (disk full, read-only...): the slot retries it
+    # before claiming anything, so a finished transcode is recorded, never re-run.
+    pending: Callable[[], None] | None = field(default=None, repr=False)
+    pending_error: str | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def busy_seconds(self, now: float) -> float:
@@ -65,6 +74,33 @@ class _Slot:
             return 0.0
         paused = self.paused_total + ((now - self.paused_at) if self.paused_at else 0.0)
         return max(0.0, now - self.started_at - paused)
+
+
+_P = ParamSpec("_P")
+
+
+def _backoff(failures: int) -> float:
+    """Capped exponential delay after `failures` errors in a row."""
+    return min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** max(0, failures - 1))
+
+
+def _keeps_pending(
+    record: Callable[Concatenate[WorkerPool, _Slot, _P], None],
+) -> Callable[Concatenate[WorkerPool, _Slot, _P], None]:
+    """Make an outcome recorder keep its outcome in the slot when the store refuses the write."""
+
+    @functools.wraps(record)
+    def wrapper(pool: WorkerPool, slot: _Slot, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            record(pool, slot, *args, **kwargs)
+        except StoreError as exc:
+            slot.pending = functools.partial(record, pool, slot, *args, **kwargs)
+            slot.pending_error = str(exc)
+            log.warning("cannot record the outcome yet; keeping it and retrying",
+                        extra={"job": slot.job.id if slot.job else None, "worker": slot.index,
+                               "error": str(exc)})
+
+    return wrapper
 
 
 class WorkerPool:
@@ -80,7 +116,12 @@ class WorkerPool:
         self._size = 0
         self._work = asyncio.Event()
         self._stopping = False
-        self.paused = False
+        self._paused = False
+        self._troubled: dict[int, str] = {}  # slot -> the error it is backing off from
+        self._store_epoch = 0  # bumped when the store takes writes again: backoffs end early
+        # Last time a slot claimed or freed, or the queue was resumed (monotonic): the queue
+        # check in the view compares it with how long runnable jobs have waited.
+        self.last_activity = time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -101,9 +142,40 @@ class WorkerPool:
         """The configured number of slots."""
         return self._size
 
+    @property
+    def paused(self) -> bool:
+        """True while no new job is started."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        if self._paused and not value:
+            self.last_activity = time.monotonic()
+        self._paused = value
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def dead_slots(self) -> list[int]:
+        """Configured slots whose coroutine is not running (never expected: the loop is supervised)."""
+        return [i for i in range(self._size)
+                if (slot := self._slots.get(i)) is None or slot.task is None or slot.task.done()]
+
+    def troubled_slots(self) -> dict[int, str]:
+        """Slots backing off after an error, with the error."""
+        return dict(self._troubled)
+
+    def pending_outcomes(self) -> dict[int, str]:
+        """Slots holding an outcome the store has not taken yet, with the store's error."""
+        return {i: s.pending_error or "" for i, s in self._slots.items() if s.pending is not None}
+
     def wake(self) -> None:
         """Tell idle workers to look at the queue again."""
         self._work.set()
+
+    def store_recovered(self) -> None:
+        """The store takes writes again: slots backing off retry now."""
+        self._store_epoch += 1
+        self.wake()
 
     async def stop(self, timeout: float = 20.0) -> None:
         """End running ffmpeg processes, put their jobs back at the front of the queue."""
@@ -201,19 +273,71 @@ class WorkerPool:
     # -- the worker loop ----------------------------------------------------------------------
 
     async def _worker(self, slot: _Slot) -> None:
-        while not self._stopping and slot.index < self._size:
-            job = None if self.paused else self._claim(slot)
-            if job is None:
-                self._work.clear()
-                await self._sleep_until_work()
-                continue
+        # The slot's supervisor: nothing that goes wrong in one turn ends the slot.
+        failures = 0
+        while not self._stopping and (slot.index < self._size or slot.pending is not None):
+            epoch = self._store_epoch
             try:
-                await self._run(slot, job)
-            except Exception:  # a bug in one job must not kill the slot
-                log.exception("worker crashed on a job", extra={"job": job.id, "worker": slot.index})
-                self._record_failure(slot, FailureReason.FFMPEG_ERROR, "internal error", "")
-            finally:
+                await self._turn(slot)
+            except Exception as exc:
+                failures += 1
+                delay = _backoff(failures)
+                self._troubled[slot.index] = str(exc) or type(exc).__name__
+                log.error("worker slot failed; restarting it in %.1f s", delay,
+                          exc_info=not isinstance(exc, StoreError),
+                          extra={"worker": slot.index, "error": str(exc)})
+                self._bus.publish(ev.WorkerRestarted(worker=slot.index, error=str(exc), delay=delay))
+                await self._rest(delay, epoch)
+            else:
+                failures = 0
+                self._troubled.pop(slot.index, None)
+
+    async def _turn(self, slot: _Slot) -> None:
+        """Record a kept outcome, or claim and run one job, or wait for work."""
+        if slot.pending is not None:
+            await self._flush_pending(slot)
+            return
+        job = None if self.paused or self._store.health().corrupt else self._claim(slot)
+        if job is None:
+            self._work.clear()
+            await self._sleep_until_work()
+            return
+        self._troubled.pop(slot.index, None)  # it claimed: whatever failed before is behind it
+        try:
+            await self._run(slot, job)
+        except Exception as exc:  # a bug in one job must not kill the slot
+            log.exception("worker crashed on a job", extra={"job": job.id, "worker": slot.index})
+            if slot.run is not None:
+                slot.run.cancel()
+            self._record_failure(slot, FailureReason.INTERNAL, f"internal error: {exc}", "")
+        finally:
+            if slot.pending is None:
                 self._reset(slot)
+
+    async def _flush_pending(self, slot: _Slot) -> None:
+        """Retry a kept outcome until the store takes it (or the pool stops)."""
+        failures = 0
+        while slot.pending is not None and not self._stopping:
+            epoch = self._store_epoch
+            try:
+                slot.pending()
+            except StoreError as exc:
+                failures += 1
+                slot.pending_error = str(exc)
+                await self._rest(_backoff(failures), epoch)
+                continue
+            except JobError as exc:  # the job changed meanwhile (deleted...): nothing to record
+                log.warning("dropping a kept outcome", extra={"worker": slot.index, "error": str(exc)})
+            slot.pending = slot.pending_error = None
+            log.info("kept outcome recorded", extra={"worker": slot.index})
+            self._reset(slot)
+
+    async def _rest(self, delay: float, epoch: int) -> None:
+        """Sleep `delay` seconds, less when the pool stops or the store recovered since `epoch`."""
+        deadline = time.monotonic() + delay
+        while (not self._stopping and self._store_epoch == epoch
+               and (left := deadline - time.monotonic()) > 0):
+            await asyncio.sleep(min(left, 0.25))
 
     async def _sleep_until_work(self) -> None:
         timeout = _IDLE_POLL
@@ -232,6 +356,7 @@ class WorkerPool:
             return None
         job = self._store.mark_started(job.id, now=now)
         slot.job, slot.started_at = job, now
+        self.last_activity = time.monotonic()
         self._bus.publish(ev.JobStarted(job=job, worker=slot.index, queue_wait=max(0.0, now - job.queued_at)))
         return job
 
@@ -240,6 +365,7 @@ class WorkerPool:
         fresh = _Slot(slot.index, task=slot.task)
         for name in _Slot.__dataclass_fields__:
             setattr(slot, name, getattr(fresh, name))
+        self.last_activity = time.monotonic()
         self.wake()
 
     async def _run(self, slot: _Slot, job: Job) -> None:
@@ -397,11 +523,7 @@ class WorkerPool:
                 message += f"; {output} already exists and is left alone"
             except OSError as exc:
                 message += f"; could not {profile.skip_action} the source to {output}: {exc}"
-        now = time.time()
-        job = self._store.mark_skipped(job.id, now=now, reason=reason, message=message,
-                                       output_bytes=output_bytes, media_duration=slot.media_duration)
-        self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.SKIPPED,
-                                         reason=reason, busy_seconds=slot.busy_seconds(now)))
+        self._record_skipped(slot, reason, message, output_bytes)
 
     def _on_progress(self, slot: _Slot, progress: Progress) -> None:
         if slot.job is None:
@@ -410,12 +532,16 @@ class WorkerPool:
         slot.progress, slot.last_progress_at = progress, now
         if now - slot.last_saved >= _PROGRESS_SAVE_INTERVAL:
             slot.last_saved = now
-            self._store.set_progress(slot.job.id, progress.ratio, progress.speed, progress.eta_seconds)
+            # Best effort: a store that refuses writes must not end the transcode.
+            with contextlib.suppress(StoreError):
+                self._store.set_progress(slot.job.id, progress.ratio, progress.speed,
+                                         progress.eta_seconds)
         self._bus.publish(ev.JobProgress(job_id=slot.job.id, worker=slot.index, progress=progress.ratio,
                                          speed=progress.speed, eta_seconds=progress.eta_seconds))
 
     # -- outcomes -----------------------------------------------------------------------------
 
+    @_keeps_pending
     def _record_success(self, slot: _Slot, output_bytes: int, stderr_tail: str) -> None:
         assert slot.job is not None
         now = time.time()
@@ -425,6 +551,17 @@ class WorkerPool:
                                          reason=None, busy_seconds=slot.busy_seconds(now)))
         self._dispose_source(job)
 
+    @_keeps_pending
+    def _record_skipped(self, slot: _Slot, reason: SkipReason, message: str,
+                        output_bytes: int | None) -> None:
+        assert slot.job is not None
+        now = time.time()
+        job = self._store.mark_skipped(slot.job.id, now=now, reason=reason, message=message,
+                                       output_bytes=output_bytes, media_duration=slot.media_duration)
+        self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.SKIPPED,
+                                         reason=reason, busy_seconds=slot.busy_seconds(now)))
+
+    @_keeps_pending
     def _record_failure(self, slot: _Slot, reason: FailureReason, error: str, stderr_tail: str) -> None:
         if slot.job is None:
             return
@@ -448,6 +585,7 @@ class WorkerPool:
         if retry_at is not None:
             self._bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.AUTO_RETRY))
 
+    @_keeps_pending
     def _requeue_for_shutdown(self, slot: _Slot) -> None:
         assert slot.job is not None
         job = self._store.requeue_interrupted(slot.job.id, now=time.time())

@@ -299,11 +299,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: store open, watchers running, folders up, ffmpeg found; 503 with the problems."""
-    problems = monitor_of(request).view.problems()
+    """Ready: store writable, watchers running, every worker slot alive, the queue moving; 503
+    with the problems and the health of each component."""
+    view = monitor_of(request).view
+    health = view.health()
+    problems = view.problems(health)
+    components = {name: not found for name, found in health.items()}
     if problems:
-        return ok({"status": "unready", "problems": problems}, status=503)
-    return ok({"status": "ready", "problems": []})
+        return ok({"status": "unready", "problems": problems, "components": components}, status=503)
+    return ok({"status": "ready", "problems": [], "components": components})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bulletproof.models import JobState, Outcome, WorkerSnapshot
-from bulletproof.view import MonitorView
+from bulletproof.view import COMPONENTS, MonitorView
 
 # The name these warnings had before the collector left exporter.metrics; log filters may use it.
 log = logging.getLogger("exporter.metrics")
@@ -59,6 +59,7 @@ class StateCollector(Collector):
         yield from self._jobs(view, empty)
         yield from self._workers(view, empty)
         yield from self._health(view, empty)
+        yield from self._readiness(view, empty)
 
     # Each group reads its own part of the view; a failure in one (say the store is closed)
     # drops that group from the scrape and is logged, the rest is still served.
@@ -208,3 +209,23 @@ class StateCollector(Collector):
 
         return self._guard("health", produce)
 
+
+    def _readiness(self, view: MonitorView, empty: bool) -> list[Metric]:
+        ready = GaugeMetricFamily("bulletproof_ready",
+                                  "1 when /readyz answers 200 (every component healthy), else 0.")
+        healthy = GaugeMetricFamily(
+            "bulletproof_component_healthy",
+            "1 while the component is healthy: store (takes writes), watcher (every folder "
+            "watched), workers (every slot alive), queue (moving when it should).",
+            labels=["component"])
+        if empty:
+            return [ready, healthy]
+
+        def produce() -> list[Metric]:
+            health = view.health()
+            for component in COMPONENTS:
+                healthy.add_metric([component], 0.0 if health.get(component) else 1.0)
+            ready.add_metric([], 0.0 if view.problems(health) else 1.0)
+            return [ready, healthy]
+
+        return self._guard("readiness", produce)

@@ -207,6 +207,9 @@ class BulletproofMetrics:
                  PSNR_BUCKETS),
                 ("vmaf", "bulletproof_quality_vmaf_score",
                  "VMAF of outputs against their sources, 0..100.", VMAF_BUCKETS))}
+        self.worker_restarts = counter(
+            "bulletproof_worker_restarts_total",
+            "Errors a worker slot's loop caught and restarted after (with backoff).", ["worker"])
         self.http_requests = counter("bulletproof_http_requests_total",
                                      "HTTP requests served, by route template, method and status code.",
                                      ["handler", "method", "code"])
@@ -230,6 +233,7 @@ class BulletproofMetrics:
             self.verifications.labels(result=result)
         for policy in CONFLICT_POLICIES:
             self.output_conflicts.labels(policy=policy)
+        self._init_worker_slots()
         self._init_profiles()
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event)
 
@@ -253,6 +257,16 @@ class BulletproofMetrics:
             self._init_profile(profile)
         for profile, metric in gates:
             self.quality[metric].labels(profile=profile)
+
+    def _init_worker_slots(self) -> None:
+        """Create the per-slot series at zero for every configured slot (more after a reload)."""
+        try:
+            slots = self._view.max_workers
+        except Exception:  # a broken config read must not stop the exporter
+            log.warning("metrics: could not read max_workers", exc_info=True)
+            return
+        for slot in range(slots):
+            self.worker_restarts.labels(worker=str(slot))
 
     def _init_profile(self, profile: str) -> None:
         for family in (self.jobs_enqueued, self.jobs_completed, self.jobs_cancelled, self.input_bytes,
@@ -293,9 +307,12 @@ class BulletproofMetrics:
             self.files_detected.inc()
         elif isinstance(event, ev.FileIgnored):
             self.files_ignored.labels(reason=IgnoreReason(event.reason).value).inc()
+        elif isinstance(event, ev.WorkerRestarted):
+            self.worker_restarts.labels(worker=str(event.worker)).inc()
         elif isinstance(event, ev.ConfigReloaded):
             if event.success:
                 self._init_profiles()
+                self._init_worker_slots()
 
     def _on_finished(self, event: ev.JobFinished) -> None:
         job = event.job

@@ -12,6 +12,7 @@ from typing import Any
 from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.config import Config
 from bulletproof.models import FailureReason, JobState, SkipReason
+from bulletproof.view import COMPONENTS
 from exporter.api_jobs import EnqueueRequest
 from exporter.permissions import AUDITED_ACTIONS
 
@@ -216,7 +217,9 @@ def component_schemas() -> dict[str, Any]:
             "buckets": arr(obj({**_BUCKET["properties"], "end": TS, "total": INT})),
         }),
         "Health": obj({"status": {"const": "ok"}}),
-        "Ready": obj({"status": {"enum": ["ready", "unready"]}, "problems": arr(STR)}),
+        "Ready": obj({"status": {"enum": ["ready", "unready"]}, "problems": arr(STR),
+                      "components": obj(dict.fromkeys(COMPONENTS, BOOL),
+                                        description="true while the component is healthy")}),
         "EnqueueRequest": enqueue,
         "RetryFailed": obj({"retried": INT, "ids": arr(INT)}),
         "QueueState": obj({"paused": BOOL, "paused_since": TS_NULL}),

@@ -56,7 +56,8 @@ async def finished_jobs(api: Api, clip_cache, names: list[str]) -> dict[str, dic
 
 async def test_health_ready_and_routing_errors(api: Api) -> None:
     assert await api.get("/healthz") == (200, {"status": "ok"})
-    assert await api.get("/readyz") == (200, {"status": "ready", "problems": []})
+    assert await api.get("/readyz") == (200, {"status": "ready", "problems": [], "components": {
+        "store": True, "watcher": True, "workers": True, "queue": True}})
 
     status, body = await api.get("/no/such/route")
     assert_error(status, body, 404, "not_found")

@@ -33,6 +33,7 @@ from bulletproof.models import (
 )
 from bulletproof.samples import make_corrupt_clip
 from bulletproof.store import NewJob
+from bulletproof.view import COMPONENTS
 from exporter.metrics import (
     FAILURE_REASONS,
     HTTP_DURATION_BUCKETS,
@@ -374,6 +375,7 @@ def assert_bounded_labels(s: Scrape, monitor) -> None:
         "trigger": {"auto", "manual"}, "profile": set(monitor.view.profiles()),
         "worker": {str(i) for i in range(monitor.view.max_workers)},
         "folder": {str(f.path) for f in monitor.config.monitor_folder},
+        "component": set(COMPONENTS),
         "le": None, "version": None, "ffmpeg_version": None,  # le: fixed buckets; build info: one series
         "handler": None, "method": None, "code": None,  # route templates, checked by the API's tests
         "action": set(AUDITED_ACTIONS),

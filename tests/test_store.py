@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
+from bulletproof.errors import InvalidTransition, JobNotFound, StoreError, StoreLocked
 from bulletproof.models import FailureReason, JobState
 from bulletproof.store import JobStore, NewJob
 
@@ -211,3 +212,34 @@ def test_space_saved_sums_completed_jobs_only(store: JobStore) -> None:
 def test_space_saved_with_no_history(store: JobStore) -> None:
     assert store.space_saved() == {"sized_jobs": 0, "input_bytes": 0, "output_bytes": 0,
                                    "saved_bytes": 0, "saved_ratio": None}
+
+
+def test_a_second_store_on_the_same_database_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    first = JobStore(path)
+    first.add(new("a.mp4"))
+    with pytest.raises(StoreLocked) as refused:
+        JobStore(path)
+    assert refused.value.holder["pid"] == os.getpid()
+    assert f"in use by another monitor (pid {os.getpid()} on host " in str(refused.value)
+    assert str(path) + ".lock" in str(refused.value)
+    first.close()
+    again = JobStore(path)  # released on close (and by the kernel when a holder dies)
+    assert again.counts_by_state()[JobState.QUEUED] == 1
+    again.close()
+
+
+def test_every_sqlite_error_is_a_store_error_and_the_health_says_so(tmp_path: Path) -> None:
+    s = JobStore(tmp_path / "jobs.db")
+    assert s.health().writable and s.probe()
+    s._db.execute("PRAGMA query_only = 1")  # SQLite itself refuses the writes from here on
+    with pytest.raises(StoreError, match="job store write failed: attempt to write a readonly"):
+        s.set_meta("queue_paused", "1")
+    health = s.health()
+    assert not health.writable and health.outages == 1 and "readonly" in (health.error or "")
+    assert not s.probe()
+    s._db.execute("PRAGMA query_only = 0")
+    assert s.probe() and s.health().writable and s.health().outages == 1
+    s.close()
+    with pytest.raises(StoreError):  # a closed store too: never a bare sqlite3 error
+        s.get_meta("queue_paused")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bulletproof.models import FailureReason, JobState, SkipReason
-from bulletproof.store import JobStore, NewJob
+from bulletproof.store import SCHEMA_VERSION, JobStore, NewJob
 
 
 def new(name: str, size: int = 100, mtime: int = 1) -> NewJob:
@@ -86,6 +86,7 @@ def test_migration_adds_the_output_columns_to_an_older_database(tmp_path: Path) 
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE jobs DROP COLUMN source_inode")
     db.execute("ALTER TABLE jobs DROP COLUMN quality_score")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()
     s = JobStore(path)
@@ -93,5 +94,6 @@ def test_migration_adds_the_output_columns_to_an_older_database(tmp_path: Path) 
     assert job is not None and job.source_inode is None
     s.set_source_inode(job.id, 42)
     assert s.get(job.id).source_inode == 42
+    assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
     s.close()
     JobStore(path).close()  # idempotent
