@@ -29,26 +29,27 @@ def _namesake(name: str, out: Path, size: int = 100) -> NewJob:
                   mtime_ns=1, profile="h264_mp4", rule="videos", output_path=str(out / "clip_a.mp4"))
 
 
-def test_output_names_are_reserved_race_free_across_connections(tmp_path: Path) -> None:
+def test_output_names_are_reserved_race_free_across_threads(tmp_path: Path) -> None:
+    # One store per database (a second one is refused by its lock): callers on several threads
+    # (the loop, scans, the API) share it, and each reservation is one write transaction.
     path, out = tmp_path / "jobs.db", tmp_path / "out"
-    stores = [JobStore(path) for _ in range(4)]
+    store = JobStore(path)
     got: list[str] = []
-    barrier = threading.Barrier(len(stores))
+    barrier = threading.Barrier(4)
 
     def add(i: int) -> None:
         barrier.wait()
-        job, _ = stores[i].add_reserving(_namesake(f"clip_a.{i}", out), policy="rename")
+        job, _ = store.add_reserving(_namesake(f"clip_a.{i}", out), policy="rename")
         assert job is not None
         got.append(Path(job.output_path).name)
 
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(len(stores))]
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sorted(got) == ["clip_a (1).mp4", "clip_a (2).mp4", "clip_a (3).mp4", "clip_a.mp4"]
-    for s in stores:
-        s.close()
+    store.close()
 
 
 def test_a_new_version_of_the_same_source_keeps_its_name(store: JobStore, tmp_path: Path) -> None:
