@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bulletproof import __version__
 from bulletproof import events as ev
 from bulletproof.config import (
@@ -17,14 +19,15 @@ from bulletproof.config import (
     default_config_text,
     load_config,
     parse_config,
-    parse_config_text,
     write_config_atomically,
 )
+from bulletproof.config_policy import ApiChangePolicy, keep_file_settings, restart_required
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
+from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.rules import RuleMatch, RuleMatcher
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import MonitorView
@@ -40,6 +43,10 @@ class Monitor:
     def __init__(self, config: Config, *, config_path: Path | None = None,
                  binaries: FfmpegBinaries | None = None, bus: ev.EventBus | None = None) -> None:
         self.config = config
+        # What this process started with: restart-only keys stay as they are here until a restart.
+        self.startup_config = config
+        # What the API may change is fixed from the operator's file at start (api.config_roots).
+        self.change_policy = ApiChangePolicy(config)
         self.config_path = Path(config_path) if config_path else None
         self.bus = bus or ev.EventBus()
         self.binaries = binaries or find_ffmpeg(config.ffmpeg)
@@ -294,6 +301,9 @@ class Monitor:
             raise ConfigError([ConfigIssue("", "the monitor was not started from a config file")])
         try:
             new = load_config(self.config_path)
+            issues = check_folders(new)
+            if issues:
+                raise ConfigError(issues, source=self.config_path)
         except ConfigError as exc:
             self._reload_failed(exc)
             raise
@@ -304,34 +314,60 @@ class Monitor:
         self.last_reload_ok = False
         self.bus.publish(ev.ConfigReloaded(success=False, source=str(self.config_path), error=str(exc)))
 
+    def _base_dir(self) -> Path:
+        return self.config_path.resolve().parent if self.config_path else Path.cwd()
+
     def validate_config(self, data: Any) -> Config:
-        """Validate a config mapping against this monitor's base folder (a dry run)."""
-        base = self.config_path.resolve().parent if self.config_path else Path.cwd()
-        return parse_config(data, base_dir=base, source=self.config_path or "request")
+        """Validate a config submitted from outside (a dry run): the model, what the API may
+        change (`config_policy`), and whether its folders can be created. Raises ConfigError."""
+        new = parse_config(data, base_dir=self._base_dir(), source=self.config_path or "request")
+        issues = self.change_policy.check(self.config, new) + check_folders(new)
+        if issues:
+            raise ConfigError(issues, source="request")
+        return new
 
     async def update_config(self, data: Any) -> Config:
-        """Validate, write atomically (keeping a .bak), and apply a new config."""
+        """Validate whole, pre-flight the folders, write atomically (keeping a .bak), then apply;
+        if applying fails, the old config and the old file are put back."""
         new = self.validate_config(data)
-        if self.config_path is not None:
-            write_config_atomically(self.config_path, config_to_yaml(data))
-        await self.apply_config(new)
+        created = await asyncio.to_thread(prepare_folders, new)
+        path = self.config_path
+        old_text: str | None = None
+        try:
+            if path is not None:
+                old_text = path.read_text(encoding="utf-8") if path.exists() else None
+                write_config_atomically(path, config_to_yaml(data))
+        except BaseException:
+            remove_created(created)
+            raise
+        await self._apply_or_roll_back(new, old_text)
         return new
+
+    async def _apply_or_roll_back(self, new: Config, old_text: str | None) -> None:
+        old = self.config
+        try:
+            await self.apply_config(new)
+        except BaseException:
+            log.exception("a validated config could not be applied; putting the previous one back")
+            if self.config_path is not None and old_text is not None:
+                write_config_atomically(self.config_path, old_text)
+            await self.apply_config(old)
+            raise
 
     async def reset_config(self) -> Config:
-        """Replace the config with the defaults (same safety as update_config)."""
-        base = self.config_path.resolve().parent if self.config_path else Path.cwd()
-        new = parse_config_text(default_config_text(), base_dir=base, source="defaults")
-        if self.config_path is not None:
-            write_config_atomically(self.config_path, default_config_text())
-        await self.apply_config(new)
-        return new
+        """The defaults for what the API may change; file-only keys and the folders stay."""
+        defaults = yaml.safe_load(default_config_text())
+        return await self.update_config(keep_file_settings(defaults, self.config))
 
     async def apply_config(self, new: Config) -> None:
-        """Put a validated config in force without a restart."""
+        """Put a validated config in force without a restart (restart-only keys wait for one)."""
         old = self.config
-        if new.database != old.database:
-            log.warning("the database path changes only on restart", extra={"database": str(old.database)})
-            new = new.model_copy(update={"database": old.database})
+        pending = restart_required(self.startup_config, new)
+        if pending:
+            log.warning("some changed settings take effect only on restart",
+                        extra={"keys": ",".join(pending)})
+        if new.database != self.startup_config.database:
+            new = new.model_copy(update={"database": self.startup_config.database})
         self.config = new
         self._rules = RuleMatcher(new)
         if self._pool is not None:
