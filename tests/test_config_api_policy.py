@@ -304,3 +304,18 @@ async def test_restart_required_tells_what_still_waits_for_a_restart(api: Api) -
     status, body = await api.call("PUT", "/api/v1/config", json=data)
     assert status == 200, body
     assert body["restart_required"] == ["ffmpeg.path"]
+
+
+def test_the_documented_table_mirrors_the_policy() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    table = doc.split("<!-- policy-table -->")[1].split("<!-- /policy-table -->")[0]
+    rows = {}
+    for line in table.strip().splitlines()[2:]:
+        key, changed_by, takes_effect = (c.strip() for c in line.strip("|").split("|"))
+        rows[key.strip("`")] = (changed_by, takes_effect)
+    assert list(rows) == list(KEY_POLICY)
+    for key, policy in KEY_POLICY.items():
+        changed_by, takes_effect = rows[key]
+        assert changed_by.startswith(policy.owner.value), key
+        assert ("inside `api.config_roots`" in changed_by) == policy.confined, key
+        assert takes_effect.split(" ")[0] == policy.applies.value, key
