@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from bulletproof.config import Config
+from bulletproof.config_policy import RESTART_KEYS
 from bulletproof.models import FailureReason, JobState
 from exporter.api_jobs import EnqueueRequest
 
@@ -218,8 +219,9 @@ def component_schemas() -> dict[str, Any]:
             "written": {"type": "boolean", "description": "false when the monitor has no file"},
             "path": STR_NULL,
             "backup": {**STR_NULL, "description": "the previous file, kept as <name>.bak"},
-            "restart_required": {**arr({"enum": ["database", "api"]}),
-                                 "description": "changed keys that apply only after a restart"},
+            "restart_required": {**arr({"enum": list(RESTART_KEYS)}),
+                                 "description": "restart-only keys whose value differs from the "
+                                                "one the process started with"},
             "config": ref("Config"),
         }),
         "ConfigValidation": {"oneOf": [
