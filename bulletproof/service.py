@@ -362,12 +362,12 @@ class Monitor:
     async def apply_config(self, new: Config) -> None:
         """Put a validated config in force without a restart (restart-only keys wait for one)."""
         old = self.config
+        # `config` mirrors the file (so a config read back and sent again keeps the operator's
+        # pending edits); what still runs on the start-up values is listed here and by the API.
         pending = restart_required(self.startup_config, new)
         if pending:
             log.warning("some changed settings take effect only on restart",
                         extra={"keys": ",".join(pending)})
-        if new.database != self.startup_config.database:
-            new = new.model_copy(update={"database": self.startup_config.database})
         self.config = new
         self._rules = RuleMatcher(new)
         if self._pool is not None:

@@ -319,3 +319,16 @@ def test_the_documented_table_mirrors_the_policy() -> None:
         assert changed_by.startswith(policy.owner.value), key
         assert ("inside `api.config_roots`" in changed_by) == policy.confined, key
         assert takes_effect.split(" ")[0] == policy.applies.value, key
+
+
+async def test_a_pending_database_edit_survives_a_put(api: Api) -> None:
+    # The operator moves the database in the file and reloads: it waits for a restart.
+    api.config_path.write_text(api.config_path.read_text().replace("state/bulletproof.db", "state/next.db"))
+    await api.monitor.reload_config()
+    data = {**(await current(api)), "max_workers": 2}
+    assert data["database"] == str(api.root / "state" / "next.db")
+    status, body = await api.call("PUT", "/api/v1/config", json=data)
+    assert status == 200, body
+    assert body["restart_required"] == ["database"]
+    assert "next.db" in api.config_path.read_text()  # the API's write kept the operator's edit
+    assert api.monitor.store is not None and (api.root / "state" / "bulletproof.db").exists()
