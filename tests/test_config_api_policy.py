@@ -202,8 +202,8 @@ async def test_declared_roots_replace_the_default_ones(api_factory, tmp_path: Pa
     ("move", ["keep", "move"], ["delete"]),
     ("delete", ["keep", "move", "delete"], []),
 ])
-async def test_on_success_at_most_as_destructive_as_the_file(api_factory, tmp_path: Path, file_value: str,
-                                                             allowed: list[str], refused_values: list[str]) -> None:
+async def test_on_success_at_most_as_destructive_as_the_file(api_factory, file_value: str, allowed: list[str],
+                                                             refused_values: list[str]) -> None:
     api = await api_factory(on_success=file_value, done_folder="done")
     config = await current(api)
     for value in refused_values:

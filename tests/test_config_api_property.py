@@ -30,7 +30,8 @@ def paths(root: Path) -> st.SearchStrategy[str]:
                                                      str(root / "incoming"), str(root / "processed")]),
                          relative).map(lambda t: t[0].rstrip("/") + "/" + t[1])
     # Paths that start inside a root: most are accepted, unless a `..` or a symlink leads out.
-    near = st.tuples(st.sampled_from(["incoming", "processed", str(root / "incoming"), str(root / "processed")]),
+    starts = ["incoming", "processed", str(root / "incoming"), str(root / "processed")]
+    near = st.tuples(st.sampled_from(starts),
                      st.lists(st.sampled_from(["sub", "new", "deep", "..", "link", "plink"]), max_size=3)
                      ).map(lambda t: "/".join([t[0], *t[1]]))
     return st.one_of(near, near, near, relative, absolute, st.sampled_from(ABSOLUTE), st.text(max_size=20))

@@ -23,7 +23,8 @@ def folder_spec(path: Path, polling: bool) -> WatchFolder:
 
 
 @MODES
-async def test_a_symlink_to_a_file_outside_is_ignored(tmp_path: Path, make_watcher: MakeWatcher,
+async def test_a_symlink_to_a_file_outside_is_ignored(tmp_path: Path,
+                                                      make_watcher: MakeWatcher,  # noqa: F811
                                                       polling: bool) -> None:
     watched = tmp_path / "in"
     write(watched / "ok.mp4")
@@ -43,7 +44,8 @@ async def test_a_symlink_to_a_file_outside_is_ignored(tmp_path: Path, make_watch
 
 
 @MODES
-async def test_a_symlinked_folder_is_not_entered(tmp_path: Path, make_watcher: MakeWatcher,
+async def test_a_symlinked_folder_is_not_entered(tmp_path: Path,
+                                                 make_watcher: MakeWatcher,  # noqa: F811
                                                  polling: bool) -> None:
     outside = tmp_path / "outside"
     write(outside / "video.mp4")
@@ -59,7 +61,9 @@ async def test_a_symlinked_folder_is_not_entered(tmp_path: Path, make_watcher: M
     assert sorted(rec.rels()) == ["sentinel.mp4", "sentinel2.mp4"]
 
 
-async def test_a_watch_folder_that_is_a_symlink_still_works(tmp_path: Path, make_watcher: MakeWatcher) -> None:
+async def test_a_watch_folder_that_is_a_symlink_still_works(tmp_path: Path,
+                                                            make_watcher: MakeWatcher,  # noqa: F811
+                                                            ) -> None:
     real = tmp_path / "real"
     write(real / "a.mp4")
     link = tmp_path / "link"
