@@ -332,3 +332,18 @@ async def test_a_pending_database_edit_survives_a_put(api: Api) -> None:
     assert body["restart_required"] == ["database"]
     assert "next.db" in api.config_path.read_text()  # the API's write kept the operator's edit
     assert api.monitor.store is not None and (api.root / "state" / "bulletproof.db").exists()
+
+
+async def test_a_symlinked_root_is_taken_by_its_target(api_factory, tmp_path: Path) -> None:
+    real = tmp_path / "real-media"
+    (real / "in").mkdir(parents=True)
+    (tmp_path / "media").symlink_to(real, target_is_directory=True)
+    api = await api_factory(api={**TEST_API, "config_roots": ["media"]})
+    config = await current(api)
+    # Named through the link or by the real path, the same folder is inside the root.
+    for folder in ("media/in", str(real / "in")):
+        status, body = await api.call("PUT", "/api/v1/config", json={**config, "monitor_folder": folder})
+        assert status == 200, body
+    found = await refused(api, {**config, "monitor_folder": "media/../incoming/x"})
+    assert list(found) == ["monitor_folder.0.path"]
+    assert api.monitor.change_policy.roots == [real]
