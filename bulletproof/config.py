@@ -37,19 +37,31 @@ NAME_MAX = 255
 PATH_MAX = 4096
 
 
-def _nul_at(value: Any, where: str = "") -> str | None:
-    """The sub-path of the first string (or mapping key) holding a NUL byte, or None."""
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL byte"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _bad_text_at(value: Any, where: str = "") -> tuple[str, str] | None:
+    """(sub-path, problem) of the first string or mapping key the OS or the config file could not
+    hold (a NUL byte, a lone surrogate from a JSON escape), or None."""
     if isinstance(value, str):
-        return where if "\x00" in value else None
+        problem = _text_problem(value)
+        return (where, problem) if problem is not None else None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _nul_at(key, f"{where}.{key!r}") if isinstance(key, str) else None
-            found = found if found is not None else _nul_at(item, f"{where}.{key}")
+            found = _bad_text_at(key, f"{where}.{key!r}") if isinstance(key, str) else None
+            found = found if found is not None else _bad_text_at(item, f"{where}.{key}")
             if found is not None:
                 return found
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            found = _nul_at(item, f"{where}.{index}")
+            found = _bad_text_at(item, f"{where}.{index}")
             if found is not None:
                 return found
     return None
@@ -60,12 +72,14 @@ class _Model(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_nul_bytes(cls, value: Any) -> Any:
-        # The OS (and ffmpeg's argument list) cannot carry a NUL: refuse it here, as bad input.
-        where = _nul_at(value)
-        if where is not None:
+    def _plain_text_only(cls, value: Any) -> Any:
+        # The OS (and ffmpeg's argument list) cannot carry a NUL, the file cannot hold a lone
+        # surrogate (and an error message quoting one could not be sent): refuse them as bad input.
+        found = _bad_text_at(value)
+        if found is not None:
+            where, problem = found
             at = f" (at {where.lstrip('.')})" if where else ""
-            raise ValueError(f"contains a NUL byte{at}")
+            raise ValueError(f"{problem}{at}")
         return value
 
 

@@ -236,11 +236,13 @@ async def test_reset_keeps_the_file_settings(api: Api) -> None:
     ("output_template", "{stem}\x00.{ext}"),
     ("rules.0.name", "a\x00b"),
     ("profiles", {"p": {"extra_args": ["-tune", "film\x00"]}}),
+    ("rules.0.name", "lone \udcff surrogate"),
+    ("output_folder", str(Path("/x") / "\udcff")),
 ])
-async def test_nul_bytes_are_a_422_and_change_nothing(api: Api, key: str, value: Any) -> None:
+async def test_nul_bytes_and_lone_surrogates_are_a_422_and_change_nothing(api: Api, key: str, value: Any) -> None:
     config = await current(api)
     found = await refused(api, with_change(config, key, value))
-    assert any("NUL byte" in message for message in found.values()), found
+    assert any("NUL byte" in m or "lone surrogate" in m for m in found.values()), found
     assert api.monitor.watcher is not None and api.monitor.watcher.running
     status, _ = await api.get("/api/v1/status")
     assert status == 200
@@ -258,7 +260,7 @@ async def test_after_a_nul_byte_the_next_start_is_fine(api: Api, monitor_factory
 @pytest.mark.parametrize(("value", "message"), [
     ("processed/" + "n" * 256, "longer than 255 bytes"),
     ("processed/" + "/".join(["d" * 200] * 21), "longer than 4095 bytes"),
-    ("processed/\udcff\ud800", "not a valid file name"),
+    ("processed/\udcff\ud800", "not valid Unicode text"),
 ])
 async def test_over_long_and_unencodable_names_are_a_422(api: Api, value: str, message: str) -> None:
     config = await current(api)

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bulletproof import events as ev
+from bulletproof.config import load_config
 from bulletproof.errors import ConfigError, InvalidTransition, JobNotFound, PathError
 from bulletproof.models import FailureReason, IgnoreReason, JobState, QueueTrigger
 from bulletproof.samples import make_corrupt_clip
@@ -303,7 +303,7 @@ async def test_update_config_writes_atomically_with_backup(config_factory, monit
     await monitor.reset_config()
     # A reset restores the defaults of what may change from outside; the file's own settings
     # (database, folders, api) stay.
-    written = yaml.safe_load(path.read_text())
+    written = load_config(path).model_dump(mode="json")
     assert written["max_workers"] == 2 and monitor.view.max_workers == 2
     assert written["database"] == data["database"] and written["api"] == data["api"]
     assert written["monitor_folder"] == data["monitor_folder"]
