@@ -239,7 +239,8 @@ async def test_reset_keeps_the_file_settings(api: Api) -> None:
     ("rules.0.name", "lone \udcff surrogate"),
     ("output_folder", str(Path("/x") / "\udcff")),
 ])
-async def test_nul_bytes_and_lone_surrogates_are_a_422_and_change_nothing(api: Api, key: str, value: Any) -> None:
+async def test_nul_bytes_and_lone_surrogates_are_a_422_and_change_nothing(api: Api, key: str,
+                                                                        value: Any) -> None:
     config = await current(api)
     found = await refused(api, with_change(config, key, value))
     assert any("NUL byte" in m or "lone surrogate" in m for m in found.values()), found
