@@ -12,11 +12,13 @@ from bulletproof.config import Config
 from bulletproof.errors import ConfigError, ConfigIssue
 
 
-def _written_folders(config: Config) -> list[tuple[str, Path]]:
-    folders = [("output_folder", config.output_folder)]
+def _written_folders(config: Config, current: Config | None) -> list[tuple[str, Path]]:
+    """The output and done folders that are new compared with `current` (the config in force):
+    one already in use is not re-checked, so a full disk cannot block lowering `max_workers`."""
+    folders = [("output_folder", config.output_folder, current.output_folder if current else None)]
     if config.done_folder is not None:
-        folders.append(("done_folder", config.done_folder))
-    return folders
+        folders.append(("done_folder", config.done_folder, current.done_folder if current else None))
+    return [(key, folder) for key, folder, in_use in folders if folder != in_use]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -25,10 +27,11 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_folders(config: Config) -> list[ConfigIssue]:
-    """Problems creating or writing the output and done folders, found without changing anything."""
+def check_folders(config: Config, current: Config | None = None) -> list[ConfigIssue]:
+    """Problems creating or writing the new output and done folders, found without changing
+    anything."""
     issues = []
-    for key, folder in _written_folders(config):
+    for key, folder in _written_folders(config, current):
         existing = _nearest_existing(folder)
         if not existing.is_dir():
             where = "" if existing == folder else f" ({existing} is not a folder)"
@@ -39,13 +42,13 @@ def check_folders(config: Config) -> list[ConfigIssue]:
     return issues
 
 
-def prepare_folders(config: Config) -> list[Path]:
-    """Create the output and done folders and prove them writable; returns the folders created.
+def prepare_folders(config: Config, current: Config | None = None) -> list[Path]:
+    """Create the new output and done folders and prove them writable; returns those created.
 
     Raises ConfigError naming the key (and removes what it created) when one cannot be made.
     """
     created: list[Path] = []
-    for key, folder in _written_folders(config):
+    for key, folder in _written_folders(config, current):
         try:
             missing = []
             probe = folder

@@ -301,7 +301,7 @@ class Monitor:
             raise ConfigError([ConfigIssue("", "the monitor was not started from a config file")])
         try:
             new = load_config(self.config_path)
-            issues = check_folders(new)
+            issues = check_folders(new, self.config)
             if issues:
                 raise ConfigError(issues, source=self.config_path)
         except ConfigError as exc:
@@ -321,7 +321,7 @@ class Monitor:
         """Validate a config submitted from outside (a dry run): the model, what the API may
         change (`config_policy`), and whether its folders can be created. Raises ConfigError."""
         new = parse_config(data, base_dir=self._base_dir(), source=self.config_path or "request")
-        issues = self.change_policy.check(self.config, new) + check_folders(new)
+        issues = self.change_policy.check(self.config, new) + check_folders(new, self.config)
         if issues:
             raise ConfigError(issues, source="request")
         return new
@@ -330,7 +330,7 @@ class Monitor:
         """Validate whole, pre-flight the folders, write atomically (keeping a .bak), then apply;
         if applying fails, the old config and the old file are put back."""
         new = self.validate_config(data)
-        created = await asyncio.to_thread(prepare_folders, new)
+        created = await asyncio.to_thread(prepare_folders, new, self.config)
         path = self.config_path
         old_text: str | None = None
         try:

@@ -67,3 +67,18 @@ async def test_validate_creates_nothing(api: Api, tmp_path: Path) -> None:
     status, body = await api.post("/api/v1/config/validate", json=data)
     assert status == 200 and body["valid"] is True, body
     assert not (tmp_path / "processed" / "not").exists() and not (tmp_path / "processed" / "done").exists()
+
+
+async def test_a_broken_output_folder_in_use_does_not_block_other_changes(api: Api) -> None:
+    # The output folder in force went bad (here: a file took its place). Lowering the workers
+    # must still work; pointing the output at a new folder below it is refused.
+    output = api.root / "processed"
+    output.rmdir()
+    output.write_text("not a folder any more")
+    status, body = await api.get("/api/v1/config")
+    config = body["config"]
+    status, body = await api.call("PUT", "/api/v1/config", json={**config, "max_workers": 2})
+    assert status == 200, body
+    status, body = await api.call("PUT", "/api/v1/config", json={**config, "output_folder": "processed/sub"})
+    error = assert_error(status, body, 422, "invalid_config")
+    assert [d["location"] for d in error["details"]] == ["output_folder"]
