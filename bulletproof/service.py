@@ -331,28 +331,39 @@ class Monitor:
         if applying fails, the old config and the old file are put back."""
         new = self.validate_config(data)
         created = await asyncio.to_thread(prepare_folders, new, self.config)
-        path = self.config_path
-        old_text: str | None = None
         try:
-            if path is not None:
-                old_text = path.read_text(encoding="utf-8") if path.exists() else None
-                write_config_atomically(path, config_to_yaml(data))
+            saved = self._saved_files()
+            if self.config_path is not None:
+                write_config_atomically(self.config_path, config_to_yaml(data))
         except BaseException:
             remove_created(created)
             raise
-        await self._apply_or_roll_back(new, old_text)
-        return new
-
-    async def _apply_or_roll_back(self, new: Config, old_text: str | None) -> None:
         old = self.config
         try:
             await self.apply_config(new)
         except BaseException:
             log.exception("a validated config could not be applied; putting the previous one back")
-            if self.config_path is not None and old_text is not None:
-                write_config_atomically(self.config_path, old_text)
+            self._restore_files(saved)
+            remove_created(created)
             await self.apply_config(old)
             raise
+        return new
+
+    def _saved_files(self) -> dict[Path, str | None]:
+        """The config file and its .bak as they are now (None: absent), to put back on a failure."""
+        if self.config_path is None:
+            return {}
+        paths = (self.config_path, self.config_path.with_name(self.config_path.name + ".bak"))
+        return {p: p.read_text(encoding="utf-8") if p.exists() else None for p in paths}
+
+    def _restore_files(self, saved: dict[Path, str | None]) -> None:
+        for path, text in saved.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+                continue
+            tmp = path.with_name(f".{path.name}.restore")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
 
     async def reset_config(self) -> Config:
         """The defaults for what the API may change; file-only keys and the folders stay."""

@@ -48,15 +48,19 @@ async def test_a_failed_apply_puts_the_old_config_and_file_back(config_factory, 
     await monitor.start()
     try:
         before = path.read_text()
-        data: dict[str, Any] = {**config.model_dump(mode="json"), "max_workers": 4}
+        backup = path.with_name("monitor.yaml.bak")
+        backup.write_text("# the previous backup\n")
+        data: dict[str, Any] = {**config.model_dump(mode="json"), "max_workers": 4,
+                                "output_folder": "processed/fresh"}
         monitor.fail_next = True
         with pytest.raises(RuntimeError):
             await monitor.update_config(data)
-        assert path.read_text() == before
+        assert path.read_text() == before and backup.read_text() == "# the previous backup\n"
+        assert not (path.parent / "processed" / "fresh").exists()
         assert monitor.config.max_workers == 1 and monitor.view.max_workers == 1
         assert monitor.watcher is not None and monitor.watcher.running
         await monitor.update_config(data)  # and the next good one goes through
-        assert monitor.config.max_workers == 4
+        assert monitor.config.max_workers == 4 and (path.parent / "processed" / "fresh").is_dir()
     finally:
         await monitor.stop()
 
