@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bulletproof.errors import ConfigError, ConfigIssue
+from bulletproof.patterns import compile_rule_regex, glob_to_regex
 from bulletproof.profiles import BUILTIN_PROFILES, Profile
 from bulletproof.safe_yaml import load_yaml
 
@@ -37,17 +38,84 @@ DEFAULT_VIDEO_EXTENSIONS = [
 ]
 
 
+# Linux limits: a name longer than NAME_MAX bytes, or a path of PATH_MAX bytes (its NUL included),
+# is refused by the OS only when first used; the config refuses it up front instead.
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL byte"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _bad_text_at(value: Any, where: str = "") -> tuple[str, str] | None:
+    """(sub-path, problem) of the first string or mapping key the OS or the config file could not
+    hold (a NUL byte, a lone surrogate from a JSON escape), or None."""
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        return (where, problem) if problem is not None else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _bad_text_at(key, f"{where}.{key!r}") if isinstance(key, str) else None
+            found = found if found is not None else _bad_text_at(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _bad_text_at(item, f"{where}.{index}")
+            if found is not None:
+                return found
+    return None
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_text_only(cls, value: Any) -> Any:
+        # The OS (and ffmpeg's argument list) cannot carry a NUL, the file cannot hold a lone
+        # surrogate (and an error message quoting one could not be sent): refuse them as bad input.
+        found = _bad_text_at(value)
+        if found is not None:
+            where, problem = found
+            at = f" (at {where.lstrip('.')})" if where else ""
+            raise ValueError(f"{problem}{at}")
+        return value
+
+
+def check_os_path(value: Path) -> None:
+    """Refuse a path the OS would refuse: an unencodable name, an over-long name or path."""
+    try:
+        raw = os.fsencode(value)
+    except UnicodeEncodeError:
+        raise ValueError("not a valid file name in this system's encoding") from None
+    if b"\x00" in raw:
+        raise ValueError("contains a NUL byte")
+    if len(raw) >= PATH_MAX:
+        raise ValueError(f"longer than {PATH_MAX - 1} bytes (the system's path limit)")
+    for part in raw.split(b"/"):
+        if len(part) > NAME_MAX:
+            raise ValueError(f"a folder or file name is longer than {NAME_MAX} bytes "
+                             f"({part[:40].decode(errors='replace')}...)")
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
     """Relative paths in a config file are relative to the file's folder, not the cwd."""
     base = (info.context or {}).get("base_dir")
+    check_os_path(value)
     value = Path(os.path.expanduser(str(value)))
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
-    return Path(os.path.normpath(value))
+    value = Path(os.path.normpath(value))
+    check_os_path(value)
+    return value
 
 
 class WatchFolder(_Model):
@@ -169,6 +237,12 @@ class ApiSettings(_Model):
     auth_failures_per_minute: int = Field(default=100, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     grafana: GrafanaAuth = Field(default_factory=GrafanaAuth)
+    config_roots: list[Path] | None = None
+
+    @field_validator("config_roots")
+    @classmethod
+    def _resolve_roots(cls, value: list[Path] | None, info: ValidationInfo) -> list[Path] | None:
+        return None if value is None else [_resolve(root, info) for root in value]
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -233,14 +307,18 @@ class Rule(_Model):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("glob")
+    @classmethod
+    def _globs_compile(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or ():
+            glob_to_regex(pattern)
+        return value
+
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+            compile_rule_regex(value)
         return value
 
     @field_validator("extensions")

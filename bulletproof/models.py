@@ -72,6 +72,7 @@ class IgnoreReason(StrEnum):
     ALREADY_DONE = "already_done"
     TEMPORARY = "temporary"
     UNREADABLE = "unreadable"
+    OUTSIDE_WATCH_FOLDER = "outside_watch_folder"  # a symlink (or a folder of one) leading out
 
 
 class Outcome(StrEnum):

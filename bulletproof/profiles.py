@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from bulletproof.ffmpeg_options import check_extra_args
+
 Container = Literal["mp4", "mkv", "mov", "webm", "m4a", "mp3"]
 
 # ffmpeg muxer names: passed with -f so the temporary output name's suffix does not matter.
@@ -70,11 +72,10 @@ class Profile(BaseModel):
 
     @field_validator("extra_args")
     @classmethod
-    def _no_io_options(cls, args: list[str]) -> list[str]:
-        # Inputs and outputs belong to the monitor; a profile must not add its own.
-        for arg in args:
-            if arg in ("-i", "-y", "-n", "-progress", "-f"):
-                raise ValueError(f"{arg} is set by the monitor and cannot be an extra argument")
+    def _allowed_options(cls, args: list[str], info: ValidationInfo) -> list[str]:
+        # Inputs, outputs and side files belong to the monitor: only options that cannot name a
+        # file or a protocol pass (bulletproof/ffmpeg_options.py).
+        check_extra_args(args, scales=info.data.get("max_height") is not None)
         return args
 
     @field_validator("quality")

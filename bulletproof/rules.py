@@ -2,48 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from bulletproof.config import Config, Rule
+from bulletproof.patterns import compile_rule_regex, glob_to_regex
 from bulletproof.profiles import Profile
-
-
-@lru_cache(maxsize=256)
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a path glob: `*` and `?` stay inside one folder, `**` crosses folders."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            end = pattern.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-                i = end + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
 def glob_matches(pattern: str, rel_path: str) -> bool:
@@ -76,7 +39,7 @@ def rule_applies(rule: Rule, rel_path: str, size: int | None) -> bool:
             return False
     if rule.glob is not None and not any(glob_matches(g, rel_path) for g in rule.glob):
         return False
-    if rule.regex is not None and re.search(rule.regex, rel_path) is None:
+    if rule.regex is not None and compile_rule_regex(rule.regex).search(rel_path) is None:
         return False
     if size is not None:
         if rule.min_size is not None and size < rule.min_size:

@@ -23,6 +23,11 @@ def is_inside(root: str, path: str) -> bool:
     return path != root and path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def leads_outside(real_root: str, path: str) -> bool:
+    """True when `path`, symlinks resolved, is not below `real_root` (the root's own realpath)."""
+    return not is_inside(real_root, os.path.realpath(path))
+
+
 def rel_under(root: str, path: str) -> str:
     """`path` relative to `root`, with forward slashes."""
     return path[len(root):].lstrip(os.sep).replace(os.sep, "/")
@@ -75,7 +80,9 @@ def scan_tree(root: str, recursive: bool, excluded: frozenset[str]) -> list[tupl
                             if recursive and entry.path not in excluded:
                                 stack.append(entry.path)
                             continue
-                        st = entry.stat()  # follows a symlink to a file; skips dangling ones
+                        # Follows a symlink to a file (the watcher drops one that leads outside);
+                        # skips dangling ones. Symlinked folders are never entered (above).
+                        st = entry.stat()
                     except OSError:
                         continue
                     if stat.S_ISREG(st.st_mode):

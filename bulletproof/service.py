@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bulletproof import __version__
 from bulletproof import events as ev
 from bulletproof.audit import AuditEntry
@@ -18,17 +20,18 @@ from bulletproof.config import (
     default_config_text,
     load_config,
     parse_config,
-    parse_config_text,
     write_config_atomically,
 )
 from bulletproof.config_checks import check_against_ffmpeg
 from bulletproof.config_file import updated_config_text
+from bulletproof.config_policy import ApiChangePolicy, keep_file_settings, restart_required
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError, StoreError
 from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.owner import FolderLock
 from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
+from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch, RuleMatcher
 from bulletproof.store import JobStore, NewJob
@@ -48,6 +51,10 @@ class Monitor:
     def __init__(self, config: Config, *, config_path: Path | None = None,
                  binaries: FfmpegBinaries | None = None, bus: ev.EventBus | None = None) -> None:
         self.config = config
+        # What this process started with: restart-only keys stay as they are here until a restart.
+        self.startup_config = config
+        # What the API may change is fixed from the operator's file at start (api.config_roots).
+        self.change_policy = ApiChangePolicy(config)
         self.config_path = Path(config_path) if config_path else None
         self.bus = bus or ev.EventBus()
         self.binaries = binaries or find_ffmpeg(config.ffmpeg)
@@ -402,7 +409,9 @@ class Monitor:
             raise ConfigError([ConfigIssue("", "the monitor was not started from a config file")])
         try:
             new = load_config(self.config_path)
-            self._check_against_ffmpeg(new, source=self.config_path)
+            issues = check_against_ffmpeg(new, self.binaries) + check_folders(new, self.config)
+            if issues:
+                raise ConfigError(issues, source=self.config_path)
         except ConfigError as exc:
             self._reload_failed(exc)
             raise
@@ -419,36 +428,73 @@ class Monitor:
         self.last_reload_ok = False
         self.bus.publish(ev.ConfigReloaded(success=False, source=str(self.config_path), error=str(exc)))
 
+    def _base_dir(self) -> Path:
+        return self.config_path.resolve().parent if self.config_path else Path.cwd()
+
     def validate_config(self, data: Any) -> Config:
-        """Validate a config mapping against this monitor's base folder (a dry run)."""
-        base = self.config_path.resolve().parent if self.config_path else Path.cwd()
-        config = parse_config(data, base_dir=base, source=self.config_path or "request")
-        self._check_against_ffmpeg(config, source=self.config_path or "request")
-        return config
+        """Validate a config submitted from outside (a dry run): the model, what the API may
+        change (`config_policy`), and whether its folders can be created. Raises ConfigError."""
+        new = parse_config(data, base_dir=self._base_dir(), source=self.config_path or "request")
+        issues = (self.change_policy.check(self.config, new) + check_folders(new, self.config)
+                  + check_against_ffmpeg(new, self.binaries))
+        if issues:
+            raise ConfigError(issues, source="request")
+        return new
 
     async def update_config(self, data: Any) -> Config:
-        """Validate, write atomically (keeping a .bak), and apply a new config."""
+        """Validate whole, pre-flight the folders, write atomically (keeping a .bak), then apply;
+        if applying fails, the old config and the old file are put back."""
         new = self.validate_config(data)
-        if self.config_path is not None:
-            write_config_atomically(self.config_path, updated_config_text(self.config_path, data, new))
-        await self.apply_config(new)
+        created = await asyncio.to_thread(prepare_folders, new, self.config)
+        try:
+            saved = self._saved_files()
+            if self.config_path is not None:
+                write_config_atomically(self.config_path,
+                                        updated_config_text(self.config_path, data, new))
+        except BaseException:
+            remove_created(created)
+            raise
+        old = self.config
+        try:
+            await self.apply_config(new)
+        except BaseException:
+            log.exception("a validated config could not be applied; putting the previous one back")
+            self._restore_files(saved)
+            remove_created(created)
+            await self.apply_config(old)
+            raise
         return new
+
+    def _saved_files(self) -> dict[Path, str | None]:
+        """The config file and its .bak as they are now (None: absent), to put back on a failure."""
+        if self.config_path is None:
+            return {}
+        paths = (self.config_path, self.config_path.with_name(self.config_path.name + ".bak"))
+        return {p: p.read_text(encoding="utf-8") if p.exists() else None for p in paths}
+
+    def _restore_files(self, saved: dict[Path, str | None]) -> None:
+        for path, text in saved.items():
+            if text is None:
+                path.unlink(missing_ok=True)
+                continue
+            tmp = path.with_name(f".{path.name}.restore")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
 
     async def reset_config(self) -> Config:
-        """Replace the config with the defaults (same safety as update_config)."""
-        base = self.config_path.resolve().parent if self.config_path else Path.cwd()
-        new = parse_config_text(default_config_text(), base_dir=base, source="defaults")
-        if self.config_path is not None:
-            write_config_atomically(self.config_path, default_config_text())
-        await self.apply_config(new)
-        return new
+        """The defaults for what the API may change; file-only keys and the folders stay."""
+        defaults = yaml.safe_load(default_config_text())
+        return await self.update_config(keep_file_settings(defaults, self.config))
 
     async def apply_config(self, new: Config) -> None:
-        """Put a validated config in force without a restart."""
+        """Put a validated config in force without a restart (restart-only keys wait for one)."""
         old = self.config
-        if new.database != old.database:
-            log.warning("the database path changes only on restart", extra={"database": str(old.database)})
-            new = new.model_copy(update={"database": old.database})
+        # `config` mirrors the file (so a config read back and sent again keeps the operator's
+        # pending edits); what still runs on the start-up values is listed here and by the API.
+        pending = restart_required(self.startup_config, new)
+        if pending:
+            log.warning("some changed settings take effect only on restart",
+                        extra={"keys": ",".join(pending)})
         self.config = new
         self._rules = RuleMatcher(new)
         if self._pool is not None:

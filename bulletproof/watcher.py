@@ -34,6 +34,7 @@ from bulletproof.scan import (
     fingerprints,
     is_inside,
     is_temporary_rel,
+    leads_outside,
     probe_folder,
     rel_under,
     scan_tree,
@@ -133,6 +134,8 @@ class FolderWatcher:
         self._on_ignored = on_ignored
         self._on_folder_status = on_folder_status
         self._pending: dict[str, _Pending] = {}
+        # Each watch folder's realpath, so a symlink leading out of it is recognised.
+        self._real_roots: dict[str, str] = {f.root: os.path.realpath(f.root) for f in self._folders}
         # Fingerprints already reported (stable or ignored) per path: each is reported once.
         self._settled: dict[str, tuple[Fingerprint, ...]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -246,6 +249,7 @@ class FolderWatcher:
             await self._stop_observer(folder)
             try:
                 folder.excluded = await self._in_thread(exclusions_for, folder.root, self._excluded)
+                self._real_roots[folder.root] = await self._in_thread(os.path.realpath, folder.root)
                 folder.observer = await self._in_thread(self._start_observer, folder)
                 folder.ident, started = ident, True
             except OSError as exc:
@@ -394,6 +398,8 @@ class FolderWatcher:
         rel = rel_under(root, path)
         if is_temporary_rel(rel):
             self._call(self._on_ignored, Path(path), IgnoreReason.TEMPORARY)
+        elif leads_outside(self._real_roots.get(root, root), path):
+            self._call(self._on_ignored, Path(path), IgnoreReason.OUTSIDE_WATCH_FOLDER)
         else:
             try:
                 self._on_stable(StableFile(Path(path), Path(root), rel, fp[0], fp[1]))

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bulletproof.config import Config, default_config_text, parse_config_text
+from bulletproof.config import Config
+from bulletproof.config_policy import restart_required
 from bulletproof.errors import ConfigError
 from bulletproof.paths import is_within, output_path_for, relative_posix
 from bulletproof.profiles import BUILTIN_PROFILES
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIG_LOCK: web.AppKey[asyncio.Lock] = web.AppKey("bulletproof.config_lock", asyncio.Lock)
-# Parts of the config the running monitor takes only at start-up.
-_RESTART_KEYS = ("database", "api")
 
 
 def config_json(config: Config) -> dict[str, Any]:
@@ -49,25 +48,24 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def _replace(request: web.Request, change: str, data: Any = None) -> web.Response:
-    """Validate, write (keeping a .bak) and apply a new config, or the defaults."""
+    """Validate whole, pre-flight, write (keeping a .bak) and apply a new config, or the defaults of
+    what the API may change; a ConfigError (422 with every issue) changes nothing."""
     monitor = monitor_of(request)
     async with request.app[CONFIG_LOCK]:
-        old = monitor.config
-        requested = _validated(monitor, change, data)  # ConfigError -> 422 with every issue
         path = monitor.config_path
         had_file = path is not None and path.exists()
         try:
             if change == "reset":
-                await monitor.reset_config()
+                new = await monitor.reset_config()
             else:
-                await monitor.update_config(data)
+                new = await monitor.update_config(data)
         except OSError as exc:
             log.error("cannot write the config file", extra={"path": str(path), "error": str(exc)})
             raise ApiError(500, f"cannot write the config file: {exc.strerror or exc}",
                            code="config_write_failed", details={"path": str(path)}) from None
-        new = monitor.config
     backup = path.with_name(path.name + ".bak") if path is not None and had_file else None
-    restart = [k for k in _RESTART_KEYS if getattr(old, k) != getattr(requested, k)]
+    # Measured against what the process runs on, so an earlier file edit still waiting shows too.
+    restart = restart_required(monitor.startup_config, new)
     log.info("config %s through the API", "reset" if change == "reset" else "replaced",
              extra={"path": str(path), "restart_required": ",".join(restart)})
     return ok({
@@ -76,16 +74,8 @@ async def _replace(request: web.Request, change: str, data: Any = None) -> web.R
         "path": str(path) if path is not None else None,
         "backup": str(backup) if backup is not None else None,
         "restart_required": restart,
-        "config": config_json(new),
+        "config": config_json(monitor.config),
     })
-
-
-def _validated(monitor: Monitor, change: str, data: Any) -> Config:
-    """The config as asked for (before the monitor keeps start-up-only values such as `database`)."""
-    if change == "reset":
-        base = monitor.config_path.resolve().parent if monitor.config_path else Path.cwd()
-        return parse_config_text(default_config_text(), base_dir=base, source="defaults")
-    return monitor.validate_config(data)
 
 
 async def put_config(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from typing import Any
 
 from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.config import Config
+from bulletproof.config_policy import RESTART_KEYS
 from bulletproof.models import FailureReason, JobState, SkipReason
 from bulletproof.view import COMPONENTS
 from exporter.api_jobs import EnqueueRequest
@@ -234,8 +235,9 @@ def component_schemas() -> dict[str, Any]:
             "written": {"type": "boolean", "description": "false when the monitor has no file"},
             "path": STR_NULL,
             "backup": {**STR_NULL, "description": "the previous file, kept as <name>.bak"},
-            "restart_required": {**arr({"enum": ["database", "api"]}),
-                                 "description": "changed keys that apply only after a restart"},
+            "restart_required": {**arr({"enum": list(RESTART_KEYS)}),
+                                 "description": "restart-only keys whose value differs from the "
+                                                "one the process started with"},
             "config": ref("Config"),
         }),
         "ConfigValidation": {"oneOf": [

@@ -561,17 +561,20 @@ async def test_config_get_validate_put_reset(api: Api) -> None:
     assert st["workers"]["max"] == 3 and len(st["workers"]["slots"]) == 3
     assert (await api.get("/api/v1/config"))[1]["config"]["max_workers"] == 3
 
+    # The api section is the operator's: a change is refused, an unchanged copy is fine.
     status, body = await api.call("PUT", "/api/v1/config",
                                   json={**new, "api": {**new["api"], "rate_limit_per_minute": 5}})
-    assert status == 200 and body["restart_required"] == ["api"]
+    assert [d["location"] for d in assert_error(status, body, 422, "invalid_config")["details"]] \
+        == ["api.rate_limit_per_minute"]
 
     # Reset: the defaults, same safety.
     before_reset = api.config_path.read_text()
     status, body = await api.post("/api/v1/config/reset")
     assert status == 200, body
     assert body["config"]["max_workers"] == 2
-    assert "database" in body["restart_required"]
-    assert body["config"]["database"] == config["database"]  # kept until a restart
+    assert body["restart_required"] == []
+    assert body["config"]["database"] == config["database"]  # the file's own, kept
+    assert body["config"]["monitor_folder"] == config["monitor_folder"]
     assert api.config_path.with_name("monitor.yaml.bak").read_text() == before_reset
     assert "max_workers: 2" in api.config_path.read_text()
     assert (await api.get("/api/v1/status"))[1]["workers"]["max"] == 2

@@ -401,6 +401,23 @@ def test_config_apply_keeps_the_files_comments(bp: Runner, server: Server, tmp_p
     assert bp.json("config", "get")["config"]["rescan_interval"] == 3
 
 
+def test_config_apply_of_a_file_only_change_prints_the_refusal(bp: Runner, server: Server,
+                                                               tmp_path: Path) -> None:
+    shown = bp("config", "get").stdout
+    before = server.config.read_text()
+    moved = tmp_path / "moved-db.yaml"
+    data = yaml.safe_load(shown)
+    moved.write_text(yaml.safe_dump({**data, "database": "/etc/bp.db"}))
+    rejected = bp("config", "apply", str(moved), expect=2)
+    assert "rejected (nothing changed)" in rejected.stderr
+    assert "database: set in the config file only; restart to change" in rejected.stderr
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(yaml.safe_dump({**data, "output_folder": "/etc/cron.d"}))
+    rejected = bp("config", "apply", str(outside), expect=2)
+    assert "output_folder: outside the folders the operator allows the API to use" in rejected.stderr
+    assert server.config.read_text() == before
+
+
 # -- auth and connection errors -----------------------------------------------------------------
 
 

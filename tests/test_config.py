@@ -94,7 +94,7 @@ def test_move_needs_a_done_folder(tmp_path: Path) -> None:
 
 def test_profile_extra_args_cannot_set_io(tmp_path: Path) -> None:
     found = issues(MINIMAL + "profiles: {x: {extra_args: ['-i', 'other.mp4']}}\n", tmp_path)
-    assert "set by the monitor" in found["profiles.x.extra_args"]
+    assert "not an allowed ffmpeg option" in found["profiles.x.extra_args"]
 
 
 def test_sizes_accept_units(tmp_path: Path) -> None:
