@@ -52,6 +52,8 @@ KEY_POLICY: dict[str, KeyPolicy] = {
     "monitor_folder": _FOLDER,
     "output_folder": _FOLDER,
     "output_template": _API_LIVE,
+    "output_conflict": _API_LIVE,  # and at most as destructive as the file's (DESTRUCTIVENESS)
+    "verify": _API_LIVE,
     "max_workers": _API_LIVE,
     "stability_seconds": _API_LIVE,
     "rescan_interval": _API_LIVE,
@@ -62,7 +64,7 @@ KEY_POLICY: dict[str, KeyPolicy] = {
     "ffmpeg.nice": _API_LIVE,
     "ffmpeg.threads": _API_LIVE,
     "ffmpeg.stderr_tail_lines": _API_LIVE,
-    "on_success": _API_LIVE,  # and at most as destructive as the file's (ON_SUCCESS_ORDER)
+    "on_success": _API_LIVE,  # and at most as destructive as the file's (DESTRUCTIVENESS)
     "done_folder": _FOLDER,
     "database": _FILE_RESTART,
     "log": _FILE_RESTART,  # the operator's record of what happened, API changes included
@@ -76,6 +78,13 @@ FILE_ONLY_KEYS: tuple[str, ...] = tuple(k for k, p in KEY_POLICY.items() if p.ow
 FOLDER_KEYS: tuple[str, ...] = tuple(k for k, p in KEY_POLICY.items() if p.confined)
 # Least to most destructive to the source files.
 ON_SUCCESS_ORDER: tuple[str, ...] = ("keep", "move", "delete")
+# Keys whose values destroy files to different degrees, each value's rank: the API may choose a
+# value ranked at most as high as the file's at start.
+DESTRUCTIVENESS: dict[str, dict[str, int]] = {
+    "on_success": {value: rank for rank, value in enumerate(ON_SUCCESS_ORDER)},
+    # Only `overwrite` replaces a file in the output folder.
+    "output_conflict": {"rename": 0, "skip": 0, "fail": 0, "overwrite": 1},
+}
 
 
 def policy_for(key_path: str) -> KeyPolicy:
@@ -139,7 +148,7 @@ class ApiChangePolicy:
         self.roots: list[Path] = [_real(p) for p in (declared if declared is not None
                                                       else default_roots(file_config))]
         self.roots_declared = declared is not None
-        self.on_success_limit = file_config.on_success
+        self.limits: dict[str, str] = {key: getattr(file_config, key) for key in DESTRUCTIVENESS}
 
     def describe_roots(self) -> str:
         """The roots as the error messages name them."""
@@ -159,7 +168,7 @@ class ApiChangePolicy:
             for leaf in _differences(value_at(old_dump, key), value_at(new_dump, key), key):
                 issues.append(ConfigIssue(leaf, "set in the config file only; restart to change"))
         issues += self._folder_issues(current, new)
-        issues += self._on_success_issues(current, new)
+        issues += self._destructiveness_issues(current, new)
         return issues
 
     def _folder_issues(self, current: Config, new: Config) -> list[ConfigIssue]:
@@ -177,15 +186,18 @@ class ApiChangePolicy:
                 issues.append(ConfigIssue(key, outside))
         return issues
 
-    def _on_success_issues(self, current: Config, new: Config) -> list[ConfigIssue]:
-        limit = self.on_success_limit
-        if new.on_success == current.on_success:
-            return []
-        if ON_SUCCESS_ORDER.index(new.on_success) <= ON_SUCCESS_ORDER.index(limit):
-            return []
-        allowed = ", ".join(ON_SUCCESS_ORDER[: ON_SUCCESS_ORDER.index(limit) + 1])
-        return [ConfigIssue("on_success", f"the API may choose only {allowed} here (the config file "
-                                          f"says {limit!r}; keep < move < delete)")]
+    def _destructiveness_issues(self, current: Config, new: Config) -> list[ConfigIssue]:
+        issues = []
+        for key, ranks in DESTRUCTIVENESS.items():
+            limit, wanted = self.limits[key], getattr(new, key)
+            if wanted == getattr(current, key) or ranks[wanted] <= ranks[limit]:
+                continue
+            allowed = ", ".join(v for v, r in ranks.items() if r <= ranks[limit])
+            order = " < ".join(", ".join(v for v, r in ranks.items() if r == rank)
+                               for rank in sorted(set(ranks.values())))
+            issues.append(ConfigIssue(key, f"the API may choose only {allowed} here (the config "
+                                           f"file says {limit!r}; {order})"))
+        return issues
 
 
 def keep_file_settings(data: dict[str, Any], current: Config) -> dict[str, Any]:

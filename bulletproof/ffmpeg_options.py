@@ -17,6 +17,7 @@ _INT = re.compile(r"-?\d{1,9}")
 _NUMBER = re.compile(r"-?\d{1,9}(\.\d{1,6})?")
 _BITRATE = re.compile(r"\d{1,9}(\.\d{1,6})?[kKmMgG]?")
 _FRAME_RATE = re.compile(r"\d{1,6}(\.\d{1,6})?|\d{1,6}/\d{1,6}|ntsc|pal|film|ntsc-film|qntsc|qpal|sntsc|spal")
+_DURATION = re.compile(r"\d{1,9}(\.\d{1,6})?(s|ms|us)?|(\d{1,3}:)?\d{1,2}:\d{1,2}(\.\d{1,6})?")
 _ASPECT = re.compile(r"\d{1,5}:\d{1,5}|\d{1,5}(\.\d{1,6})?")
 
 MOVFLAGS = frozenset({
@@ -134,6 +135,8 @@ EXTRA_ARGS: dict[str, Check | None] = {
     "-bufsize": _bitrate,
     "-r": _matches(_FRAME_RATE, "a frame rate such as 25, 29.97 or 30000/1001"),
     "-aspect": _matches(_ASPECT, "an aspect ratio such as 16:9"),
+    # Trimming on purpose (a profile that does sets `verify.duration: false`).
+    "-t": _matches(_DURATION, "a duration such as 30, 1.5, 500ms or 00:01:30"),
     "-fps_mode": _one_of(("passthrough", "cfr", "vfr", "auto")),
     "-strict": _one_of(("very", "strict", "normal", "unofficial", "experimental")),
     "-map_metadata": _one_of(("-1", "0")), "-map_chapters": _one_of(("-1", "0")),

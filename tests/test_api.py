@@ -108,7 +108,8 @@ async def test_trusted_proxies_come_from_the_config(api_factory) -> None:
     api = await api_factory(api={**TEST_API, "trusted_proxies": ["172.31.247.10/32"]})
     # The list is the whole list: loopback is trusted by default, not on top of it.
     assert api.client.app[SECURITY]._trusted == [ipaddress.ip_network("172.31.247.10/32")]
-    default = await api_factory(database="state/second.db")  # one monitor per database
+    # One monitor per database and output folder: the second gets its own.
+    default = await api_factory(database="state/second.db", output_folder="processed2")
     assert default.client.app[SECURITY]._trusted == [ipaddress.ip_network("127.0.0.1/32"),
                                                      ipaddress.ip_network("::1/128")]
 

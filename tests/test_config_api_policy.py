@@ -216,6 +216,18 @@ async def test_on_success_at_most_as_destructive_as_the_file(api_factory, file_v
         assert api.monitor.config.on_success == value
 
 
+async def test_output_conflict_overwrite_only_when_the_file_says_so(api_factory) -> None:
+    api = await api_factory(output_conflict="rename")
+    config = await current(api)
+    found = await refused(api, {**config, "output_conflict": "overwrite"})
+    assert list(found) == ["output_conflict"]
+    assert "the config file says 'rename'; rename, skip, fail < overwrite" in found["output_conflict"]
+    for value in ("skip", "fail", "rename"):
+        status, body = await api.call("PUT", "/api/v1/config", json={**config, "output_conflict": value})
+        assert status == 200, body
+        assert api.monitor.config.output_conflict == value
+
+
 async def test_reset_keeps_the_file_settings(api: Api) -> None:
     config = await current(api)
     status, body = await api.post("/api/v1/config/reset")

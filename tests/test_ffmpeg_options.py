@@ -22,7 +22,7 @@ ALLOWED = [
     ["-pix_fmt", "yuv420p"], ["-movflags", "+faststart+use_metadata_tags"],
     ["-x264-params", "keyint=48:min-keyint=24:psy-rd=1.0,0.15"], ["-maxrate", "2M"],
     ["-bufsize", "4M"], ["-b:v", "2500k"], ["-b:a", "128k"], ["-ac", "2"], ["-ar", "48000"],
-    ["-r", "30000/1001"], ["-map_metadata", "-1"], ["-sn"],
+    ["-r", "30000/1001"], ["-map_metadata", "-1"], ["-sn"], ["-t", "30"], ["-t", "00:01:30.5"],
     ["-vf", "yadif,scale=-2:'min(720,ih)',format=yuv420p"], ["-af", "loudnorm,aresample=48000"],
     ["-x265-params", "log-level=error:master-display=G(13250,34500)B(7500,3000)"],
 ]
@@ -51,6 +51,7 @@ REFUSED = [
     (["-tune", "film", "-g"], "needs a value"),
     (["-tune", "-i"], "not a plain name"),
     (["-b:v", "file:/etc/passwd"], "not a bit rate"),
+    (["-t", "/etc/passwd"], "not a duration"),
 ]
 
 
