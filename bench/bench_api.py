@@ -169,7 +169,7 @@ async def bench(args: argparse.Namespace) -> None:
         # Server-side view, for reading the client's figures: the time each request spent in
         # the app (from the request-metrics middleware's own measurement), and how late the
         # server's event loop wakes up (time the process waits for a CPU, or a blocking call).
-        from exporter.metrics import BulletproofMetrics
+        from exporter.metrics.registry import BulletproofMetrics
 
         handler_ms: list[float] = []
         slowest: list[tuple[float, str]] = []

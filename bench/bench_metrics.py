@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import bench_config  # noqa: E402
 from bulletproof.models import FailureReason  # noqa: E402
 from bulletproof.store import JobStore, NewJob  # noqa: E402
-from exporter.metrics import BulletproofMetrics  # noqa: E402
+from exporter.metrics.registry import BulletproofMetrics  # noqa: E402
 
 PROFILES = ("h264_mp4", "web_720p", "hevc_mkv", "aac_m4a")
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

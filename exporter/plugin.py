@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from exporter.app import SECURITY, create_app
-from exporter.origins import resolve_public_url
-from exporter.security import resolve_token
+from exporter.api.app import SECURITY, create_app
+from exporter.security.origins import resolve_public_url
+from exporter.security.middleware import resolve_token
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bulletproof.models import Job, JobState
 from bulletproof.service import Monitor
-from exporter.app import create_app
+from exporter.api.app import create_app
 from tests.conftest import until
 
 # Generous enough that a test never meets the rate limiter (tests/test_security.py covers it).

@@ -20,10 +20,10 @@ from bulletproof.audit import AUDIT_RESULTS, AuditEntry, result_of
 from bulletproof.config import ApiSettings, GrafanaAuth
 from bulletproof.errors import ConfigError
 from bulletproof.store import JobStore
-from exporter.grafana_auth import ROLE_RANK
-from exporter.openapi import openapi_document
-from exporter.origins import OriginPolicy, resolve_public_url
-from exporter.permissions import AUDITED_ACTIONS, ROUTES, Permission, required_role, rule_for
+from exporter.security.grafana_auth import ROLE_RANK
+from exporter.api.openapi import openapi_document
+from exporter.security.origins import OriginPolicy, resolve_public_url
+from exporter.security.permissions import AUDITED_ACTIONS, ROUTES, Permission, required_role, rule_for
 from tests.api_fixtures import TEST_API, Api, api_factory_fixture, api_fixture  # noqa: F401
 from tests.grafana_standin import GrafanaUser, grafana_standin
 
@@ -75,7 +75,7 @@ def test_the_matrix_in_security_md_is_the_route_table() -> None:
     found = re.search(r"<!-- access-matrix:start -->\n(.*?)\n<!-- access-matrix:end -->", text, re.S)
     assert found, "docs/security.md lost its access-matrix markers"
     assert found.group(1).strip() == expected_matrix(), (
-        "docs/security.md's matrix differs from exporter/permissions.py; it should read:\n"
+        "docs/security.md's matrix differs from exporter/security/permissions.py; it should read:\n"
         + expected_matrix())
 
 

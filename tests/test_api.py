@@ -100,7 +100,7 @@ async def test_cors_wiring_keeps_every_route(api_factory) -> None:
 async def test_trusted_proxies_come_from_the_config(api_factory) -> None:
     import ipaddress
 
-    from exporter.app import SECURITY
+    from exporter.api.app import SECURITY
     from tests.api_fixtures import TEST_API
 
     # A non-loopback peer cannot be made on this machine's loopback-only test network, so this
@@ -118,7 +118,7 @@ async def test_readyz_reports_problems_of_a_monitor_that_has_not_started(config_
     from aiohttp.test_utils import TestClient, TestServer
 
     from bulletproof.service import Monitor
-    from exporter.app import create_app
+    from exporter.api.app import create_app
     from tests.api_fixtures import TEST_API
 
     config, path = config_factory(api=dict(TEST_API))
@@ -637,7 +637,7 @@ async def test_bad_input_never_answers_500(api: Api) -> None:
 
 
 def test_non_finite_numbers_become_null() -> None:
-    from exporter.api import dumps
+    from exporter.api.routes import dumps
 
     assert json.loads(dumps({"speed": float("inf"), "eta": [float("nan"), 1.5]})) == {
         "speed": None, "eta": [None, 1.5]}

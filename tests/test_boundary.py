@@ -31,5 +31,5 @@ def test_core_imports_no_http_or_metrics_library() -> None:
 
 def test_the_check_can_fail() -> None:
     # The same probe sees the exporter's imports, so an empty result above means something.
-    loaded = loaded_after_import(["exporter.errors"])
+    loaded = loaded_after_import(["exporter.api.errors"])
     assert "aiohttp" in loaded

@@ -534,7 +534,7 @@ def test_follow_exits_cleanly_when_the_server_stops(tmp_path: Path, ffmpeg_binar
 def test_register_adds_the_commands_without_replacing_core_ones() -> None:
     import click
 
-    from exporter.cli import register
+    from exporter.client.cli import register
 
     @click.group()
     def group() -> None:
@@ -553,7 +553,7 @@ def test_register_adds_the_commands_without_replacing_core_ones() -> None:
 
 
 def test_event_lines_and_filters() -> None:
-    from exporter.cli import EventFilter, event_line
+    from exporter.client.cli import EventFilter, event_line
 
     job = {"id": 7, "rel_path": "shows/ep1.mov", "profile": "h264_mp4", "state": "queued",
            "priority": 0, "attempts": 0}

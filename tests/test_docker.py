@@ -45,7 +45,7 @@ import pytest
 import yaml
 
 from bulletproof.config import parse_config_text
-from exporter.origins import OriginPolicy, resolve_public_url
+from exporter.security.origins import OriginPolicy, resolve_public_url
 from tests.promstack import free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -49,7 +49,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.permissions import ROUTES, RouteRule
+from exporter.security.permissions import ROUTES, RouteRule
 from tests import promstack
 from tests.grafana_standin import GrafanaStandin, GrafanaUser
 from tests.test_access import CREDENTIALS, expected_cell

@@ -474,7 +474,7 @@ DASHBOARD_SCHEMA = {
 
 def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
     """(METHOD, path template) -> OpenAPI operation of the control API."""
-    from exporter.openapi import openapi_document
+    from exporter.api.openapi import openapi_document
 
     doc = openapi_document()
     return {(method.upper(), path): op for path, ops in doc["paths"].items()

@@ -1,4 +1,4 @@
-"""exporter.metrics against a real running monitor: real folders, real ffmpeg, real SQLite.
+"""exporter.metrics.registry against a real running monitor: real folders, real ffmpeg, real SQLite.
 
 Every check reads the text exposition back with prometheus_client's own parser, the way
 Prometheus would see it.
@@ -34,14 +34,14 @@ from bulletproof.models import (
 from bulletproof.samples import make_corrupt_clip
 from bulletproof.store import NewJob
 from bulletproof.view import COMPONENTS
-from exporter.metrics import (
+from exporter.metrics.registry import (
     FAILURE_REASONS,
     HTTP_DURATION_BUCKETS,
     JOB_DURATION_BUCKETS,
     QUEUE_WAIT_BUCKETS,
     BulletproofMetrics,
 )
-from exporter.permissions import AUDITED_ACTIONS
+from exporter.security.permissions import AUDITED_ACTIONS
 from tests.conftest import until
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

@@ -27,7 +27,7 @@ from schemathesis.checks import (
 )
 
 from bulletproof.models import JobState
-from exporter.openapi import openapi_document
+from exporter.api.openapi import openapi_document
 from tests.api_fixtures import TEST_API, Api, api_factory_fixture, api_fixture, garbage_file  # noqa: F401 (fixtures)
 from tests.conftest import until
 

@@ -1,4 +1,4 @@
-"""exporter.security against a real aiohttp app on a real loopback socket (and a real Grafana
+"""exporter.security.middleware against a real aiohttp app on a real loopback socket (and a real Grafana
 stand-in on another): tokens, the loopback default, reads vs writes, the Grafana session path,
 CSRF, rate limits, CORS, and resolving the token from the environment or a file."""
 
@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bulletproof.config import ApiSettings
 from bulletproof.errors import ConfigError
-from exporter.errors import error_middleware
-from exporter.security import (
+from exporter.api.errors import error_middleware
+from exporter.security.middleware import (
     EXEMPT_PATHS,
     PRINCIPAL_KEY,
     Principal,

@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-import exporter.ws
+import exporter.api.ws
 from bulletproof import events as ev
 from bulletproof.models import JobState
-from exporter.ws import HUB
+from exporter.api.ws import HUB
 from tests.api_fixtures import Api, api_factory_fixture, api_fixture, garbage_file  # noqa: F401 (fixtures)
 from tests.conftest import until
 
@@ -134,18 +134,18 @@ async def test_progress_is_coalesced_per_job(api: Api) -> None:
             await asyncio.sleep(0.01)
         elapsed = time.monotonic() - start
         bus.publish(ev.QueuePaused())  # a marker after the last flush
-        await asyncio.sleep(exporter.ws.PROGRESS_INTERVAL + 0.2)
+        await asyncio.sleep(exporter.api.ws.PROGRESS_INTERVAL + 0.2)
         bus.publish(ev.QueueResumed())
         got = await receive_until(ws, lambda m: m["type"] == "queue_resumed", timeout=5)
     for job_id in (1001, 1002):
         reports = [m["progress"] for m in got if m.get("job_id") == job_id]
-        allowed = elapsed / exporter.ws.PROGRESS_INTERVAL + 2
+        allowed = elapsed / exporter.api.ws.PROGRESS_INTERVAL + 2
         assert 2 <= len(reports) <= allowed, (job_id, len(reports), allowed)
         assert reports == sorted(reports) and reports[-1] == 1.0  # the latest always arrives
 
 
 async def test_a_client_that_falls_behind_is_dropped(api: Api, monkeypatch) -> None:
-    monkeypatch.setattr(exporter.ws, "QUEUE_SIZE", 20)
+    monkeypatch.setattr(exporter.api.ws, "QUEUE_SIZE", 20)
     hub = api.client.app[HUB]
     async with api.client.ws_connect("/ws/updates") as slow, \
             api.client.ws_connect("/ws/updates") as other:

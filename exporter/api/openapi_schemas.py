@@ -14,8 +14,8 @@ from bulletproof.config import Config
 from bulletproof.config_policy import RESTART_KEYS
 from bulletproof.models import FailureReason, JobState, SkipReason
 from bulletproof.view import COMPONENTS
-from exporter.api_jobs import EnqueueRequest
-from exporter.permissions import AUDITED_ACTIONS
+from exporter.api.jobs import EnqueueRequest
+from exporter.security.permissions import AUDITED_ACTIONS
 
 REF = "#/components/schemas/{model}"
 STATES = [s.value for s in JobState]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bulletproof.models import JobState
 from bulletproof.sizes import format_bytes, format_saved
-from exporter.client import JSON
+from exporter.client.api_client import JSON
 
 if TYPE_CHECKING:  # rich is imported when a command prints (the core loads this module always)
     from rich.table import Table

@@ -2,9 +2,9 @@
 
 The rules (docs/security.md explains them for operators):
 
-- First, every request's Host and Origin headers must be allowed (`exporter.origins`): 421 for
+- First, every request's Host and Origin headers must be allowed (`exporter.security.origins`): 421 for
   a foreign Host, 403 for a foreign Origin, token or not, before a WebSocket upgrade.
-- What a route needs is its permission in `exporter.permissions`. A control (queue and job
+- What a route needs is its permission in `exporter.security.permissions`. A control (queue and job
   actions) needs a principal: the API token (`Authorization: Bearer <token>` or
   `X-Bulletproof-Token: <token>`, compared in constant time) or a Grafana session (the browser's
   Cookie header, forwarded by the same-origin proxy, checked against Grafana's user API, with an
@@ -30,9 +30,9 @@ The rules (docs/security.md explains them for operators):
   credentials from that address are answered 429 before their credentials are looked at.
 
 The token itself is never logged, never put in an error message, and never kept anywhere but in
-the `Security` object. The parts live next door: `exporter.principal` (who called, refusals),
-`exporter.ratelimit` (buckets and keys), `exporter.grafana_auth` (session lookup and cache) and
-`exporter.addresses` (loopback, Host, X-Forwarded-For).
+the `Security` object. The parts live next door: `exporter.security.principal` (who called, refusals),
+`exporter.security.ratelimit` (buckets and keys), `exporter.security.grafana_auth` (session lookup and cache) and
+`exporter.security.addresses` (loopback, Host, X-Forwarded-For).
 """
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ from aiohttp import hdrs, web
 
 from bulletproof.config import ApiSettings
 from bulletproof.errors import ConfigError, ConfigIssue
-from exporter.addresses import client_address, host_of, is_loopback, trusted_networks
-from exporter.errors import json_error
-from exporter.grafana_auth import ROLE_RANK, GrafanaSessions
-from exporter.origins import OriginPolicy, allowed_hosts_hint
-from exporter.permissions import PUBLIC_PATHS, Permission, RouteRule, required_role, role_setting, rule_for
-from exporter.principal import (
+from exporter.security.addresses import client_address, host_of, is_loopback, trusted_networks
+from exporter.api.errors import json_error
+from exporter.security.grafana_auth import ROLE_RANK, GrafanaSessions
+from exporter.security.origins import OriginPolicy, allowed_hosts_hint
+from exporter.security.permissions import PUBLIC_PATHS, Permission, RouteRule, required_role, role_setting, rule_for
+from exporter.security.principal import (
     ANONYMOUS,
     CALLER_KEY,
     PRINCIPAL_KEY,
@@ -63,7 +63,7 @@ from exporter.principal import (
     Refusal,
     unauthorized,
 )
-from exporter.ratelimit import (
+from exporter.security.ratelimit import (
     Clock,
     RateLimiter,
     address_key,
@@ -76,7 +76,7 @@ from exporter.ratelimit import (
 __all__ = ["EXEMPT_PATHS", "PRINCIPAL_KEY", "Principal", "RateLimiter", "Security", "is_loopback",
            "resolve_token", "setup_cors"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.security")
 
 TOKEN_ENV = "BULLETPROOF_API_TOKEN"
 TOKEN_HEADER = "X-Bulletproof-Token"
@@ -171,7 +171,7 @@ class Security:
 
     def middlewares(self) -> list:
         """The aiohttp middlewares, in order (one: rate limit and authentication are decided
-        together, since authenticated callers are limited by identity). Put exporter.errors'
+        together, since authenticated callers are limited by identity). Put exporter.api.errors'
         error_middleware before it."""
         return [self._middleware]
 

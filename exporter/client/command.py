@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from exporter.client import (
+from exporter.client.api_client import (
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     TOKEN_ENV,

@@ -3,7 +3,7 @@
 Written by hand next to the handlers; tests check it against the app's routes, against real
 responses (jsonschema) and fuzz the API from it. The config schema is generated from the core's
 pydantic models, so it cannot drift from what the monitor accepts. This module holds the paths,
-parameters and responses; the component schemas are in `exporter.openapi_schemas`.
+parameters and responses; the component schemas are in `exporter.api.openapi_schemas`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from functools import lru_cache
 from typing import Any
 
 from bulletproof.store import SORT_COLUMNS
-from exporter.api_jobs import MAX_LIMIT, MAX_OFFSET
-from exporter.audit import MAX_PAGE as MAX_AUDIT_PAGE
-from exporter.openapi_schemas import INT, STATES, STR, arr, component_schemas, ref
-from exporter.permissions import rule_for
+from exporter.api.jobs import MAX_LIMIT, MAX_OFFSET
+from exporter.security.audit import MAX_PAGE as MAX_AUDIT_PAGE
+from exporter.api.openapi_schemas import INT, STATES, STR, arr, component_schemas, ref
+from exporter.security.permissions import rule_for
 
 # -- responses and parameters -------------------------------------------------------------------
 
@@ -238,7 +238,7 @@ def _paths() -> dict[str, Any]:
 
 
 def _with_permissions(paths: dict[str, Any]) -> dict[str, Any]:
-    """Each operation's `x-permission` (and `x-audit-action`), from exporter.permissions."""
+    """Each operation's `x-permission` (and `x-audit-action`), from exporter.security.permissions."""
     for path, operations in paths.items():
         for method, operation in operations.items():
             rule = rule_for(method.upper(), path)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from bulletproof.config import ApiSettings, check_public_url
 from bulletproof.errors import ConfigError, ConfigIssue
-from exporter.addresses import host_of, is_loopback
+from exporter.security.addresses import host_of, is_loopback
 
 PUBLIC_URL_ENV = "BULLETPROOF_PUBLIC_URL"
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})

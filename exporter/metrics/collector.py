@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from bulletproof.models import JobState, Outcome, WorkerSnapshot
 from bulletproof.view import COMPONENTS, MonitorView
 
-# The name these warnings had before the collector left exporter.metrics; log filters may use it.
+# The name these warnings had before the collector left exporter.metrics.registry; log filters may use it.
 log = logging.getLogger("exporter.metrics")
 
 _MAX_FILE_LABEL = 255  # a base name longer than this is cut (labels are not free)

@@ -19,14 +19,14 @@ from aiohttp import web
 
 from bulletproof.audit import AuditEntry, result_of
 from bulletproof.errors import BulletproofError
-from exporter.api import MAX_JOB_ID, METRICS, MONITOR, int_param, monitor_of, ok
-from exporter.permissions import RouteRule
-from exporter.principal import CALLER_KEY, RULE_KEY
+from exporter.api.routes import MAX_JOB_ID, METRICS, MONITOR, int_param, monitor_of, ok
+from exporter.security.permissions import RouteRule
+from exporter.security.principal import CALLER_KEY, RULE_KEY
 
 if TYPE_CHECKING:
-    from exporter.security import Security
+    from exporter.security.middleware import Security
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.audit")  # the name operators filter on (docs/security.md)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_PAGE = 1000

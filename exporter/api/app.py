@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from exporter.api import METRICS, MONITOR, add_routes
-from exporter.audit import audit_middleware
-from exporter.errors import error_for, error_middleware
-from exporter.metrics import BulletproofMetrics
-from exporter.security import Security, setup_cors
-from exporter.ws import HUB, EventHub
+from exporter.api.routes import METRICS, MONITOR, add_routes
+from exporter.security.audit import audit_middleware
+from exporter.api.errors import error_for, error_middleware
+from exporter.metrics.registry import BulletproofMetrics
+from exporter.security.middleware import Security, setup_cors
+from exporter.api.ws import HUB, EventHub
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor

@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 
 from aiohttp import web
 
-from exporter.errors import json_error
+from exporter.api.errors import json_error
 
 Clock = Callable[[], float]
 

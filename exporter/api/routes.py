@@ -1,7 +1,7 @@
 """The control API: shared helpers (app keys, parameter parsing, JSON shapes) and the read-only
 service routes (health, readiness, /metrics, status, stats, the OpenAPI document).
 
-The job and queue routes live in `exporter.api_jobs`, the config routes in `exporter.api_config`;
+The job and queue routes live in `exporter.api.jobs`, the config routes in `exporter.api.config`;
 `add_routes` registers all of them (and the WebSocket) on an application.
 
 Conventions (docs/api.md): JSON everywhere; timestamps are unix seconds (floats); job ids are
@@ -23,11 +23,11 @@ from pydantic import BaseModel, ValidationError
 
 from bulletproof.errors import JobNotFound
 from bulletproof.models import Job, WorkerSnapshot
-from exporter.errors import ApiError
+from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor
-    from exporter.metrics import BulletproofMetrics
+    from exporter.metrics.registry import BulletproofMetrics
 
 MONITOR: web.AppKey[Monitor] = web.AppKey("bulletproof.monitor")
 METRICS: web.AppKey[BulletproofMetrics] = web.AppKey("bulletproof.metrics")
@@ -361,7 +361,7 @@ async def stats_history(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """This API's OpenAPI document."""
-    from exporter.openapi import openapi_text
+    from exporter.api.openapi import openapi_text
 
     return web.Response(text=openapi_text(monitor_of(request).version),
                         content_type="application/json")
@@ -369,7 +369,10 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register every route of the API on `app`."""
-    from exporter import api_config, api_jobs, audit, ws
+    from exporter.api import config as api_config
+    from exporter.api import jobs as api_jobs
+    from exporter.api import ws
+    from exporter.security import audit
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -28,8 +28,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from bulletproof import events as ev
 from bulletproof.models import Job
-from exporter.api import dumps, job_json, status_json
-from exporter.errors import ApiError
+from exporter.api.routes import dumps, job_json, status_json
+from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor

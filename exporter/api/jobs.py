@@ -13,7 +13,7 @@ from bulletproof.errors import InvalidTransition
 from bulletproof.models import JobState
 from bulletproof.paths import is_within, relative_posix
 from bulletproof.store import SORT_COLUMNS
-from exporter.api import (
+from exporter.api.routes import (
     bad_param,
     int_param,
     job_id_of,
@@ -26,7 +26,7 @@ from exporter.api import (
     read_json,
     time_param,
 )
-from exporter.errors import ApiError
+from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor

@@ -2,11 +2,11 @@
 retry | retry-failed | prioritize | enqueue | config get|validate|apply | audit`.
 
 Added to the core's `bulletproof` group through the `bulletproof.commands` entry point
-(`client = "exporter.cli:register"`). Every command talks to a running monitor's control API
+(`client = "exporter.client.cli:register"`). Every command talks to a running monitor's control API
 (`--url` / `$BULLETPROOF_URL`, token from `--token` / `$BULLETPROOF_API_TOKEN`), prints tables for
-people and, with `--json`, the API's JSON for scripts. HTTP stays in `exporter.client`.
+people and, with `--json`, the API's JSON for scripts. HTTP stays in `exporter.client.api_client`.
 
-Exit codes (`exporter.cli_command`): 0 ok; 1 API or runtime error (404 unknown job, 409 state
+Exit codes (`exporter.client.command`): 0 ok; 1 API or runtime error (404 unknown job, 409 state
 conflict, 429, 5xx, a lost stream); 2 invalid input or config (usage errors, 400/413/415/422, an
 invalid config file); 4 cannot connect to the API; 5 unauthorized or forbidden (401/403).
 """
@@ -23,11 +23,11 @@ import yaml
 
 from bulletproof.models import JobState
 from bulletproof.safe_yaml import YamlTooLarge, load_yaml
-from exporter.cli_audit import audit_cmd
-from exporter.cli_command import EXIT_ERROR, EXIT_INVALID, Api, Output, api_command, fail
-from exporter.cli_follow import EventFilter, follow_events
-from exporter.cli_format import STATES, event_line, job_view, jobs_table, status_view, when, workers_table
-from exporter.client import JSON, ApiError
+from exporter.client.audit import audit_cmd
+from exporter.client.command import EXIT_ERROR, EXIT_INVALID, Api, Output, api_command, fail
+from exporter.client.follow import EventFilter, follow_events
+from exporter.client.formatting import STATES, event_line, job_view, jobs_table, status_view, when, workers_table
+from exporter.client.api_client import JSON, ApiError
 
 __all__ = ["COMMANDS", "EventFilter", "event_line", "register"]
 

@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 from aiohttp import hdrs
 
-from exporter.principal import Principal, Refusal, unauthorized
+from exporter.security.principal import Principal, Refusal, unauthorized
 
-# The name these warnings had before the lookup left exporter.security; log filters may use it.
+# The name these warnings had before the lookup left exporter.security.middleware; log filters may use it.
 log = logging.getLogger("exporter.security")
 
 ROLE_RANK = {"None": 0, "Viewer": 1, "Editor": 2, "Admin": 3}

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.errors import json_error
-from exporter.permissions import RouteRule
+from exporter.api.errors import json_error
+from exporter.security.permissions import RouteRule
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Two halves, following the product's rule "state is read, history is counted":
 
-* `StateCollector` (`exporter.collector`), a custom collector that reads the monitor's read-only
+* `StateCollector` (`exporter.metrics.collector`), a custom collector that reads the monitor's read-only
   `MonitorView` at scrape time and yields gauges (queue, jobs per state, worker slots, health).
   Nothing is cached there, so a scrape always agrees with the store and the API.
 * prometheus_client `Counter` / `Histogram` objects fed by the core's `EventBus` (files seen,
@@ -49,10 +49,10 @@ from bulletproof.models import (
     VerificationResult,
 )
 from bulletproof.view import MonitorView
-from exporter.collector import StateCollector, nonneg
-from exporter.permissions import AUDITED_ACTIONS
+from exporter.metrics.collector import StateCollector, nonneg
+from exporter.security.permissions import AUDITED_ACTIONS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.metrics")
 
 # -- label value sets -------------------------------------------------------------------------
 
@@ -218,7 +218,7 @@ class BulletproofMetrics:
                                        labelnames=("handler", "method"), buckets=HTTP_DURATION_BUCKETS,
                                        registry=registry)
 
-        # -- control API audit (exporter.audit): every action x result from the start
+        # -- control API audit (exporter.security.audit): every action x result from the start
         self.control_requests = counter(
             "bulletproof_api_control_requests_total",
             "Control and config calls on the API, by action and result (the audit trail's count).",
@@ -351,7 +351,7 @@ class BulletproofMetrics:
         self.http_duration.labels(handler=handler, method=method).observe(max(0.0, seconds))
 
     def observe_control(self, action: str, result: str) -> None:
-        """Count one audited call (`action` from exporter.permissions, `result` from
+        """Count one audited call (`action` from exporter.security.permissions, `result` from
         bulletproof.audit.AUDIT_RESULTS; anything else is not counted, to keep labels bounded)."""
         if action in AUDITED_ACTIONS and result in AUDIT_RESULTS:
             self.control_requests.labels(action=action, result=result).inc()

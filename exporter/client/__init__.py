@@ -1,0 +1,1 @@
+"""The API client and its `bulletproof` commands (status, jobs, pause, audit...)."""

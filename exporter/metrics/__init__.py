@@ -1,0 +1,1 @@
+"""Prometheus metrics: event-fed counters and histograms, the scrape-time state collector."""
