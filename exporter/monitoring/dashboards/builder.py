@@ -106,6 +106,9 @@ _OPTIONS: dict[str, JSON] = {
     "stat": {"reduceOptions": _REDUCE_LAST, "orientation": "auto", "textMode": "auto",
              "colorMode": "value", "graphMode": "none", "justifyMode": "auto", "wideLayout": True,
              "showPercentChange": False, "percentChangeColorMode": "standard"},
+    "state-timeline": {"showValue": "auto", "rowHeight": 0.9, "mergeValues": True, "alignValue": "center",
+                       "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom", "calcs": []},
+                       "tooltip": {"mode": "single", "sort": "none"}},
     "table": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0,
               "footer": {"show": False, "reducer": ["sum"], "fields": [], "countRows": False}},
 }

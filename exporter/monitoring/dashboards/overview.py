@@ -202,28 +202,27 @@ def build(config: MonitoringConfig) -> JSON:
                 ),
                 options=options('stat', textMode='value_and_name'),
             ),
+            # A state timeline, not a stat: Grafana 12 shows actions only on some panel types
+            # (a stat's would be invisible). Clicking the bar pins its tooltip with the buttons.
             panel(
-                'stat',
+                'state-timeline',
                 10,
                 'Queue',
                 (
-                    'Running or Paused (running jobs finish, none start; the watcher keeps queueing). Click for '
-                    'the buttons: Pause queue, Resume queue, Clear queue (cancels every queued job, asks first) '
-                    'and Retry all failed. They call the monitor behind the front door (/bulletproof/) with your '
-                    "Grafana session: Editors and Admins may press them, Viewers get 'forbidden'."
+                    'Running (green) or Paused (orange) over the time range (running jobs finish, none start; '
+                    'the watcher keeps queueing). Click the bar for the buttons: Pause queue, Resume queue, '
+                    'Clear queue (cancels every queued job, asks first) and Retry all failed. They call the '
+                    'monitor behind the front door (/bulletproof/) with your Grafana session: Editors and '
+                    "Admins may press them, Viewers get 'forbidden'."
                 ),
                 grid(8, 6, 4, 5),
-                targets=[
-                    prom(
-                        'max(bulletproof_queue_paused{instance=~"$instance"})',
-                        legend='paused',
-                        instant=True,
-                    ),
-                ],
+                targets=[prom('max(bulletproof_queue_paused{instance=~"$instance"})', legend='queue')],
                 field_config=field_config(
                     'none',
                     thresholds=steps(('green', None), ('orange', 1)),
                     mappings=[value_map(('0', 'green', 'Running'), ('1', 'orange', 'Paused'))],
+                    color={'mode': 'thresholds'},
+                    custom={'fillOpacity': 80, 'lineWidth': 0},
                     actions=[
                         fetch('Pause queue', '/api/v1/queue/pause'),
                         fetch('Resume queue', '/api/v1/queue/resume'),
@@ -242,7 +241,7 @@ def build(config: MonitoringConfig) -> JSON:
                         ),
                     ],
                 ),
-                options=options('stat', colorMode='background'),
+                options=options('state-timeline'),
             ),
             panel(
                 'stat',
