@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from exporter.monitoring.config import DEFAULT
-from exporter.monitoring.generate import rendered_files, test_rule_files, write
+from exporter.monitoring.generate import rendered_files, scaled_rule_files, write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.time_scale <= 0:
         parser.error("--time-scale must be greater than 0")
     if args.test_rules is not None:
-        changed = write(args.test_rules, test_rule_files(DEFAULT, args.time_scale))
+        changed = write(args.test_rules, scaled_rule_files(DEFAULT, args.time_scale))
     else:
         if not (args.root / "exporter" / "monitoring").is_dir():
             parser.error(f"{args.root} is not the repository root (no exporter/monitoring/ in it)")

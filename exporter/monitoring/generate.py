@@ -70,7 +70,7 @@ def rendered_files(config: MonitoringConfig) -> dict[str, str]:
     return out
 
 
-def test_rule_files(config: MonitoringConfig, time_scale: float, *, min_range: float = 4.0) -> dict[str, str]:
+def scaled_rule_files(config: MonitoringConfig, time_scale: float, *, min_range: float = 4.0) -> dict[str, str]:
     """The shortened test copy of the rules (every length of time divided by ``time_scale``), as text."""
     header = _header(f"GENERATED test copy of the rules (lengths of time / {time_scale:g}) by exporter.monitoring.")
     return {name: dump_rules(data, header)
