@@ -548,8 +548,9 @@ def test_actions_sit_on_panels_that_show_them() -> None:
     actions = all_actions()
     assert actions
     for uid, panel, action in actions:
-        assert panel["type"] in ACTION_PANELS, \
-            f"{uid} / {panel['title']}: Grafana shows no actions on a {panel['type']} panel ({action['title']})"
+        assert panel["type"] in ACTION_PANELS, (
+            f"{uid} / {panel['title']}: Grafana shows no actions on a {panel['type']} panel "
+            f"({action['title']})")
 
 
 def test_queue_buttons_keep_their_requests() -> None:

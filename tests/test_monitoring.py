@@ -83,8 +83,8 @@ def test_scaled_copy_keeps_names_labels_annotations() -> None:
     scaled = {name: yaml.safe_load(text) for name, text in scaled_rule_files(DEFAULT, 30).items()}
     assert set(scaled) == set(shipped)
     for name in shipped:
-        for g_ship, g_copy in zip(shipped[name]["groups"], scaled[name]["groups"]):
-            for r_ship, r_copy in zip(g_ship["rules"], g_copy["rules"]):
+        for g_ship, g_copy in zip(shipped[name]["groups"], scaled[name]["groups"], strict=True):
+            for r_ship, r_copy in zip(g_ship["rules"], g_copy["rules"], strict=True):
                 for key in ("alert", "record", "labels", "annotations"):
                     assert r_ship.get(key) == r_copy.get(key)
     assert _alerts(DEFAULT)["BulletproofHighFailureRatio"]["for"] == "10m"

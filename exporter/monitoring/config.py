@@ -58,8 +58,9 @@ class Datasources:
     """Provisioned data source uids (grafana/provisioning/datasources) and dashboard variables."""
 
     prometheus_uid: str = "bulletproof-prometheus"
-    alertmanager_uid: str = "bulletproof-alertmanager"
     api_uid: str = "bulletproof-api"
+    # The alert list panel names its Alertmanager data source by name, not uid.
+    alertmanager_name: str = "Bulletproof Alertmanager"
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,12 @@ def group(name: str, rules: list[Rule]) -> Group:
     return Group(name, rules)
 
 
+# Names follow level:metric:operation: level is the labels kept besides `job`, metric the name
+# without `_total`, operation what was done (rate5m, increase15m, ratio_rate30m, p95_rate1h...).
+# The names keep their window in the shortened test copy.
 RECORDING_GROUPS: list[Group] = [
     group('bulletproof.recording.throughput', [
+        # Jobs per second, by profile and in total.
         record('instance_profile:bulletproof_jobs_enqueued:rate5m',
                'sum by (instance, job, profile) (rate(bulletproof_jobs_enqueued_total[%{range:5m}]))'),
         record('instance_profile:bulletproof_jobs_completed:rate5m',
@@ -68,16 +72,21 @@ RECORDING_GROUPS: list[Group] = [
                'sum by (instance, job) (rate(bulletproof_jobs_completed_total[%{range:5m}]))'),
         record('instance:bulletproof_jobs_failed:rate5m',
                'sum by (instance, job) (rate(bulletproof_jobs_failed_total[%{range:5m}]))'),
+        # Failed attempts per reason over 15 minutes (BulletproofJobFailureBurst).
         record('instance_reason:bulletproof_jobs_failed:increase15m',
                'sum by (instance, job, reason) (increase(bulletproof_jobs_failed_total[%{range:15m}]))'),
+        # Output verifications by result over 30 minutes (BulletproofOutputVerificationFailed).
         record('instance_result:bulletproof_verifications:increase30m',
                'sum by (instance, job, result) (increase(bulletproof_verifications_total[%{range:30m}]))'),
+        # Finished attempts (completed + failed; cancellations excluded) over 30 minutes: the
+        # minimum-volume guard of BulletproofHighFailureRatio.
         record('instance:bulletproof_job_attempts:increase30m',
                (
                    'sum by (instance, job) (increase(bulletproof_jobs_completed_total[%{range:30m}]))\n'
                    '+ on (instance, job)\n'
                    'sum by (instance, job) (increase(bulletproof_jobs_failed_total[%{range:30m}]))\n'
                )),
+        # Share of finished attempts that failed (0..1). No series while nothing finished.
         record('instance:bulletproof_jobs_failed:ratio_rate15m',
                (
                    'sum by (instance, job) (rate(bulletproof_jobs_failed_total[%{range:15m}]))\n'
@@ -110,17 +119,22 @@ RECORDING_GROUPS: list[Group] = [
                    '  (\n'
                    '    sum by (instance, job, profile) (rate(bulletproof_jobs_failed_total[%{range:1h}]))\n'
                    '    + on (instance, job, profile)\n'
-                   '    sum by (instance, job, profile) (rate(bulletproof_jobs_completed_total[%{range:1h}]))\n'
+                   '    sum by (instance, job, profile) '
+                   '(rate(bulletproof_jobs_completed_total[%{range:1h}]))\n'
                    '  ) > 0\n'
                    ')\n'
                )),
+        # Media seconds transcoded per wall-clock second (how many "hours of video per hour").
         record('instance:bulletproof_media_seconds:rate5m',
                'sum by (instance, job) (rate(bulletproof_media_seconds_total[%{range:5m}]))'),
+        # Realtime factor: media seconds per second of worker busy time (2 = twice as fast as
+        # playback). No series while no worker time was spent.
         record('instance_profile:bulletproof_realtime_factor:ratio_rate5m',
                (
                    'sum by (instance, job, profile) (rate(bulletproof_media_seconds_total[%{range:5m}]))\n'
                    '/ on (instance, job, profile)\n'
-                   '(sum by (instance, job, profile) (rate(bulletproof_transcode_seconds_total[%{range:5m}])) > 0)\n'
+                   '(sum by (instance, job, profile) '
+                   '(rate(bulletproof_transcode_seconds_total[%{range:5m}])) > 0)\n'
                )),
         record('instance:bulletproof_realtime_factor:ratio_rate5m',
                (
@@ -130,10 +144,12 @@ RECORDING_GROUPS: list[Group] = [
                )),
     ]),
     group('bulletproof.recording.bytes', [
+        # Bytes per second read from sources and written to outputs.
         record('instance_profile:bulletproof_input_bytes:rate5m',
                'sum by (instance, job, profile) (rate(bulletproof_input_bytes_total[%{range:5m}]))'),
         record('instance_profile:bulletproof_output_bytes:rate5m',
                'sum by (instance, job, profile) (rate(bulletproof_output_bytes_total[%{range:5m}]))'),
+        # Bytes saved per second (input minus output; negative when outputs are bigger).
         record('instance_profile:bulletproof_bytes_saved:rate5m',
                (
                    'sum by (instance, job, profile) (rate(bulletproof_input_bytes_total[%{range:5m}]))\n'
@@ -146,76 +162,100 @@ RECORDING_GROUPS: list[Group] = [
                    '- on (instance, job)\n'
                    'sum by (instance, job) (rate(bulletproof_output_bytes_total[%{range:5m}]))\n'
                )),
+        # Output size as a share of input size (0.3 = outputs are 30 % of their sources).
         record('instance_profile:bulletproof_output_to_input_bytes:ratio_rate1h',
                (
                    'sum by (instance, job, profile) (rate(bulletproof_output_bytes_total[%{range:1h}]))\n'
                    '/ on (instance, job, profile)\n'
-                   '(sum by (instance, job, profile) (rate(bulletproof_input_bytes_total[%{range:1h}])) > 0)\n'
+                   '(sum by (instance, job, profile) (rate(bulletproof_input_bytes_total[%{range:1h}])) >'
+                   ' 0)\n'
                )),
     ]),
     group('bulletproof.recording.latency', [
+        # Job duration (start of the attempt to its end) quantiles over the last hour. Jobs last
+        # minutes to hours, so a 5m window would hold too few of them. No series (instead of NaN)
+        # while no job finished in the window.
         record('instance_profile:bulletproof_job_duration_seconds:p50_rate1h',
                (
-                   'histogram_quantile(0.5, sum by (instance, job, profile, le) (rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.5, sum by (instance, job, profile, le) '
+                   '(rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job, profile)\n'
-                   'sum by (instance, job, profile) (rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0\n'
+                   'sum by (instance, job, profile) '
+                   '(rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0\n'
                )),
         record('instance_profile:bulletproof_job_duration_seconds:p95_rate1h',
                (
-                   'histogram_quantile(0.95, sum by (instance, job, profile, le) (rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.95, sum by (instance, job, profile, le) '
+                   '(rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job, profile)\n'
-                   'sum by (instance, job, profile) (rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0\n'
+                   'sum by (instance, job, profile) '
+                   '(rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0\n'
                )),
         record('instance:bulletproof_job_duration_seconds:p50_rate1h',
                (
-                   'histogram_quantile(0.5, sum by (instance, job, le) (rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.5, sum by (instance, job, le) '
+                   '(rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job)\n'
                    'sum by (instance, job) (rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0\n'
                )),
         record('instance:bulletproof_job_duration_seconds:p95_rate1h',
                (
-                   'histogram_quantile(0.95, sum by (instance, job, le) (rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.95, sum by (instance, job, le) '
+                   '(rate(bulletproof_job_duration_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job)\n'
                    'sum by (instance, job) (rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0\n'
                )),
         record('instance_profile:bulletproof_job_duration_seconds:mean_rate1h',
                (
-                   'sum by (instance, job, profile) (rate(bulletproof_job_duration_seconds_sum[%{range:1h}]))\n'
+                   'sum by (instance, job, profile) '
+                   '(rate(bulletproof_job_duration_seconds_sum[%{range:1h}]))\n'
                    '/ on (instance, job, profile)\n'
-                   '(sum by (instance, job, profile) (rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0)\n'
+                   '(sum by (instance, job, profile) '
+                   '(rate(bulletproof_job_duration_seconds_count[%{range:1h}])) > 0)\n'
                )),
+        # Time jobs spent queued before a worker took them.
         record('instance_profile:bulletproof_job_queue_wait_seconds:p50_rate1h',
                (
-                   'histogram_quantile(0.5, sum by (instance, job, profile, le) (rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.5, sum by (instance, job, profile, le) '
+                   '(rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job, profile)\n'
-                   'sum by (instance, job, profile) (rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) > 0\n'
+                   'sum by (instance, job, profile) '
+                   '(rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) > 0\n'
                )),
         record('instance_profile:bulletproof_job_queue_wait_seconds:p95_rate1h',
                (
-                   'histogram_quantile(0.95, sum by (instance, job, profile, le) (rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.95, sum by (instance, job, profile, le) '
+                   '(rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job, profile)\n'
-                   'sum by (instance, job, profile) (rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) > 0\n'
+                   'sum by (instance, job, profile) '
+                   '(rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) > 0\n'
                )),
         record('instance:bulletproof_job_queue_wait_seconds:p50_rate1h',
                (
-                   'histogram_quantile(0.5, sum by (instance, job, le) (rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.5, sum by (instance, job, le) '
+                   '(rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job)\n'
-                   'sum by (instance, job) (rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) > 0\n'
+                   'sum by (instance, job) (rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) '
+                   '> 0\n'
                )),
         record('instance:bulletproof_job_queue_wait_seconds:p95_rate1h',
                (
-                   'histogram_quantile(0.95, sum by (instance, job, le) (rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
+                   'histogram_quantile(0.95, sum by (instance, job, le) '
+                   '(rate(bulletproof_job_queue_wait_seconds_bucket[%{range:1h}])))\n'
                    'and on (instance, job)\n'
-                   'sum by (instance, job) (rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) > 0\n'
+                   'sum by (instance, job) (rate(bulletproof_job_queue_wait_seconds_count[%{range:1h}])) '
+                   '> 0\n'
                )),
     ]),
     group('bulletproof.recording.state', [
+        # Share of worker slots busy (0..1).
         record('instance:bulletproof_workers_utilization:ratio',
                (
                    'sum by (instance, job) (bulletproof_workers_busy)\n'
                    '/ on (instance, job)\n'
                    '(sum by (instance, job) (bulletproof_workers_max) > 0)\n'
                )),
+        # Share of the output volume still free (0..1).
         record('instance:bulletproof_output_volume_free:ratio',
                (
                    'sum by (instance, job) (bulletproof_output_volume_free_bytes)\n'
@@ -293,7 +333,8 @@ ALERT_GROUPS: list[Group] = [
                   '| query }} {{ .Labels.component }}{{ end }}. GET /readyz lists the reasons.'
               )),
         alert('BulletproofWorkerRestarting',
-              expr='sum by (instance, job) (increase(bulletproof_worker_restarts_total[%{range:15m}])) > %{worker_restarts_15m}',
+              expr='sum by (instance, job) (increase(bulletproof_worker_restarts_total[%{range:15m}])) > '
+                   '%{worker_restarts_15m}',
               severity='warning',
               summary='Worker slots of {{ $labels.instance }} keep failing',
               description=(
@@ -314,7 +355,8 @@ ALERT_GROUPS: list[Group] = [
         # Outputs ffmpeg called good that failed the check before publishing, with a source that
         # was whole (a truncated source is `input_truncated`, left to the failure burst alert).
         alert('BulletproofOutputVerificationFailed',
-              expr='instance_result:bulletproof_verifications:increase30m{result="failed"} >= %{verification_failures_30m}',
+              expr='instance_result:bulletproof_verifications:increase30m{result="failed"} >= '
+                   '%{verification_failures_30m}',
               severity='warning',
               summary='Outputs fail verification on {{ $labels.instance }}',
               description=(
@@ -336,14 +378,16 @@ ALERT_GROUPS: list[Group] = [
                   '$labels.instance }} in the last 30 minutes failed {{- with printf '
                   '"instance:bulletproof_job_attempts:increase30m{instance=%q,job=%q}" $labels.instance '
                   '$labels.job | query }} (out of {{ . | first | value | printf "%.0f" }} attempts){{ end'
-                  ' }}; the threshold is %{pct:failure_ratio} with at least %{failure_ratio_min_attempts} attempts.'
+                  ' }}; the threshold is %{pct:failure_ratio} with at least %{failure_ratio_min_attempts}'
+                  ' attempts.'
               )),
         # Seconds since the slot's ffmpeg last reported progress (or since the attempt started,
         # before its first report), for busy slots whose job is not paused on purpose.
         alert('BulletproofJobStalled',
               expr=(
                   'time() - (\n'
-                  '    bulletproof_worker_last_progress_timestamp_seconds > bulletproof_worker_job_started_timestamp_seconds\n'
+                  '    bulletproof_worker_last_progress_timestamp_seconds > '
+                  'bulletproof_worker_job_started_timestamp_seconds\n'
                   '  or\n'
                   '    bulletproof_worker_job_started_timestamp_seconds > 0\n'
                   ') > %{stall_seconds}\n'
@@ -367,10 +411,12 @@ ALERT_GROUPS: list[Group] = [
                   '(\n'
                   '    time() - (bulletproof_worker_job_started_timestamp_seconds > 0)\n'
                   '      > on (instance, job, worker)\n'
-                  '    %{too_slow_media_factor} * bulletproof_worker_job_media_seconds + %{too_slow_grace_seconds}\n'
+                  '    %{too_slow_media_factor} * bulletproof_worker_job_media_seconds + '
+                  '%{too_slow_grace_seconds}\n'
                   '    and on (instance, job, worker) bulletproof_worker_job_media_seconds > 0\n'
                   '  or\n'
-                  '    time() - (bulletproof_worker_job_started_timestamp_seconds > 0) > %{too_slow_unknown_seconds}\n'
+                  '    time() - (bulletproof_worker_job_started_timestamp_seconds > 0) > '
+                  '%{too_slow_unknown_seconds}\n'
                   '    and on (instance, job, worker) bulletproof_worker_job_media_seconds == 0\n'
                   ')\n'
                   'and on (instance, job, worker) bulletproof_worker_busy == 1\n'
@@ -386,7 +432,8 @@ ALERT_GROUPS: list[Group] = [
                   ' for {{ $value | humanizeDuration }}, for {{- with printf '
                   '"bulletproof_worker_job_media_seconds{instance=%q,job=%q,worker=%q} > 0" '
                   '$labels.instance $labels.job $labels.worker | query }} {{ . | first | value | '
-                  'humanizeDuration }} of media (limit: %{too_slow_media_factor}x the media duration plus %{dur:too_slow_grace_seconds}). {{- else }} '
+                  'humanizeDuration }} of media (limit: %{too_slow_media_factor}x the media duration plus'
+                  ' %{dur:too_slow_grace_seconds}). {{- else }} '
                   'media of unknown duration (limit: %{dur:too_slow_unknown_seconds}).{{ end }}'
               )),
     ]),
@@ -403,11 +450,14 @@ ALERT_GROUPS: list[Group] = [
                   '(\n'
                   '    bulletproof_workers_busy == 0\n'
                   '    and on (instance, job)\n'
-                  '    time() - (bulletproof_queue_oldest_job_timestamp_seconds > 0) > %{queue_stuck_wait_seconds}\n'
+                  '    time() - (bulletproof_queue_oldest_job_timestamp_seconds > 0) > '
+                  '%{queue_stuck_wait_seconds}\n'
                   '  or\n'
-                  '    time() - max by (instance, job) (bulletproof_last_job_finished_timestamp_seconds) > %{queue_stuck_idle_seconds}\n'
+                  '    time() - max by (instance, job) (bulletproof_last_job_finished_timestamp_seconds) '
+                  '> %{queue_stuck_idle_seconds}\n'
                   '    and on (instance, job)\n'
-                  '    time() - (bulletproof_queue_oldest_job_timestamp_seconds > 0) > %{queue_stuck_idle_seconds}\n'
+                  '    time() - (bulletproof_queue_oldest_job_timestamp_seconds > 0) > '
+                  '%{queue_stuck_idle_seconds}\n'
                   ')\n'
               ),
               severity='critical',
@@ -434,8 +484,10 @@ ALERT_GROUPS: list[Group] = [
                   'predict_linear(bulletproof_jobs{state="queued"}[%{range:2h}],\n'
                   '  %{backlog_horizon_seconds}\n'
                   ') > %{backlog_jobs}\n'
-                  'and bulletproof_jobs{state="queued"} > bulletproof_jobs{state="queued"} offset %{offset:1h}\n'
-                  'and bulletproof_jobs{state="queued"} offset %{offset:1h} > bulletproof_jobs{state="queued"} offset %{offset:2h}\n'
+                  'and bulletproof_jobs{state="queued"} > bulletproof_jobs{state="queued"} offset '
+                  '%{offset:1h}\n'
+                  'and bulletproof_jobs{state="queued"} offset %{offset:1h} > '
+                  'bulletproof_jobs{state="queued"} offset %{offset:2h}\n'
               ),
               severity='warning',
               summary='Bulletproof backlog on {{ $labels.instance }} keeps growing',
@@ -458,7 +510,8 @@ ALERT_GROUPS: list[Group] = [
               ),
               description=(
                   'The oldest queued job on {{ $labels.instance }} has been waiting for {{ $value | '
-                  'humanizeDuration }} (threshold: %{dur:oldest_job_seconds}) while the queue is running: the workers do not '
+                  'humanizeDuration }} (threshold: %{dur:oldest_job_seconds}) while the queue is running:'
+                  ' the workers do not '
                   'keep up with the files that arrive.'
               )),
         alert('BulletproofQueuePausedLong',
@@ -490,7 +543,8 @@ ALERT_GROUPS: list[Group] = [
                   'Only {{ $value | humanizePercentage }} {{- with printf '
                   '"bulletproof_output_volume_free_bytes{instance=%q,job=%q}" $labels.instance '
                   '$labels.job | query }} ({{ . | first | value | humanize1024 }}B){{ end }} of the '
-                  'output volume of {{ $labels.instance }} is free (threshold: %{pct:volume_free_ratio}). Transcodes will fail'
+                  'output volume of {{ $labels.instance }} is free (threshold: %{pct:volume_free_ratio}).'
+                  ' Transcodes will fail'
                   ' with output_error when it is full.'
               )),
         # At the rate of the last 6 hours the volume is full within 24 hours; only once less
@@ -500,7 +554,8 @@ ALERT_GROUPS: list[Group] = [
                   'predict_linear(bulletproof_output_volume_free_bytes[%{range:6h}],\n'
                   '  %{volume_fill_horizon_seconds}\n'
                   ') < 0\n'
-                  'and on (instance, job) instance:bulletproof_output_volume_free:ratio < %{volume_fill_guard_ratio}\n'
+                  'and on (instance, job) instance:bulletproof_output_volume_free:ratio < '
+                  '%{volume_fill_guard_ratio}\n'
               ),
               severity='warning',
               summary='Output volume of {{ $labels.instance }} will be full within 24 hours',
@@ -517,7 +572,9 @@ ALERT_GROUPS: list[Group] = [
 class _Template(string.Template):
     """`%{name}` placeholders only, so that `%q`/`%.0f` of Go templates pass through untouched."""
 
-    pattern = r"(?P<escaped>(?!))|(?P<named>(?!))|%\{(?P<braced>[a-z0-9_]+(?::[a-z0-9_]+)?)\}|(?P<invalid>(?!))"
+    # string.Template needs all four groups; only `braced` can match.
+    pattern = (r"(?P<escaped>(?!))|(?P<named>(?!))"
+               r"|%\{(?P<braced>[a-z0-9_]+(?::[a-z0-9_]+)?)\}|(?P<invalid>(?!))")
 
 
 class _Values(dict):
@@ -585,7 +642,8 @@ def render_groups(groups: list[Group], config: MonitoringConfig, *, time_scale: 
                                                   for r in g.rules]} for g in groups]}
 
 
-def rule_files(config: MonitoringConfig, *, time_scale: float = 1.0, min_range: float = 4.0) -> dict[str, dict[str, Any]]:
+def rule_files(config: MonitoringConfig, *, time_scale: float = 1.0,
+               min_range: float = 4.0) -> dict[str, dict[str, Any]]:
     """Every rule file by name (recording.yml, alerts.yml), rendered with ``config``."""
     return {
         "recording.yml": render_groups(RECORDING_GROUPS, config, time_scale=time_scale, min_range=min_range),

@@ -41,11 +41,13 @@ def column(selector: str, text: str | None = None, type_: str = "string") -> JSO
 
 def api_get(url: str, ref: str = "A", *, root: str = "", params: dict[str, str] | None = None,
             columns: list[JSON] | None = None) -> JSON:
-    """An Infinity target that GETs ``url`` of the monitor's JSON API server-side (token in the data source)."""
+    "An Infinity target that GETs ``url`` of the monitor's JSON API server-side (token in the data "
+    'source).'
     target: JSON = {
         "datasource": API, "refId": ref, "type": "json", "source": "url", "parser": "backend",
         "format": "table", "url": url,
-        "url_options": {"method": "GET", "params": [{"key": k, "value": v} for k, v in (params or {}).items()],
+        'url_options'
+: {"method": "GET", "params": [{"key": k, "value": v} for k, v in (params or {}).items()],
                         "headers": [], "data": "", "body_type": "none"},
         "root_selector": root,
     }
@@ -107,7 +109,8 @@ _OPTIONS: dict[str, JSON] = {
              "colorMode": "value", "graphMode": "none", "justifyMode": "auto", "wideLayout": True,
              "showPercentChange": False, "percentChangeColorMode": "standard"},
     "state-timeline": {"showValue": "auto", "rowHeight": 0.9, "mergeValues": True, "alignValue": "center",
-                       "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom", "calcs": []},
+                       'legend'
+: {"showLegend": False, "displayMode": "list", "placement": "bottom", "calcs": []},
                        "tooltip": {"mode": "single", "sort": "none"}},
     "table": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0,
               "footer": {"show": False, "reducer": ["sum"], "fields": [], "countRows": False}},
@@ -162,7 +165,8 @@ def datasource_variable(config: MonitoringConfig) -> JSON:
     return {"name": "datasource", "label": "Prometheus",
             "description": "The Prometheus that scrapes the monitors (default: the provisioned one).",
             "type": "datasource", "query": "prometheus",
-            "current": {"selected": False, "text": "Bulletproof Prometheus", "value": config.datasources.prometheus_uid},
+            'current'
+: {"selected": False, "text": "Bulletproof Prometheus", "value": config.datasources.prometheus_uid},
             "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1, "regex": "",
             "skipUrlSync": False}
 
@@ -183,7 +187,8 @@ def instance_variable(config: MonitoringConfig) -> JSON:
     label = config.instance_label
     query = f"label_values(bulletproof_build_info, {label})"
     return {"name": "instance", "label": "Monitor",
-            "description": f"Which Bulletproof monitor(s) the Prometheus panels show (the {label} label of the "
+            'description'
+: f"Which Bulletproof monitor(s) the Prometheus panels show (the {label} label of the "
                            f"{config.job_name} scrape job).",
             "type": "query", "datasource": PROMETHEUS, "definition": query,
             "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
@@ -224,7 +229,8 @@ def dashboard(name: str, description: str, *, time_from: str, refresh: str, vari
               panels: list[JSON], annotations: list[JSON] | None = None) -> JSON:
     """A Bulletproof dashboard: uid bulletproof-<name>, title "Bulletproof / <Name>"."""
     return {
-        "uid": f"bulletproof-{name}", "title": f"Bulletproof / {DASHBOARDS[name]}", "description": description,
+        'uid'
+: f"bulletproof-{name}", "title": f"Bulletproof / {DASHBOARDS[name]}", "description": description,
         "tags": ["bulletproof"], "timezone": "browser", "editable": True, "graphTooltip": 1,
         "fiscalYearStartMonth": 0, "liveNow": False, "schemaVersion": SCHEMA_VERSION, "version": 1,
         "refresh": refresh, "time": {"from": time_from, "to": "now"},

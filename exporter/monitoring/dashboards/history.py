@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from exporter.monitoring.config import MonitoringConfig
 from exporter.monitoring.dashboards.builder import (
-    JSON,
     API,
+    JSON,
     PROMETHEUS,
     QUEUE_PAUSED_ANNOTATION,
     api_get,
@@ -68,14 +68,16 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_interval]))'
+                            'sum(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_int'
+                            'erval]))'
                             ' * 3600'
                         ),
                         legend='completed',
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])) * '
+                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interv'
+                            'al])) * '
                             '3600'
                         ),
                         'B',
@@ -83,7 +85,8 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_cancelled_total{instance=~"$instance"}[$__rate_interval]))'
+                            'sum(rate(bulletproof_jobs_cancelled_total{instance=~"$instance"}[$__rate_int'
+                            'erval]))'
                             ' * 3600'
                         ),
                         'C',
@@ -91,7 +94,8 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_skipped_total{instance=~"$instance"}[$__rate_interval])) *'
+                            'sum(rate(bulletproof_jobs_skipped_total{instance=~"$instance"}[$__rate_inter'
+                            'val])) *'
                             ' 3600'
                         ),
                         'D',
@@ -135,7 +139,8 @@ def build(config: MonitoringConfig) -> JSON:
                 2,
                 'Jobs finished per bucket (job history)',
                 (
-                    'Jobs that reached a final state in each bucket of the Bucket variable, from the job history '
+                    'Jobs that reached a final state in each bucket of the Bucket variable, from the job '
+                    'history '
                     "in the monitor's store (GET /api/v1/stats/history): survives restarts, one monitor (the "
                     'Monitor API data source). Mean duration of the completed ones on the right axis.'
                 ),
@@ -209,7 +214,8 @@ def build(config: MonitoringConfig) -> JSON:
                 3,
                 'Job duration distribution',
                 (
-                    'How long completed jobs took (busy time, pauses excluded): one column per interval, cells by'
+                    'How long completed jobs took (busy time, pauses excluded): one column per interval, '
+                    'cells by'
                     ' histogram bucket (1 s to 8 h), darker = more jobs.'
                 ),
                 grid(0, 8, 12, 9),
@@ -218,7 +224,8 @@ def build(config: MonitoringConfig) -> JSON:
                         'datasource': PROMETHEUS,
                         'editorMode': 'code',
                         'expr': (
-                            'sum by (le) (increase(bulletproof_job_duration_seconds_bucket{instance=~"$instance"}'
+                            'sum by (le) '
+                            '(increase(bulletproof_job_duration_seconds_bucket{instance=~"$instance"}'
                             '[$__rate_interval]))'
                         ),
                         'instant': False,
@@ -265,7 +272,8 @@ def build(config: MonitoringConfig) -> JSON:
                 (
                     'Median and 95th percentile of job duration over a sliding hour, per monitor, from the '
                     'recording rules instance:bulletproof_job_duration_seconds:p50_rate1h / p95_rate1h '
-                    '(prometheus/rules/recording.yml must be loaded). Empty while no job completed in the hour.'
+                    '(prometheus/rules/recording.yml must be loaded). Empty while no job completed in the'
+                    ' hour.'
                 ),
                 grid(12, 8, 12, 9),
                 targets=[
@@ -311,21 +319,24 @@ def build(config: MonitoringConfig) -> JSON:
                 5,
                 'Queue wait p50 / p95',
                 (
-                    'How long jobs waited in the queue before a worker took them (median and 95th percentile over'
+                    'How long jobs waited in the queue before a worker took them (median and 95th '
+                    'percentile over'
                     ' the rate interval). Rising while the workers are all busy or the queue is paused.'
                 ),
                 grid(0, 17, 8, 8),
                 targets=[
                     prom(
                         (
-                            'histogram_quantile(0.5, sum by (le) (rate(bulletproof_job_queue_wait_seconds_bucket{'
+                            'histogram_quantile(0.5, sum by (le) '
+                            '(rate(bulletproof_job_queue_wait_seconds_bucket{'
                             'instance=~"$instance"}[$__rate_interval])))'
                         ),
                         legend='p50',
                     ),
                     prom(
                         (
-                            'histogram_quantile(0.95, sum by (le) (rate(bulletproof_job_queue_wait_seconds_bucket'
+                            'histogram_quantile(0.95, sum by (le) '
+                            '(rate(bulletproof_job_queue_wait_seconds_bucket'
                             '{instance=~"$instance"}[$__rate_interval])))'
                         ),
                         'B',
@@ -366,14 +377,17 @@ def build(config: MonitoringConfig) -> JSON:
                 (
                     'Seconds of media transcoded per second of worker busy time: 2× means twice as fast as '
                     'playback. Per profile from the recording rule '
-                    'instance_profile:bulletproof_realtime_factor:ratio_rate5m, overall over the rate interval.'
+                    'instance_profile:bulletproof_realtime_factor:ratio_rate5m, overall over the rate '
+                    'interval.'
                 ),
                 grid(8, 17, 8, 8),
                 targets=[
                     prom(
                         (
-                            'sum(rate(bulletproof_media_seconds_total{instance=~"$instance"}[$__rate_interval])) '
-                            '/ (sum(rate(bulletproof_transcode_seconds_total{instance=~"$instance"}[$__rate_inter'
+                            'sum(rate(bulletproof_media_seconds_total{instance=~"$instance"}[$__rate_inte'
+                            'rval])) '
+                            '/ (sum(rate(bulletproof_transcode_seconds_total{instance=~"$instance"}[$__ra'
+                            'te_inter'
                             'val])) > 0)'
                         ),
                         legend='all profiles',
@@ -474,7 +488,8 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config('bytes', thresholds=steps(('orange', None), ('green', 0)), decimals=1),
+                field_config=field_config('bytes'
+, thresholds=steps(('orange', None), ('green', 0)), decimals=1),
                 options=options('stat'),
             ),
             panel(
@@ -486,7 +501,8 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'sum(increase(bulletproof_output_bytes_total{instance=~"$instance"}[$__range])) / '
+                            'sum(increase(bulletproof_output_bytes_total{instance=~"$instance"}[$__range]'
+                            ')) / '
                             'sum(increase(bulletproof_input_bytes_total{instance=~"$instance"}[$__range]))'
                         ),
                         legend='ratio',
@@ -522,8 +538,10 @@ def build(config: MonitoringConfig) -> JSON:
                 11,
                 'All-time totals (job history)',
                 (
-                    "The plan's Stats model from the monitor's store (GET /api/v1/stats/summary): total jobs, "
-                    'successful, failed, cancelled and the average duration of the completed ones. Counts the '
+                    "The plan's Stats model from the monitor's store (GET /api/v1/stats/summary): total "
+                    'jobs, '
+                    'successful, failed, cancelled and the average duration of the completed ones. Counts'
+                    ' the '
                     'whole history, whatever the time range.'
                 ),
                 grid(18, 25, 6, 4),
@@ -608,7 +626,8 @@ def build(config: MonitoringConfig) -> JSON:
                 13,
                 'Largest jobs in the time range',
                 (
-                    'The 10 completed jobs with the biggest sources among those finished in the time range (GET '
+                    'The 10 completed jobs with the biggest sources among those finished in the time '
+                    'range (GET '
                     '/api/v1/jobs?state=completed&sort=size).'
                 ),
                 grid(12, 29, 12, 8),
@@ -662,21 +681,24 @@ def build(config: MonitoringConfig) -> JSON:
                 'Output quality (SSIM) p10 / p50 by profile',
                 (
                     'Quality gate scores of outputs against their sources (profiles with quality: {metric: '
-                    'ssim}), 10th percentile and median per profile over the rate interval. Empty for profiles '
+                    'ssim}), 10th percentile and median per profile over the rate interval. Empty for '
+                    'profiles '
                     'without a gate; psnr and vmaf gates have their own metrics (docs/metrics.md).'
                 ),
                 grid(0, 37, 12, 8),
                 targets=[
                     prom(
                         (
-                            'histogram_quantile(0.1, sum by (le, profile) (rate(bulletproof_quality_ssim_ratio_bu'
+                            'histogram_quantile(0.1, sum by (le, profile) '
+                            '(rate(bulletproof_quality_ssim_ratio_bu'
                             'cket{instance=~"$instance"}[$__rate_interval])))'
                         ),
                         legend='p10 {{profile}}',
                     ),
                     prom(
                         (
-                            'histogram_quantile(0.5, sum by (le, profile) (rate(bulletproof_quality_ssim_ratio_bu'
+                            'histogram_quantile(0.5, sum by (le, profile) '
+                            '(rate(bulletproof_quality_ssim_ratio_bu'
                             'cket{instance=~"$instance"}[$__rate_interval])))'
                         ),
                         'B',
@@ -718,7 +740,8 @@ def build(config: MonitoringConfig) -> JSON:
                 15,
                 'Output checks by result',
                 (
-                    'Finished outputs checked before publishing per hour, by result: passed, failed (a bad output'
+                    'Finished outputs checked before publishing per hour, by result: passed, failed (a '
+                    'bad output'
                     ' from a whole source: verification_failed), input_truncated (the source ends early), '
                     'disabled (verify.level off).'
                 ),
@@ -727,7 +750,8 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'sum by (result) '
-                            '(rate(bulletproof_verifications_total{instance=~"$instance"}[$__rate_interval])) * '
+                            '(rate(bulletproof_verifications_total{instance=~"$instance"}[$__rate_interva'
+                            'l])) * '
                             '3600'
                         ),
                         legend='{{result}}',

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from exporter.monitoring.config import MonitoringConfig
 from exporter.monitoring.dashboards.builder import (
-    JSON,
     API,
+    JSON,
     api_get,
     api_variable,
     by_name,
@@ -89,7 +89,8 @@ def build(config: MonitoringConfig) -> JSON:
                 2,
                 'Retries in the time range',
                 (
-                    'Jobs queued again in the time range: auto (the retry policy, after a transient failure) and '
+                    'Jobs queued again in the time range: auto (the retry policy, after a transient '
+                    'failure) and '
                     'manual (Retry job, Retry all failed).'
                 ),
                 grid(16, 0, 8, 4),
@@ -111,10 +112,13 @@ def build(config: MonitoringConfig) -> JSON:
                 3,
                 'Jobs',
                 (
-                    "Jobs from the monitor's API (GET /api/v1/jobs, newest first, 500 at most), filtered by the "
-                    "State and File name variables above. Click a cell for the row's buttons: Cancel job (asks "
+                    "Jobs from the monitor's API (GET /api/v1/jobs, newest first, 500 at most), filtered "
+                    'by the '
+                    "State and File name variables above. Click a cell for the row's buttons: Cancel job "
+                    '(asks '
                     'first; stops a running transcode and deletes its partial output), Retry job, Pause job, '
-                    "Resume job, Move to front. A button that does not fit the job's state answers 409. The id "
+                    "Resume job, Move to front. A button that does not fit the job's state answers 409. "
+                    'The id '
                     "links to the job's full record, with ffmpeg's stderr. Editors and Admins may press the "
                     "buttons; Viewers get 'forbidden'."
                 ),
@@ -181,7 +185,8 @@ def build(config: MonitoringConfig) -> JSON:
                                 'min': 0,
                                 'max': 1,
                                 'decimals': 0,
-                                'custom.cellOptions': {'type': 'gauge', 'mode': 'basic', 'valueDisplayMode': 'text'},
+                                'custom.cellOptions'
+: {'type': 'gauge', 'mode': 'basic', 'valueDisplayMode': 'text'},
                                 'color': {'mode': 'continuous-BlPu'},
                             },
                         ),
@@ -226,7 +231,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Cancel job',
                             '/api/v1/jobs/${__data.fields.id}/cancel',
                             confirmation=(
-                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running transcode is '
+                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running '
+                                'transcode is '
                                 'stopped and its partial output is deleted; a queued job will not run.'
                             ),
                         ),
@@ -234,7 +240,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Retry job',
                             '/api/v1/jobs/${__data.fields.id}/retry',
                             confirmation=(
-                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its attempts start '
+                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its '
+                                'attempts start '
                                 'over.'
                             ),
                         ),
@@ -242,7 +249,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Pause job',
                             '/api/v1/jobs/${__data.fields.id}/pause',
                             confirmation=(
-                                'Pause job ${__data.fields.id} (${__data.fields.file})? ffmpeg is suspended and '
+                                'Pause job ${__data.fields.id} (${__data.fields.file})? ffmpeg is '
+                                'suspended and '
                                 'keeps its worker slot.'
                             ),
                         ),
@@ -254,7 +262,8 @@ def build(config: MonitoringConfig) -> JSON:
                         fetch(
                             'Move to front',
                             '/api/v1/jobs/${__data.fields.id}/prioritize',
-                            confirmation='Move job ${__data.fields.id} (${__data.fields.file}) to the front of the queue?',
+                            confirmation='Move job ${__data.fields.id} (${__data.fields.file}) to the '
+                                         'front of the queue?',
                         ),
                     ],
                     custom={
@@ -271,7 +280,8 @@ def build(config: MonitoringConfig) -> JSON:
                 4,
                 'Queue (run order)',
                 (
-                    'Queued jobs in the order they will run (GET /api/v1/queue): priority first, then age. Move '
+                    'Queued jobs in the order they will run (GET /api/v1/queue): priority first, then '
+                    'age. Move '
                     'to front puts a job first; Cancel job removes it from the queue (asks first).'
                 ),
                 grid(0, 18, 12, 9),
@@ -300,14 +310,16 @@ def build(config: MonitoringConfig) -> JSON:
                             'Cancel job',
                             '/api/v1/jobs/${__data.fields.id}/cancel',
                             confirmation=(
-                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running transcode is '
+                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running '
+                                'transcode is '
                                 'stopped and its partial output is deleted; a queued job will not run.'
                             ),
                         ),
                         fetch(
                             'Move to front',
                             '/api/v1/jobs/${__data.fields.id}/prioritize',
-                            confirmation='Move job ${__data.fields.id} (${__data.fields.file}) to the front of the queue?',
+                            confirmation='Move job ${__data.fields.id} (${__data.fields.file}) to the '
+                                         'front of the queue?',
                         ),
                     ],
                     custom={
@@ -324,7 +336,8 @@ def build(config: MonitoringConfig) -> JSON:
                 5,
                 'Recent failures',
                 (
-                    "The 50 jobs that failed most recently, with the failure reason and ffmpeg's message (GET "
+                    "The 50 jobs that failed most recently, with the failure reason and ffmpeg's message "
+                    '(GET '
                     '/api/v1/jobs?state=failed). Retry job queues one again.'
                 ),
                 grid(12, 18, 12, 9),
@@ -357,7 +370,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Retry job',
                             '/api/v1/jobs/${__data.fields.id}/retry',
                             confirmation=(
-                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its attempts start '
+                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its '
+                                'attempts start '
                                 'over.'
                             ),
                         ),

@@ -43,7 +43,8 @@ def build(config: MonitoringConfig) -> JSON:
                 2,
                 'Total jobs',
                 (
-                    "Jobs in the job history of the selected monitors, in every state (the plan's 'Total'). Falls"
+                    "Jobs in the job history of the selected monitors, in every state (the plan's "
+                    "'Total'). Falls"
                     ' when finished jobs are deleted from the history.'
                 ),
                 grid(0, 1, 4, 4),
@@ -78,7 +79,8 @@ def build(config: MonitoringConfig) -> JSON:
                 4,
                 'Failed',
                 (
-                    'Jobs in the history that failed for good (retries used up or not retryable). Click for the '
+                    'Jobs in the history that failed for good (retries used up or not retryable). Click '
+                    'for the '
                     "failed jobs; 'Retry all failed' on the Queue panel queues them again."
                 ),
                 grid(8, 1, 4, 4),
@@ -114,8 +116,10 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'sum(rate(bulletproof_job_duration_seconds_sum{instance=~"$instance"}[$__range])) / '
-                            'sum(rate(bulletproof_job_duration_seconds_count{instance=~"$instance"}[$__range]))'
+                            'sum(rate(bulletproof_job_duration_seconds_sum{instance=~"$instance"}[$__rang'
+                            'e])) / '
+                            'sum(rate(bulletproof_job_duration_seconds_count{instance=~"$instance"}[$__ra'
+                            'nge]))'
                         ),
                         legend='mean',
                         instant=True,
@@ -134,15 +138,18 @@ def build(config: MonitoringConfig) -> JSON:
                 6,
                 'Success ratio',
                 (
-                    'Completed attempts / (completed + failed attempts) in the time range. An attempt that failed'
+                    'Completed attempts / (completed + failed attempts) in the time range. An attempt '
+                    'that failed'
                     ' and was retried counts as a failure here.'
                 ),
                 grid(16, 1, 4, 4),
                 targets=[
                     prom(
                         (
-                            'sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__range])) / '
-                            '(sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__range])) + '
+                            'sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rang'
+                            'e])) / '
+                            '(sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__ran'
+                            'ge])) + '
                             'sum(increase(bulletproof_jobs_failed_total{instance=~"$instance"}[$__range])))'
                         ),
                         legend='ratio',
@@ -172,7 +179,8 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config('s', thresholds=steps(('orange', None), ('green', 600)), decimals=0),
+                field_config=field_config('s'
+, thresholds=steps(('orange', None), ('green', 600)), decimals=0),
                 options=options('stat'),
             ),
             row(8, 'Now', 5),
@@ -209,7 +217,8 @@ def build(config: MonitoringConfig) -> JSON:
                 10,
                 'Queue',
                 (
-                    'Running (green) or Paused (orange) over the time range (running jobs finish, none start; '
+                    'Running (green) or Paused (orange) over the time range (running jobs finish, none '
+                    'start; '
                     'the watcher keeps queueing). Click the bar for the buttons: Pause queue, Resume queue, '
                     'Clear queue (cancels every queued job, asks first) and Retry all failed. They call the '
                     'monitor behind the front door (/bulletproof/) with your Grafana session: Editors and '
@@ -230,7 +239,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Clear queue',
                             '/api/v1/queue/clear',
                             confirmation=(
-                                'Cancel every queued job? They will not run unless retried one by one. Running '
+                                'Cancel every queued job? They will not run unless retried one by one. '
+                                'Running '
                                 'jobs go on.'
                             ),
                         ),
@@ -248,14 +258,16 @@ def build(config: MonitoringConfig) -> JSON:
                 11,
                 'Paused for',
                 (
-                    'How long the queue has been paused (empty while it runs). The BulletproofQueuePausedLong '
+                    'How long the queue has been paused (empty while it runs). The '
+                    'BulletproofQueuePausedLong '
                     'alert fires after a long pause.'
                 ),
                 grid(12, 6, 4, 5),
                 targets=[
                     prom(
                         (
-                            'time() - max(bulletproof_queue_paused_since_timestamp_seconds{instance=~"$instance"}'
+                            'time() - '
+                            'max(bulletproof_queue_paused_since_timestamp_seconds{instance=~"$instance"}'
                             ' > 0)'
                         ),
                         legend='paused for',
@@ -297,14 +309,16 @@ def build(config: MonitoringConfig) -> JSON:
                 13,
                 'Oldest queued job waiting',
                 (
-                    'Time since the longest-waiting queued job was queued (empty when the queue is empty). Grows '
+                    'Time since the longest-waiting queued job was queued (empty when the queue is '
+                    'empty). Grows '
                     'while the queue is paused or the workers are all busy.'
                 ),
                 grid(20, 6, 4, 5),
                 targets=[
                     prom(
                         (
-                            'time() - min(bulletproof_queue_oldest_job_timestamp_seconds{instance=~"$instance"} >'
+                            'time() - '
+                            'min(bulletproof_queue_oldest_job_timestamp_seconds{instance=~"$instance"} >'
                             ' 0)'
                         ),
                         legend='oldest',
@@ -325,7 +339,8 @@ def build(config: MonitoringConfig) -> JSON:
                 15,
                 'Progress per busy worker',
                 (
-                    'One bar per busy worker slot: the file, its profile and the slot, and how far ffmpeg has '
+                    'One bar per busy worker slot: the file, its profile and the slot, and how far ffmpeg'
+                    ' has '
                     'got. A bar that stops moving is a stalled job (see the Running jobs table for speed and '
                     'ETA).'
                 ),
@@ -333,7 +348,8 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'bulletproof_worker_progress_ratio{instance=~"$instance"} * on (instance, worker) '
+                            'bulletproof_worker_progress_ratio{instance=~"$instance"} * on (instance, '
+                            'worker) '
                             'group_left (job_id, file, profile) '
                             'bulletproof_worker_job_info{instance=~"$instance"}'
                         ),
@@ -383,7 +399,8 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'max by (slot, instance, worker, job_id, file, profile) '
-                            '(label_join(bulletproof_worker_progress_ratio{instance=~"$instance"} * on (instance,'
+                            '(label_join(bulletproof_worker_progress_ratio{instance=~"$instance"} * on '
+                            '(instance,'
                             ' worker) group_left (job_id, file, profile) '
                             'bulletproof_worker_job_info{instance=~"$instance"}, "slot", "/", "instance", '
                             '"worker"))'
@@ -393,8 +410,10 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'max by (slot) (label_join(bulletproof_worker_speed_ratio{instance=~"$instance"} and '
-                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", '
+                            'max by (slot) '
+                            '(label_join(bulletproof_worker_speed_ratio{instance=~"$instance"} and '
+                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", '
                             '"/", "instance", "worker"))'
                         ),
                         'B',
@@ -403,8 +422,10 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'max by (slot) (label_join(bulletproof_worker_eta_seconds{instance=~"$instance"} and '
-                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", '
+                            'max by (slot) '
+                            '(label_join(bulletproof_worker_eta_seconds{instance=~"$instance"} and '
+                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", '
                             '"/", "instance", "worker"))'
                         ),
                         'C',
@@ -415,7 +436,8 @@ def build(config: MonitoringConfig) -> JSON:
                         (
                             'max by (slot) (label_join(time() - '
                             'bulletproof_worker_job_started_timestamp_seconds{instance=~"$instance"} and on '
-                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", "/",'
+                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/",'
                             ' "instance", "worker"))'
                         ),
                         'D',
@@ -424,8 +446,10 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'max by (slot) (label_join(bulletproof_worker_paused{instance=~"$instance"} and on '
-                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", "/",'
+                            'max by (slot) (label_join(bulletproof_worker_paused{instance=~"$instance"} '
+                            'and on '
+                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/",'
                             ' "instance", "worker"))'
                         ),
                         'E',
@@ -443,7 +467,8 @@ def build(config: MonitoringConfig) -> JSON:
                                 'min': 0,
                                 'max': 1,
                                 'decimals': 0,
-                                'custom.cellOptions': {'type': 'gauge', 'mode': 'basic', 'valueDisplayMode': 'text'},
+                                'custom.cellOptions'
+: {'type': 'gauge', 'mode': 'basic', 'valueDisplayMode': 'text'},
                             },
                         ),
                         by_name('speed', {'unit': 'suffix:×', 'decimals': 2}),
@@ -463,7 +488,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Cancel job',
                             '/api/v1/jobs/${__data.fields.job_id}/cancel',
                             confirmation=(
-                                'Cancel job ${__data.fields.job_id} (${__data.fields.file})? A running transcode '
+                                'Cancel job ${__data.fields.job_id} (${__data.fields.file})? A running '
+                                'transcode '
                                 'is stopped and its partial output is deleted; a queued job will not run.'
                             ),
                         ),
@@ -471,7 +497,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Pause job',
                             '/api/v1/jobs/${__data.fields.job_id}/pause',
                             confirmation=(
-                                'Pause job ${__data.fields.job_id} (${__data.fields.file})? ffmpeg is suspended '
+                                'Pause job ${__data.fields.job_id} (${__data.fields.file})? ffmpeg is '
+                                'suspended '
                                 'and keeps its worker slot.'
                             ),
                         ),
@@ -530,7 +557,8 @@ def build(config: MonitoringConfig) -> JSON:
                 18,
                 'Throughput',
                 (
-                    'Jobs completed per hour by profile, failed attempts per hour, and stable files detected per '
+                    'Jobs completed per hour by profile, failed attempts per hour, and stable files '
+                    'detected per '
                     'hour in the watch folders.'
                 ),
                 grid(0, 20, 12, 8),
@@ -538,14 +566,16 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'sum by (profile) '
-                            '(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_interval])) * '
+                            '(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_interv'
+                            'al])) * '
                             '3600'
                         ),
                         legend='{{profile}} completed',
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])) * '
+                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interv'
+                            'al])) * '
                             '3600'
                         ),
                         'B',
@@ -553,7 +583,8 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_files_detected_total{instance=~"$instance"}[$__rate_interval]))'
+                            'sum(rate(bulletproof_files_detected_total{instance=~"$instance"}[$__rate_int'
+                            'erval]))'
                             ' * 3600'
                         ),
                         'C',
@@ -592,7 +623,8 @@ def build(config: MonitoringConfig) -> JSON:
                 19,
                 'Failures by reason',
                 (
-                    'Failed attempts per hour by reason (input_invalid, input_missing, ffmpeg_error, timeout, '
+                    'Failed attempts per hour by reason (input_invalid, input_missing, ffmpeg_error, '
+                    'timeout, '
                     'stalled, output_error, interrupted). Retried attempts count too.'
                 ),
                 grid(12, 20, 12, 8),
@@ -600,7 +632,8 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'sum by (reason) '
-                            '(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])) * '
+                            '(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval]'
+                            ')) * '
                             '3600'
                         ),
                         legend='{{reason}}',
@@ -738,7 +771,8 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'sum by (reason) '
-                            '(rate(bulletproof_files_ignored_total{instance=~"$instance"}[$__rate_interval])) * '
+                            '(rate(bulletproof_files_ignored_total{instance=~"$instance"}[$__rate_interva'
+                            'l])) * '
                             '3600'
                         ),
                         legend='{{reason}}',
@@ -778,13 +812,14 @@ def build(config: MonitoringConfig) -> JSON:
                 'Firing alerts',
                 (
                     'Alerts that Alertmanager holds now for Bulletproof (alertname Bulletproof*), grouped as '
-                    "Alertmanager groups them. Read from the provisioned 'Bulletproof Alertmanager' data source. "
+                    "Alertmanager groups them. Read from the provisioned 'Bulletproof Alertmanager' data "
+                    'source. '
                     'The runbook link of each alert is in its annotations (docs/runbook.md).'
                 ),
                 grid(0, 36, 12, 8),
                 datasource=None,
                 options={
-                    'alertmanager': 'Bulletproof Alertmanager',
+                    'alertmanager': config.datasources.alertmanager_name,
                     'expandAll': True,
                     'labels': 'alertname=~Bulletproof.+',
                 },
@@ -853,7 +888,8 @@ def build(config: MonitoringConfig) -> JSON:
                 27,
                 'Config',
                 (
-                    'Whether the last config reload was accepted (a rejected one leaves the previous config in '
+                    'Whether the last config reload was accepted (a rejected one leaves the previous '
+                    'config in '
                     'force; BulletproofConfigReloadFailed).'
                 ),
                 grid(0, 44, 6, 4),
@@ -892,9 +928,11 @@ def build(config: MonitoringConfig) -> JSON:
                 29,
                 'Health by component',
                 (
-                    'What /readyz checks, one cell per part: store (takes writes, not damaged), watcher (every '
+                    'What /readyz checks, one cell per part: store (takes writes, not damaged), watcher '
+                    '(every '
                     'folder watched), workers (every slot running, none restarting), queue (moving when it '
-                    'should). Any red cell makes the monitor not ready (BulletproofNotReady); docs/runbook.md '
+                    'should). Any red cell makes the monitor not ready (BulletproofNotReady); '
+                    'docs/runbook.md '
                     'says what to do for each.'
                 ),
                 grid(12, 40, 12, 4),
