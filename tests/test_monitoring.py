@@ -56,6 +56,15 @@ def test_a_threshold_lives_in_one_place() -> None:
     assert _alerts(DEFAULT)["BulletproofJobFailureBurst"]["expr"].endswith(">= 5")
 
 
+def test_every_threshold_and_for_is_used() -> None:
+    templates = json.dumps([dataclasses.asdict(r) for g in rules.RECORDING_GROUPS + rules.ALERT_GROUPS
+                            for r in g.rules])
+    unused = [f.name for f in dataclasses.fields(Thresholds) if f.name not in templates]
+    assert not unused, f"thresholds no rule uses: {unused}"
+    alerts = {r.alert for g in rules.ALERT_GROUPS for r in g.rules}
+    assert set(DEFAULT.for_durations) == alerts
+
+
 def test_job_runbook_and_for_come_from_the_config() -> None:
     config = dataclasses.replace(DEFAULT, job_name="transcoder", runbook_base_url="https://wiki.example/rb",
                                  for_durations={**DEFAULT.for_durations, "BulletproofDown": "3m"})

@@ -272,9 +272,9 @@ ALERT_GROUPS: list[Group] = [
               severity='critical',
               summary='Bulletproof monitor {{ $labels.instance }} is down',
               description=(
-                  'Prometheus has failed every scrape of {{ $labels.instance }} (job {{ $labels.job }}) '
-                  'for more than %{for_text}. Nothing is known about its queue, workers or jobs, and its '
-                  'other alerts are inhibited until it is back.'
+                  'Prometheus has failed every scrape of {{ $labels.instance }} (job {{ $labels.job }}) for '
+                  'more than %{for_text}. Nothing is known about its queue, workers or jobs, and its other '
+                  'alerts are inhibited until it is back.'
               )),
         alert('BulletproofAbsent',
               expr='absent(up{%{job_selector}})',
@@ -282,8 +282,8 @@ ALERT_GROUPS: list[Group] = [
               summary='No Bulletproof monitor is known to Prometheus',
               description=(
                   'There has been no target in the Prometheus job "%{job_name}" for more than %{for_text}: '
-                  'the scrape configuration or service discovery lost the monitor, so none of the '
-                  'Bulletproof alerts can fire.'
+                  'the scrape configuration or service discovery lost the monitor, so none of the Bulletproof'
+                  ' alerts can fire.'
               )),
         alert('BulletproofWatchFolderDown',
               expr='bulletproof_watch_folder_up == 0',
@@ -299,24 +299,24 @@ ALERT_GROUPS: list[Group] = [
               severity='warning',
               summary='Bulletproof on {{ $labels.instance }} failed to reload its configuration',
               description=(
-                  'The last configuration reload on {{ $labels.instance }} failed and it is still running'
-                  ' with the configuration it last loaded successfully {{- with printf '
+                  'The last configuration reload on {{ $labels.instance }} failed and it is still running '
+                  'with the configuration it last loaded successfully {{- with printf '
                   '"bulletproof_config_last_reload_success_timestamp_seconds{instance=%q,job=%q} > 0" '
-                  '$labels.instance $labels.job | query }} at {{ . | first | value | humanizeTimestamp '
-                  '}}{{ end }}.'
+                  '$labels.instance $labels.job | query }} at {{ . | first | value | humanizeTimestamp }}{{ '
+                  'end }}.'
               )),
         alert('BulletproofApiAuthFailures',
               expr=(
-                  'sum by (instance, job) (increase(bulletproof_api_control_requests_total'
-                  '{result=~"unauthorized|rate_limited"}[%{range:10m}])) > %{api_auth_failures_10m}'
+                  'sum by (instance, job) (increase(bulletproof_api_control_requests_total{result=~"unauthori'
+                  'zed|rate_limited"}[%{range:10m}])) > %{api_auth_failures_10m}'
               ),
               severity='warning',
               summary='Control calls without valid credentials on {{ $labels.instance }}',
               description=(
-                  '{{ $value | humanize }} control or config calls to {{ $labels.instance }} in the last '
-                  '10 minutes had no or wrong credentials, or were locked out after too many: someone is '
-                  'guessing the API token, or a script or data source has a wrong one. `bulletproof '
-                  'audit` shows the addresses.'
+                  '{{ $value | humanize }} control or config calls to {{ $labels.instance }} in the last 10 '
+                  'minutes had no or wrong credentials, or were locked out after too many: someone is '
+                  'guessing the API token, or a script or data source has a wrong one. `bulletproof audit` '
+                  'shows the addresses.'
               )),
         # A watch folder that is down alone is BulletproofWatchFolderDown's to report.
         alert('BulletproofNotReady',
@@ -327,10 +327,10 @@ ALERT_GROUPS: list[Group] = [
               severity='critical',
               summary='Bulletproof on {{ $labels.instance }} is not ready',
               description=(
-                  '{{ $labels.instance }} has answered /readyz with 503 for more than %{for_text}, so it '
-                  'may not be queueing or transcoding what arrives. Unhealthy: {{- range printf '
-                  '"bulletproof_component_healthy{instance=%q,job=%q} == 0" $labels.instance $labels.job '
-                  '| query }} {{ .Labels.component }}{{ end }}. GET /readyz lists the reasons.'
+                  '{{ $labels.instance }} has answered /readyz with 503 for more than %{for_text}, so it may '
+                  'not be queueing or transcoding what arrives. Unhealthy: {{- range printf '
+                  '"bulletproof_component_healthy{instance=%q,job=%q} == 0" $labels.instance $labels.job | '
+                  'query }} {{ .Labels.component }}{{ end }}. GET /readyz lists the reasons.'
               )),
         alert('BulletproofWorkerRestarting',
               expr='sum by (instance, job) (increase(bulletproof_worker_restarts_total[%{range:15m}])) > '
@@ -338,9 +338,9 @@ ALERT_GROUPS: list[Group] = [
               severity='warning',
               summary='Worker slots of {{ $labels.instance }} keep failing',
               description=(
-                  'The worker slots of {{ $labels.instance }} caught {{ printf "%.0f" $value }} errors in'
-                  ' 15 minutes and restarted after each (with a growing delay). Jobs start late or not at'
-                  " all; the monitor's log has each error."
+                  'The worker slots of {{ $labels.instance }} caught {{ printf "%.0f" $value }} errors in 15 '
+                  'minutes and restarted after each (with a growing delay). Jobs start late or not at all; '
+                  "the monitor's log has each error."
               )),
     ]),
     group('bulletproof.jobs', [
@@ -349,8 +349,8 @@ ALERT_GROUPS: list[Group] = [
               severity='warning',
               summary='Burst of {{ $labels.reason }} failures on {{ $labels.instance }}',
               description=(
-                  '{{ printf "%.0f" $value }} transcode attempts failed with reason {{ $labels.reason }} '
-                  'on {{ $labels.instance }} in the last 15 minutes (threshold: %{failure_burst_15m}).'
+                  '{{ printf "%.0f" $value }} transcode attempts failed with reason {{ $labels.reason }} on '
+                  '{{ $labels.instance }} in the last 15 minutes (threshold: %{failure_burst_15m}).'
               )),
         # Outputs ffmpeg called good that failed the check before publishing, with a source that
         # was whole (a truncated source is `input_truncated`, left to the failure burst alert).
@@ -360,10 +360,10 @@ ALERT_GROUPS: list[Group] = [
               severity='warning',
               summary='Outputs fail verification on {{ $labels.instance }}',
               description=(
-                  '{{ printf "%.0f" $value }} finished outputs on {{ $labels.instance }} failed the check'
-                  ' before publishing in the last 30 minutes (wrong duration, missing stream or decode '
-                  'errors) although their sources were whole. Nothing was published for them; the '
-                  'encoder, a profile or the output storage is suspect.'
+                  '{{ printf "%.0f" $value }} finished outputs on {{ $labels.instance }} failed the check '
+                  'before publishing in the last 30 minutes (wrong duration, missing stream or decode errors)'
+                  ' although their sources were whole. Nothing was published for them; the encoder, a profile'
+                  ' or the output storage is suspect.'
               )),
         alert('BulletproofHighFailureRatio',
               expr=(
@@ -377,9 +377,9 @@ ALERT_GROUPS: list[Group] = [
                   '{{ $value | humanizePercentage }} of the transcode attempts that finished on {{ '
                   '$labels.instance }} in the last 30 minutes failed {{- with printf '
                   '"instance:bulletproof_job_attempts:increase30m{instance=%q,job=%q}" $labels.instance '
-                  '$labels.job | query }} (out of {{ . | first | value | printf "%.0f" }} attempts){{ end'
-                  ' }}; the threshold is %{pct:failure_ratio} with at least %{failure_ratio_min_attempts}'
-                  ' attempts.'
+                  '$labels.job | query }} (out of {{ . | first | value | printf "%.0f" }} attempts){{ end }};'
+                  ' the threshold is %{pct:failure_ratio} with at least %{failure_ratio_min_attempts} '
+                  'attempts.'
               )),
         # Seconds since the slot's ffmpeg last reported progress (or since the attempt started,
         # before its first report), for busy slots whose job is not paused on purpose.
@@ -399,10 +399,10 @@ ALERT_GROUPS: list[Group] = [
               description=(
                   'Worker {{ $labels.worker }} on {{ $labels.instance }} has had no progress report from '
                   'ffmpeg for {{ $value | humanizeDuration }} {{- with printf '
-                  '"bulletproof_worker_job_info{instance=%q,job=%q,worker=%q}" $labels.instance '
-                  '$labels.job $labels.worker | query }} {{- with . | first }} (job {{ .Labels.job_id }},'
-                  " {{ .Labels.file }}, profile {{ .Labels.profile }}){{ end }}{{ end }}. The monitor's "
-                  'own stall watchdog should have failed this attempt already.'
+                  '"bulletproof_worker_job_info{instance=%q,job=%q,worker=%q}" $labels.instance $labels.job '
+                  '$labels.worker | query }} {{- with . | first }} (job {{ .Labels.job_id }}, {{ .Labels.file'
+                  " }}, profile {{ .Labels.profile }}){{ end }}{{ end }}. The monitor's own stall watchdog "
+                  'should have failed this attempt already.'
               )),
         # Elapsed seconds of the running attempt, when it exceeds 10x the media duration plus
         # 10 minutes (or 8 hours when the media duration is unknown).
@@ -426,15 +426,14 @@ ALERT_GROUPS: list[Group] = [
               summary='Job on worker {{ $labels.worker }} of {{ $labels.instance }} is far too slow',
               description=(
                   'The job on worker {{ $labels.worker }} of {{ $labels.instance }} {{- with printf '
-                  '"bulletproof_worker_job_info{instance=%q,job=%q,worker=%q}" $labels.instance '
-                  '$labels.job $labels.worker | query }} {{- with . | first }} (job {{ .Labels.job_id }},'
-                  ' {{ .Labels.file }}, profile {{ .Labels.profile }}){{ end }}{{ end }} has been running'
-                  ' for {{ $value | humanizeDuration }}, for {{- with printf '
-                  '"bulletproof_worker_job_media_seconds{instance=%q,job=%q,worker=%q} > 0" '
-                  '$labels.instance $labels.job $labels.worker | query }} {{ . | first | value | '
-                  'humanizeDuration }} of media (limit: %{too_slow_media_factor}x the media duration plus'
-                  ' %{dur:too_slow_grace_seconds}). {{- else }} '
-                  'media of unknown duration (limit: %{dur:too_slow_unknown_seconds}).{{ end }}'
+                  '"bulletproof_worker_job_info{instance=%q,job=%q,worker=%q}" $labels.instance $labels.job '
+                  '$labels.worker | query }} {{- with . | first }} (job {{ .Labels.job_id }}, {{ .Labels.file'
+                  ' }}, profile {{ .Labels.profile }}){{ end }}{{ end }} has been running for {{ $value | '
+                  'humanizeDuration }}, for {{- with printf '
+                  '"bulletproof_worker_job_media_seconds{instance=%q,job=%q,worker=%q} > 0" $labels.instance '
+                  '$labels.job $labels.worker | query }} {{ . | first | value | humanizeDuration }} of media '
+                  '(limit: %{too_slow_media_factor}x the media duration plus %{dur:too_slow_grace_seconds}). '
+                  '{{- else }} media of unknown duration (limit: %{dur:too_slow_unknown_seconds}).{{ end }}'
               )),
     ]),
     group('bulletproof.queue', [
@@ -463,15 +462,15 @@ ALERT_GROUPS: list[Group] = [
               severity='critical',
               summary='Bulletproof queue on {{ $labels.instance }} is stuck',
               description=(
-                  '{{ $value | printf "%.0f" }} jobs are queued on {{ $labels.instance }} and the queue '
-                  'is not paused, yet nothing moves: {{- with printf '
-                  '"bulletproof_workers_busy{instance=%q,job=%q}" $labels.instance $labels.job | query }}'
-                  ' {{ . | first | value | printf "%.0f" }}{{ end }} of {{- with printf '
-                  '"bulletproof_workers_max{instance=%q,job=%q}" $labels.instance $labels.job | query }} '
-                  '{{ . | first | value | printf "%.0f" }}{{ end }} workers are busy, {{- with printf '
-                  '"time() - (bulletproof_queue_oldest_job_timestamp_seconds{instance=%q,job=%q} > 0)" '
-                  '$labels.instance $labels.job | query }} the oldest queued job has waited {{ . | first '
-                  '| value | humanizeDuration }}{{ end }} and {{- with printf "time() - '
+                  '{{ $value | printf "%.0f" }} jobs are queued on {{ $labels.instance }} and the queue is '
+                  'not paused, yet nothing moves: {{- with printf '
+                  '"bulletproof_workers_busy{instance=%q,job=%q}" $labels.instance $labels.job | query }} {{ '
+                  '. | first | value | printf "%.0f" }}{{ end }} of {{- with printf '
+                  '"bulletproof_workers_max{instance=%q,job=%q}" $labels.instance $labels.job | query }} {{ .'
+                  ' | first | value | printf "%.0f" }}{{ end }} workers are busy, {{- with printf "time() - '
+                  '(bulletproof_queue_oldest_job_timestamp_seconds{instance=%q,job=%q} > 0)" $labels.instance'
+                  ' $labels.job | query }} the oldest queued job has waited {{ . | first | value | '
+                  'humanizeDuration }}{{ end }} and {{- with printf "time() - '
                   'max(bulletproof_last_job_finished_timestamp_seconds{instance=%q,job=%q} > 0)" '
                   '$labels.instance $labels.job | query }} the last job finished {{ . | first | value | '
                   'humanizeDuration }} ago. {{- else }} no job has finished yet.{{ end }}'
@@ -492,11 +491,11 @@ ALERT_GROUPS: list[Group] = [
               severity='warning',
               summary='Bulletproof backlog on {{ $labels.instance }} keeps growing',
               description=(
-                  'Jobs arrive on {{ $labels.instance }} faster than they finish: the queue {{- with '
-                  'printf "bulletproof_jobs{instance=%q,job=%q,state=\\"queued\\"}" $labels.instance '
-                  '$labels.job | query }} holds {{ . | first | value | printf "%.0f" }} jobs now, and{{ '
-                  'end }} at the rate of the last 2 hours it will hold {{ $value | printf "%.0f" }} in 4 '
-                  'hours (threshold: %{backlog_jobs}).'
+                  'Jobs arrive on {{ $labels.instance }} faster than they finish: the queue {{- with printf '
+                  '"bulletproof_jobs{instance=%q,job=%q,state=\\"queued\\"}" $labels.instance $labels.job | '
+                  'query }} holds {{ . | first | value | printf "%.0f" }} jobs now, and{{ end }} at the rate '
+                  'of the last 2 hours it will hold {{ $value | printf "%.0f" }} in 4 hours (threshold: '
+                  '%{backlog_jobs}).'
               )),
         alert('BulletproofOldestJobTooOld',
               expr=(
@@ -505,14 +504,12 @@ ALERT_GROUPS: list[Group] = [
               ),
               severity='warning',
               summary=(
-                  'A job has waited {{ $value | humanizeDuration }} in the queue of {{ $labels.instance '
-                  '}}'
+                  'A job has waited {{ $value | humanizeDuration }} in the queue of {{ $labels.instance }}'
               ),
               description=(
                   'The oldest queued job on {{ $labels.instance }} has been waiting for {{ $value | '
-                  'humanizeDuration }} (threshold: %{dur:oldest_job_seconds}) while the queue is running:'
-                  ' the workers do not '
-                  'keep up with the files that arrive.'
+                  'humanizeDuration }} (threshold: %{dur:oldest_job_seconds}) while the queue is running: the'
+                  ' workers do not keep up with the files that arrive.'
               )),
         alert('BulletproofQueuePausedLong',
               expr=(
@@ -525,11 +522,11 @@ ALERT_GROUPS: list[Group] = [
                   'humanizeDuration }}'
               ),
               description=(
-                  'The queue on {{ $labels.instance }} has been paused for {{ $value | humanizeDuration '
-                  '}} (threshold: %{dur:paused_seconds}) {{- with printf '
-                  '"bulletproof_jobs{instance=%q,job=%q,state=\\"queued\\"}" $labels.instance $labels.job |'
-                  ' query }} and {{ . | first | value | printf "%.0f" }} jobs are waiting{{ end }}. '
-                  'Resume it when the maintenance is over.'
+                  'The queue on {{ $labels.instance }} has been paused for {{ $value | humanizeDuration }} '
+                  '(threshold: %{dur:paused_seconds}) {{- with printf '
+                  '"bulletproof_jobs{instance=%q,job=%q,state=\\"queued\\"}" $labels.instance $labels.job | '
+                  'query }} and {{ . | first | value | printf "%.0f" }} jobs are waiting{{ end }}. Resume it '
+                  'when the maintenance is over.'
               )),
     ]),
     group('bulletproof.storage', [
@@ -541,11 +538,10 @@ ALERT_GROUPS: list[Group] = [
               ),
               description=(
                   'Only {{ $value | humanizePercentage }} {{- with printf '
-                  '"bulletproof_output_volume_free_bytes{instance=%q,job=%q}" $labels.instance '
-                  '$labels.job | query }} ({{ . | first | value | humanize1024 }}B){{ end }} of the '
-                  'output volume of {{ $labels.instance }} is free (threshold: %{pct:volume_free_ratio}).'
-                  ' Transcodes will fail'
-                  ' with output_error when it is full.'
+                  '"bulletproof_output_volume_free_bytes{instance=%q,job=%q}" $labels.instance $labels.job | '
+                  'query }} ({{ . | first | value | humanize1024 }}B){{ end }} of the output volume of {{ '
+                  '$labels.instance }} is free (threshold: %{pct:volume_free_ratio}). Transcodes will fail '
+                  'with output_error when it is full.'
               )),
         # At the rate of the last 6 hours the volume is full within 24 hours; only once less
         # than 40 % is left, so that a big volume's normal churn does not page anyone.
@@ -562,8 +558,8 @@ ALERT_GROUPS: list[Group] = [
               description=(
                   'At the rate of the last 6 hours the output volume of {{ $labels.instance }} {{- with '
                   'printf "bulletproof_output_volume_free_bytes{instance=%q,job=%q}" $labels.instance '
-                  '$labels.job | query }} ({{ . | first | value | humanize1024 }}B free now){{ end }} '
-                  'will be full within 24 hours.'
+                  '$labels.job | query }} ({{ . | first | value | humanize1024 }}B free now){{ end }} will be'
+                  ' full within 24 hours.'
               )),
     ]),
 ]
@@ -618,7 +614,8 @@ def _render_rule(rule: Rule, config: MonitoringConfig, time_scale: float, min_ra
     if rule.record:
         values = _Values(config, time_scale, min_range, None)
         return {"record": rule.record, "expr": _Template(rule.expr).substitute(values)}
-    assert rule.alert and rule.summary and rule.description and rule.severity
+    if not (rule.alert and rule.severity and rule.summary and rule.description):
+        raise ValueError(f"rule {rule.alert or rule.expr!r} is neither a recording rule nor a complete alert")
     for_ = config.for_durations[rule.alert]
     # Annotations always speak of the shipped thresholds (unscaled), also in the test copy.
     text = _Values(config, 1.0, min_range, for_)

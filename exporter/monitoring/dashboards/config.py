@@ -24,8 +24,7 @@ from exporter.monitoring.dashboards.builder import (
 
 DESCRIPTION = (
     "Edit the monitor's settings (validated before they are saved), reset them to the defaults, list the "
-    'profiles'
-    ' and rules, and test which rule a file name gets.'
+    'profiles and rules, and test which rule a file name gets.'
 )
 
 
@@ -56,18 +55,14 @@ def build(config: MonitoringConfig) -> JSON:
                 1,
                 'Settings',
                 (
-                    "The monitor's main settings (monitor.yaml). Validate and save: the form reads the "
-                    'config in '
-                    'force, applies these values, dry-runs it with POST /api/v1/config/validate and only '
-                    'if it is'
-                    ' valid replaces it with PUT /api/v1/config (written atomically, previous file kept '
-                    'as .bak, '
-                    "applied without a restart). A rejected value is shown here with the API's message. "
-                    'Reset to '
-                    'defaults (asks first) writes the default config with POST /api/v1/config/reset. '
-                    'Admins only '
-                    "(api.grafana.config_role); Editors and Viewers get 'forbidden'. The other keys of "
-                    'monitor.yaml (rules, profiles, api...) are kept as they are.'
+                    "The monitor's main settings (monitor.yaml). Validate and save: the form reads the config"
+                    ' in force, applies these values, dry-runs it with POST /api/v1/config/validate and only '
+                    'if it is valid replaces it with PUT /api/v1/config (written atomically, previous file '
+                    "kept as .bak, applied without a restart). A rejected value is shown here with the API's "
+                    'message. Reset to defaults (asks first) writes the default config with POST '
+                    '/api/v1/config/reset. Admins only (api.grafana.config_role); Editors and Viewers get '
+                    "'forbidden'. The other keys of monitor.yaml (rules, profiles, api...) are kept as they "
+                    'are.'
                 ),
                 grid(0, 0, 12, 14),
                 targets=[],
@@ -89,9 +84,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'labelWidth': 24,
                             'width': 60,
                             'tooltip': (
-                                'monitor_folder: one folder per line (absolute, or relative to '
-                                'monitor.yaml). '
-                                'Existing folders keep their recursive/polling settings.'
+                                'monitor_folder: one folder per line (absolute, or relative to monitor.yaml).'
+                                ' Existing folders keep their recursive/polling settings.'
                             ),
                             'section': '',
                             'unit': '',
@@ -133,9 +127,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'labelWidth': 24,
                             'width': 60,
                             'tooltip': (
-                                'stability_seconds: a file is queued once its size and mtime have not '
-                                'changed for'
-                                ' this long (0-3600 s).'
+                                'stability_seconds: a file is queued once its size and mtime have not changed'
+                                ' for this long (0-3600 s).'
                             ),
                             'section': '',
                             'unit': 's',
@@ -295,8 +288,7 @@ def build(config: MonitoringConfig) -> JSON:
                         'title': 'Save the config?',
                         'body': (
                             'These values will be validated by the monitor and, if valid, written to '
-                            'monitor.yaml'
-                            ' and put in force at once:'
+                            'monitor.yaml and put in force at once:'
                         ),
                         'columns': {
                             'include': ['name', 'oldValue', 'newValue'],
@@ -360,9 +352,8 @@ def build(config: MonitoringConfig) -> JSON:
                 2,
                 'Config reload',
                 (
-                    'Whether the last config reload was accepted (a rejected file leaves the previous '
-                    'config in '
-                    'force).'
+                    'Whether the last config reload was accepted (a rejected file leaves the previous config '
+                    'in force).'
                 ),
                 grid(12, 0, 6, 4),
                 targets=[
@@ -384,17 +375,15 @@ def build(config: MonitoringConfig) -> JSON:
                 3,
                 'Config in force since',
                 (
-                    'Time since a config was last loaded successfully (start-up, a file change or a save '
-                    'from '
-                    'this dashboard).'
+                    'Time since a config was last loaded successfully (start-up, a file change or a save from'
+                    ' this dashboard).'
                 ),
                 grid(18, 0, 6, 4),
                 targets=[
                     prom(
                         (
-                            'time() - '
-                            'max(bulletproof_config_last_reload_success_timestamp_seconds{instance=~"$ins'
-                            'tance"})'
+                            'time() - max(bulletproof_config_last_reload_success_timestamp_seconds{instance=~'
+                            '"$instance"})'
                         ),
                         legend='age',
                         instant=True,
@@ -410,9 +399,8 @@ def build(config: MonitoringConfig) -> JSON:
                 (
                     "Type a file name (or a path relative to a watch folder) in the 'File to test' variable "
                     'above: which rule matches it, the profile and priority it would get, and where its '
-                    'output '
-                    "would go (GET /api/v1/rules/match?path=...). 'matched: false' means the file would be "
-                    'ignored (no_rule).'
+                    "output would go (GET /api/v1/rules/match?path=...). 'matched: false' means the file "
+                    'would be ignored (no_rule).'
                 ),
                 grid(0, 14, 12, 5),
                 targets=[
@@ -457,9 +445,8 @@ def build(config: MonitoringConfig) -> JSON:
                 5,
                 'Profiles',
                 (
-                    'Every ffmpeg profile (built-in and from monitor.yaml) with its container, codecs, '
-                    'output '
-                    'extension and the rules that use it (GET /api/v1/profiles).'
+                    'Every ffmpeg profile (built-in and from monitor.yaml) with its container, codecs, output'
+                    ' extension and the rules that use it (GET /api/v1/profiles).'
                 ),
                 grid(0, 19, 24, 8),
                 targets=[
@@ -503,9 +490,8 @@ def build(config: MonitoringConfig) -> JSON:
                 6,
                 'Rules',
                 (
-                    'The rules of monitor.yaml in order (the first match wins): which files they take and'
-                    ' which '
-                    'profile they give (GET /api/v1/config).'
+                    'The rules of monitor.yaml in order (the first match wins): which files they take and '
+                    'which profile they give (GET /api/v1/config).'
                 ),
                 grid(0, 27, 12, 7),
                 targets=[

@@ -68,35 +68,31 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_int'
-                            'erval]))'
-                            ' * 3600'
+                            'sum(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_interva'
+                            'l])) * 3600'
                         ),
                         legend='completed',
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interv'
-                            'al])) * '
-                            '3600'
+                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])'
+                            ') * 3600'
                         ),
                         'B',
                         legend='failed attempts',
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_cancelled_total{instance=~"$instance"}[$__rate_int'
-                            'erval]))'
-                            ' * 3600'
+                            'sum(rate(bulletproof_jobs_cancelled_total{instance=~"$instance"}[$__rate_interva'
+                            'l])) * 3600'
                         ),
                         'C',
                         legend='cancelled',
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_skipped_total{instance=~"$instance"}[$__rate_inter'
-                            'val])) *'
-                            ' 3600'
+                            'sum(rate(bulletproof_jobs_skipped_total{instance=~"$instance"}[$__rate_interval]'
+                            ')) * 3600'
                         ),
                         'D',
                         legend='skipped',
@@ -140,9 +136,9 @@ def build(config: MonitoringConfig) -> JSON:
                 'Jobs finished per bucket (job history)',
                 (
                     'Jobs that reached a final state in each bucket of the Bucket variable, from the job '
-                    'history '
-                    "in the monitor's store (GET /api/v1/stats/history): survives restarts, one monitor (the "
-                    'Monitor API data source). Mean duration of the completed ones on the right axis.'
+                    "history in the monitor's store (GET /api/v1/stats/history): survives restarts, one "
+                    'monitor (the Monitor API data source). Mean duration of the completed ones on the right '
+                    'axis.'
                 ),
                 grid(12, 0, 12, 8),
                 targets=[
@@ -215,8 +211,7 @@ def build(config: MonitoringConfig) -> JSON:
                 'Job duration distribution',
                 (
                     'How long completed jobs took (busy time, pauses excluded): one column per interval, '
-                    'cells by'
-                    ' histogram bucket (1 s to 8 h), darker = more jobs.'
+                    'cells by histogram bucket (1 s to 8 h), darker = more jobs.'
                 ),
                 grid(0, 8, 12, 9),
                 targets=[
@@ -224,9 +219,8 @@ def build(config: MonitoringConfig) -> JSON:
                         'datasource': PROMETHEUS,
                         'editorMode': 'code',
                         'expr': (
-                            'sum by (le) '
-                            '(increase(bulletproof_job_duration_seconds_bucket{instance=~"$instance"}'
-                            '[$__rate_interval]))'
+                            'sum by (le) (increase(bulletproof_job_duration_seconds_bucket{instance=~"$instan'
+                            'ce"}[$__rate_interval]))'
                         ),
                         'instant': False,
                         'legendFormat': '{{le}}',
@@ -272,8 +266,8 @@ def build(config: MonitoringConfig) -> JSON:
                 (
                     'Median and 95th percentile of job duration over a sliding hour, per monitor, from the '
                     'recording rules instance:bulletproof_job_duration_seconds:p50_rate1h / p95_rate1h '
-                    '(prometheus/rules/recording.yml must be loaded). Empty while no job completed in the'
-                    ' hour.'
+                    '(prometheus/rules/recording.yml must be loaded). Empty while no job completed in the '
+                    'hour.'
                 ),
                 grid(12, 8, 12, 9),
                 targets=[
@@ -319,25 +313,22 @@ def build(config: MonitoringConfig) -> JSON:
                 5,
                 'Queue wait p50 / p95',
                 (
-                    'How long jobs waited in the queue before a worker took them (median and 95th '
-                    'percentile over'
-                    ' the rate interval). Rising while the workers are all busy or the queue is paused.'
+                    'How long jobs waited in the queue before a worker took them (median and 95th percentile '
+                    'over the rate interval). Rising while the workers are all busy or the queue is paused.'
                 ),
                 grid(0, 17, 8, 8),
                 targets=[
                     prom(
                         (
-                            'histogram_quantile(0.5, sum by (le) '
-                            '(rate(bulletproof_job_queue_wait_seconds_bucket{'
-                            'instance=~"$instance"}[$__rate_interval])))'
+                            'histogram_quantile(0.5, sum by (le) (rate(bulletproof_job_queue_wait_seconds_buc'
+                            'ket{instance=~"$instance"}[$__rate_interval])))'
                         ),
                         legend='p50',
                     ),
                     prom(
                         (
-                            'histogram_quantile(0.95, sum by (le) '
-                            '(rate(bulletproof_job_queue_wait_seconds_bucket'
-                            '{instance=~"$instance"}[$__rate_interval])))'
+                            'histogram_quantile(0.95, sum by (le) (rate(bulletproof_job_queue_wait_seconds_bu'
+                            'cket{instance=~"$instance"}[$__rate_interval])))'
                         ),
                         'B',
                         legend='p95',
@@ -384,11 +375,9 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'sum(rate(bulletproof_media_seconds_total{instance=~"$instance"}[$__rate_inte'
-                            'rval])) '
-                            '/ (sum(rate(bulletproof_transcode_seconds_total{instance=~"$instance"}[$__ra'
-                            'te_inter'
-                            'val])) > 0)'
+                            'sum(rate(bulletproof_media_seconds_total{instance=~"$instance"}[$__rate_interval'
+                            '])) / (sum(rate(bulletproof_transcode_seconds_total{instance=~"$instance"}[$__ra'
+                            'te_interval])) > 0)'
                         ),
                         legend='all profiles',
                     ),
@@ -501,9 +490,8 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'sum(increase(bulletproof_output_bytes_total{instance=~"$instance"}[$__range]'
-                            ')) / '
-                            'sum(increase(bulletproof_input_bytes_total{instance=~"$instance"}[$__range]))'
+                            'sum(increase(bulletproof_output_bytes_total{instance=~"$instance"}[$__range])) /'
+                            ' sum(increase(bulletproof_input_bytes_total{instance=~"$instance"}[$__range]))'
                         ),
                         legend='ratio',
                         instant=True,
@@ -538,11 +526,9 @@ def build(config: MonitoringConfig) -> JSON:
                 11,
                 'All-time totals (job history)',
                 (
-                    "The plan's Stats model from the monitor's store (GET /api/v1/stats/summary): total "
-                    'jobs, '
-                    'successful, failed, cancelled and the average duration of the completed ones. Counts'
-                    ' the '
-                    'whole history, whatever the time range.'
+                    "The monitor's job statistics from its store (GET /api/v1/stats/summary): total jobs, "
+                    'successful, failed, cancelled and the average duration of the completed ones. Counts the'
+                    ' whole history, whatever the time range.'
                 ),
                 grid(18, 25, 6, 4),
                 targets=[
@@ -626,9 +612,8 @@ def build(config: MonitoringConfig) -> JSON:
                 13,
                 'Largest jobs in the time range',
                 (
-                    'The 10 completed jobs with the biggest sources among those finished in the time '
-                    'range (GET '
-                    '/api/v1/jobs?state=completed&sort=size).'
+                    'The 10 completed jobs with the biggest sources among those finished in the time range '
+                    '(GET /api/v1/jobs?state=completed&sort=size).'
                 ),
                 grid(12, 29, 12, 8),
                 targets=[
@@ -682,24 +667,21 @@ def build(config: MonitoringConfig) -> JSON:
                 (
                     'Quality gate scores of outputs against their sources (profiles with quality: {metric: '
                     'ssim}), 10th percentile and median per profile over the rate interval. Empty for '
-                    'profiles '
-                    'without a gate; psnr and vmaf gates have their own metrics (docs/metrics.md).'
+                    'profiles without a gate; psnr and vmaf gates have their own metrics (docs/metrics.md).'
                 ),
                 grid(0, 37, 12, 8),
                 targets=[
                     prom(
                         (
-                            'histogram_quantile(0.1, sum by (le, profile) '
-                            '(rate(bulletproof_quality_ssim_ratio_bu'
-                            'cket{instance=~"$instance"}[$__rate_interval])))'
+                            'histogram_quantile(0.1, sum by (le, profile) (rate(bulletproof_quality_ssim_rati'
+                            'o_bucket{instance=~"$instance"}[$__rate_interval])))'
                         ),
                         legend='p10 {{profile}}',
                     ),
                     prom(
                         (
-                            'histogram_quantile(0.5, sum by (le, profile) '
-                            '(rate(bulletproof_quality_ssim_ratio_bu'
-                            'cket{instance=~"$instance"}[$__rate_interval])))'
+                            'histogram_quantile(0.5, sum by (le, profile) (rate(bulletproof_quality_ssim_rati'
+                            'o_bucket{instance=~"$instance"}[$__rate_interval])))'
                         ),
                         'B',
                         legend='p50 {{profile}}',
@@ -740,19 +722,17 @@ def build(config: MonitoringConfig) -> JSON:
                 15,
                 'Output checks by result',
                 (
-                    'Finished outputs checked before publishing per hour, by result: passed, failed (a '
-                    'bad output'
-                    ' from a whole source: verification_failed), input_truncated (the source ends early), '
-                    'disabled (verify.level off).'
+                    'Finished outputs checked before publishing per hour, by result: passed, failed (a bad '
+                    'output from a whole source: verification_failed), input_truncated (the source ends '
+                    'early), disabled (verify.level off).'
                 ),
                 grid(12, 37, 12, 8),
                 targets=[
                     prom(
                         (
                             'sum by (result) '
-                            '(rate(bulletproof_verifications_total{instance=~"$instance"}[$__rate_interva'
-                            'l])) * '
-                            '3600'
+                            '(rate(bulletproof_verifications_total{instance=~"$instance"}[$__rate_interval]))'
+                            ' * 3600'
                         ),
                         legend='{{result}}',
                     ),

@@ -89,9 +89,8 @@ def build(config: MonitoringConfig) -> JSON:
                 2,
                 'Retries in the time range',
                 (
-                    'Jobs queued again in the time range: auto (the retry policy, after a transient '
-                    'failure) and '
-                    'manual (Retry job, Retry all failed).'
+                    'Jobs queued again in the time range: auto (the retry policy, after a transient failure) '
+                    'and manual (Retry job, Retry all failed).'
                 ),
                 grid(16, 0, 8, 4),
                 targets=[
@@ -112,15 +111,12 @@ def build(config: MonitoringConfig) -> JSON:
                 3,
                 'Jobs',
                 (
-                    "Jobs from the monitor's API (GET /api/v1/jobs, newest first, 500 at most), filtered "
-                    'by the '
-                    "State and File name variables above. Click a cell for the row's buttons: Cancel job "
-                    '(asks '
-                    'first; stops a running transcode and deletes its partial output), Retry job, Pause job, '
-                    "Resume job, Move to front. A button that does not fit the job's state answers 409. "
-                    'The id '
-                    "links to the job's full record, with ffmpeg's stderr. Editors and Admins may press the "
-                    "buttons; Viewers get 'forbidden'."
+                    "Jobs from the monitor's API (GET /api/v1/jobs, newest first, 500 at most), filtered by "
+                    "the State and File name variables above. Click a cell for the row's buttons: Cancel job "
+                    '(asks first; stops a running transcode and deletes its partial output), Retry job, Pause'
+                    " job, Resume job, Move to front. A button that does not fit the job's state answers 409."
+                    " The id links to the job's full record, with ffmpeg's stderr. Editors and Admins may "
+                    "press the buttons; Viewers get 'forbidden'."
                 ),
                 grid(0, 4, 24, 14),
                 targets=[
@@ -231,27 +227,24 @@ def build(config: MonitoringConfig) -> JSON:
                             'Cancel job',
                             '/api/v1/jobs/${__data.fields.id}/cancel',
                             confirmation=(
-                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running '
-                                'transcode is '
-                                'stopped and its partial output is deleted; a queued job will not run.'
+                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running transcode '
+                                'is stopped and its partial output is deleted; a queued job will not run.'
                             ),
                         ),
                         fetch(
                             'Retry job',
                             '/api/v1/jobs/${__data.fields.id}/retry',
                             confirmation=(
-                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its '
-                                'attempts start '
-                                'over.'
+                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its attempts '
+                                'start over.'
                             ),
                         ),
                         fetch(
                             'Pause job',
                             '/api/v1/jobs/${__data.fields.id}/pause',
                             confirmation=(
-                                'Pause job ${__data.fields.id} (${__data.fields.file})? ffmpeg is '
-                                'suspended and '
-                                'keeps its worker slot.'
+                                'Pause job ${__data.fields.id} (${__data.fields.file})? ffmpeg is suspended '
+                                'and keeps its worker slot.'
                             ),
                         ),
                         fetch(
@@ -280,9 +273,8 @@ def build(config: MonitoringConfig) -> JSON:
                 4,
                 'Queue (run order)',
                 (
-                    'Queued jobs in the order they will run (GET /api/v1/queue): priority first, then '
-                    'age. Move '
-                    'to front puts a job first; Cancel job removes it from the queue (asks first).'
+                    'Queued jobs in the order they will run (GET /api/v1/queue): priority first, then age. '
+                    'Move to front puts a job first; Cancel job removes it from the queue (asks first).'
                 ),
                 grid(0, 18, 12, 9),
                 targets=[
@@ -310,9 +302,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Cancel job',
                             '/api/v1/jobs/${__data.fields.id}/cancel',
                             confirmation=(
-                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running '
-                                'transcode is '
-                                'stopped and its partial output is deleted; a queued job will not run.'
+                                'Cancel job ${__data.fields.id} (${__data.fields.file})? A running transcode '
+                                'is stopped and its partial output is deleted; a queued job will not run.'
                             ),
                         ),
                         fetch(
@@ -336,9 +327,8 @@ def build(config: MonitoringConfig) -> JSON:
                 5,
                 'Recent failures',
                 (
-                    "The 50 jobs that failed most recently, with the failure reason and ffmpeg's message "
-                    '(GET '
-                    '/api/v1/jobs?state=failed). Retry job queues one again.'
+                    "The 50 jobs that failed most recently, with the failure reason and ffmpeg's message (GET"
+                    ' /api/v1/jobs?state=failed). Retry job queues one again.'
                 ),
                 grid(12, 18, 12, 9),
                 targets=[
@@ -370,9 +360,8 @@ def build(config: MonitoringConfig) -> JSON:
                             'Retry job',
                             '/api/v1/jobs/${__data.fields.id}/retry',
                             confirmation=(
-                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its '
-                                'attempts start '
-                                'over.'
+                                'Queue job ${__data.fields.id} (${__data.fields.file}) again? Its attempts '
+                                'start over.'
                             ),
                         ),
                     ],

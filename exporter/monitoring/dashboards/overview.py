@@ -22,8 +22,8 @@ from exporter.monitoring.dashboards.builder import (
 )
 
 DESCRIPTION = (
-    "Bulletproof at a glance: the plan's stats, live counts, queue controls, worker progress, throughput, "
-    'failures and firing alerts. docs/dashboards.md describes every panel and button.'
+    'Bulletproof at a glance: totals, live counts, queue controls, worker progress, throughput, failures and '
+    'firing alerts. docs/dashboards.md describes every panel and button.'
 )
 
 
@@ -43,9 +43,8 @@ def build(config: MonitoringConfig) -> JSON:
                 2,
                 'Total jobs',
                 (
-                    "Jobs in the job history of the selected monitors, in every state (the plan's "
-                    "'Total'). Falls"
-                    ' when finished jobs are deleted from the history.'
+                    'Jobs in the job history of the selected monitors, in every state. Falls when finished '
+                    'jobs are deleted from the history.'
                 ),
                 grid(0, 1, 4, 4),
                 targets=[
@@ -62,7 +61,7 @@ def build(config: MonitoringConfig) -> JSON:
                 'stat',
                 3,
                 'Successful',
-                "Jobs in the history whose last attempt completed (the plan's 'Success').",
+                "Jobs in the history whose last attempt completed.",
                 grid(4, 1, 4, 4),
                 targets=[
                     prom(
@@ -79,9 +78,8 @@ def build(config: MonitoringConfig) -> JSON:
                 4,
                 'Failed',
                 (
-                    'Jobs in the history that failed for good (retries used up or not retryable). Click '
-                    'for the '
-                    "failed jobs; 'Retry all failed' on the Queue panel queues them again."
+                    'Jobs in the history that failed for good (retries used up or not retryable). Click for '
+                    "the failed jobs; 'Retry all failed' on the Queue panel queues them again."
                 ),
                 grid(8, 1, 4, 4),
                 targets=[
@@ -116,10 +114,9 @@ def build(config: MonitoringConfig) -> JSON:
                 targets=[
                     prom(
                         (
-                            'sum(rate(bulletproof_job_duration_seconds_sum{instance=~"$instance"}[$__rang'
-                            'e])) / '
-                            'sum(rate(bulletproof_job_duration_seconds_count{instance=~"$instance"}[$__ra'
-                            'nge]))'
+                            'sum(rate(bulletproof_job_duration_seconds_sum{instance=~"$instance"}[$__range]))'
+                            ' / sum(rate(bulletproof_job_duration_seconds_count{instance=~"$instance"}[$__ran'
+                            'ge]))'
                         ),
                         legend='mean',
                         instant=True,
@@ -138,18 +135,16 @@ def build(config: MonitoringConfig) -> JSON:
                 6,
                 'Success ratio',
                 (
-                    'Completed attempts / (completed + failed attempts) in the time range. An attempt '
-                    'that failed'
-                    ' and was retried counts as a failure here.'
+                    'Completed attempts / (completed + failed attempts) in the time range. An attempt that '
+                    'failed and was retried counts as a failure here.'
                 ),
                 grid(16, 1, 4, 4),
                 targets=[
                     prom(
                         (
-                            'sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rang'
-                            'e])) / '
-                            '(sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__ran'
-                            'ge])) + '
+                            'sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__range]))'
+                            ' / (sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rang'
+                            'e])) + '
                             'sum(increase(bulletproof_jobs_failed_total{instance=~"$instance"}[$__range])))'
                         ),
                         legend='ratio',
@@ -189,8 +184,8 @@ def build(config: MonitoringConfig) -> JSON:
                 9,
                 'Jobs by state',
                 (
-                    "Jobs in each state now (the plan's live counts): queued, processing, paused, completed, "
-                    'failed, cancelled, skipped.'
+                    'Jobs in each state now: queued, processing, paused, completed, failed, cancelled, '
+                    'skipped.'
                 ),
                 grid(0, 6, 8, 5),
                 targets=[
@@ -217,9 +212,8 @@ def build(config: MonitoringConfig) -> JSON:
                 10,
                 'Queue',
                 (
-                    'Running (green) or Paused (orange) over the time range (running jobs finish, none '
-                    'start; '
-                    'the watcher keeps queueing). Click the bar for the buttons: Pause queue, Resume queue, '
+                    'Running (green) or Paused (orange) over the time range (running jobs finish, none start;'
+                    ' the watcher keeps queueing). Click the bar for the buttons: Pause queue, Resume queue, '
                     'Clear queue (cancels every queued job, asks first) and Retry all failed. They call the '
                     'monitor behind the front door (/bulletproof/) with your Grafana session: Editors and '
                     "Admins may press them, Viewers get 'forbidden'."
@@ -240,8 +234,7 @@ def build(config: MonitoringConfig) -> JSON:
                             '/api/v1/queue/clear',
                             confirmation=(
                                 'Cancel every queued job? They will not run unless retried one by one. '
-                                'Running '
-                                'jobs go on.'
+                                'Running jobs go on.'
                             ),
                         ),
                         fetch(
@@ -258,17 +251,15 @@ def build(config: MonitoringConfig) -> JSON:
                 11,
                 'Paused for',
                 (
-                    'How long the queue has been paused (empty while it runs). The '
-                    'BulletproofQueuePausedLong '
-                    'alert fires after a long pause.'
+                    'How long the queue has been paused (empty while it runs). The BulletproofQueuePausedLong'
+                    ' alert fires after a long pause.'
                 ),
                 grid(12, 6, 4, 5),
                 targets=[
                     prom(
                         (
                             'time() - '
-                            'max(bulletproof_queue_paused_since_timestamp_seconds{instance=~"$instance"}'
-                            ' > 0)'
+                            'max(bulletproof_queue_paused_since_timestamp_seconds{instance=~"$instance"} > 0)'
                         ),
                         legend='paused for',
                         instant=True,
@@ -309,17 +300,15 @@ def build(config: MonitoringConfig) -> JSON:
                 13,
                 'Oldest queued job waiting',
                 (
-                    'Time since the longest-waiting queued job was queued (empty when the queue is '
-                    'empty). Grows '
-                    'while the queue is paused or the workers are all busy.'
+                    'Time since the longest-waiting queued job was queued (empty when the queue is empty). '
+                    'Grows while the queue is paused or the workers are all busy.'
                 ),
                 grid(20, 6, 4, 5),
                 targets=[
                     prom(
                         (
                             'time() - '
-                            'min(bulletproof_queue_oldest_job_timestamp_seconds{instance=~"$instance"} >'
-                            ' 0)'
+                            'min(bulletproof_queue_oldest_job_timestamp_seconds{instance=~"$instance"} > 0)'
                         ),
                         legend='oldest',
                         instant=True,
@@ -339,18 +328,16 @@ def build(config: MonitoringConfig) -> JSON:
                 15,
                 'Progress per busy worker',
                 (
-                    'One bar per busy worker slot: the file, its profile and the slot, and how far ffmpeg'
-                    ' has '
-                    'got. A bar that stops moving is a stalled job (see the Running jobs table for speed and '
-                    'ETA).'
+                    'One bar per busy worker slot: the file, its profile and the slot, and how far ffmpeg has'
+                    ' got. A bar that stops moving is a stalled job (see the Running jobs table for speed and'
+                    ' ETA).'
                 ),
                 grid(0, 12, 9, 7),
                 targets=[
                     prom(
                         (
-                            'bulletproof_worker_progress_ratio{instance=~"$instance"} * on (instance, '
-                            'worker) '
-                            'group_left (job_id, file, profile) '
+                            'bulletproof_worker_progress_ratio{instance=~"$instance"} * on (instance, worker)'
+                            ' group_left (job_id, file, profile) '
                             'bulletproof_worker_job_info{instance=~"$instance"}'
                         ),
                         legend='{{file}} · {{profile}} · slot {{worker}}',
@@ -400,8 +387,7 @@ def build(config: MonitoringConfig) -> JSON:
                         (
                             'max by (slot, instance, worker, job_id, file, profile) '
                             '(label_join(bulletproof_worker_progress_ratio{instance=~"$instance"} * on '
-                            '(instance,'
-                            ' worker) group_left (job_id, file, profile) '
+                            '(instance, worker) group_left (job_id, file, profile) '
                             'bulletproof_worker_job_info{instance=~"$instance"}, "slot", "/", "instance", '
                             '"worker"))'
                         ),
@@ -410,11 +396,9 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'max by (slot) '
-                            '(label_join(bulletproof_worker_speed_ratio{instance=~"$instance"} and '
-                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
-                            '"slot", '
-                            '"/", "instance", "worker"))'
+                            'max by (slot) (label_join(bulletproof_worker_speed_ratio{instance=~"$instance"} '
+                            'and on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/", "instance", "worker"))'
                         ),
                         'B',
                         instant=True,
@@ -422,11 +406,9 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'max by (slot) '
-                            '(label_join(bulletproof_worker_eta_seconds{instance=~"$instance"} and '
-                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
-                            '"slot", '
-                            '"/", "instance", "worker"))'
+                            'max by (slot) (label_join(bulletproof_worker_eta_seconds{instance=~"$instance"} '
+                            'and on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/", "instance", "worker"))'
                         ),
                         'C',
                         instant=True,
@@ -436,9 +418,8 @@ def build(config: MonitoringConfig) -> JSON:
                         (
                             'max by (slot) (label_join(time() - '
                             'bulletproof_worker_job_started_timestamp_seconds{instance=~"$instance"} and on '
-                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
-                            '"slot", "/",'
-                            ' "instance", "worker"))'
+                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", '
+                            '"/", "instance", "worker"))'
                         ),
                         'D',
                         instant=True,
@@ -446,11 +427,9 @@ def build(config: MonitoringConfig) -> JSON:
                     ),
                     prom(
                         (
-                            'max by (slot) (label_join(bulletproof_worker_paused{instance=~"$instance"} '
-                            'and on '
-                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
-                            '"slot", "/",'
-                            ' "instance", "worker"))'
+                            'max by (slot) (label_join(bulletproof_worker_paused{instance=~"$instance"} and '
+                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/", "instance", "worker"))'
                         ),
                         'E',
                         instant=True,
@@ -489,8 +468,8 @@ def build(config: MonitoringConfig) -> JSON:
                             '/api/v1/jobs/${__data.fields.job_id}/cancel',
                             confirmation=(
                                 'Cancel job ${__data.fields.job_id} (${__data.fields.file})? A running '
-                                'transcode '
-                                'is stopped and its partial output is deleted; a queued job will not run.'
+                                'transcode is stopped and its partial output is deleted; a queued job will '
+                                'not run.'
                             ),
                         ),
                         fetch(
@@ -498,8 +477,7 @@ def build(config: MonitoringConfig) -> JSON:
                             '/api/v1/jobs/${__data.fields.job_id}/pause',
                             confirmation=(
                                 'Pause job ${__data.fields.job_id} (${__data.fields.file})? ffmpeg is '
-                                'suspended '
-                                'and keeps its worker slot.'
+                                'suspended and keeps its worker slot.'
                             ),
                         ),
                         fetch(
@@ -557,35 +535,30 @@ def build(config: MonitoringConfig) -> JSON:
                 18,
                 'Throughput',
                 (
-                    'Jobs completed per hour by profile, failed attempts per hour, and stable files '
-                    'detected per '
-                    'hour in the watch folders.'
+                    'Jobs completed per hour by profile, failed attempts per hour, and stable files detected '
+                    'per hour in the watch folders.'
                 ),
                 grid(0, 20, 12, 8),
                 targets=[
                     prom(
                         (
-                            'sum by (profile) '
-                            '(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_interv'
-                            'al])) * '
-                            '3600'
+                            'sum by (profile) (rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$'
+                            '__rate_interval])) * 3600'
                         ),
                         legend='{{profile}} completed',
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interv'
-                            'al])) * '
-                            '3600'
+                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])'
+                            ') * 3600'
                         ),
                         'B',
                         legend='failed attempts',
                     ),
                     prom(
                         (
-                            'sum(rate(bulletproof_files_detected_total{instance=~"$instance"}[$__rate_int'
-                            'erval]))'
-                            ' * 3600'
+                            'sum(rate(bulletproof_files_detected_total{instance=~"$instance"}[$__rate_interva'
+                            'l])) * 3600'
                         ),
                         'C',
                         legend='files detected',
@@ -623,18 +596,16 @@ def build(config: MonitoringConfig) -> JSON:
                 19,
                 'Failures by reason',
                 (
-                    'Failed attempts per hour by reason (input_invalid, input_missing, ffmpeg_error, '
-                    'timeout, '
-                    'stalled, output_error, interrupted). Retried attempts count too.'
+                    'Failed attempts per hour by reason (input_invalid, input_missing, ffmpeg_error, timeout,'
+                    ' stalled, output_error, interrupted). Retried attempts count too.'
                 ),
                 grid(12, 20, 12, 8),
                 targets=[
                     prom(
                         (
                             'sum by (reason) '
-                            '(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval]'
-                            ')) * '
-                            '3600'
+                            '(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])) *'
+                            ' 3600'
                         ),
                         legend='{{reason}}',
                     ),
@@ -771,9 +742,8 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'sum by (reason) '
-                            '(rate(bulletproof_files_ignored_total{instance=~"$instance"}[$__rate_interva'
-                            'l])) * '
-                            '3600'
+                            '(rate(bulletproof_files_ignored_total{instance=~"$instance"}[$__rate_interval]))'
+                            ' * 3600'
                         ),
                         legend='{{reason}}',
                     ),
@@ -813,8 +783,7 @@ def build(config: MonitoringConfig) -> JSON:
                 (
                     'Alerts that Alertmanager holds now for Bulletproof (alertname Bulletproof*), grouped as '
                     "Alertmanager groups them. Read from the provisioned 'Bulletproof Alertmanager' data "
-                    'source. '
-                    'The runbook link of each alert is in its annotations (docs/runbook.md).'
+                    'source. The runbook link of each alert is in its annotations (docs/runbook.md).'
                 ),
                 grid(0, 36, 12, 8),
                 datasource=None,
@@ -888,9 +857,8 @@ def build(config: MonitoringConfig) -> JSON:
                 27,
                 'Config',
                 (
-                    'Whether the last config reload was accepted (a rejected one leaves the previous '
-                    'config in '
-                    'force; BulletproofConfigReloadFailed).'
+                    'Whether the last config reload was accepted (a rejected one leaves the previous config '
+                    'in force; BulletproofConfigReloadFailed).'
                 ),
                 grid(0, 44, 6, 4),
                 targets=[
@@ -929,11 +897,9 @@ def build(config: MonitoringConfig) -> JSON:
                 'Health by component',
                 (
                     'What /readyz checks, one cell per part: store (takes writes, not damaged), watcher '
-                    '(every '
-                    'folder watched), workers (every slot running, none restarting), queue (moving when it '
-                    'should). Any red cell makes the monitor not ready (BulletproofNotReady); '
-                    'docs/runbook.md '
-                    'says what to do for each.'
+                    '(every folder watched), workers (every slot running, none restarting), queue (moving '
+                    'when it should). Any red cell makes the monitor not ready (BulletproofNotReady); '
+                    'docs/runbook.md says what to do for each.'
                 ),
                 grid(12, 40, 12, 4),
                 targets=[
