@@ -65,10 +65,13 @@ class Datasources:
 
 @dataclass(frozen=True)
 class MonitoringConfig:
-    """Everything a deployment may want to change in the generated rules and dashboards."""
+    """Everything a deployment may want to change in the generated rules and dashboards.
+
+    The monitors are told apart by the `instance` label throughout (rules group by it, panels
+    filter on it), as Prometheus sets it for every target.
+    """
 
     job_name: str = "bulletproof"
-    instance_label: str = "instance"
     runbook_base_url: str = "https://github.com/bulletproof-video/bulletproof/blob/main/docs/runbook.md"
     thresholds: Thresholds = field(default_factory=Thresholds)
     for_durations: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FOR))

@@ -184,11 +184,10 @@ def api_variable(config: MonitoringConfig) -> JSON:
 
 def instance_variable(config: MonitoringConfig) -> JSON:
     """The `instance` variable: which monitor(s), by the instance label (multi, All by default)."""
-    label = config.instance_label
-    query = f"label_values(bulletproof_build_info, {label})"
+    query = "label_values(bulletproof_build_info, instance)"
     return {"name": "instance", "label": "Monitor",
             'description'
-: f"Which Bulletproof monitor(s) the Prometheus panels show (the {label} label of the "
+: f"Which Bulletproof monitor(s) the Prometheus panels show (the instance label of the "
                            f"{config.job_name} scrape job).",
             "type": "query", "datasource": PROMETHEUS, "definition": query,
             "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
