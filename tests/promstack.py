@@ -24,11 +24,10 @@ What it starts:
   ``/-/ready``.
 * ``webhook_receiver``: a small HTTP server (thread) that records what Alertmanager posts.
 
-The test copy of the rules is generated from ``prometheus/rules/*.yml`` by parsing the YAML and
-dividing by ``factor`` every ``for:``, every range window ``[5m]`` (and subquery step), every
-``offset``, and every number that the rules mark as a duration in seconds with the PromQL comment
-``# duration``; nothing is edited by hand. Windows are kept at ``min_range`` or more so that
-``rate()`` still sees several samples.
+The test copy of the rules comes from the generator of ``prometheus/rules/*.yml``
+(``exporter.monitoring``) with a time scale: every ``for:``, range window, offset and threshold that
+is a length of time divided by ``factor``; nothing is edited by hand. Windows are kept at
+``min_range`` or more so that ``rate()`` still sees several samples.
 
 Every process is terminated (then killed) on exit; its output goes to a log file whose tail is put
 into the exception when it fails to start.
@@ -37,11 +36,9 @@ into the exception when it fails to start.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import socket
@@ -58,6 +55,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from exporter.monitoring.config import DEFAULT
+from exporter.monitoring.durations import format_duration, parse_duration
+from exporter.monitoring.generate import scaled_rule_files
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = REPO / "prometheus"
@@ -87,111 +88,22 @@ def free_port() -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Durations and the scaled test copy of the rules
+# The shortened test copy of the rules
 # --------------------------------------------------------------------------------------------
 
-_UNITS = {"y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0,
-          "s": 1.0, "ms": 0.001}
-_DURATION = r"(?:\d+(?:ms|[ywdhms]))+"
-_DURATION_PART = re.compile(r"(\d+)(ms|[ywdhms])")
-_RANGE_RE = re.compile(rf"\[\s*({_DURATION})\s*(?::\s*({_DURATION})?\s*)?\]")
-_OFFSET_RE = re.compile(rf"\boffset(\s+)(-?)({_DURATION})")
-_MARKED_SECONDS_RE = re.compile(r"(\d+(?:\.\d+)?)(\s*\)*\s*)(#\s*duration\b)")
 
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration (``1h30m``, ``5m``, ``500ms``)."""
-    text = text.strip()
-    if not re.fullmatch(_DURATION, text):
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def format_duration(seconds: float) -> str:
-    """A Prometheus duration for ``seconds`` (whole milliseconds; ``0s`` for zero)."""
-    ms = int(round(seconds * 1000))
-    if ms <= 0:
-        return "0s"
-    out = []
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        n, ms = divmod(ms, size)
-        if n:
-            out.append(f"{n}{unit}")
-    return "".join(out)
-
-
-def _format_number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(round(value, 6))
-
-
-def scale_duration(text: str, factor: float, minimum: float = 0.0) -> str:
-    """``text`` divided by ``factor``, at least ``minimum`` seconds."""
-    return format_duration(max(parse_duration(text) / factor, minimum))
-
-
-def scale_expr(expr: str, factor: float, min_range: float = 4.0) -> str:
-    """A PromQL expression with its time windows, offsets and marked durations divided by factor."""
-
-    def ranges(m: re.Match) -> str:
-        window = scale_duration(m.group(1), factor, min_range)
-        if m.group(0).find(":") < 0:
-            return f"[{window}]"
-        step = scale_duration(m.group(2), factor, 1.0) if m.group(2) else ""
-        return f"[{window}:{step}]"
-
-    def offsets(m: re.Match) -> str:
-        return f"offset{m.group(1)}{m.group(2)}{scale_duration(m.group(3), factor, 1.0)}"
-
-    def marked(m: re.Match) -> str:
-        return f"{_format_number(float(m.group(1)) / factor)}{m.group(2)}{m.group(3)}"
-
-    expr = _RANGE_RE.sub(ranges, expr)
-    expr = _OFFSET_RE.sub(offsets, expr)
-    return _MARKED_SECONDS_RE.sub(marked, expr)
-
-
-def scaled_rule_groups(source: Path, factor: float, min_range: float = 4.0) -> dict:
-    """The rule file ``source`` (parsed) with every duration divided by ``factor``."""
-    data = yaml.safe_load(source.read_text())
-    out = copy.deepcopy(data)
-    for group in out.get("groups", []):
-        if "interval" in group:
-            group["interval"] = scale_duration(group["interval"], factor, 1.0)
-        for rule in group.get("rules", []):
-            rule["expr"] = scale_expr(str(rule["expr"]), factor, min_range)
-            if "for" in rule:
-                rule["for"] = scale_duration(str(rule["for"]), factor)
-            if "keep_firing_for" in rule:
-                rule["keep_firing_for"] = scale_duration(str(rule["keep_firing_for"]), factor)
-    return out
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Dumps multi-line strings (PromQL) as readable YAML blocks."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_BlockDumper.add_representer(str, _str_representer)
-
-
-def write_scaled_rules(dest: Path, factor: float = 60.0, *, min_range: float = 4.0,
-                       sources: Sequence[Path] | None = None) -> list[Path]:
+def write_scaled_rules(dest: Path, factor: float = 60.0, *, min_range: float = 4.0) -> list[Path]:
     """Write the test copy of the shipped rules into ``dest``; returns the files written.
 
-    ``factor`` 60 turns minutes into seconds: ``for: 2m`` becomes ``2s``, ``[15m]`` becomes
-    ``[15s]``, ``> 300  # duration`` becomes ``> 5  # duration``.
+    The copy comes from the same generator as prometheus/rules/ (exporter.monitoring) with every
+    length of time divided by ``factor``: 60 turns minutes into seconds (``for: 2m`` becomes
+    ``2s``, ``[15m]`` becomes ``[15s]``, a 300 s stall threshold becomes 5 s).
     """
     dest.mkdir(parents=True, exist_ok=True)
     written = []
-    for src in sources if sources is not None else sorted(RULES_DIR.glob("*.yml")):
-        target = dest / src.name
-        header = f"# GENERATED by tests/promstack.py from {src.relative_to(REPO)} (durations / {factor:g}). Do not edit.\n"
-        target.write_text(header + yaml.dump(scaled_rule_groups(src, factor, min_range),
-                                             Dumper=_BlockDumper, sort_keys=False, width=1000))
+    for name, text in scaled_rule_files(DEFAULT, factor, min_range=min_range).items():
+        target = dest / name
+        target.write_text(text, encoding="utf-8")
         written.append(target)
     return written
 

@@ -5,8 +5,9 @@ Started on free loopback ports, all of them real processes:
 * the monitor: ``python -m bulletproof run --config monitor.yaml`` with real ffmpeg, two watch
   folders, ``api.listen`` on a free port (the exporter serves ``/metrics`` there);
 * Debian's ``prometheus`` (tests/promstack.py): scrape and rule evaluation every second, loading the
-  *test copy* of ``prometheus/rules/*.yml`` that promstack generates with every ``for:``, window,
-  ``offset`` and ``# duration`` number divided by ``FACTOR`` (never a hand-edited second set);
+  *test copy* of ``prometheus/rules/*.yml`` that the rules' generator (exporter.monitoring) renders
+  with every ``for:``, window, offset and length-of-time threshold divided by ``FACTOR`` (never a
+  hand-edited second set);
 * Debian's ``prometheus-alertmanager`` with the shipped routes, grouping and inhibit rules, every
   receiver redirected to a webhook receiver this test runs.
 
@@ -46,6 +47,7 @@ import pytest
 import yaml
 
 from bulletproof.samples import make_corrupt_clip
+from exporter.monitoring.durations import format_duration, parse_duration
 from tests.conftest import write_config
 
 try:
@@ -76,7 +78,7 @@ def _shipped_rules() -> list[dict]:
             for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
 
 
-SHIPPED_FOR = {r["alert"]: promstack.parse_duration(r["for"]) for r in _shipped_rules() if "alert" in r}
+SHIPPED_FOR = {r["alert"]: parse_duration(r["for"]) for r in _shipped_rules() if "alert" in r}
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +214,7 @@ class Stack:
                 f"{'to resolved':>12}  {'(resolved after)':22} {'to pending':>10} {'startsAt->hook':>14}"]
         for lat in self.latencies:
             shipped = SHIPPED_FOR[lat.alert]
-            fors = f"{promstack.format_duration(shipped)}/{promstack.format_duration(shipped / FACTOR)}"
+            fors = f"{format_duration(shipped)}/{format_duration(shipped / FACTOR)}"
             rows.append(f"{lat.alert:30} {fors:19} {lat.fault:38} {num(lat.firing_s):>10} "
                         f"{num(lat.resolved_s):>12}  {lat.resolved_after:22} {num(lat.pending_s):>10} "
                         f"{num(lat.pipeline_s):>14}")

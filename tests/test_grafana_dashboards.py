@@ -1,27 +1,21 @@
 """Static checks of the Grafana provisioning and dashboards in grafana/ (no Grafana server runs here).
 
-What is checked, and why this way:
+The dashboards are generated (`python -m exporter.monitoring`, see tests/test_monitoring.py); these
+tests check what is generated:
 
-* Every dashboard JSON parses, has its stable uid (bulletproof-overview/-jobs/-history/-config),
-  and passes a structural JSON schema of Grafana's v1 dashboard model.
-
-  The schema: issue 5 asks for Grafana's published dashboard JSON schema "(the
-  grafana-foundation-sdk package ships one)". It does not: the PyPI package grafana-foundation-sdk
-  (checked: 1769699241, built for "Grafana next", and 1769699379!11.6.0) holds Python models and
-  builders only, and the npm package @grafana/grafana-foundation-sdk (0.0.21) holds no schema file
-  either. The JSON schemas (jsonschema/dashboard.jsonschema.json) live only in the SDK's Git
-  repository, which is not a package this project installs. The Python models cannot stand in:
-  their `from_json` silently ignores unknown keys and wrong types, so they validate nothing. So
-  DASHBOARD_SCHEMA below is our own: the parts of the v1 dashboard model (schemaVersion 41, the
-  last v1 schema of Grafana 12.0/12.1; 12.2+ migrate it forward, their v42/v43 steps touch only
-  hideFrom overrides and formatTime transformations, which these dashboards do not use) that
-  Grafana needs to load a dashboard and that these dashboards rely on, plus checks a schema cannot
-  express: unique panel ids and refIds, panels inside the 24-column grid without overlap,
-  thresholds whose first step is the base (value null).
+* Grafana's own schema: every dashboard validates against `dashboard.jsonschema.json` (Grafana
+  v12.3.3, as grafana-foundation-sdk generates it; vendored in tests/data/grafana-schema/ with its
+  provenance), and each panel's `options` / `fieldConfig.defaults.custom` against its panel type's
+  schema. The generated schemas' known quirks are allowed as named exceptions (`quirk_*`), nothing
+  else. Plus what a schema cannot express: unique panel ids and refIds, panels inside the
+  24-column grid without overlap, thresholds whose first step is the base.
+* Actions only on panel types that show them (Grafana 12: bar chart, candlestick, state timeline,
+  status history, table, time series, trend, XY chart, canvas); the queue buttons keep their
+  requests.
 * Every data source reference resolves to a provisioned uid (grafana/provisioning/datasources) of
-  the right type, or to a datasource variable of the dashboard whose default is one.
-* Lint rules in the spirit of grafana/dashboard-linter: titles, descriptions, units, thresholds;
-  the `datasource` and `instance` variables; every PromQL selector filtered by
+  the right type, or to a datasource variable of the dashboard whose default is one; the
+  `datasource` and `instance` variables.
+* Product lint: titles, descriptions, units, thresholds; every PromQL selector filtered by
   instance=~"$instance"; counters (_total, _bucket, _count, _sum) only inside rate/irate/increase;
   range windows only $__rate_interval (or $__range for "in the time range" stats), never fixed.
 * Every metric in an expression is in the metric contract (docs/metrics.md) or is a recording
@@ -35,6 +29,7 @@ The helpers at the top are shared with tests/test_grafana_live.py and tests/test
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -349,127 +344,105 @@ def render_nginx_template(env: dict[str, str], text: str | None = None) -> str:
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", repl, text)
 
 
-# --------------------------------------------------------------------------- structural schema
+# ----------------------------------------------------------------------- Grafana's own schema
 
-_DS_REF = {"type": "object", "required": ["uid"],
-           "properties": {"type": {"type": "string"}, "uid": {"type": "string", "minLength": 1}}}
-_THRESHOLDS = {
-    "type": "object", "required": ["mode", "steps"],
-    "properties": {
-        "mode": {"enum": ["absolute", "percentage"]},
-        "steps": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "required": ["color", "value"],
-            "properties": {"color": {"type": "string"}, "value": {"type": ["number", "null"]}}}},
-    },
-}
-_FIELD_CONFIG = {
-    "type": "object", "required": ["defaults", "overrides"],
-    "properties": {
-        "defaults": {"type": "object", "properties": {
-            "unit": {"type": "string", "minLength": 1},
-            "thresholds": _THRESHOLDS,
-            "mappings": {"type": "array"},
-            "links": {"type": "array", "items": {"type": "object", "required": ["title", "url"]}},
-            "actions": {"type": "array", "items": {"$ref": "#/$defs/action"}},
-            "decimals": {"type": "integer", "minimum": 0},
-        }},
-        "overrides": {"type": "array", "items": {
-            "type": "object", "required": ["matcher", "properties"],
-            "properties": {
-                "matcher": {"type": "object", "required": ["id", "options"]},
-                "properties": {"type": "array", "items": {
-                    "type": "object", "required": ["id", "value"],
-                    "properties": {"id": {"type": "string"}}}},
-            }}},
-    },
-}
-_TARGET = {
-    "type": "object", "required": ["refId"],
-    "properties": {"refId": {"type": "string", "pattern": "^[A-Z]$"}, "datasource": _DS_REF},
-}
-_PANEL = {
-    "type": "object",
-    "required": ["id", "type", "title", "gridPos"],
-    "properties": {
-        "id": {"type": "integer", "minimum": 1},
-        "type": {"type": "string", "minLength": 1},
-        "title": {"type": "string", "minLength": 1},
-        "description": {"type": "string"},
-        "gridPos": {"type": "object", "required": ["h", "w", "x", "y"], "properties": {
-            "h": {"type": "integer", "minimum": 1}, "w": {"type": "integer", "minimum": 1, "maximum": 24},
-            "x": {"type": "integer", "minimum": 0, "maximum": 23}, "y": {"type": "integer", "minimum": 0}}},
-        "datasource": _DS_REF,
-        "targets": {"type": "array", "items": _TARGET},
-        "fieldConfig": _FIELD_CONFIG,
-        "options": {"type": "object"},
-        "transformations": {"type": "array", "items": {
-            "type": "object", "required": ["id", "options"]}},
-        "collapsed": {"type": "boolean"},
-        "panels": {"type": "array", "items": {"$ref": "#/$defs/panel"}},
-    },
-}
-_VARIABLE = {
-    "type": "object", "required": ["name", "type"],
-    "properties": {
-        "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-        "type": {"enum": ["query", "datasource", "custom", "textbox", "constant", "interval", "adhoc"]},
-        "label": {"type": "string"},
-        "current": {"type": "object"},
-        "multi": {"type": "boolean"},
-        "includeAll": {"type": "boolean"},
-    },
-}
-DASHBOARD_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["uid", "title", "schemaVersion", "panels", "templating", "time", "annotations", "links",
-                 "tags", "editable", "version"],
-    "properties": {
-        "uid": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,40}$"},
-        "title": {"type": "string", "minLength": 1},
-        "description": {"type": "string"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "schemaVersion": {"const": 41},
-        "version": {"type": "integer"},
-        "editable": {"type": "boolean"},
-        "graphTooltip": {"enum": [0, 1, 2]},
-        "timezone": {"type": "string"},
-        "refresh": {"type": "string"},
-        "time": {"type": "object", "required": ["from", "to"],
-                 "properties": {"from": {"type": "string"}, "to": {"type": "string"}}},
-        "timepicker": {"type": "object"},
-        "templating": {"type": "object", "required": ["list"],
-                       "properties": {"list": {"type": "array", "items": _VARIABLE}}},
-        "annotations": {"type": "object", "required": ["list"], "properties": {"list": {
-            "type": "array", "items": {"type": "object", "required": ["name", "datasource", "enable"],
-                                       "properties": {"datasource": _DS_REF}}}}},
-        "links": {"type": "array", "items": {
-            "type": "object", "required": ["type", "title"],
-            "properties": {"type": {"enum": ["link", "dashboards"]}, "url": {"type": "string"}}}},
-        "panels": {"type": "array", "items": {"$ref": "#/$defs/panel"}},
-    },
-    "$defs": {
-        "panel": _PANEL,
-        "action": {
-            "type": "object", "required": ["type", "title", "fetch"],
-            "properties": {
-                "type": {"const": "fetch"},
-                "title": {"type": "string", "minLength": 1},
-                "confirmation": {"type": "string"},
-                "oneClick": {"type": "boolean"},
-                "fetch": {"type": "object", "required": ["method", "url"], "properties": {
-                    "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
-                    "url": {"type": "string", "minLength": 1},
-                    "body": {"type": "string"},
-                    "queryParams": {"type": "array", "items": {
-                        "type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}}},
-                    "headers": {"type": "array", "items": {
-                        "type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}}},
-                }},
-            },
-        },
-    },
-}
+SCHEMA_DIR = REPO / "tests" / "data" / "grafana-schema"
+# Panel types whose schema is vendored (file stem by panel type); others have none to check.
+PANEL_SCHEMAS = {"stat": "stat", "table": "table", "timeseries": "timeseries", "bargauge": "bargauge",
+                 "gauge": "gauge", "heatmap": "heatmap", "state-timeline": "statetimeline"}
+# Panel types on which Grafana 12 shows panel actions (its docs; canvas has its own). An action on
+# any other panel type (a stat, say) is saved in the JSON but never shown.
+ACTION_PANELS = {"barchart", "candlestick", "state-timeline", "status-history", "table", "timeseries",
+                 "trend", "xychart", "canvas"}
+
+
+def _load_schema(stem: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / f"{stem}.jsonschema.json").read_text(encoding="utf-8"))
+
+
+# The known quirks of the generated schemas (tests/data/grafana-schema/README.md): Grafana accepts
+# these, the generated JSON Schema does not. Each is patched in memory, by name, and first checks
+# that the schema still has the quirk, so that a fixed upstream schema drops the exception.
+
+
+def quirk_override_value_is_any(defs: dict[str, Any]) -> None:
+    """DynamicConfigValue.value is typed object; Grafana's source says any (units, numbers...)."""
+    assert defs["DynamicConfigValue"]["properties"]["value"]["type"] == "object"
+    defs["DynamicConfigValue"]["properties"]["value"] = {}
+
+
+def quirk_matcher_options_is_any(defs: dict[str, Any]) -> None:
+    """MatcherConfig.options is typed object; matchers such as byName take a string."""
+    assert defs["MatcherConfig"]["properties"]["options"]["type"] == "object"
+    defs["MatcherConfig"]["properties"]["options"] = {}
+
+
+def quirk_variable_query_is_any_object(defs: dict[str, Any]) -> None:
+    """VariableModel.query as an object is typed a map of objects; Grafana takes any object
+    (the Prometheus variable editor writes {"qryType": 1, "query": "...", "refId": "..."})."""
+    query = defs["VariableModel"]["properties"]["query"]
+    assert query["oneOf"][1]["additionalProperties"] == {"type": "object", "additionalProperties": {}}
+    defs["VariableModel"]["properties"]["query"] = {"oneOf": [{"type": "string"}, {"type": "object"}]}
+
+
+def quirk_field_links_are_data_links(defs: dict[str, Any]) -> None:
+    """FieldConfig.links items are typed DashboardLink; a field's links are data links."""
+    assert defs["FieldConfig"]["properties"]["links"]["items"] == {"$ref": "#/definitions/DashboardLink"}
+    defs["FieldConfig"]["properties"]["links"]["items"] = {
+        "type": "object", "additionalProperties": False, "required": ["title", "url"],
+        "properties": {"title": {"type": "string"}, "url": {"type": "string"},
+                       "targetBlank": {"type": "boolean"}}}
+
+
+def quirk_table_cell_options_any_of(defs: dict[str, Any]) -> None:
+    """TableCellOptions is a oneOf whose branches all accept every `type`, so {"type": "auto"}
+    matches several; Grafana picks the branch by `type`. Read as anyOf."""
+    cell = defs["TableCellOptions"]
+    assert "oneOf" in cell
+    cell["anyOf"] = cell.pop("oneOf")
+
+
+DASHBOARD_QUIRKS = (quirk_override_value_is_any, quirk_matcher_options_is_any,
+                    quirk_variable_query_is_any_object, quirk_field_links_are_data_links)
+PANEL_QUIRKS = {"table": (quirk_table_cell_options_any_of,)}
+
+
+def dashboard_validator() -> jsonschema.Draft7Validator:
+    """Validator of Grafana's classic dashboard model (v12.3.3), the documented quirks allowed."""
+    schema = _load_schema("dashboard")
+    for quirk in DASHBOARD_QUIRKS:
+        quirk(schema["definitions"])
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def panel_validators(panel_type: str) -> dict[str, jsonschema.Draft7Validator]:
+    """Validators of a panel type's `options` and `fieldConfig.defaults.custom` (where defined)."""
+    stem = PANEL_SCHEMAS.get(panel_type)
+    if stem is None:
+        return {}
+    defs = _load_schema(stem)["definitions"]
+    for quirk in PANEL_QUIRKS.get(panel_type, ()):
+        quirk(defs)
+    return {part: jsonschema.Draft7Validator({"$ref": f"#/definitions/{name}", "definitions": defs})
+            for part, name in (("options", "Options"), ("custom", "FieldConfig")) if name in defs}
+
+
+def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The errors under a oneOf/anyOf mismatch, in the branch that came closest (fewest errors)."""
+    if not error.context:
+        return [error]
+    branches: dict[Any, list[jsonschema.ValidationError]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.schema_path[0], []).append(sub)
+    closest = min(branches.values(), key=len)
+    return [leaf for sub in closest for leaf in _leaf_errors(sub)]
+
+
+def schema_errors(validator: jsonschema.Draft7Validator, data: Any) -> list[str]:
+    """Every error (for a oneOf/anyOf mismatch: those of its closest branch) as 'path: message'."""
+    return sorted(f"{'/'.join(map(str, leaf.absolute_path))}: {leaf.message[:300]}"
+                  for error in validator.iter_errors(data) for leaf in _leaf_errors(error))
 
 
 def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
@@ -510,13 +483,29 @@ def test_the_four_dashboards_parse_with_their_stable_uids() -> None:
     assert len(set(titles)) == len(titles)
 
 
-@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.stem)
-def test_dashboard_matches_the_structural_schema(path: Path) -> None:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(DASHBOARD_SCHEMA)
-    errors = sorted(jsonschema.Draft202012Validator(DASHBOARD_SCHEMA).iter_errors(data), key=str)
-    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+def test_vendored_schemas_are_unchanged() -> None:
+    readme = (SCHEMA_DIR / "README.md").read_text(encoding="utf-8")
+    listed = dict((name, digest) for digest, name in re.findall(r"^    ([0-9a-f]{64})  (\S+)$", readme, re.M))
+    files = {p.name for p in SCHEMA_DIR.glob("*.json")}
+    assert set(listed) == files and (SCHEMA_DIR / "LICENSE").exists()
+    for name, digest in listed.items():
+        assert hashlib.sha256((SCHEMA_DIR / name).read_bytes()).hexdigest() == digest, name
 
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.stem)
+def test_dashboard_passes_grafanas_schema(path: Path) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    errors = schema_errors(dashboard_validator(), data)
+    for panel in iter_panels(data):
+        validators = panel_validators(panel["type"])
+        parts = {"options": panel.get("options"),
+                 "custom": ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("custom")}
+        for part, validator in validators.items():
+            if parts[part] is not None:
+                errors += [f"{panel['title']} {part}: {e}" for e in schema_errors(validator, parts[part])]
+    assert not errors, "\n".join(errors)
+
+    # What a schema cannot express: unique ids and refIds, the grid, ordered thresholds.
     panels = list(iter_panels(data))
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), f"duplicate panel ids: {ids}"
@@ -539,6 +528,51 @@ def test_dashboard_matches_the_structural_schema(path: Path) -> None:
                 assert other == panel["title"], f"{panel['title']!r} overlaps {other!r}"
     variables = [v["name"] for v in data["templating"]["list"]]
     assert len(variables) == len(set(variables))
+
+
+def test_the_schema_check_rejects_what_grafana_rejects() -> None:
+    data = load_dashboards()["overview"]
+    broken = json.loads(json.dumps(data))
+    broken["templating"]["list"][1]["allValue"] = None
+    broken["panels"][1]["gridPos"]["w"] = "wide"
+    broken["panels"][1]["colour"] = "red"
+    errors = "\n".join(schema_errors(dashboard_validator(), broken))
+    assert "allValue: None is not of type 'string'" in errors
+    assert "'wide' is not of type 'integer'" in errors
+    assert "'colour' was unexpected" in errors
+    stat = panel_validators("stat")["options"]
+    assert any("percentChangeColorMode" in e for e in schema_errors(stat, {"graphMode": "none"}))
+
+
+def test_actions_sit_on_panels_that_show_them() -> None:
+    actions = all_actions()
+    assert actions
+    for uid, panel, action in actions:
+        assert panel["type"] in ACTION_PANELS, (
+            f"{uid} / {panel['title']}: Grafana shows no actions on a {panel['type']} panel "
+            f"({action['title']})")
+
+
+def test_queue_buttons_keep_their_requests() -> None:
+    overview = load_dashboards()["overview"]
+    headers = [["Content-Type", "application/json"]]
+    expected = {
+        "Pause queue": {"method": "POST", "url": "/bulletproof/api/v1/queue/pause", "body": "{}",
+                        "queryParams": [], "headers": headers},
+        "Resume queue": {"method": "POST", "url": "/bulletproof/api/v1/queue/resume", "body": "{}",
+                         "queryParams": [], "headers": headers},
+        "Clear queue": {"method": "POST", "url": "/bulletproof/api/v1/queue/clear", "body": "{}",
+                        "queryParams": [], "headers": headers},
+        "Retry all failed": {"method": "POST", "url": "/bulletproof/api/v1/jobs/retry-failed", "body": "{}",
+                             "queryParams": [], "headers": headers},
+    }
+    found = {a["title"]: (p, a) for p, a in panel_actions(overview) if a["title"] in expected}
+    assert set(found) == set(expected)
+    for title, (panel, action) in found.items():
+        assert panel["title"] == "Queue" and panel["type"] in ACTION_PANELS
+        assert action["fetch"] == expected[title], title
+    assert "Running jobs" in found["Clear queue"][1].get("confirmation", "") or \
+        "Running jobs go on" in found["Clear queue"][1]["confirmation"]
 
 
 def _datasource_refs(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.monitoring.config import DEFAULT
+from exporter.monitoring.durations import format_duration, parse_duration
+from exporter.monitoring.generate import scaled_rule_files
+
 try:
     from tests import promstack
 except ImportError:  # tests/ on sys.path instead of the repository root
@@ -62,27 +66,41 @@ def prom(am, dead_target, tmp_path_factory):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("expr,expected", [
-    ("rate(x[5m])", "rate(x[5s])"),
-    ("increase(x[15m]) >= 5", "increase(x[15s]) >= 5"),
-    ("rate(x[1m])", "rate(x[4s])"),                       # kept at min_range
-    ("max_over_time(x[1h:5m])", "max_over_time(x[1m:5s])"),
-    ("x offset 1h > x offset 2h", "x offset 1m > x offset 2m"),
-    ("time() - t > 300  # duration", "time() - t > 5  # duration"),
-    ("time() - t > 4 * 3600  # duration", "time() - t > 4 * 60  # duration"),
-    ("x > 300", "x > 300"),                               # unmarked numbers are thresholds
-    ('x{le="300"}', 'x{le="300"}'),
+def _scaled_rules(factor: float) -> dict[str, dict]:
+    rules = {}
+    for text in scaled_rule_files(DEFAULT, factor, min_range=4).values():
+        for group in yaml.safe_load(text)["groups"]:
+            rules.update({r.get("alert") or r["record"]: r for r in group["rules"]})
+    return rules
+
+
+@pytest.mark.parametrize("rule,expected", [
+    ("instance:bulletproof_jobs_completed:rate5m", "rate(bulletproof_jobs_completed_total[5s])"),
+    ("instance_reason:bulletproof_jobs_failed:increase15m", "[15s]"),
+    ("instance:bulletproof_jobs_failed:ratio_rate30m", "[30s]"),
+    ("BulletproofBacklogGrowing", "offset 1m > bulletproof_jobs"),         # offsets scale too
+    ("BulletproofBacklogGrowing", "offset 2m\n"),
+    ("BulletproofJobStalled", ") > 5\n"),                                    # 300 s -> 5 s
+    ("BulletproofOldestJobTooOld", "> 240\n"),                              # 4 h -> 4 min
+    ("BulletproofJobFailureBurst", ">= 5"),                                 # counts do not scale
+    ("BulletproofHighFailureRatio", "> 0.25"),                              # nor ratios
 ])
-def test_scale_expr(expr, expected):
-    assert promstack.scale_expr(expr, 60, min_range=4) == expected
+def test_scaled_copy_shrinks_lengths_of_time_only(rule, expected):
+    assert expected in _scaled_rules(60)[rule]["expr"]
+
+
+def test_scaled_windows_keep_a_minimum_range():
+    # 5m / 300 = 1 s, kept at min_range (4 s) so that rate() still sees several samples.
+    assert "[4s]" in _scaled_rules(300)["instance:bulletproof_jobs_completed:rate5m"]["expr"]
 
 
 def test_durations_round_trip():
-    assert promstack.parse_duration("1h30m") == 5400
-    assert promstack.format_duration(5400) == "1h30m"
-    assert promstack.format_duration(0.5) == "500ms"
-    assert promstack.scale_duration("2m", 60) == "2s"
-    assert promstack.scale_duration("10m", 60) == "10s"
+    assert parse_duration("1h30m") == 5400
+    assert format_duration(5400) == "1h30m"
+    assert format_duration(0.5) == "500ms"
+    assert format_duration(parse_duration("2m") / 60) == "2s"
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        parse_duration("2 minutes")
 
 
 def test_scaled_copy_is_generated_from_the_shipped_rules(tmp_path: Path):
@@ -99,8 +117,8 @@ def test_scaled_copy_is_generated_from_the_shipped_rules(tmp_path: Path):
                 assert r_ship.get("labels") == r_copy.get("labels")
                 assert r_ship.get("annotations") == r_copy.get("annotations")
                 if "for" in r_ship:
-                    assert promstack.parse_duration(r_copy["for"]) == pytest.approx(
-                        promstack.parse_duration(r_ship["for"]) / 60)
+                    assert parse_duration(r_copy["for"]) == pytest.approx(
+                        parse_duration(r_ship["for"]) / 60)
                 assert "[1h]" not in r_copy["expr"] and "[30m]" not in r_copy["expr"]
     if promstack.PROMTOOL_BIN:
         import subprocess

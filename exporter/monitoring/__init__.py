@@ -1,0 +1,1 @@
+"""Monitoring as code: the Prometheus rules and Grafana dashboards of the exporter's metrics."""

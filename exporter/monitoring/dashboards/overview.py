@@ -1,0 +1,920 @@
+"""The Overview dashboard (uid bulletproof-overview)."""
+
+from __future__ import annotations
+
+from exporter.monitoring.config import MonitoringConfig
+from exporter.monitoring.dashboards.builder import (
+    JSON,
+    QUEUE_PAUSED_ANNOTATION,
+    by_name,
+    dashboard,
+    datasource_variable,
+    fetch,
+    field_config,
+    grid,
+    instance_variable,
+    options,
+    panel,
+    prom,
+    row,
+    steps,
+    value_map,
+)
+
+DESCRIPTION = (
+    'Bulletproof at a glance: totals, live counts, queue controls, worker progress, throughput, failures and '
+    'firing alerts. docs/dashboards.md describes every panel and button.'
+)
+
+
+def build(config: MonitoringConfig) -> JSON:
+    """The dashboard as Grafana's JSON model."""
+    return dashboard(
+        "overview", DESCRIPTION, time_from='now-6h', refresh='10s',
+        variables=[
+            datasource_variable(config),
+            instance_variable(config),
+        ],
+        annotations=[QUEUE_PAUSED_ANNOTATION],
+        panels=[
+            row(1, 'Totals', 0),
+            panel(
+                'stat',
+                2,
+                'Total jobs',
+                (
+                    'Jobs in the job history of the selected monitors, in every state. Falls when finished '
+                    'jobs are deleted from the history.'
+                ),
+                grid(0, 1, 4, 4),
+                targets=[
+                    prom(
+                        'sum(bulletproof_jobs{instance=~"$instance"})',
+                        legend='total',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config('short', decimals=0),
+                options=options('stat'),
+            ),
+            panel(
+                'stat',
+                3,
+                'Successful',
+                "Jobs in the history whose last attempt completed.",
+                grid(4, 1, 4, 4),
+                targets=[
+                    prom(
+                        'sum(bulletproof_jobs{instance=~"$instance", state="completed"})',
+                        legend='completed',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config('short', decimals=0),
+                options=options('stat'),
+            ),
+            panel(
+                'stat',
+                4,
+                'Failed',
+                (
+                    'Jobs in the history that failed for good (retries used up or not retryable). Click for '
+                    "the failed jobs; 'Retry all failed' on the Queue panel queues them again."
+                ),
+                grid(8, 1, 4, 4),
+                targets=[
+                    prom(
+                        'sum(bulletproof_jobs{instance=~"$instance", state="failed"})',
+                        legend='failed',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'short',
+                    thresholds=steps(('green', None), ('red', 1)),
+                    decimals=0,
+                    links=[
+                        {
+                            'title': 'Failed jobs',
+                            'url': '/d/bulletproof-jobs?var-state=failed&${__url_time_range}',
+                        },
+                    ],
+                ),
+                options=options('stat'),
+            ),
+            panel(
+                'stat',
+                5,
+                'Average time',
+                (
+                    "Mean busy time of the jobs that completed in the dashboard's time range (from the "
+                    'bulletproof_job_duration_seconds histogram; pauses excluded).'
+                ),
+                grid(12, 1, 4, 4),
+                targets=[
+                    prom(
+                        (
+                            'sum(rate(bulletproof_job_duration_seconds_sum{instance=~"$instance"}[$__range]))'
+                            ' / sum(rate(bulletproof_job_duration_seconds_count{instance=~"$instance"}[$__ran'
+                            'ge]))'
+                        ),
+                        legend='mean',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    's',
+                    thresholds=steps(('green', None), ('orange', 3600), ('red', 14400)),
+                    decimals=1,
+                    noValue='no job completed',
+                ),
+                options=options('stat'),
+            ),
+            panel(
+                'stat',
+                6,
+                'Success ratio',
+                (
+                    'Completed attempts / (completed + failed attempts) in the time range. An attempt that '
+                    'failed and was retried counts as a failure here.'
+                ),
+                grid(16, 1, 4, 4),
+                targets=[
+                    prom(
+                        (
+                            'sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__range]))'
+                            ' / (sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rang'
+                            'e])) + '
+                            'sum(increase(bulletproof_jobs_failed_total{instance=~"$instance"}[$__range])))'
+                        ),
+                        legend='ratio',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'percentunit',
+                    thresholds=steps(('red', None), ('orange', 0.9), ('green', 0.98)),
+                    decimals=1,
+                    noValue='nothing finished',
+                    min=0,
+                    max=1,
+                ),
+                options=options('stat'),
+            ),
+            panel(
+                'stat',
+                7,
+                'Uptime',
+                'Time since the monitor process started (the shortest when several are selected).',
+                grid(20, 1, 4, 4),
+                targets=[
+                    prom(
+                        'min(time() - process_start_time_seconds{job="bulletproof", instance=~"$instance"})',
+                        legend='uptime',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config('s'
+, thresholds=steps(('orange', None), ('green', 600)), decimals=0),
+                options=options('stat'),
+            ),
+            row(8, 'Now', 5),
+            panel(
+                'stat',
+                9,
+                'Jobs by state',
+                (
+                    'Jobs in each state now: queued, processing, paused, completed, failed, cancelled, '
+                    'skipped.'
+                ),
+                grid(0, 6, 8, 5),
+                targets=[
+                    prom(
+                        'sum by (state) (bulletproof_jobs{instance=~"$instance"})',
+                        legend='{{state}}',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'short',
+                    overrides=[
+                        by_name('failed', {'thresholds': steps(('green', None), ('red', 1))}),
+                        by_name('paused', {'thresholds': steps(('green', None), ('orange', 1))}),
+                    ],
+                    decimals=0,
+                ),
+                options=options('stat', textMode='value_and_name'),
+            ),
+            # A state timeline, not a stat: Grafana 12 shows actions only on some panel types
+            # (a stat's would be invisible). Clicking the bar pins its tooltip with the buttons.
+            panel(
+                'state-timeline',
+                10,
+                'Queue',
+                (
+                    'Running (green) or Paused (orange) over the time range (running jobs finish, none start;'
+                    ' the watcher keeps queueing). Click the bar for the buttons: Pause queue, Resume queue, '
+                    'Clear queue (cancels every queued job, asks first) and Retry all failed. They call the '
+                    'monitor behind the front door (/bulletproof/) with your Grafana session: Editors and '
+                    "Admins may press them, Viewers get 'forbidden'."
+                ),
+                grid(8, 6, 4, 5),
+                targets=[prom('max(bulletproof_queue_paused{instance=~"$instance"})', legend='queue')],
+                field_config=field_config(
+                    'none',
+                    thresholds=steps(('green', None), ('orange', 1)),
+                    mappings=[value_map(('0', 'green', 'Running'), ('1', 'orange', 'Paused'))],
+                    color={'mode': 'thresholds'},
+                    custom={'fillOpacity': 80, 'lineWidth': 0},
+                    actions=[
+                        fetch('Pause queue', '/api/v1/queue/pause'),
+                        fetch('Resume queue', '/api/v1/queue/resume'),
+                        fetch(
+                            'Clear queue',
+                            '/api/v1/queue/clear',
+                            confirmation=(
+                                'Cancel every queued job? They will not run unless retried one by one. '
+                                'Running jobs go on.'
+                            ),
+                        ),
+                        fetch(
+                            'Retry all failed',
+                            '/api/v1/jobs/retry-failed',
+                            confirmation='Queue every failed job again (their attempts start over)?',
+                        ),
+                    ],
+                ),
+                options=options('state-timeline'),
+            ),
+            panel(
+                'stat',
+                11,
+                'Paused for',
+                (
+                    'How long the queue has been paused (empty while it runs). The BulletproofQueuePausedLong'
+                    ' alert fires after a long pause.'
+                ),
+                grid(12, 6, 4, 5),
+                targets=[
+                    prom(
+                        (
+                            'time() - '
+                            'max(bulletproof_queue_paused_since_timestamp_seconds{instance=~"$instance"} > 0)'
+                        ),
+                        legend='paused for',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    's',
+                    thresholds=steps(('green', None), ('orange', 1800), ('red', 14400)),
+                    decimals=0,
+                    noValue='not paused',
+                ),
+                options=options('stat'),
+            ),
+            panel(
+                'stat',
+                12,
+                'Workers busy',
+                'Worker slots holding a job (running or paused) and configured slots (max_workers).',
+                grid(16, 6, 4, 5),
+                targets=[
+                    prom(
+                        'sum(bulletproof_workers_busy{instance=~"$instance"})',
+                        legend='busy',
+                        instant=True,
+                    ),
+                    prom(
+                        'sum(bulletproof_workers_max{instance=~"$instance"})',
+                        'B',
+                        legend='max',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config('short', decimals=0),
+                options=options('stat', textMode='value_and_name'),
+            ),
+            panel(
+                'stat',
+                13,
+                'Oldest queued job waiting',
+                (
+                    'Time since the longest-waiting queued job was queued (empty when the queue is empty). '
+                    'Grows while the queue is paused or the workers are all busy.'
+                ),
+                grid(20, 6, 4, 5),
+                targets=[
+                    prom(
+                        (
+                            'time() - '
+                            'min(bulletproof_queue_oldest_job_timestamp_seconds{instance=~"$instance"} > 0)'
+                        ),
+                        legend='oldest',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    's',
+                    thresholds=steps(('green', None), ('orange', 1800), ('red', 7200)),
+                    decimals=0,
+                    noValue='queue empty',
+                ),
+                options=options('stat'),
+            ),
+            row(14, 'Workers', 11),
+            panel(
+                'bargauge',
+                15,
+                'Progress per busy worker',
+                (
+                    'One bar per busy worker slot: the file, its profile and the slot, and how far ffmpeg has'
+                    ' got. A bar that stops moving is a stalled job (see the Running jobs table for speed and'
+                    ' ETA).'
+                ),
+                grid(0, 12, 9, 7),
+                targets=[
+                    prom(
+                        (
+                            'bulletproof_worker_progress_ratio{instance=~"$instance"} * on (instance, worker)'
+                            ' group_left (job_id, file, profile) '
+                            'bulletproof_worker_job_info{instance=~"$instance"}'
+                        ),
+                        legend='{{file}} · {{profile}} · slot {{worker}}',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'percentunit',
+                    thresholds=steps(('blue', None), ('green', 0.99)),
+                    decimals=0,
+                    noValue='all workers idle',
+                    min=0,
+                    max=1,
+                ),
+                options={
+                    'orientation': 'horizontal',
+                    'displayMode': 'gradient',
+                    'valueMode': 'color',
+                    'namePlacement': 'top',
+                    'showUnfilled': True,
+                    'sizing': 'auto',
+                    'minVizHeight': 16,
+                    'minVizWidth': 8,
+                    'maxVizHeight': 300,
+                    'reduceOptions': {'calcs': ['lastNotNull'], 'fields': '', 'values': False},
+                    'legend': {
+                        'showLegend': False,
+                        'displayMode': 'list',
+                        'placement': 'bottom',
+                        'calcs': [],
+                    },
+                },
+            ),
+            panel(
+                'table',
+                16,
+                'Running jobs',
+                (
+                    "The jobs the workers hold now, one row per busy slot: file, profile, progress, ffmpeg's "
+                    'speed (media seconds per second), ETA, time running, and whether an operator paused it. '
+                    'Click a cell for Pause job / Resume job / Cancel job (cancel asks first and deletes the '
+                    'partial output); Editors and Admins only.'
+                ),
+                grid(9, 12, 15, 7),
+                targets=[
+                    prom(
+                        (
+                            'max by (slot, instance, worker, job_id, file, profile) '
+                            '(label_join(bulletproof_worker_progress_ratio{instance=~"$instance"} * on '
+                            '(instance, worker) group_left (job_id, file, profile) '
+                            'bulletproof_worker_job_info{instance=~"$instance"}, "slot", "/", "instance", '
+                            '"worker"))'
+                        ),
+                        instant=True,
+                        table=True,
+                    ),
+                    prom(
+                        (
+                            'max by (slot) (label_join(bulletproof_worker_speed_ratio{instance=~"$instance"} '
+                            'and on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/", "instance", "worker"))'
+                        ),
+                        'B',
+                        instant=True,
+                        table=True,
+                    ),
+                    prom(
+                        (
+                            'max by (slot) (label_join(bulletproof_worker_eta_seconds{instance=~"$instance"} '
+                            'and on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/", "instance", "worker"))'
+                        ),
+                        'C',
+                        instant=True,
+                        table=True,
+                    ),
+                    prom(
+                        (
+                            'max by (slot) (label_join(time() - '
+                            'bulletproof_worker_job_started_timestamp_seconds{instance=~"$instance"} and on '
+                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", '
+                            '"/", "instance", "worker"))'
+                        ),
+                        'D',
+                        instant=True,
+                        table=True,
+                    ),
+                    prom(
+                        (
+                            'max by (slot) (label_join(bulletproof_worker_paused{instance=~"$instance"} and '
+                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
+                            '"slot", "/", "instance", "worker"))'
+                        ),
+                        'E',
+                        instant=True,
+                        table=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'short',
+                    overrides=[
+                        by_name(
+                            'progress',
+                            {
+                                'unit': 'percentunit',
+                                'min': 0,
+                                'max': 1,
+                                'decimals': 0,
+                                'custom.cellOptions'
+: {'type': 'gauge', 'mode': 'basic', 'valueDisplayMode': 'text'},
+                            },
+                        ),
+                        by_name('speed', {'unit': 'suffix:×', 'decimals': 2}),
+                        by_name('ETA', {'unit': 's', 'decimals': 0}),
+                        by_name('running for', {'unit': 's', 'decimals': 0}),
+                        by_name(
+                            'paused',
+                            {
+                                'mappings': [value_map(('0', 'green', 'running'), ('1', 'orange', 'paused'))],
+                                'custom.cellOptions': {'type': 'color-text'},
+                            },
+                        ),
+                    ],
+                    noValue='all workers idle',
+                    actions=[
+                        fetch(
+                            'Cancel job',
+                            '/api/v1/jobs/${__data.fields.job_id}/cancel',
+                            confirmation=(
+                                'Cancel job ${__data.fields.job_id} (${__data.fields.file})? A running '
+                                'transcode is stopped and its partial output is deleted; a queued job will '
+                                'not run.'
+                            ),
+                        ),
+                        fetch(
+                            'Pause job',
+                            '/api/v1/jobs/${__data.fields.job_id}/pause',
+                            confirmation=(
+                                'Pause job ${__data.fields.job_id} (${__data.fields.file})? ffmpeg is '
+                                'suspended and keeps its worker slot.'
+                            ),
+                        ),
+                        fetch(
+                            'Resume job',
+                            '/api/v1/jobs/${__data.fields.job_id}/resume',
+                            confirmation='Resume job ${__data.fields.job_id} (${__data.fields.file})?',
+                        ),
+                    ],
+                    custom={
+                        'align': 'auto',
+                        'cellOptions': {'type': 'auto'},
+                        'inspect': False,
+                        'filterable': True,
+                    },
+                ),
+                options=options('table', sortBy=[]),
+                transformations=[
+                    {'id': 'joinByField', 'options': {'byField': 'slot', 'mode': 'outer'}},
+                    {
+                        'id': 'filterFieldsByName',
+                        'options': {
+                            'include': {'pattern': '^(job_id|file|profile|instance|worker|Value #[A-E])$'},
+                        },
+                    },
+                    {
+                        'id': 'organize',
+                        'options': {
+                            'excludeByName': {},
+                            'indexByName': {
+                                'job_id': 0,
+                                'file': 1,
+                                'profile': 2,
+                                'Value #A': 3,
+                                'Value #B': 4,
+                                'Value #C': 5,
+                                'Value #D': 6,
+                                'Value #E': 7,
+                                'worker': 8,
+                                'instance': 9,
+                            },
+                            'renameByName': {
+                                'Value #A': 'progress',
+                                'Value #B': 'speed',
+                                'Value #C': 'ETA',
+                                'Value #D': 'running for',
+                                'Value #E': 'paused',
+                            },
+                        },
+                    },
+                ],
+            ),
+            row(17, 'Throughput and failures', 19),
+            panel(
+                'timeseries',
+                18,
+                'Throughput',
+                (
+                    'Jobs completed per hour by profile, failed attempts per hour, and stable files detected '
+                    'per hour in the watch folders.'
+                ),
+                grid(0, 20, 12, 8),
+                targets=[
+                    prom(
+                        (
+                            'sum by (profile) (rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$'
+                            '__rate_interval])) * 3600'
+                        ),
+                        legend='{{profile}} completed',
+                    ),
+                    prom(
+                        (
+                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])'
+                            ') * 3600'
+                        ),
+                        'B',
+                        legend='failed attempts',
+                    ),
+                    prom(
+                        (
+                            'sum(rate(bulletproof_files_detected_total{instance=~"$instance"}[$__rate_interva'
+                            'l])) * 3600'
+                        ),
+                        'C',
+                        legend='files detected',
+                    ),
+                ],
+                field_config=field_config(
+                    'suffix:/h',
+                    color={'mode': 'palette-classic'},
+                    decimals=1,
+                    custom={
+                        'drawStyle': 'line',
+                        'lineWidth': 1,
+                        'fillOpacity': 10,
+                        'gradientMode': 'none',
+                        'showPoints': 'never',
+                        'pointSize': 4,
+                        'spanNulls': False,
+                        'axisPlacement': 'auto',
+                        'axisLabel': '',
+                        'axisSoftMin': 0,
+                        'stacking': {'mode': 'none', 'group': 'A'},
+                        'thresholdsStyle': {'mode': 'off'},
+                        'lineInterpolation': 'linear',
+                        'barAlignment': 0,
+                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
+                    },
+                ),
+                options={
+                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
+                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
+                },
+            ),
+            panel(
+                'timeseries',
+                19,
+                'Failures by reason',
+                (
+                    'Failed attempts per hour by reason (input_invalid, input_missing, ffmpeg_error, timeout,'
+                    ' stalled, output_error, interrupted). Retried attempts count too.'
+                ),
+                grid(12, 20, 12, 8),
+                targets=[
+                    prom(
+                        (
+                            'sum by (reason) '
+                            '(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])) *'
+                            ' 3600'
+                        ),
+                        legend='{{reason}}',
+                    ),
+                ],
+                field_config=field_config(
+                    'suffix:/h',
+                    thresholds=steps(('green', None), ('red', 1)),
+                    color={'mode': 'palette-classic'},
+                    decimals=1,
+                    custom={
+                        'drawStyle': 'bars',
+                        'lineWidth': 1,
+                        'fillOpacity': 80,
+                        'gradientMode': 'none',
+                        'showPoints': 'never',
+                        'pointSize': 4,
+                        'spanNulls': False,
+                        'axisPlacement': 'auto',
+                        'axisLabel': '',
+                        'axisSoftMin': 0,
+                        'stacking': {'mode': 'normal', 'group': 'A'},
+                        'thresholdsStyle': {'mode': 'off'},
+                        'lineInterpolation': 'linear',
+                        'barAlignment': 0,
+                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
+                    },
+                ),
+                options={
+                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
+                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
+                },
+            ),
+            panel(
+                'bargauge',
+                20,
+                'Failures by reason in the time range',
+                "Failed attempts in the dashboard's time range, by reason. Click a bar for the failed jobs.",
+                grid(0, 28, 8, 7),
+                targets=[
+                    prom(
+                        (
+                            'sum by (reason) '
+                            '(increase(bulletproof_jobs_failed_total{instance=~"$instance"}[$__range]))'
+                        ),
+                        legend='{{reason}}',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'short',
+                    thresholds=steps(('green', None), ('orange', 1), ('red', 5)),
+                    decimals=0,
+                    links=[
+                        {
+                            'title': 'Failed jobs',
+                            'url': '/d/bulletproof-jobs?var-state=failed&${__url_time_range}',
+                        },
+                    ],
+                ),
+                options={
+                    'orientation': 'horizontal',
+                    'displayMode': 'basic',
+                    'valueMode': 'color',
+                    'namePlacement': 'left',
+                    'showUnfilled': True,
+                    'sizing': 'auto',
+                    'minVizHeight': 10,
+                    'minVizWidth': 8,
+                    'maxVizHeight': 300,
+                    'reduceOptions': {'calcs': ['lastNotNull'], 'fields': '', 'values': False},
+                    'legend': {
+                        'showLegend': False,
+                        'displayMode': 'list',
+                        'placement': 'bottom',
+                        'calcs': [],
+                    },
+                },
+            ),
+            panel(
+                'timeseries',
+                21,
+                'Backlog',
+                'Jobs waiting (queued) and in flight (processing or paused) over time.',
+                grid(8, 28, 8, 7),
+                targets=[
+                    prom(
+                        'sum(bulletproof_jobs{instance=~"$instance", state="queued"})',
+                        legend='queued',
+                    ),
+                    prom(
+                        'sum(bulletproof_jobs{instance=~"$instance", state=~"processing|paused"})',
+                        'B',
+                        legend='in flight',
+                    ),
+                ],
+                field_config=field_config(
+                    'short',
+                    color={'mode': 'palette-classic'},
+                    decimals=0,
+                    custom={
+                        'drawStyle': 'line',
+                        'lineWidth': 1,
+                        'fillOpacity': 10,
+                        'gradientMode': 'none',
+                        'showPoints': 'never',
+                        'pointSize': 4,
+                        'spanNulls': False,
+                        'axisPlacement': 'auto',
+                        'axisLabel': '',
+                        'axisSoftMin': 0,
+                        'stacking': {'mode': 'none', 'group': 'A'},
+                        'thresholdsStyle': {'mode': 'off'},
+                        'lineInterpolation': 'linear',
+                        'barAlignment': 0,
+                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
+                    },
+                ),
+                options={
+                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
+                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
+                },
+            ),
+            panel(
+                'timeseries',
+                22,
+                'Files ignored by reason',
+                (
+                    'Files seen in the watch folders but not queued, per hour: no_rule (no rule matches), '
+                    'already_done, temporary, unreadable, outside_watch_folder (a symlink leading out of the '
+                    'watch folder).'
+                ),
+                grid(16, 28, 8, 7),
+                targets=[
+                    prom(
+                        (
+                            'sum by (reason) '
+                            '(rate(bulletproof_files_ignored_total{instance=~"$instance"}[$__rate_interval]))'
+                            ' * 3600'
+                        ),
+                        legend='{{reason}}',
+                    ),
+                ],
+                field_config=field_config(
+                    'suffix:/h',
+                    color={'mode': 'palette-classic'},
+                    decimals=1,
+                    custom={
+                        'drawStyle': 'line',
+                        'lineWidth': 1,
+                        'fillOpacity': 10,
+                        'gradientMode': 'none',
+                        'showPoints': 'never',
+                        'pointSize': 4,
+                        'spanNulls': False,
+                        'axisPlacement': 'auto',
+                        'axisLabel': '',
+                        'axisSoftMin': 0,
+                        'stacking': {'mode': 'none', 'group': 'A'},
+                        'thresholdsStyle': {'mode': 'off'},
+                        'lineInterpolation': 'linear',
+                        'barAlignment': 0,
+                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
+                    },
+                ),
+                options={
+                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
+                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
+                },
+            ),
+            row(23, 'Alerts and health', 35),
+            panel(
+                'alertGroups',
+                24,
+                'Firing alerts',
+                (
+                    'Alerts that Alertmanager holds now for Bulletproof (alertname Bulletproof*), grouped as '
+                    "Alertmanager groups them. Read from the provisioned 'Bulletproof Alertmanager' data "
+                    'source. The runbook link of each alert is in its annotations (docs/runbook.md).'
+                ),
+                grid(0, 36, 12, 8),
+                datasource=None,
+                options={
+                    'alertmanager': config.datasources.alertmanager_name,
+                    'expandAll': True,
+                    'labels': 'alertname=~Bulletproof.+',
+                },
+            ),
+            panel(
+                'stat',
+                25,
+                'Watch folders',
+                (
+                    '1 (up) while a watch folder is readable and watched; 0 (down) when it is unmounted or '
+                    'unreadable (BulletproofWatchFolderDown).'
+                ),
+                grid(12, 36, 6, 4),
+                targets=[
+                    prom(
+                        'bulletproof_watch_folder_up{instance=~"$instance"}',
+                        legend='{{folder}}',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'none',
+                    thresholds=steps(('red', None), ('green', 1)),
+                    mappings=[value_map(('0', 'red', 'down'), ('1', 'green', 'up'))],
+                ),
+                options=options('stat', textMode='value_and_name', colorMode='background'),
+            ),
+            panel(
+                'gauge',
+                26,
+                'Output volume free',
+                (
+                    "Free space on the output folder's filesystem, as a share of its size "
+                    '(BulletproofOutputVolumeAlmostFull fires under 10 %).'
+                ),
+                grid(18, 36, 6, 4),
+                targets=[
+                    prom(
+                        (
+                            'bulletproof_output_volume_free_bytes{instance=~"$instance"} / '
+                            'bulletproof_output_volume_size_bytes{instance=~"$instance"}'
+                        ),
+                        legend='{{instance}}',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'percentunit',
+                    thresholds=steps(('red', None), ('orange', 0.1), ('green', 0.2)),
+                    decimals=0,
+                    min=0,
+                    max=1,
+                ),
+                options={
+                    'reduceOptions': {'calcs': ['lastNotNull'], 'fields': '', 'values': False},
+                    'showThresholdLabels': False,
+                    'showThresholdMarkers': True,
+                    'orientation': 'auto',
+                    'sizing': 'auto',
+                    'minVizHeight': 75,
+                    'minVizWidth': 75,
+                },
+            ),
+            panel(
+                'stat',
+                27,
+                'Config',
+                (
+                    'Whether the last config reload was accepted (a rejected one leaves the previous config '
+                    'in force; BulletproofConfigReloadFailed).'
+                ),
+                grid(0, 44, 6, 4),
+                targets=[
+                    prom(
+                        'min(bulletproof_config_last_reload_successful{instance=~"$instance"})',
+                        legend='config',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'none',
+                    thresholds=steps(('red', None), ('green', 1)),
+                    mappings=[value_map(('0', 'red', 'reload failed'), ('1', 'green', 'ok'))],
+                ),
+                options=options('stat', colorMode='background'),
+            ),
+            panel(
+                'stat',
+                28,
+                'Version',
+                "The monitor's version and the ffmpeg it runs, per instance.",
+                grid(6, 44, 6, 4),
+                targets=[
+                    prom(
+                        'bulletproof_build_info{instance=~"$instance"}',
+                        legend='{{version}} · ffmpeg {{ffmpeg_version}}',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config('none'),
+                options=options('stat', textMode='name', colorMode='none'),
+            ),
+            panel(
+                'stat',
+                29,
+                'Health by component',
+                (
+                    'What /readyz checks, one cell per part: store (takes writes, not damaged), watcher '
+                    '(every folder watched), workers (every slot running, none restarting), queue (moving '
+                    'when it should). Any red cell makes the monitor not ready (BulletproofNotReady); '
+                    'docs/runbook.md says what to do for each.'
+                ),
+                grid(12, 40, 12, 4),
+                targets=[
+                    prom(
+                        'min by (component) (bulletproof_component_healthy{instance=~"$instance"})',
+                        legend='{{component}}',
+                        instant=True,
+                    ),
+                ],
+                field_config=field_config(
+                    'none',
+                    thresholds=steps(('red', None), ('green', 1)),
+                    mappings=[value_map(('0', 'red', 'unhealthy'), ('1', 'green', 'healthy'))],
+                ),
+                options=options('stat', textMode='value_and_name', colorMode='background'),
+            ),
+        ],
+    )
