@@ -21,7 +21,7 @@ from bulletproof.models import FailureReason, JobState, SkipReason, Verification
 from bulletproof.profiles import BUILTIN_PROFILES
 from bulletproof.samples import make_truncated_clip
 from bulletproof.service import Monitor
-from bulletproof.store import JobStore
+from bulletproof.sqlite_store import SqliteJobStore
 from bulletproof.verify import plan_for, verify_output
 from tests.conftest import until
 
@@ -73,7 +73,7 @@ async def test_two_sources_with_one_stem_get_two_outputs_stable_across_retry_and
 
     # A crash while the renamed job ran: the next monitor on the same database recovers it.
     await monitor.stop()
-    store = JobStore(config.database)
+    store = SqliteJobStore(config.database)
     store.mark_started(jobs["clip_a.mkv"].id, now=1.0)
     store.close()
     second = await monitor_factory(config)

@@ -1,4 +1,4 @@
-"""JobStore on real SQLite files: dedupe, queue order, transitions, recovery, queries."""
+"""SqliteJobStore on real SQLite files: dedupe, queue order, transitions, recovery, queries."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from bulletproof.errors import InvalidTransition, JobNotFound, StoreError, StoreLocked
 from bulletproof.models import FailureReason, JobState
-from bulletproof.store import JobStore, NewJob
+from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.store import NewJob
 
 
 def new(name: str, size: int = 100, mtime: int = 1, priority: int = 0) -> NewJob:
@@ -20,31 +21,31 @@ def new(name: str, size: int = 100, mtime: int = 1, priority: int = 0) -> NewJob
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    s = JobStore(tmp_path / "state" / "jobs.db")
+def store(tmp_path: Path) -> SqliteJobStore:
+    s = SqliteJobStore(tmp_path / "state" / "jobs.db")
     yield s
     s.close()
 
 
 def test_wal_mode_and_persistence(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    s = JobStore(path)
+    s = SqliteJobStore(path)
     job = s.add(new("a.mp4"))
     s.close()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    again = JobStore(path)
+    again = SqliteJobStore(path)
     assert again.get(job.id).rel_path == "a.mp4"
     again.close()
 
 
-def test_same_file_version_is_queued_once(store: JobStore) -> None:
+def test_same_file_version_is_queued_once(store: SqliteJobStore) -> None:
     assert store.add(new("a.mp4")) is not None
     assert store.add(new("a.mp4")) is None
     assert store.add(new("a.mp4", mtime=2)) is not None  # changed file: a new job
     assert store.add(new("a.mp4"), force=True) is not None  # explicit request
 
 
-def test_completed_file_is_not_redone_even_after_deleting_its_job(store: JobStore) -> None:
+def test_completed_file_is_not_redone_even_after_deleting_its_job(store: SqliteJobStore) -> None:
     job = store.add(new("a.mp4"))
     store.mark_started(job.id, now=1)
     store.mark_completed(job.id, now=2, output_bytes=10, media_duration=1.0)
@@ -52,7 +53,7 @@ def test_completed_file_is_not_redone_even_after_deleting_its_job(store: JobStor
     assert store.add(new("a.mp4")) is None
 
 
-def test_fifo_within_priority_and_move_to_front(store: JobStore) -> None:
+def test_fifo_within_priority_and_move_to_front(store: SqliteJobStore) -> None:
     a, b, c = (store.add(new(n)) for n in ("a", "b", "c"))
     urgent = store.add(new("u", priority=5))
     assert [j.id for j in store.queued()] == [urgent.id, a.id, b.id, c.id]
@@ -61,7 +62,7 @@ def test_fifo_within_priority_and_move_to_front(store: JobStore) -> None:
     assert store.next_queued(now=0).id == c.id
 
 
-def test_backoff_delays_a_queued_job(store: JobStore) -> None:
+def test_backoff_delays_a_queued_job(store: SqliteJobStore) -> None:
     job = store.add(new("a"))
     store.mark_started(job.id, now=10)
     store.mark_failed(job.id, now=11, reason=FailureReason.STALLED, error="stalled", stderr_tail="", retry_at=50)
@@ -71,7 +72,7 @@ def test_backoff_delays_a_queued_job(store: JobStore) -> None:
     assert store.next_wakeup() == 50
 
 
-def test_attempts_and_failure_details(store: JobStore) -> None:
+def test_attempts_and_failure_details(store: SqliteJobStore) -> None:
     job = store.add(new("a"))
     started = store.mark_started(job.id, now=10)
     assert started.attempts == 1 and started.state is JobState.PROCESSING
@@ -83,7 +84,7 @@ def test_attempts_and_failure_details(store: JobStore) -> None:
     assert retried.state is JobState.QUEUED and retried.attempts == 0 and retried.reason is None
 
 
-def test_invalid_transitions_and_unknown_ids(store: JobStore) -> None:
+def test_invalid_transitions_and_unknown_ids(store: SqliteJobStore) -> None:
     job = store.add(new("a"))
     with pytest.raises(InvalidTransition, match="cannot retry job 1: it is queued"):
         store.requeue(job.id, now=1)
@@ -97,7 +98,7 @@ def test_invalid_transitions_and_unknown_ids(store: JobStore) -> None:
         store.cancel_queued(999, now=1)
 
 
-def test_cancel_and_clear(store: JobStore) -> None:
+def test_cancel_and_clear(store: SqliteJobStore) -> None:
     a, b, c = (store.add(new(n)) for n in ("a", "b", "c"))
     assert store.cancel_queued(a.id, now=1).state is JobState.CANCELLED
     store.mark_started(b.id, now=1)
@@ -107,7 +108,7 @@ def test_cancel_and_clear(store: JobStore) -> None:
     assert counts[JobState.QUEUED] == 0 and set(counts) == set(JobState)
 
 
-def test_recovery_after_a_crash(store: JobStore) -> None:
+def test_recovery_after_a_crash(store: SqliteJobStore) -> None:
     a, b, c = (store.add(new(n)) for n in ("a", "b", "c"))
     store.mark_started(a.id, now=1)
     store.mark_started(b.id, now=1)
@@ -124,14 +125,14 @@ def test_recovery_after_a_crash(store: JobStore) -> None:
     assert store.next_queued(now=6).id in (a.id, b.id)  # interrupted jobs go to the front
 
 
-def test_clean_shutdown_requeue_does_not_count_the_attempt(store: JobStore) -> None:
+def test_clean_shutdown_requeue_does_not_count_the_attempt(store: SqliteJobStore) -> None:
     job = store.add(new("a"))
     store.mark_started(job.id, now=1)
     again = store.requeue_interrupted(job.id, now=2)
     assert again.state is JobState.QUEUED and again.attempts == 0
 
 
-def test_list_filters_sort_and_pagination(store: JobStore) -> None:
+def test_list_filters_sort_and_pagination(store: SqliteJobStore) -> None:
     for i, name in enumerate(["alpha.mp4", "beta.mov", "gamma_100%.mp4"]):
         job = store.add(new(name, size=100 * (i + 1)))
         store.mark_started(job.id, now=10 * i)
@@ -146,7 +147,7 @@ def test_list_filters_sort_and_pagination(store: JobStore) -> None:
     assert store.list_jobs(profile="nope")[1] == 0
 
 
-def test_summary_and_history(store: JobStore) -> None:
+def test_summary_and_history(store: SqliteJobStore) -> None:
     for i in range(3):
         job = store.add(new(f"{i}"))
         store.mark_started(job.id, now=1000 + i)
@@ -165,7 +166,7 @@ def test_summary_and_history(store: JobStore) -> None:
     assert store.oldest_queued_at() is None
 
 
-def test_meta_round_trip(store: JobStore) -> None:
+def test_meta_round_trip(store: SqliteJobStore) -> None:
     assert store.get_meta("queue_paused") is None
     store.set_meta("queue_paused", "1")
     assert store.get_meta("queue_paused") == "1"
@@ -174,21 +175,21 @@ def test_meta_round_trip(store: JobStore) -> None:
 def test_unopenable_database_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="cannot open job store"):
-        JobStore(tmp_path / "file" / "jobs.db")
+        SqliteJobStore(tmp_path / "file" / "jobs.db")
     (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError):
-        JobStore(tmp_path / "garbage.db")
+        SqliteJobStore(tmp_path / "garbage.db")
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    s = JobStore(tmp_path / "jobs.db")
+    s = SqliteJobStore(tmp_path / "jobs.db")
     s.set_meta("schema_version", "99")
     s.close()
     with pytest.raises(StoreError, match="newer than this version supports"):
-        JobStore(tmp_path / "jobs.db")
+        SqliteJobStore(tmp_path / "jobs.db")
 
 
-def test_space_saved_sums_completed_jobs_only(store: JobStore) -> None:
+def test_space_saved_sums_completed_jobs_only(store: SqliteJobStore) -> None:
     sizes = {"a.mp4": (1000, 400), "b.mp4": (500, 600), "c.mp4": (2000, None)}
     for name, (size, output) in sizes.items():
         job = store.add(new(name, size=size))
@@ -209,28 +210,28 @@ def test_space_saved_sums_completed_jobs_only(store: JobStore) -> None:
     assert "COVERING INDEX jobs_state_sizes" in plan  # cheap on a long history
 
 
-def test_space_saved_with_no_history(store: JobStore) -> None:
+def test_space_saved_with_no_history(store: SqliteJobStore) -> None:
     assert store.space_saved() == {"sized_jobs": 0, "input_bytes": 0, "output_bytes": 0,
                                    "saved_bytes": 0, "saved_ratio": None}
 
 
 def test_a_second_store_on_the_same_database_is_refused_naming_the_holder(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    first = JobStore(path)
+    first = SqliteJobStore(path)
     first.add(new("a.mp4"))
     with pytest.raises(StoreLocked) as refused:
-        JobStore(path)
+        SqliteJobStore(path)
     assert refused.value.holder["pid"] == os.getpid()
     assert f"in use by another monitor (pid {os.getpid()} on host " in str(refused.value)
     assert str(path) + ".lock" in str(refused.value)
     first.close()
-    again = JobStore(path)  # released on close (and by the kernel when a holder dies)
+    again = SqliteJobStore(path)  # released on close (and by the kernel when a holder dies)
     assert again.counts_by_state()[JobState.QUEUED] == 1
     again.close()
 
 
 def test_every_sqlite_error_is_a_store_error_and_the_health_says_so(tmp_path: Path) -> None:
-    s = JobStore(tmp_path / "jobs.db")
+    s = SqliteJobStore(tmp_path / "jobs.db")
     assert s.health().writable and s.probe()
     s._db.execute("PRAGMA query_only = 1")  # SQLite itself refuses the writes from here on
     with pytest.raises(StoreError, match="job store write failed: attempt to write a readonly"):

@@ -1,4 +1,4 @@
-"""JobStore's part in trusted outputs: output names reserved race-free, skipped jobs, migration."""
+"""SqliteJobStore's part in trusted outputs: output names reserved race-free, skipped jobs, migration."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bulletproof.models import FailureReason, JobState, SkipReason
-from bulletproof.store import SCHEMA_VERSION, JobStore, NewJob
+from bulletproof.sqlite_store import SCHEMA_VERSION, SqliteJobStore
+from bulletproof.store import NewJob
 
 
 def new(name: str, size: int = 100, mtime: int = 1) -> NewJob:
@@ -18,8 +19,8 @@ def new(name: str, size: int = 100, mtime: int = 1) -> NewJob:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    s = JobStore(tmp_path / "state" / "jobs.db")
+def store(tmp_path: Path) -> SqliteJobStore:
+    s = SqliteJobStore(tmp_path / "state" / "jobs.db")
     yield s
     s.close()
 
@@ -33,7 +34,7 @@ def test_output_names_are_reserved_race_free_across_threads(tmp_path: Path) -> N
     # One store per database (a second one is refused by its lock): callers on several threads
     # (the loop, scans, the API) share it, and each reservation is one write transaction.
     path, out = tmp_path / "jobs.db", tmp_path / "out"
-    store = JobStore(path)
+    store = SqliteJobStore(path)
     got: list[str] = []
     barrier = threading.Barrier(4)
 
@@ -52,7 +53,7 @@ def test_output_names_are_reserved_race_free_across_threads(tmp_path: Path) -> N
     store.close()
 
 
-def test_a_new_version_of_the_same_source_keeps_its_name(store: JobStore, tmp_path: Path) -> None:
+def test_a_new_version_of_the_same_source_keeps_its_name(store: SqliteJobStore, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first, _ = store.add_reserving(_namesake("clip_a.mp4", out), policy="rename")
     assert first is not None
@@ -67,7 +68,7 @@ def test_a_new_version_of_the_same_source_keeps_its_name(store: JobStore, tmp_pa
     assert (other.state, other.reason) == (JobState.FAILED, FailureReason.OUTPUT_CONFLICT)
 
 
-def test_skipped_jobs_count_and_are_done(store: JobStore) -> None:
+def test_skipped_jobs_count_and_are_done(store: SqliteJobStore) -> None:
     job = store.add(new("a.mp4"))
     assert job is not None
     store.mark_started(job.id, now=1.0)
@@ -82,7 +83,7 @@ def test_skipped_jobs_count_and_are_done(store: JobStore) -> None:
 
 def test_migration_adds_the_output_columns_to_an_older_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    s = JobStore(path)
+    s = SqliteJobStore(path)
     s.close()
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE jobs DROP COLUMN source_inode")
@@ -90,11 +91,11 @@ def test_migration_adds_the_output_columns_to_an_older_database(tmp_path: Path) 
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    s = JobStore(path)
+    s = SqliteJobStore(path)
     job = s.add(new("a.mp4"))
     assert job is not None and job.source_inode is None
     s.set_source_inode(job.id, 42)
     assert s.get(job.id).source_inode == 42
     assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
     s.close()
-    JobStore(path).close()  # idempotent
+    SqliteJobStore(path).close()  # idempotent
