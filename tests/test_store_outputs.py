@@ -1,4 +1,7 @@
-"""SqliteJobStore's part in trusted outputs: output names reserved race-free, skipped jobs, migration."""
+"""SqliteJobStore's part in trusted outputs: names reserved race-free across threads, migration.
+
+The reservation rules themselves are in the contract suite (tests/store_contract.py).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import pytest
-
-from bulletproof.models import FailureReason, JobState, SkipReason
 from bulletproof.sqlite_store import SCHEMA_VERSION, SqliteJobStore
 from bulletproof.store import NewJob
 
@@ -16,13 +16,6 @@ from bulletproof.store import NewJob
 def new(name: str, size: int = 100, mtime: int = 1) -> NewJob:
     return NewJob(source_path=f"/in/{name}", rel_path=name, watch_folder="/in", size=size,
                   mtime_ns=mtime, profile="h264_mp4", rule="videos", output_path=f"/out/{name}")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteJobStore:
-    s = SqliteJobStore(tmp_path / "state" / "jobs.db")
-    yield s
-    s.close()
 
 
 def _namesake(name: str, out: Path, size: int = 100) -> NewJob:
@@ -51,34 +44,6 @@ def test_output_names_are_reserved_race_free_across_threads(tmp_path: Path) -> N
         t.join()
     assert sorted(got) == ["clip_a (1).mp4", "clip_a (2).mp4", "clip_a (3).mp4", "clip_a.mp4"]
     store.close()
-
-
-def test_a_new_version_of_the_same_source_keeps_its_name(store: SqliteJobStore, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    first, _ = store.add_reserving(_namesake("clip_a.mp4", out), policy="rename")
-    assert first is not None
-    store.mark_started(first.id, now=1.0)
-    store.mark_completed(first.id, now=2.0, output_bytes=1, media_duration=1.0)
-    out.mkdir()
-    Path(first.output_path).write_bytes(b"our own output")
-    again, applied = store.add_reserving(_namesake("clip_a.mp4", out, size=200), policy="rename")
-    assert again is not None and again.output_path == first.output_path and applied is None
-    other, applied = store.add_reserving(_namesake("clip_a.mkv", out), policy="fail")
-    assert other is not None and applied == "fail"
-    assert (other.state, other.reason) == (JobState.FAILED, FailureReason.OUTPUT_CONFLICT)
-
-
-def test_skipped_jobs_count_and_are_done(store: SqliteJobStore) -> None:
-    job = store.add(new("a.mp4"))
-    assert job is not None
-    store.mark_started(job.id, now=1.0)
-    skipped = store.mark_skipped(job.id, now=2.0, reason=SkipReason.ALREADY_TARGET, message="m",
-                                 output_bytes=None, media_duration=1.0)
-    assert (skipped.state, skipped.reason) == (JobState.SKIPPED, SkipReason.ALREADY_TARGET)
-    assert store.counts_by_state()[JobState.SKIPPED] == 1
-    assert store.last_finished_at()[JobState.SKIPPED] == 2.0
-    store.delete(job.id)
-    assert store.add(new("a.mp4")) is None  # remembered as done
 
 
 def test_migration_adds_the_output_columns_to_an_older_database(tmp_path: Path) -> None:
