@@ -151,7 +151,7 @@ def write_config(root: Path, workers: int, nice: int) -> Path:
 
 async def bench(args: argparse.Namespace) -> None:
     from bulletproof.config import load_config
-    from bulletproof.ffmpeg import find_ffmpeg
+    from bulletproof.ffprobe import find_ffmpeg
     from bulletproof.samples import make_clip
     from bulletproof.service import Monitor
     from exporter.plugin import ExporterPlugin

@@ -48,7 +48,7 @@ from bench._common import LagProbe, bench_config  # noqa: E402
 from bulletproof import events as ev  # noqa: E402
 from bulletproof import watcher as watcher_mod  # noqa: E402
 from bulletproof.config import FfmpegSettings  # noqa: E402
-from bulletproof.ffmpeg import find_ffmpeg  # noqa: E402
+from bulletproof.ffprobe import find_ffmpeg  # noqa: E402
 from bulletproof.service import Monitor  # noqa: E402
 
 RENAMER = r"""

@@ -18,7 +18,7 @@ from rich.table import Table
 from bulletproof import events as ev
 from bulletproof.config import Config, FfmpegSettings, parse_config
 from bulletproof.errors import BulletproofError
-from bulletproof.ffmpeg import find_ffmpeg
+from bulletproof.ffprobe import find_ffmpeg
 from bulletproof.logs import configure_logging
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState
 from bulletproof.runner import serve

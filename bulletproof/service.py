@@ -26,7 +26,7 @@ from bulletproof.config_checks import check_against_ffmpeg
 from bulletproof.config_file import updated_config_text
 from bulletproof.config_policy import ApiChangePolicy, keep_file_settings, restart_required
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError, StoreError
-from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
+from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.owner import FolderLock

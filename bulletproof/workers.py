@@ -26,14 +26,8 @@ from bulletproof.errors import (
     StoreError,
     TranscodeError,
 )
-from bulletproof.ffmpeg import (
-    FfmpegBinaries,
-    FfmpegRunner,
-    MediaInfo,
-    Progress,
-    RunningTranscode,
-    probe,
-)
+from bulletproof.ffmpeg import FfmpegRunner, RunningTranscode
+from bulletproof.ffprobe import FfmpegBinaries, MediaInfo, Progress, probe
 from bulletproof.models import (
     FailureReason,
     Job,

@@ -18,14 +18,12 @@ import pytest
 
 from bulletproof.config import FfmpegSettings, Timeouts
 from bulletproof.errors import FfmpegNotFound, TranscodeError
-from bulletproof.ffmpeg import (
+from bulletproof.ffmpeg import FfmpegRunner, RunningTranscode, build_command
+from bulletproof.ffprobe import (
     FfmpegBinaries,
-    FfmpegRunner,
     MediaInfo,
     Progress,
     ProgressParser,
-    RunningTranscode,
-    build_command,
     classify_failure,
     find_ffmpeg,
     probe,

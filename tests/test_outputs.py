@@ -16,7 +16,7 @@ import pytest
 from bulletproof import events as ev
 from bulletproof.config import VerifySettings
 from bulletproof.errors import ConfigError, TranscodeError
-from bulletproof.ffmpeg import probe
+from bulletproof.ffprobe import probe
 from bulletproof.models import FailureReason, JobState, SkipReason, VerificationResult
 from bulletproof.profiles import BUILTIN_PROFILES
 from bulletproof.samples import make_truncated_clip
