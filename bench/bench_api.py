@@ -21,7 +21,7 @@ WebSocket: the same process then connects to /ws/updates and, `--ws-events` time
 takes to arrive (the control call's start to the event's arrival), while progress events of the
 running transcodes flow on the same socket.
 
-Goals (issue 3): API p99 under 25 ms; WebSocket event p99 under 500 ms.
+Goals: API p99 under 25 ms; WebSocket event p99 under 500 ms.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Measured, from the first rename:
 - a restart over the same folder and database (unless --no-restart): time from start() until
   all N files are accounted for again (as no_rule / already-queued), and its peak RSS.
 
-Goals (issue 2): all N queued or ignored within a few seconds past the stability window with no
+Goals: all N queued or ignored within a few seconds past the stability window with no
 file missed; bounded memory (tens of MB, not hundreds); a rescan that costs well under a second
 for 10k files and keeps the event loop responsive.
 """

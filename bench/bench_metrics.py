@@ -14,7 +14,7 @@ over the past 30 days). Going through the SqliteJobStore methods costs ~4 commit
 100k, and yields the same table; `--via-store` does that instead (slow; use with small sizes).
 A few queued jobs are added through SqliteJobStore.add so the queue gauges have something to read.
 
-Goal (issue 3): flat across sizes, p50 under 5 ms.
+Goal: flat across sizes, p50 under 5 ms.
 
 The store keeps jobs per state in a trigger-maintained table and answers the last finish per
 state from an index, so the scrape does not grow with the history; the query plans are printed.

@@ -72,7 +72,6 @@ class IgnoreReason(StrEnum):
     NO_RULE = "no_rule"
     ALREADY_DONE = "already_done"
     TEMPORARY = "temporary"
-    UNREADABLE = "unreadable"
     OUTSIDE_WATCH_FOLDER = "outside_watch_folder"  # a symlink (or a folder of one) leading out
 
 

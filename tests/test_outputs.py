@@ -5,7 +5,6 @@ Real monitors on real folders with real ffmpeg and SQLite; clips are generated b
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -339,8 +338,9 @@ async def test_a_source_already_on_target_is_skipped_and_not_requeued(
     now = time.time()
     buckets = monitor.view.history(since=now - 3600, until=now + 1, step=3601)
     assert [(b["completed"], b["skipped"]) for b in buckets] == [(1, 1)]
+    scans = monitor.watcher.scans
     monitor.watcher.rescan_now()
-    await asyncio.sleep(1.0)
+    await until(lambda: monitor.watcher.scans > scans and monitor.watcher.pending_count() == 0)
     assert monitor.view.list_jobs()[1] == 2
 
 
