@@ -1,6 +1,6 @@
 """Benchmark: what taking a job from the queue costs, and the lease sweep, on a long history.
 
-    python bench/bench_claim.py [--sizes 1000,10000,100000] [--queued 200]
+    python bench/bench_claim.py [--sizes 1000,10000,100000] [--queued 200] [--quick]
 
 For each size it builds a fresh SQLite job store with that many finished jobs (the fast fill of
 bench_metrics.py) and `--queued` waiting ones, then measures per job, over the whole queue:
@@ -88,8 +88,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="jobs of history per run")
     parser.add_argument("--queued", type=int, default=200, help="queued jobs taken per measure")
+    parser.add_argument("--quick", action="store_true", help="sizes 1000,10000 and 50 queued")
     args = parser.parse_args()
-    results = [bench_size(int(s), args.queued) for s in args.sizes.split(",")]
+    sizes = [1000, 10000] if args.quick else [int(s) for s in args.sizes.split(",")]
+    queued = 50 if args.quick else args.queued
+    results = [bench_size(n, queued) for n in sizes]
     print(f"{'jobs':>8} {'claim p50 ms':>13} {'claim p99 ms':>13} {'read+start p50':>15} "
           f"{'read+start p99':>15} {'sweep ms':>9}")
     for r in results:
