@@ -37,7 +37,7 @@ class SqliteJobQueries:
         rows = self._query(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise JobNotFound(job_id)
-        return Job.from_record(rows[0])
+        return Job.from_record(dict(rows[0]))
 
     def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
         """The newest job for exactly this version of a file, if any."""
@@ -46,7 +46,7 @@ class SqliteJobQueries:
             "ORDER BY id DESC LIMIT 1",
             (source_path, size, mtime_ns),
         )
-        return Job.from_record(rows[0]) if rows else None
+        return Job.from_record(dict(rows[0])) if rows else None
 
     def next_queued(self, *, now: float) -> Job | None:
         """The job a free worker should take now (FIFO within priority, honouring backoff)."""
@@ -55,7 +55,7 @@ class SqliteJobQueries:
             "AND (not_before IS NULL OR not_before <= ?) ORDER BY priority DESC, seq LIMIT 1",
             (now,),
         )
-        return Job.from_record(rows[0]) if rows else None
+        return Job.from_record(dict(rows[0])) if rows else None
 
     def next_wakeup(self) -> float | None:
         """The earliest time a backed-off queued job becomes runnable."""
@@ -69,7 +69,7 @@ class SqliteJobQueries:
             "ORDER BY priority DESC, seq LIMIT ? OFFSET ?",
             (limit, offset),
         )
-        return [Job.from_record(r) for r in rows]
+        return [Job.from_record(dict(r)) for r in rows]
 
     def list_jobs(
         self,
@@ -85,7 +85,8 @@ class SqliteJobQueries:
         offset: int = 0,
     ) -> tuple[list[Job], int]:
         """A filtered, sorted page of jobs and the total matching count."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params += [s.value for s in states]
@@ -114,7 +115,7 @@ class SqliteJobQueries:
             f"ORDER BY {nulls_last}{column} {direction}, id {direction} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return [Job.from_record(r) for r in rows], total
+        return [Job.from_record(dict(r)) for r in rows], total
 
     def counts_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros included)."""

@@ -166,8 +166,9 @@ class JobStore(Protocol):
         """Extend the lease of a current claim; StaleClaim when the token is not current."""
         ...
 
-    def requeue_expired(self, *, now: float) -> list[Job]:
-        """Put jobs whose lease ran out back at the front of the queue (the attempt counted)."""
+    def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
+        """Put jobs whose lease ran out back at the front of the queue (the attempt counted),
+        or fail them `interrupted` once they had `max_attempts`."""
         ...
 
     def next_queued(self, *, now: float) -> Job | None:

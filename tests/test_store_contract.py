@@ -19,15 +19,17 @@ def sqlite_harness(tmp_path: Path) -> Iterator[StoreHarness]:
     def reopen() -> SqliteJobStore:
         opened[-1].close()
         opened.append(SqliteJobStore(path))
-        harness.store = opened[-1]
+        made.store = opened[-1]
         return opened[-1]
 
     def query_only(on: bool) -> Callable[[], None]:
-        return lambda: opened[-1]._db.execute(f"PRAGMA query_only = {int(on)}")
+        def switch() -> None:
+            opened[-1]._db.execute(f"PRAGMA query_only = {int(on)}")
+        return switch
 
-    harness = StoreHarness(store=opened[0], reopen=reopen, refuse_writes=query_only(True),
-                           allow_writes=query_only(False))
-    yield harness
+    made = StoreHarness(store=opened[0], reopen=reopen, refuse_writes=query_only(True),
+                        allow_writes=query_only(False))
+    yield made
     opened[-1].close()
 
 
