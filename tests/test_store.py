@@ -16,7 +16,7 @@ import pytest
 from bulletproof.errors import StoreError, StoreLocked
 from bulletproof.models import JOB_FIELDS, FailureReason, JobState
 from bulletproof.sqlite_store import INTERNAL_COLUMNS, SqliteJobStore
-from bulletproof.store import NewJob
+from bulletproof.store import JobStore, NewJob
 
 
 def new(name: str, size: int = 100, mtime: int = 1, priority: int = 0) -> NewJob:
@@ -48,6 +48,13 @@ def test_the_jobs_table_has_exactly_the_job_fields_and_the_store_columns(store: 
     assert len(columns) == len(set(columns))
     assert set(columns) == set(JOB_FIELDS) | set(INTERNAL_COLUMNS)
     assert not set(JOB_FIELDS) & set(INTERNAL_COLUMNS)
+
+
+def test_the_interface_declares_every_public_method_of_the_sqlite_store() -> None:
+    # Callers hold a JobStore: a method only the SQLite store has would tie them to it.
+    public = {name for name in dir(SqliteJobStore) if not name.startswith("_")}
+    declared = {name for name in dir(JobStore) if not name.startswith("_")}
+    assert public == declared - {"path"}  # path is an attribute of each store
 
 
 def test_an_older_database_gets_the_claim_columns(tmp_path: Path) -> None:
