@@ -475,7 +475,8 @@ class SqliteJobStore:
         state = JobState(row[0])
         if token is not None and row[1] != token:
             raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the job was claimed again since, as claim {row[1]}")
+                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
+                                 "claimed again")
         if token is not None and not state.is_active:
             raise StaleClaim(job_id, token=token, action=action,
                              why=f"the attempt is over: the job is {state.value}")
