@@ -153,8 +153,7 @@ async def test_cancel_pause_resume_retry_running_job(config_factory, monitor_fac
     assert monitor.pause_job(job.id).state is JobState.PAUSED
     with pytest.raises(InvalidTransition):
         monitor.pause_job(job.id)
-    await asyncio.sleep(0.5)
-    assert monitor.view.workers()[0].paused
+    await until(lambda: monitor.view.workers()[0].paused)
     assert monitor.resume_job(job.id).state is JobState.PROCESSING
     monitor.cancel_job(job.id)
     await until(lambda: monitor.view.get_job(job.id).state is JobState.CANCELLED, timeout=15)
