@@ -21,7 +21,7 @@ WebSocket: the same process then connects to /ws/updates and, `--ws-events` time
 takes to arrive (the control call's start to the event's arrival), while progress events of the
 running transcodes flow on the same socket.
 
-Goals (issue 3): API p99 under 25 ms; WebSocket event p99 under 500 ms.
+Goals: API p99 under 25 ms; WebSocket event p99 under 500 ms.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def write_config(root: Path, workers: int, nice: int) -> Path:
 
 async def bench(args: argparse.Namespace) -> None:
     from bulletproof.config import load_config
-    from bulletproof.ffmpeg import find_ffmpeg
+    from bulletproof.ffprobe import find_ffmpeg
     from bulletproof.samples import make_clip
     from bulletproof.service import Monitor
     from exporter.plugin import ExporterPlugin

@@ -1,4 +1,4 @@
-"""Benchmark: what the audit trail costs: one JobStore.record_audit (the insert, the row-count
+"""Benchmark: what the audit trail costs: one SqliteJobStore.record_audit (the insert, the row-count
 bound and, every 1000 inserts, the age bound), and reading a page back, with the table empty and
 full (AUDIT_MAX_ROWS rows kept).
 
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bulletproof.audit import AUDIT_MAX_ROWS, AuditEntry  # noqa: E402
-from bulletproof.store import JobStore  # noqa: E402
+from bulletproof.sqlite_store import SqliteJobStore  # noqa: E402
 
 
 def entry(i: int, now: float) -> AuditEntry:
@@ -36,7 +36,7 @@ def entry(i: int, now: float) -> AuditEntry:
                       principal=f"user{i % 20}", role="Editor", job_id=i)
 
 
-def fill(store: JobStore, rows: int) -> None:
+def fill(store: SqliteJobStore, rows: int) -> None:
     now = time.time() - 3600
     values = [(e.at, e.action, e.method, e.route, e.status, e.result, e.address,
                e.principal_kind, e.principal, e.role, e.job_id, e.code)
@@ -76,7 +76,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="bulletproof-bench-audit-") as tmp:
         for label, rows in (("empty table", 0), (f"{args.rows:,} rows", args.rows)):
-            store = JobStore(Path(tmp) / f"audit-{rows}.db")
+            store = SqliteJobStore(Path(tmp) / f"audit-{rows}.db")
             fill(store, rows)
             now = time.time()
             inserts = timed(lambda i, s=store, t=now: s.record_audit(entry(i, t)), args.runs)

@@ -21,7 +21,7 @@ Measured, from the first rename:
 - a restart over the same folder and database (unless --no-restart): time from start() until
   all N files are accounted for again (as no_rule / already-queued), and its peak RSS.
 
-Goals (issue 2): all N queued or ignored within a few seconds past the stability window with no
+Goals: all N queued or ignored within a few seconds past the stability window with no
 file missed; bounded memory (tens of MB, not hundreds); a rescan that costs well under a second
 for 10k files and keeps the event loop responsive.
 """
@@ -48,7 +48,7 @@ from bench._common import LagProbe, bench_config  # noqa: E402
 from bulletproof import events as ev  # noqa: E402
 from bulletproof import watcher as watcher_mod  # noqa: E402
 from bulletproof.config import FfmpegSettings  # noqa: E402
-from bulletproof.ffmpeg import find_ffmpeg  # noqa: E402
+from bulletproof.ffprobe import find_ffmpeg  # noqa: E402
 from bulletproof.service import Monitor  # noqa: E402
 
 RENAMER = r"""

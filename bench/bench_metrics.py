@@ -7,14 +7,14 @@ jobs, starts a real Monitor over it (empty watch folder, real worker pool, real 
 discovery; no transcodes run), attaches BulletproofMetrics and times `render()` (plain text,
 OpenMetrics, and plain text + gzip) over `--runs` runs after a short warm-up.
 
-How the history is built: a fast `executemany` on the JobStore's own SQLite connection inside
-one transaction (rows shaped exactly as JobStore.add + mark_started + mark_completed/mark_failed
+How the history is built: a fast `executemany` on the SqliteJobStore's own SQLite connection inside
+one transaction (rows shaped exactly as SqliteJobStore.add + mark_started + mark_completed/mark_failed
 leave them: 90 % completed, 8 % failed, 2 % cancelled, over the four built-in profiles, finished
-over the past 30 days). Going through the JobStore methods costs ~4 commits per job, minutes at
+over the past 30 days). Going through the SqliteJobStore methods costs ~4 commits per job, minutes at
 100k, and yields the same table; `--via-store` does that instead (slow; use with small sizes).
-A few queued jobs are added through JobStore.add so the queue gauges have something to read.
+A few queued jobs are added through SqliteJobStore.add so the queue gauges have something to read.
 
-Goal (issue 3): flat across sizes, p50 under 5 ms.
+Goal: flat across sizes, p50 under 5 ms.
 
 The store keeps jobs per state in a trigger-maintained table and answers the last finish per
 state from an index, so the scrape does not grow with the history; the query plans are printed.
@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import bench_config  # noqa: E402
 from bulletproof.models import FailureReason  # noqa: E402
-from bulletproof.store import JobStore, NewJob  # noqa: E402
+from bulletproof.sqlite_store import SqliteJobStore  # noqa: E402
+from bulletproof.store import NewJob  # noqa: E402
 from exporter.metrics.registry import BulletproofMetrics  # noqa: E402
 
 PROFILES = ("h264_mp4", "web_720p", "hevc_mkv", "aac_m4a")
@@ -43,7 +44,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 FAIL_REASONS = [r.value for r in FailureReason if r is not FailureReason.CANCELLED]
 
 
-def fill_fast(store: JobStore, n: int, folder: Path, rng: random.Random) -> None:
+def fill_fast(store: SqliteJobStore, n: int, folder: Path, rng: random.Random) -> None:
     """Insert n finished jobs with one executemany on the store's connection (one transaction)."""
     now = time.time()
     rows = []
@@ -85,8 +86,8 @@ def fill_fast(store: JobStore, n: int, folder: Path, rng: random.Random) -> None
         db.execute("ANALYZE")
 
 
-def fill_via_store(store: JobStore, n: int, folder: Path, rng: random.Random) -> None:
-    """Insert n finished jobs through the JobStore API (add, mark_started, mark_completed/failed)."""
+def fill_via_store(store: SqliteJobStore, n: int, folder: Path, rng: random.Random) -> None:
+    """Insert n finished jobs through the SqliteJobStore API (add, mark_started, mark_completed/failed)."""
     for i in range(n):
         rel = f"show/episode-{i:07d}.mp4"
         job = store.add(NewJob(str(folder / rel), rel, str(folder), 1000 + i, i, PROFILES[i % 4], "videos",
@@ -101,7 +102,7 @@ def fill_via_store(store: JobStore, n: int, folder: Path, rng: random.Random) ->
                               stderr_tail="", retry_at=None)
 
 
-def add_queued(store: JobStore, n: int, folder: Path) -> None:
+def add_queued(store: SqliteJobStore, n: int, folder: Path) -> None:
     for i in range(n):
         rel = f"waiting/clip-{i:04d}.mp4"
         store.add(NewJob(str(folder / rel), rel, str(folder), 1234 + i, i, PROFILES[i % 4], "videos",
@@ -162,7 +163,7 @@ async def bench_size(n: int, args: argparse.Namespace) -> dict[str, object]:
         base = Path(tmp)
         (base / "incoming").mkdir()
         config = bench_config(base, max_workers=args.workers, stability_seconds=1, rescan_interval=3600)
-        store = JobStore(config.database)
+        store = SqliteJobStore(config.database)
         t0 = time.perf_counter()
         (fill_via_store if args.via_store else fill_fast)(store, n, base / "incoming", rng)
         add_queued(store, args.queued, base / "incoming")
@@ -196,7 +197,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--queued", type=int, default=20)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--via-store", action="store_true", help="insert through JobStore methods (slow)")
+    parser.add_argument("--via-store", action="store_true", help="insert through SqliteJobStore methods (slow)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results = [asyncio.run(bench_size(n, args)) for n in sizes]
@@ -205,7 +206,7 @@ def main() -> None:
 
 def report(results: list[dict], args: argparse.Namespace) -> None:
     print(f"render() over {args.runs} runs, {args.workers} idle worker slots, {args.queued} queued jobs; "
-          f"history inserted with {'JobStore methods' if args.via_store else 'executemany on the store connection'}")
+          f"history inserted with {'SqliteJobStore methods' if args.via_store else 'executemany on the store connection'}")
     print()
     header = (f"{'jobs':>8} | {'text p50':>8} {'p95':>7} {'bytes':>7} | {'OM p50':>7} {'p95':>7} {'bytes':>7} | "
               f"{'gzip p50':>8} {'p95':>7} {'bytes':>6} | {'series':>6} | {'fill s':>6}")

@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from bulletproof.config import load_config  # noqa: E402
-from bulletproof.ffmpeg import build_command, find_ffmpeg, probe  # noqa: E402
+from bulletproof.ffmpeg import build_command  # noqa: E402
+from bulletproof.ffprobe import find_ffmpeg, probe  # noqa: E402
 from bulletproof.samples import make_clip  # noqa: E402
 
 PROFILE = "h264_mp4"

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import LagProbe, bench_config  # noqa: E402
 from bulletproof import events as ev  # noqa: E402
 from bulletproof.config import FfmpegSettings  # noqa: E402
-from bulletproof.ffmpeg import find_ffmpeg  # noqa: E402
+from bulletproof.ffprobe import find_ffmpeg  # noqa: E402
 from bulletproof.models import Outcome  # noqa: E402
 from bulletproof.samples import make_clip  # noqa: E402
 from bulletproof.service import Monitor  # noqa: E402

@@ -5,10 +5,10 @@
 For each size it builds a fresh SQLite job store (the fast fill of bench_metrics.py: rows shaped
 as the store leaves them), then measures:
 
-- **open**: `JobStore(path)` on the closed file: the lock, `PRAGMA quick_check`, the schema and
+- **open**: `SqliteJobStore(path)` on the closed file: the lock, `PRAGMA quick_check`, the schema and
   the recount: what a start costs before anything else happens (median of 5 opens);
 - **quick_check**: the `PRAGMA quick_check(5)` alone on that file, so its share is visible;
-- **probe**: one tiny write on the meta row (`JobStore.probe`), the write an idle monitor makes
+- **probe**: one tiny write on the meta row (`SqliteJobStore.probe`), the write an idle monitor makes
   every few seconds to know its store takes writes (median of `--runs`);
 - **health**: `MonitorView.health()` on a started Monitor over that store (what `/readyz` and
   every scrape read; median of `--runs`);
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import bench_config  # noqa: E402
 from bench.bench_metrics import fill_fast  # noqa: E402
 from bulletproof.service import Monitor  # noqa: E402
-from bulletproof.store import JobStore  # noqa: E402
+from bulletproof.sqlite_store import SqliteJobStore  # noqa: E402
 
 
 def median_ms(fn, runs: int) -> float:
@@ -51,7 +51,7 @@ def median_ms(fn, runs: int) -> float:
 
 def time_open(path: Path, runs: int) -> float:
     def once() -> None:
-        JobStore(path).close()
+        SqliteJobStore(path).close()
     return median_ms(once, runs)
 
 
@@ -68,7 +68,7 @@ async def bench_size(n: int, runs: int) -> dict[str, float]:
         base = Path(tmp)
         (base / "incoming").mkdir()
         config = bench_config(base, stability_seconds=1, rescan_interval=3600)
-        store = JobStore(config.database)
+        store = SqliteJobStore(config.database)
         fill_fast(store, n, base / "incoming", random.Random(n))
         store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         store.close()

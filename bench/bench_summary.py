@@ -4,8 +4,8 @@
 
 For each size it builds a fresh SQLite job store in a temporary folder, fills it with finished
 jobs (`bench_metrics.fill_fast`: 90 % completed, 8 % failed, 2 % cancelled), and times
-`JobStore.space_saved()` (the input/output/saved byte totals) and the whole
-`JobStore.summary()` that `GET /api/v1/stats/summary` answers, over `--runs` runs after a
+`SqliteJobStore.space_saved()` (the input/output/saved byte totals) and the whole
+`SqliteJobStore.summary()` that `GET /api/v1/stats/summary` answers, over `--runs` runs after a
 warm-up. It prints the query plan of the byte totals.
 
 The summary runs on request, not on every scrape; the byte totals are read from the
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_metrics import fill_fast, percentile  # noqa: E402
-from bulletproof.store import JobStore  # noqa: E402
+from bulletproof.sqlite_store import SqliteJobStore  # noqa: E402
 
 SAVED_SQL = ("SELECT COUNT(*), COALESCE(SUM(input_bytes), 0), COALESCE(SUM(output_bytes), 0) "
              "FROM jobs WHERE state = 'completed' AND input_bytes IS NOT NULL "
@@ -56,7 +56,7 @@ def main() -> None:
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="bp-bench-summary-") as tmp:
             folder = Path(tmp) / "incoming"
-            store = JobStore(Path(tmp) / "bulletproof.db")
+            store = SqliteJobStore(Path(tmp) / "bulletproof.db")
             fill_fast(store, size, folder, random.Random(size))
             if size == sizes[-1]:
                 plan = " / ".join(str(r[3]) for r in store._query("EXPLAIN QUERY PLAN " + SAVED_SQL))

@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bulletproof.config import FfmpegSettings, Timeouts, VerifySettings
-from bulletproof.ffmpeg import FfmpegRunner, find_ffmpeg, probe
+from bulletproof.ffmpeg import FfmpegRunner
+from bulletproof.ffprobe import find_ffmpeg, probe
 from bulletproof.paths import temp_path_for
 from bulletproof.profiles import BUILTIN_PROFILES
 from bulletproof.quality import score

@@ -33,11 +33,6 @@ from bulletproof.profiles import BUILTIN_PROFILES, Profile
 from bulletproof.safe_yaml import load_yaml
 
 TEMPLATE_FIELDS = frozenset({"stem", "name", "ext", "profile", "rule", "source_ext"})
-DEFAULT_VIDEO_EXTENSIONS = [
-    "mp4", "mov", "mkv", "avi", "webm", "m4v", "mpg", "mpeg", "ts", "mts", "m2ts", "wmv", "flv",
-]
-
-
 # Linux limits: a name longer than NAME_MAX bytes, or a path of PATH_MAX bytes (its NUL included),
 # is refused by the OS only when first used; the config refuses it up front instead.
 NAME_MAX = 255

@@ -18,14 +18,14 @@ from rich.table import Table
 from bulletproof import events as ev
 from bulletproof.config import Config, FfmpegSettings, parse_config
 from bulletproof.errors import BulletproofError
-from bulletproof.ffmpeg import find_ffmpeg
+from bulletproof.ffprobe import find_ffmpeg
 from bulletproof.logs import configure_logging
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState
 from bulletproof.runner import serve
 from bulletproof.samples import make_clip, make_corrupt_clip
 from bulletproof.service import Monitor
 from bulletproof.sizes import format_bytes, format_saved, space_saved
-from bulletproof.store import JobStore
+from bulletproof.sqlite_store import SqliteJobStore
 
 MARKER = ".bulletproof-demo"
 CORRUPT_CLIP = "broken.mp4"
@@ -232,7 +232,7 @@ def run_demo(folder: Path, *, clips: int = 6, seconds: float = 4.0, listen: str 
         asyncio.run(serve(config, config_path=folder / "monitor.yaml", until=until_done))
     finally:
         log_file.close()
-    store = JobStore(config.database)
+    store = SqliteJobStore(config.database)
     history, _ = store.list_jobs(sort="id", descending=False, limit=1000)
     store.close()
     _summary(history, ignored, console)

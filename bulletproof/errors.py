@@ -7,7 +7,8 @@ BulletproofError
 │   └── StoreCorrupt       the database file is damaged (quick_check or a "malformed" error)
 ├── JobError               a control call names a job that cannot take it
 │   ├── JobNotFound        no job has that id
-│   └── InvalidTransition  the job's state does not allow the action
+│   ├── InvalidTransition  the job's state does not allow the action
+│   └── StaleClaim         a write for an attempt whose claim is no longer current
 ├── PathError              a path is outside the watch folders, missing, or not a file
 ├── FfmpegNotFound         neither PATH nor the bundled build has an ffmpeg
 ├── PluginError            a plugin could not start (e.g. its port is taken)
@@ -92,6 +93,17 @@ class InvalidTransition(JobError):
         self.action = action
         self.state = state
         super().__init__(f"cannot {action} job {job_id}: it is {state.value}", job_id=job_id)
+
+
+class StaleClaim(JobError):
+    """A write carried a fencing token that is no longer current: the lease expired or the job
+    was claimed again, so this attempt's outcome must not be recorded."""
+
+    def __init__(self, job_id: int, *, token: int, action: str, why: str) -> None:
+        self.token = token
+        self.action = action
+        super().__init__(f"cannot {action} job {job_id}: claim {token} is stale ({why})",
+                         job_id=job_id)
 
 
 class PathError(BulletproofError):

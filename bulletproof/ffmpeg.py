@@ -1,7 +1,6 @@
 """Running ffmpeg: the command line and one supervised process per job attempt.
 
-Binary discovery, probing, progress parsing and failure classification live in
-`bulletproof.ffprobe` and are re-exported here, so callers import everything from this module.
+Binary discovery, probing, progress parsing and failure classification are `bulletproof.ffprobe`'s.
 """
 
 from __future__ import annotations
@@ -22,24 +21,15 @@ from bulletproof.config import FfmpegSettings, Timeouts
 from bulletproof.errors import TranscodeError
 from bulletproof.ffprobe import (
     FfmpegBinaries,
-    MediaInfo,
     Progress,
     ProgressParser,
     classify_failure,
     failure_message,
-    find_ffmpeg,
     is_output_io_error,
     media_arg,
-    probe,
 )
 from bulletproof.models import FailureReason
 from bulletproof.profiles import Profile
-
-__all__ = [
-    "BeforePublish", "FfmpegBinaries", "FfmpegRunner", "MediaInfo", "Progress", "ProgressParser",
-    "RunningTranscode", "TranscodeResult", "build_command", "classify_failure", "find_ffmpeg",
-    "probe",
-]
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -71,7 +72,6 @@ class IgnoreReason(StrEnum):
     NO_RULE = "no_rule"
     ALREADY_DONE = "already_done"
     TEMPORARY = "temporary"
-    UNREADABLE = "unreadable"
     OUTSIDE_WATCH_FOLDER = "outside_watch_folder"  # a symlink (or a folder of one) leading out
 
 
@@ -139,6 +139,19 @@ class Job:
             return None
         return max(0.0, self.finished_at - self.started_at)
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Job:
+        """A Job from a stored record holding every field by name (enums as their values)."""
+        data = {name: record[name] for name in JOB_FIELDS}
+        data["state"] = state = JobState(data["state"])
+        if not data["reason"]:
+            data["reason"] = None
+        elif state is JobState.SKIPPED:
+            data["reason"] = SkipReason(data["reason"])
+        else:
+            data["reason"] = FailureReason(data["reason"])
+        return cls(**data)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (enums as their values)."""
         data = asdict(self)
@@ -147,6 +160,10 @@ class Job:
         data["filename"] = self.filename
         data["duration"] = self.duration
         return data
+
+
+# A job's fields, in order: the one definition the stores' column lists and row mapping use.
+JOB_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Job))
 
 
 @dataclass(frozen=True, slots=True)

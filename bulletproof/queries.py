@@ -1,22 +1,19 @@
-"""JobQueries: the read side of the job store (lookups, the queue order, lists, statistics)."""
+"""SqliteJobQueries: the read side of the SQLite job store (lookups, the queue order, lists, statistics)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bulletproof.errors import JobNotFound
-from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.models import JOB_FIELDS, Job, JobState
 
-COLUMNS = (
-    "id, source_path, rel_path, watch_folder, size, mtime_ns, profile, rule, output_path, state, "
-    "priority, attempts, created_at, queued_at, started_at, finished_at, not_before, progress, "
-    "speed, eta_seconds, input_bytes, output_bytes, media_duration, reason, error, stderr_tail, "
-    "source_inode, quality_score"
-)
+# The SELECT list of a job: the Job record's fields, nothing spelled twice.
+COLUMNS = ", ".join(JOB_FIELDS)
 
-SORT_COLUMNS = {
+# SORT_KEYS (bulletproof.store) as SQL expressions.
+SORT_EXPRESSIONS = {
     "created": "created_at",
     "finished": "finished_at",
     "started": "started_at",
@@ -26,32 +23,21 @@ SORT_COLUMNS = {
 }
 _NULLABLE_SORTS = frozenset({"finished", "started", "duration", "size"})
 
-
-def row_to_job(row: sqlite3.Row) -> Job:
-    """A Job from a row selected with COLUMNS."""
-    data = dict(row)
-    data["state"] = JobState(data["state"])
-    if not data["reason"]:
-        data["reason"] = None
-    elif data["state"] is JobState.SKIPPED:
-        data["reason"] = SkipReason(data["reason"])
-    else:
-        data["reason"] = FailureReason(data["reason"])
-    return Job(**data)
+Query = Callable[[str, Iterable[Any]], list[sqlite3.Row]]
 
 
-class JobQueries:
-    """Read-only queries over the jobs table; JobStore supplies the connection."""
+class SqliteJobQueries:
+    """Read-only queries over the jobs table, run through the store's `query` function."""
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
+    def __init__(self, query: Query) -> None:
+        self._query = query
 
     def get(self, job_id: int) -> Job:
         """One job by id."""
         rows = self._query(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise JobNotFound(job_id)
-        return row_to_job(rows[0])
+        return Job.from_record(dict(rows[0]))
 
     def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
         """The newest job for exactly this version of a file, if any."""
@@ -60,7 +46,7 @@ class JobQueries:
             "ORDER BY id DESC LIMIT 1",
             (source_path, size, mtime_ns),
         )
-        return row_to_job(rows[0]) if rows else None
+        return Job.from_record(dict(rows[0])) if rows else None
 
     def next_queued(self, *, now: float) -> Job | None:
         """The job a free worker should take now (FIFO within priority, honouring backoff)."""
@@ -69,11 +55,11 @@ class JobQueries:
             "AND (not_before IS NULL OR not_before <= ?) ORDER BY priority DESC, seq LIMIT 1",
             (now,),
         )
-        return row_to_job(rows[0]) if rows else None
+        return Job.from_record(dict(rows[0])) if rows else None
 
     def next_wakeup(self) -> float | None:
         """The earliest time a backed-off queued job becomes runnable."""
-        rows = self._query("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'")
+        rows = self._query("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'", ())
         return rows[0][0]
 
     def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
@@ -83,7 +69,7 @@ class JobQueries:
             "ORDER BY priority DESC, seq LIMIT ? OFFSET ?",
             (limit, offset),
         )
-        return [row_to_job(r) for r in rows]
+        return [Job.from_record(dict(r)) for r in rows]
 
     def list_jobs(
         self,
@@ -99,7 +85,8 @@ class JobQueries:
         offset: int = 0,
     ) -> tuple[list[Job], int]:
         """A filtered, sorted page of jobs and the total matching count."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params += [s.value for s in states]
@@ -117,7 +104,7 @@ class JobQueries:
             where.append("COALESCE(finished_at, created_at) < ?")
             params.append(until)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        column = SORT_COLUMNS[sort]
+        column = SORT_EXPRESSIONS[sort]
         direction = "DESC" if descending else "ASC"
         # Unfinished jobs have no finish time: they sort last either way. The extra term would
         # keep SQLite from walking an index, so only nullable sort keys get it.
@@ -128,18 +115,18 @@ class JobQueries:
             f"ORDER BY {nulls_last}{column} {direction}, id {direction} LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return [row_to_job(r) for r in rows], total
+        return [Job.from_record(dict(r)) for r in rows], total
 
     def counts_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
         counts = dict.fromkeys(JobState, 0)
-        for state, count in self._query("SELECT state, n FROM job_counts"):
+        for state, count in self._query("SELECT state, n FROM job_counts", ()):
             counts[JobState(state)] = count
         return counts
 
     def oldest_queued_at(self) -> float | None:
         """When the longest-waiting queued job was queued."""
-        return self._query("SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'")[0][0]
+        return self._query("SELECT MIN(queued_at) FROM jobs WHERE state = 'queued'", ())[0][0]
 
     def last_finished_at(self) -> dict[JobState, float | None]:
         """The latest finish time per terminal state (one index lookup each)."""
@@ -147,16 +134,16 @@ class JobQueries:
             "SELECT (SELECT MAX(finished_at) FROM jobs WHERE state = 'completed'), "
             "(SELECT MAX(finished_at) FROM jobs WHERE state = 'failed'), "
             "(SELECT MAX(finished_at) FROM jobs WHERE state = 'cancelled'), "
-            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'skipped')")[0]
+            "(SELECT MAX(finished_at) FROM jobs WHERE state = 'skipped')", ())[0]
         return {JobState.COMPLETED: row[0], JobState.FAILED: row[1], JobState.CANCELLED: row[2],
                 JobState.SKIPPED: row[3]}
 
     def summary(self, *, now: float) -> dict[str, Any]:
-        """The plan's Stats model: totals, average duration, and the last 24 h by hour."""
+        """The statistics summary: totals, average duration, space saved, the last 24 h by hour."""
         counts = self.counts_by_state()
         # Covered by the (state, finished_at, started_at) index: no table rows are read.
         avg = self._query(
-            "SELECT AVG(finished_at - started_at) FROM jobs WHERE state = 'completed'")[0][0]
+            "SELECT AVG(finished_at - started_at) FROM jobs WHERE state = 'completed'", ())[0][0]
         return {
             "total_jobs": sum(counts.values()),
             "successful": counts[JobState.COMPLETED],
@@ -173,7 +160,7 @@ class JobQueries:
         count, total_in, total_out = self._query(
             "SELECT COUNT(*), COALESCE(SUM(input_bytes), 0), COALESCE(SUM(output_bytes), 0) "
             "FROM jobs WHERE state = 'completed' AND input_bytes IS NOT NULL "
-            "AND output_bytes IS NOT NULL")[0]
+            "AND output_bytes IS NOT NULL", ())[0]
         saved = total_in - total_out
         return {"sized_jobs": count, "input_bytes": total_in, "output_bytes": total_out,
                 "saved_bytes": saved, "saved_ratio": saved / total_in if total_in else None}

@@ -26,7 +26,7 @@ from bulletproof.config_checks import check_against_ffmpeg
 from bulletproof.config_file import updated_config_text
 from bulletproof.config_policy import ApiChangePolicy, keep_file_settings, restart_required
 from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError, StoreError
-from bulletproof.ffmpeg import FfmpegBinaries, find_ffmpeg
+from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.owner import FolderLock
@@ -34,6 +34,7 @@ from bulletproof.paths import excluded_folders, is_own_temporary, is_within, out
 from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch, RuleMatcher
+from bulletproof.sqlite_store import SqliteJobStore
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import MonitorView
 from bulletproof.watcher import FolderWatcher, StableFile
@@ -65,7 +66,7 @@ class Monitor:
         self.last_reload_ok = True
         self.last_reload_success_at: float | None = time.time()
         self.paused_since: float | None = None
-        self.store = JobStore(config.database)
+        self.store: JobStore = SqliteJobStore(config.database)
         self.store_closed = False
         self._rules = RuleMatcher(config)
         self._pool: WorkerPool | None = None

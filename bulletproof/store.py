@@ -1,161 +1,26 @@
-"""JobStore: the persistent job queue and history in SQLite (WAL)."""
+"""JobStore: the interface of the persistent job queue and history, whatever database keeps it.
+
+`SqliteJobStore` (bulletproof.sqlite_store) is the implementation a single monitor runs on.
+The interface is written for a fleet too: a worker *claims* a job with a lease and gets a
+fencing token; every later write for that attempt carries the token, and the store refuses a
+stale one (`StaleClaim`), so a node whose lease expired can never overwrite the job's next
+attempt. `tests/store_contract.py` is the behaviour every implementation must show.
+"""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
-from bulletproof.errors import InvalidTransition, JobNotFound, StoreCorrupt, StoreError
+from bulletproof.audit import AuditEntry
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
-from bulletproof.owner import StateLock
-from bulletproof.paths import candidate_paths
-from bulletproof.queries import SORT_COLUMNS, JobQueries
 
-__all__ = ["SORT_COLUMNS", "JobStore", "NewJob", "SCHEMA_VERSION", "StoreHealth", "is_corruption"]
-
-# 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
-# store that may hold states they do not know.
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    source_path    TEXT    NOT NULL,
-    rel_path       TEXT    NOT NULL,
-    watch_folder   TEXT    NOT NULL,
-    size           INTEGER NOT NULL,
-    mtime_ns       INTEGER NOT NULL,
-    profile        TEXT    NOT NULL,
-    rule           TEXT    NOT NULL,
-    output_path    TEXT    NOT NULL,
-    state          TEXT    NOT NULL,
-    priority       INTEGER NOT NULL DEFAULT 0,
-    seq            REAL    NOT NULL,
-    attempts       INTEGER NOT NULL DEFAULT 0,
-    created_at     REAL    NOT NULL,
-    queued_at      REAL    NOT NULL,
-    started_at     REAL,
-    finished_at    REAL,
-    not_before     REAL,
-    progress       REAL    NOT NULL DEFAULT 0,
-    speed          REAL,
-    eta_seconds    REAL,
-    input_bytes    INTEGER,
-    output_bytes   INTEGER,
-    media_duration REAL,
-    reason         TEXT,
-    error          TEXT,
-    stderr_tail    TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, seq);
-CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (source_path, size, mtime_ns);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
-CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
-CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at, started_at);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
-CREATE INDEX IF NOT EXISTS jobs_state_queued ON jobs (state, queued_at);
--- Space saved in the stats summary: summed from the index alone.
-CREATE INDEX IF NOT EXISTS jobs_state_sizes ON jobs (state, input_bytes, output_bytes);
--- Jobs per state, kept by triggers: counting rows walks them all, and /metrics reads this on
--- every scrape, so its cost must not grow with the history.
-CREATE TABLE IF NOT EXISTS job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
-        ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
-WHEN OLD.state IS NOT NEW.state BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
-    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
-        ON CONFLICT (state) DO UPDATE SET n = n + 1;
-END;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- Versions of files that were transcoded successfully; outlives deleting the job from history,
--- so a restart never redoes a file whose job was deleted.
-CREATE TABLE IF NOT EXISTS done_files (
-    source_path TEXT NOT NULL,
-    size        INTEGER NOT NULL,
-    mtime_ns    INTEGER NOT NULL,
-    PRIMARY KEY (source_path, size, mtime_ns)
-) WITHOUT ROWID;
-"""
-
-# The audit trail of control calls (bulletproof.audit); added without a schema version bump.
-_AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    at             REAL    NOT NULL,
-    action         TEXT    NOT NULL,
-    method         TEXT    NOT NULL,
-    route          TEXT    NOT NULL,
-    status         INTEGER NOT NULL,
-    result         TEXT    NOT NULL,
-    address        TEXT    NOT NULL,
-    principal_kind TEXT,
-    principal      TEXT,
-    role           TEXT,
-    job_id         INTEGER,
-    code           TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
-"""
-_AUDIT_COLUMNS = ("at", "action", "method", "route", "status", "result", "address",
-                  "principal_kind", "principal", "role", "job_id", "code")
-_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
-
-_CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
-
-
-def is_corruption(exc: sqlite3.Error) -> bool:
-    """True when SQLite says the file is damaged or not a database."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in _CORRUPTION_CODES
-    text = str(exc).lower()
-    return "malformed" in text or "not a database" in text
-
-
-def _corrupt_message(path: Path, detail: str) -> str:
-    return (f"the state database {path} is damaged ({detail}); the monitor does not run on it: "
-            "stop it, move the database aside and start again (docs/runbook.md, "
-            "\"The state database is damaged\")")
-
-
-@dataclass(slots=True)
-class StoreHealth:
-    """What the last write to the store did; `corrupt` stays set once SQLite reported damage."""
-
-    writable: bool = True
-    error: str | None = None  # why the last write failed, while it is failing
-    last_error: str | None = None  # why a write last failed, kept after recovery
-    outages: int = 0  # how many times writes started failing: a poller sees even a short one
-    since: float | None = None  # when the store last changed between writable and not
-    corrupt: str | None = None
-    last_ok: float = field(default_factory=time.monotonic)  # the last committed write
-
-    def write_ok(self) -> None:
-        """Record a committed write."""
-        self.last_ok = time.monotonic()
-        if not self.writable:
-            self.writable, self.error, self.since = True, None, time.time()
-
-    def write_failed(self, error: str) -> None:
-        """Record a write SQLite refused."""
-        if self.writable:
-            self.since = time.time()
-            self.outages += 1
-        self.writable, self.error, self.last_error = False, error, error
+# The keys a job list can be sorted by (the implementations map them to their own columns).
+SORT_KEYS: tuple[str, ...] = ("created", "finished", "started", "duration", "size", "id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,502 +38,278 @@ class NewJob:
     priority: int = 0
 
 
-class JobStore(JobQueries):
-    """Every job the monitor has queued, and its history; safe to call from several threads."""
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job a node took from the queue: the attempt is its own while the lease holds.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._owner: StateLock | None = None
-        self._health = StoreHealth()
-        try:
-            if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                # Before anything touches the file: a second monitor must change nothing.
-                self._owner = StateLock(self.path)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._quick_check()
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives any process crash (SIGKILL); only power loss may
-            # roll back the last commits, which the rescan then finds again.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            self._check_version()
-            self._migrate_audit()
-            self._migrate_outputs()
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
-            self._recount()
-        except StoreError:
-            self._release_owner()
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            self._release_owner()
-            if isinstance(exc, sqlite3.Error) and is_corruption(exc):
-                raise StoreCorrupt(_corrupt_message(self.path, str(exc)), path=path) from None
-            raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
-        self._lock = threading.RLock()
-        self._audit_inserts = 0
+    `token` fences the attempt: it grows on every claim of the job (and when an expired lease
+    is swept), and every write for the attempt that carries it is refused once it is stale.
+    """
 
-    def _migrate_audit(self) -> None:
-        """Create the audit table and its index when missing (idempotent, additive)."""
-        self._db.executescript(_AUDIT_SCHEMA)
+    job: Job
+    token: int
+    node: str
+    lease_until: float
 
-    def _release_owner(self) -> None:
-        if self._owner is not None:
-            self._owner.release()
-            self._owner = None
 
-    def _quick_check(self) -> None:
-        """Refuse a damaged file before writing to it (cost grows with the database size)."""
-        rows = self._db.execute("PRAGMA quick_check(5)").fetchall()
-        found = [str(r[0]) for r in rows]
-        if found != ["ok"]:
-            raise StoreCorrupt(_corrupt_message(self.path, "; ".join(found)), path=self.path)
+class ChangeKind(StrEnum):
+    """What a store change notification is about."""
 
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"job store {self.path} has schema {row[0]}, newer than this version supports "
-                f"({SCHEMA_VERSION})",
-                path=self.path,
-            )
+    JOB = "job"  # a job was added, changed state, or was deleted (state None)
+    META = "meta"  # a persisted setting changed
 
-    def _migrate_outputs(self) -> None:
-        """Columns for trusted outputs: the source's inode as read, the quality score."""
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in (("source_inode", "INTEGER"), ("quality_score", "REAL")):
-            if column not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
-        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_output ON jobs (output_path)")
 
-    def _recount(self) -> None:
-        """Rebuild job_counts from the jobs (once per open: cheap, and heals any drift)."""
-        self._db.executescript(
-            "BEGIN IMMEDIATE; DELETE FROM job_counts; INSERT INTO job_counts (state, n) "
-            "SELECT state, COUNT(*) FROM jobs GROUP BY state; COMMIT;")
+@dataclass(frozen=True, slots=True)
+class StoreChange:
+    """One committed change, told to the store's listeners after the commit."""
+
+    kind: ChangeKind
+    job_id: int | None = None
+    state: JobState | None = None
+    key: str | None = None
+
+
+ChangeListener = Callable[[StoreChange], None]
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    """What the last write to the store did; `corrupt` stays set once the store reported damage."""
+
+    writable: bool = True
+    error: str | None = None  # why the last write failed, while it is failing
+    last_error: str | None = None  # why a write last failed, kept after recovery
+    outages: int = 0  # how many times writes started failing: a poller sees even a short one
+    since: float | None = None  # when the store last changed between writable and not
+    corrupt: str | None = None
+    last_ok: float = field(default_factory=time.monotonic)  # the last committed write
+
+    def write_ok(self) -> None:
+        """Record a committed write."""
+        self.last_ok = time.monotonic()
+        if not self.writable:
+            self.writable, self.error, self.since = True, None, time.time()
+
+    def write_failed(self, error: str) -> None:
+        """Record a write the database refused."""
+        if self.writable:
+            self.since = time.time()
+            self.outages += 1
+        self.writable, self.error, self.last_error = False, error, error
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """The queue and history of jobs; every transition is atomic, every failure a StoreError."""
+
+    @property
+    def path(self) -> Path | str:
+        """Where the store keeps its data (a file, or a server's address)."""
+        ...
+
+    # -- lifecycle and health -------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the database and release the lock on it."""
-        with self._lock:
-            self._db.close()
-            self._release_owner()
-
-    # -- health: every sqlite3 error is a StoreError, and the last write's fate is kept ------
-
-    def _store_error(self, exc: sqlite3.Error, doing: str) -> StoreError:
-        message = str(exc)
-        if is_corruption(exc):
-            self._health.corrupt = message
-            return StoreCorrupt(_corrupt_message(self.path, message), path=self.path)
-        return StoreError(f"job store {doing} failed: {message}", path=self.path)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._health.corrupt is not None:  # writing on damage can only spread it
-                raise StoreCorrupt(_corrupt_message(self.path, self._health.corrupt), path=self.path)
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                with suppress(sqlite3.Error):  # a failed ROLLBACK must not hide the first error
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    error = self._store_error(exc, "write")
-                    self._health.write_failed(str(exc))
-                    raise error from None
-                raise
-            self._health.write_ok()
-
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, tuple(params)).fetchall()
-            except sqlite3.Error as exc:
-                raise self._store_error(exc, "query") from None
+        """Release the store (connections, locks)."""
+        ...
 
     def health(self) -> StoreHealth:
         """The outcome of the last write (a copy; `probe` refreshes it)."""
-        with self._lock:
-            return replace(self._health)
+        ...
 
     def probe(self) -> bool:
-        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
-        try:
-            with self._tx() as db:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?)",
-                           (repr(time.time()),))
-        except StoreError:
-            return False
-        return True
+        """A tiny write: True when the store takes writes (updates `health`)."""
+        ...
 
-    # -- meta ---------------------------------------------------------------------------------
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call `listener` after each committed change; returns the call that unsubscribes."""
+        ...
+
+    # -- meta -----------------------------------------------------------------------------------
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         """A persisted setting (e.g. whether the queue is paused)."""
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else default
+        ...
 
     def set_meta(self, key: str, value: str) -> None:
         """Persist a setting."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        ...
 
-    # -- writes -------------------------------------------------------------------------------
+    # -- adding jobs ----------------------------------------------------------------------------
 
     def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
-        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None.
-
-        `force` skips the check (an operator asked for this file explicitly). The output path is
-        taken as given; the monitor uses `add_reserving`, which makes it unique.
-        """
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now)
-        return self.get(job_id)
-
-    @staticmethod
-    def _known(db: sqlite3.Connection, new: NewJob) -> bool:
-        return bool(db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ?1 AND size = ?2 "
-            "AND mtime_ns = ?3) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ?1 "
-            "AND size = ?2 AND mtime_ns = ?3)",
-            (new.source_path, new.size, new.mtime_ns),
-        ).fetchone()[0])
-
-    @staticmethod
-    def _insert(db: sqlite3.Connection, new: NewJob, output_path: str, now: float) -> int:
-        cur = db.execute(
-            "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
-            "rule, output_path, state, priority, seq, created_at, queued_at, input_bytes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, "
-            "COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1, ?, ?, ?)",
-            (new.source_path, new.rel_path, new.watch_folder, new.size, new.mtime_ns,
-             new.profile, new.rule, output_path, new.priority, now, now, new.size),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    # -- output names (reserved in the transaction that adds the job) ---------------------------
-
-    @staticmethod
-    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1) -> bool:
-        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
-        held = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path != ?2 "
-            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
-            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
-            (path, source_path)).fetchone()[0]
-        if held:
-            return True
-        if not os.path.lexists(path):
-            return False
-        # A file is there: ours only when an earlier job of this same source wrote to that name.
-        return not db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path = ?2 "
-            "AND id != ?3 AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
-            (path, source_path, job_id)).fetchone()[0]
+        """Queue a job unless this file version has a job or was done (`force` skips the check)."""
+        ...
 
     def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
                       force: bool = False) -> tuple[Job | None, str | None]:
-        """Queue a job as `add` does, with an output name no other source holds.
+        """Queue a job with an output name no other source holds; the job and the policy applied."""
+        ...
 
-        `policy` says what happens when `new.output_path` is taken (by another source's job or
-        by a file no job of this source wrote): `rename` takes the first free `name (n).ext`,
-        `overwrite` keeps the name, `skip` records the job skipped (`output_exists`), `fail`
-        records it failed (`output_conflict`). Returns the job (None when already known) and the
-        policy applied when there was a clash, else None.
-        """
-        now = time.time() if now is None else now
-        desired = new.output_path
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None, None
-            if not self._output_taken(db, desired, new.source_path):
-                return self.get(self._insert(db, new, desired, now)), None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path)), None)
-                if free is not None:
-                    return self.get(self._insert(db, new, free, now)), policy
-                policy = "fail"  # ten thousand namesakes: nothing sensible is left
-            job_id = self._insert(db, new, desired, now)
-            if policy == "skip":
-                db.execute(
-                    "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ? "
-                    "WHERE id = ?",
-                    (now, SkipReason.OUTPUT_EXISTS.value,
-                     f"the output {desired} already exists; output_conflict is skip", job_id))
-            elif policy == "fail":
-                db.execute(
-                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
-                    "WHERE id = ?",
-                    (now, FailureReason.OUTPUT_CONFLICT.value,
-                     f"the output {desired} already exists or belongs to another source", job_id))
-            return self.get(job_id), policy
-
-    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None) -> tuple[Job, str | None]:
-        """On a job's first claim: if a file appeared at its output name since it was queued,
-        apply `policy` again (`rename` records the next free name on the job). `path` gives the
-        job an output name first (one that could not be made when it was queued). Returns the
-        job and the policy applied, or None when the name is free."""
-        with self._tx() as db:
-            if path is not None:
-                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
-            job = self.get(job_id)
-            if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id):
-                return job, None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id)), None)
-                if free is None:
-                    return job, "fail"
-                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))
-                return self.get(job_id), policy
-            return job, policy
+    def reserve_again(self, job_id: int, *, policy: str,
+                      path: str | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim, apply the output policy again to a name taken since queueing."""
+        ...
 
     def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
                    now: float | None = None, force: bool = False) -> Job | None:
-        """Record a job that cannot run at all (say its output path is invalid) as failed."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now)
-            db.execute("UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
-                       "WHERE id = ?", (now, reason.value, error, job_id))
-            return self.get(job_id)
+        """Record a job that cannot run at all as failed."""
+        ...
 
-    def set_source_inode(self, job_id: int, inode: int) -> None:
-        """Remember which file (inode) the job's attempt read."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET source_inode = ? WHERE id = ?", (inode, job_id))
+    # -- claims: the queue order, leases, fencing -----------------------------------------------
 
-    def set_quality_score(self, job_id: int, score: float | None) -> None:
-        """Remember the quality score the output got against its source."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET quality_score = ? WHERE id = ?", (score, job_id))
+    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`."""
+        ...
 
-    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
-                     output_bytes: int | None, media_duration: float | None) -> Job:
-        """The job needed no work (or its result was not kept); the version counts as done."""
-        job = self._transition(
-            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ?, "
-            "output_bytes = ?, media_duration = COALESCE(?, media_duration), eta_seconds = NULL "
-            "WHERE id = ?",
-            (now, reason.value, message, output_bytes, media_duration),
-        )
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO done_files VALUES (?, ?, ?)",
-                       (job.source_path, job.size, job.mtime_ns))
-        return job
+    def renew(self, job_id: int, token: int, *, until: float) -> None:
+        """Extend the lease of a current claim; StaleClaim when the token is not current."""
+        ...
 
-    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
-                    params: tuple[Any, ...]) -> Job:
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            state = JobState(row[0])
-            if state not in allowed:
-                raise InvalidTransition(job_id, action=action, state=state)
-            db.execute(sql, (*params, job_id))
-        return self.get(job_id)
+    def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
+        """Put jobs whose lease ran out back at the front of the queue (the attempt counted),
+        or fail them `interrupted` once they had `max_attempts`."""
+        ...
+
+    def next_queued(self, *, now: float) -> Job | None:
+        """The job a free worker would take now (a read; `claim` takes it)."""
+        ...
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time a backed-off queued job becomes runnable."""
+        ...
+
+    # -- transitions (`token`, when given, must be the current claim's) -------------------------
 
     def mark_started(self, job_id: int, *, now: float) -> Job:
-        """A worker took the job: processing, one more attempt."""
-        return self._transition(
-            job_id, "start", {JobState.QUEUED},
-            "UPDATE jobs SET state = 'processing', attempts = attempts + 1, started_at = ?, "
-            "finished_at = NULL, progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, "
-            "error = NULL, not_before = NULL, quality_score = NULL WHERE id = ?",
-            (now,),
-        )
+        """Take a queued job by id: processing, one more attempt."""
+        ...
 
-    def mark_paused(self, job_id: int, paused: bool) -> Job:
+    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
         """Record that a running job's process was stopped or continued."""
-        if paused:
-            return self._transition(job_id, "pause", {JobState.PROCESSING},
-                                    "UPDATE jobs SET state = 'paused' WHERE id = ?", ())
-        return self._transition(job_id, "resume", {JobState.PAUSED},
-                                "UPDATE jobs SET state = 'processing' WHERE id = ?", ())
+        ...
 
     def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
-                       media_duration: float | None, stderr_tail: str = "") -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction)."""
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            state = JobState(row[0])
-            if state not in (JobState.PROCESSING, JobState.PAUSED):
-                raise InvalidTransition(job_id, action="complete", state=state)
-            db.execute(
-                "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
-                "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
-                "stderr_tail = ? WHERE id = ?",
-                (now, output_bytes, media_duration, stderr_tail or None, job_id))
-            db.execute("INSERT OR IGNORE INTO done_files SELECT source_path, size, mtime_ns "
-                       "FROM jobs WHERE id = ?", (job_id,))
-        return self.get(job_id)
+                       media_duration: float | None, stderr_tail: str = "",
+                       token: int | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done."""
+        ...
+
+    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
+                     output_bytes: int | None, media_duration: float | None,
+                     token: int | None = None) -> Job:
+        """The job needed no work (or its result was not kept); the version counts as done."""
+        ...
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
-                    stderr_tail: str, retry_at: float | None, progress: float | None = None) -> Job:
-        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good.
+                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
+                    token: int | None = None) -> Job:
+        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good."""
+        ...
 
-        `progress` is what the attempt reached (kept as the job's progress when given).
-        """
-        if retry_at is not None:
-            state = JobState.QUEUED
-        elif reason is FailureReason.CANCELLED:
-            state = JobState.CANCELLED
-        else:
-            state = JobState.FAILED
-        return self._transition(
-            job_id, "fail", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ?, stderr_tail = ?, "
-            "not_before = ?, queued_at = CASE WHEN ? IS NULL THEN queued_at ELSE ? END, "
-            "progress = COALESCE(?, progress) WHERE id = ?",
-            (state.value, now, reason.value, error, stderr_tail or None, retry_at, retry_at,
-             retry_at if retry_at is not None else now, progress),
-        )
-
-    def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None) -> None:
-        """Save the last progress report (called at a bounded rate by the monitor)."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
-                       (progress, speed, eta_seconds, job_id))
-
-    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
-        """Remember the source's media duration once probed."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET media_duration = ? WHERE id = ?", (seconds, job_id))
+    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
+        """A clean stop ended a running attempt: back to the front, the attempt not counted."""
+        ...
 
     def cancel_queued(self, job_id: int, *, now: float) -> Job:
         """Cancel a job that is waiting in the queue."""
-        return self._transition(
-            job_id, "cancel", {JobState.QUEUED},
-            "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled', "
-            "error = 'cancelled while queued' WHERE id = ?",
-            (now,),
-        )
+        ...
 
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry)."""
-        return self._transition(
-            job_id, "retry", {JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED,
-                              JobState.SKIPPED},
-            "UPDATE jobs SET state = 'queued', queued_at = ?, not_before = NULL, reason = NULL, "
-            "error = NULL, stderr_tail = NULL, progress = 0, speed = NULL, eta_seconds = NULL, "
-            "started_at = NULL, finished_at = NULL, output_bytes = NULL, quality_score = NULL, "
-            "attempts = CASE WHEN ? THEN 0 ELSE attempts END, "
-            "seq = COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1 WHERE id = ?",
-            (now, reset_attempts),
-        )
+        ...
 
     def prioritize(self, job_id: int) -> Job:
         """Move a queued job to the front of the queue."""
-        return self._transition(
-            job_id, "prioritize", {JobState.QUEUED},
-            "UPDATE jobs SET not_before = NULL, "
-            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
-            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
-            (),
-        )
+        ...
 
     def delete(self, job_id: int) -> None:
-        """Remove a finished job from history."""
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            state = JobState(row[0])
-            if not state.is_finished:
-                raise InvalidTransition(job_id, action="delete", state=state)
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        """Remove a finished job from history (its file version stays done)."""
+        ...
 
     def clear_queue(self, *, now: float) -> list[int]:
         """Cancel every queued job; returns their ids."""
-        with self._tx() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state = 'queued'")]
-            db.execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled', "
-                "error = 'queue cleared' WHERE state = 'queued'",
-                (now,),
-            )
-        return ids
+        ...
 
-    def recover_interrupted(self, *, now: float, max_attempts: int, retry_interrupted: bool) -> list[Job]:
-        """After a crash: jobs left processing or paused go back to the queue (or fail at the limit)."""
-        with self._tx() as db:
-            rows = db.execute(
-                "SELECT id, attempts FROM jobs WHERE state IN ('processing', 'paused')"
-            ).fetchall()
-            for job_id, attempts in rows:
-                if retry_interrupted and attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, "
-                        "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
-                        "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 "
-                        "WHERE id = ?",
-                        (now, job_id),
-                    )
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
-                        "error = 'the monitor stopped during the last attempt' WHERE id = ?",
-                        (now, job_id),
-                    )
-        return [self.get(r[0]) for r in rows]
+    def recover_interrupted(self, *, now: float, max_attempts: int,
+                            retry_interrupted: bool) -> list[Job]:
+        """After a crash: jobs left processing or paused go back to the queue (or fail)."""
+        ...
 
-    def requeue_interrupted(self, job_id: int, *, now: float) -> Job:
-        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
-        return self._transition(
-            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
-            "eta_seconds = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL, "
-            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
-            (now,),
-        )
+    # -- details of a running attempt -----------------------------------------------------------
 
+    def set_progress(self, job_id: int, progress: float, speed: float | None,
+                     eta_seconds: float | None) -> None:
+        """Save the last progress report."""
+        ...
 
-    # -- audit trail ----------------------------------------------------------------------------
+    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
+        """Remember the source's media duration once probed."""
+        ...
+
+    def set_source_inode(self, job_id: int, inode: int) -> None:
+        """Remember which file (inode) the job's attempt read."""
+        ...
+
+    def set_quality_score(self, job_id: int, score: float | None) -> None:
+        """Remember the quality score the output got against its source."""
+        ...
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job:
+        """One job by id (JobNotFound when there is none)."""
+        ...
+
+    def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """The newest job for exactly this version of a file, if any."""
+        ...
+
+    def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
+        """Queued jobs in the order they will run."""
+        ...
+
+    def list_jobs(self, *, states: list[JobState] | None = None, profile: str | None = None,
+                  search: str | None = None, since: float | None = None,
+                  until: float | None = None, sort: str = "created", descending: bool = True,
+                  limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
+        """A filtered page of jobs sorted by one of SORT_KEYS, and the total matching count."""
+        ...
+
+    def counts_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state present, zeros included)."""
+        ...
+
+    def oldest_queued_at(self) -> float | None:
+        """When the longest-waiting queued job was queued."""
+        ...
+
+    def last_finished_at(self) -> dict[JobState, float | None]:
+        """The latest finish time per terminal state."""
+        ...
+
+    def summary(self, *, now: float) -> dict[str, Any]:
+        """Totals, average duration, space saved, and the last 24 h by hour."""
+        ...
+
+    def space_saved(self) -> dict[str, Any]:
+        """Input, output and saved bytes over completed jobs whose sizes are both known."""
+        ...
+
+    def history(self, *, since: float, until: float, step: float) -> list[dict[str, Any]]:
+        """Jobs finished per time bucket, by outcome, with their mean duration."""
+        ...
+
+    # -- the audit trail ------------------------------------------------------------------------
 
     def record_audit(self, entry: AuditEntry) -> int:
-        """Keep one audit entry; returns its id. Past AUDIT_MAX_ROWS the oldest go; every
-        _AUDIT_PRUNE_EVERY inserts, entries older than AUDIT_MAX_AGE_SECONDS go too."""
-        values = [getattr(entry, c) for c in _AUDIT_COLUMNS]
-        try:
-            with self._tx() as db:
-                cursor = db.execute(
-                    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' for _ in _AUDIT_COLUMNS)})", values)
-                new_id = int(cursor.lastrowid or 0)
-                db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
-                if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
-                    db.execute("DELETE FROM audit WHERE at < ?", (entry.at - AUDIT_MAX_AGE_SECONDS,))
-                self._audit_inserts += 1
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot record an audit entry: {exc}", path=self.path) from None
-        return new_id
+        """Keep one audit entry (the oldest go past the retention bounds); returns its id."""
+        ...
 
     def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         """The newest audit entries first, at most `limit`, with ids below `before` if given."""
-        rows = self._query(
-            f"SELECT id, {', '.join(_AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
-            (before if before is not None else 2**63 - 1, limit))
-        return [AuditEntry(**dict(row)) for row in rows]
+        ...
 
     def audit_count(self) -> int:
         """How many audit entries are kept."""
-        return int(self._query("SELECT COUNT(*) FROM audit")[0][0])
+        ...

@@ -134,6 +134,7 @@ class FolderWatcher:
         self._on_ignored = on_ignored
         self._on_folder_status = on_folder_status
         self._pending: dict[str, _Pending] = {}
+        self._scans = 0  # folder scans completed: what a caller waits on to know a rescan ran
         # Each watch folder's realpath, so a symlink leading out of it is recognised.
         self._real_roots: dict[str, str] = {f.root: os.path.realpath(f.root) for f in self._folders}
         # Fingerprints already reported (stable or ignored) per path: each is reported once.
@@ -190,10 +191,6 @@ class FolderWatcher:
         """Whether each watch folder is up."""
         return {Path(f.root): f.up is True for f in self._folders}
 
-    def forget(self, path: Path) -> None:
-        """Drop the reported fingerprints of a path, so its next stable sighting is reported again."""
-        self._settled.pop(os.path.abspath(os.fspath(path)), None)
-
     @property
     def running(self) -> bool:
         """True while started and every up folder has a live observer."""
@@ -204,6 +201,11 @@ class FolderWatcher:
     def pending_count(self) -> int:
         """Files seen but not yet stable."""
         return len(self._pending)
+
+    @property
+    def scans(self) -> int:
+        """How many folder scans have completed since start (each folder's scan counts once)."""
+        return self._scans
 
     async def _periodic(self, wanted: asyncio.Event, interval: float, *, everything: bool) -> None:
         while True:
@@ -368,6 +370,7 @@ class FolderWatcher:
                 fp = (size, mtime_ns)
                 if path not in self._pending and fp not in self._settled.get(path, ()):
                     self._pending[path] = _Pending(folder.root, fp, now)
+            self._scans += 1
 
     async def _check_pending(self) -> None:
         if not self._pending:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,15 +17,17 @@ from typing import Concatenate, ParamSpec
 from bulletproof import events as ev
 from bulletproof.config import Config
 from bulletproof.disposal import SourceCheck, dispose_source
-from bulletproof.errors import InvalidTransition, JobError, JobNotFound, PathError, StoreError, TranscodeError
-from bulletproof.ffmpeg import (
-    FfmpegBinaries,
-    FfmpegRunner,
-    MediaInfo,
-    Progress,
-    RunningTranscode,
-    probe,
+from bulletproof.errors import (
+    InvalidTransition,
+    JobError,
+    JobNotFound,
+    PathError,
+    StaleClaim,
+    StoreError,
+    TranscodeError,
 )
+from bulletproof.ffmpeg import FfmpegRunner, RunningTranscode
+from bulletproof.ffprobe import FfmpegBinaries, MediaInfo, Progress, probe
 from bulletproof.models import (
     FailureReason,
     Job,
@@ -46,12 +50,17 @@ _PROGRESS_SAVE_INTERVAL = 2.0  # seconds between progress writes to the store, p
 _IDLE_POLL = 1.0  # upper bound on how long an idle worker sleeps without a wake-up
 _BACKOFF_FIRST = 0.5  # seconds a slot waits after an error, doubled on each one in a row...
 _BACKOFF_MAX = 30.0  # ...up to this
+# A claim's lease, renewed with the progress saves; only a store shared by several monitors
+# sweeps expired leases (a lone monitor recovers its own jobs at start).
+_LEASE_SECONDS = 120.0
 
 
 @dataclass
 class _Slot:
     index: int
     job: Job | None = None
+    token: int | None = None  # the claim's fencing token, carried by every write of the attempt
+    lease_until: float | None = None
     run: RunningTranscode | None = None
     started_at: float | None = None
     progress: Progress | None = None
@@ -93,6 +102,10 @@ def _keeps_pending(
     def wrapper(pool: WorkerPool, slot: _Slot, *args: _P.args, **kwargs: _P.kwargs) -> None:
         try:
             record(pool, slot, *args, **kwargs)
+        except StaleClaim as exc:  # another claim owns the job now: this outcome is not its
+            log.warning("the claim on the job was lost; its outcome is dropped",
+                        extra={"job": slot.job.id if slot.job else None, "worker": slot.index,
+                               "error": str(exc)})
         except StoreError as exc:
             slot.pending = functools.partial(record, pool, slot, *args, **kwargs)
             slot.pending_error = str(exc)
@@ -107,8 +120,9 @@ class WorkerPool:
     """Runs up to `size` jobs at once; a paused pool finishes running jobs but starts none."""
 
     def __init__(self, store: JobStore, bus: ev.EventBus, config: Callable[[], Config],
-                 binaries: FfmpegBinaries) -> None:
+                 binaries: FfmpegBinaries, *, node: str | None = None) -> None:
         self._store = store
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"  # who holds the claims
         self._bus = bus
         self._config = config
         self._binaries = binaries
@@ -240,7 +254,7 @@ class WorkerPool:
         slot = self._require_running(job_id, "pause")
         if slot.paused:
             raise InvalidTransition(job_id, action="pause", state=JobState.PAUSED)
-        job = self._store.mark_paused(job_id, True)
+        job = self._store.mark_paused(job_id, True, token=slot.token)
         slot.paused, slot.paused_at = True, time.time()
         if slot.run is not None:
             slot.run.pause()
@@ -252,7 +266,7 @@ class WorkerPool:
         slot = self._require_running(job_id, "resume")
         if not slot.paused:
             raise InvalidTransition(job_id, action="resume", state=JobState.PROCESSING)
-        job = self._store.mark_paused(job_id, False)
+        job = self._store.mark_paused(job_id, False, token=slot.token)
         self._unpause(slot)
         self._bus.publish(ev.JobResumed(job=job, worker=slot.index))
         return job
@@ -351,11 +365,12 @@ class WorkerPool:
 
     def _claim(self, slot: _Slot) -> Job | None:
         now = time.time()
-        job = self._store.next_queued(now=now)
-        if job is None:
+        claim = self._store.claim(self.node, now=now, lease_seconds=_LEASE_SECONDS)
+        if claim is None:
             return None
-        job = self._store.mark_started(job.id, now=now)
+        job = claim.job
         slot.job, slot.started_at = job, now
+        slot.token, slot.lease_until = claim.token, claim.lease_until
         self.last_activity = time.monotonic()
         self._bus.publish(ev.JobStarted(job=job, worker=slot.index, queue_wait=max(0.0, now - job.queued_at)))
         return job
@@ -536,8 +551,20 @@ class WorkerPool:
             with contextlib.suppress(StoreError):
                 self._store.set_progress(slot.job.id, progress.ratio, progress.speed,
                                          progress.eta_seconds)
+            self._renew(slot, now)
         self._bus.publish(ev.JobProgress(job_id=slot.job.id, worker=slot.index, progress=progress.ratio,
                                          speed=progress.speed, eta_seconds=progress.eta_seconds))
+
+    def _renew(self, slot: _Slot, now: float) -> None:
+        """Extend the claim's lease once half of it is gone (a lost claim shows at the outcome)."""
+        if slot.job is None or slot.token is None or slot.lease_until is None:
+            return
+        if slot.lease_until - now > _LEASE_SECONDS / 2:
+            return
+        until = now + _LEASE_SECONDS
+        with contextlib.suppress(StoreError, StaleClaim):
+            self._store.renew(slot.job.id, slot.token, until=until)
+            slot.lease_until = until
 
     # -- outcomes -----------------------------------------------------------------------------
 
@@ -546,7 +573,8 @@ class WorkerPool:
         assert slot.job is not None
         now = time.time()
         job = self._store.mark_completed(slot.job.id, now=now, output_bytes=output_bytes,
-                                         media_duration=slot.media_duration, stderr_tail=stderr_tail)
+                                         media_duration=slot.media_duration, stderr_tail=stderr_tail,
+                                         token=slot.token)
         self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.COMPLETED,
                                          reason=None, busy_seconds=slot.busy_seconds(now)))
         self._dispose_source(job)
@@ -557,7 +585,8 @@ class WorkerPool:
         assert slot.job is not None
         now = time.time()
         job = self._store.mark_skipped(slot.job.id, now=now, reason=reason, message=message,
-                                       output_bytes=output_bytes, media_duration=slot.media_duration)
+                                       output_bytes=output_bytes, media_duration=slot.media_duration,
+                                       token=slot.token)
         self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.SKIPPED,
                                          reason=reason, busy_seconds=slot.busy_seconds(now)))
 
@@ -574,7 +603,7 @@ class WorkerPool:
         try:
             job = self._store.mark_failed(slot.job.id, now=now, reason=reason, error=error,
                                           stderr_tail=stderr_tail, retry_at=retry_at,
-                                          progress=reached)
+                                          progress=reached, token=slot.token)
         except JobNotFound:
             return
         outcome = Outcome.CANCELLED if reason is FailureReason.CANCELLED else Outcome.FAILED
@@ -588,7 +617,7 @@ class WorkerPool:
     @_keeps_pending
     def _requeue_for_shutdown(self, slot: _Slot) -> None:
         assert slot.job is not None
-        job = self._store.requeue_interrupted(slot.job.id, now=time.time())
+        job = self._store.requeue_interrupted(slot.job.id, now=time.time(), token=slot.token)
         self._bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
 
     def _dispose_source(self, job: Job) -> None:

@@ -53,7 +53,7 @@ async def until(predicate: Callable[[], Any], timeout: float = 20.0, interval: f
 @pytest.fixture(scope="session")
 def ffmpeg_binaries():
     """The real ffmpeg the tests run."""
-    from bulletproof.ffmpeg import find_ffmpeg
+    from bulletproof.ffprobe import find_ffmpeg
 
     return find_ffmpeg(FfmpegSettings())
 

@@ -15,11 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bulletproof import store as store_module
+from bulletproof import sqlite_store as store_module
 from bulletproof.audit import AUDIT_RESULTS, AuditEntry, result_of
 from bulletproof.config import ApiSettings, GrafanaAuth
 from bulletproof.errors import ConfigError
-from bulletproof.store import JobStore
+from bulletproof.sqlite_store import SqliteJobStore
 from exporter.security.grafana_auth import ROLE_RANK
 from exporter.api.openapi import openapi_document
 from exporter.security.origins import OriginPolicy, resolve_public_url
@@ -256,7 +256,7 @@ def entry(**values: Any) -> AuditEntry:
 
 
 def test_the_store_keeps_pages_and_bounds_the_audit(tmp_path: Path, monkeypatch) -> None:
-    store = JobStore(tmp_path / "jobs.db")
+    store = SqliteJobStore(tmp_path / "jobs.db")
     first = store.record_audit(entry(principal_kind="grafana", principal="eddie", role="Editor"))
     store.record_audit(entry(action="job.cancel", route="/api/v1/jobs/{id}/cancel", job_id=7,
                              status=409, result="rejected", code="invalid_state"))
@@ -280,14 +280,14 @@ def test_the_store_keeps_pages_and_bounds_the_audit(tmp_path: Path, monkeypatch)
 
 def test_the_audit_table_is_added_to_an_existing_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    JobStore(path).close()
+    SqliteJobStore(path).close()
     with sqlite3.connect(path) as db:  # a database from before the audit trail
         db.execute("DROP TABLE audit")
-    store = JobStore(path)
+    store = SqliteJobStore(path)
     assert store.audit_count() == 0
     store.record_audit(entry())
     store.close()
-    store = JobStore(path)  # opening again changes nothing
+    store = SqliteJobStore(path)  # opening again changes nothing
     assert store.audit_count() == 1
     store.close()
 

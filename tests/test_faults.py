@@ -30,7 +30,8 @@ from bulletproof import events as ev
 from bulletproof.errors import StoreCorrupt, StoreLocked
 from bulletproof.models import FailureReason, JobState
 from bulletproof.service import Monitor
-from bulletproof.store import JobStore, NewJob
+from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.store import NewJob
 from bulletproof.view import COMPONENTS
 from tests.api_fixtures import Api, api_factory_fixture  # noqa: F401
 from tests.conftest import until, write_config
@@ -235,7 +236,7 @@ async def test_a_slot_that_cannot_claim_backs_off_and_carries_on(
 
 def test_read_only_store_is_refused_at_start_and_nothing_changes(tmpfs: Path, tmp_path: Path) -> None:
     database = tmpfs / "bulletproof.db"
-    store = JobStore(database)
+    store = SqliteJobStore(database)
     store.add(NewJob(source_path=str(tmp_path / "incoming" / "x.mp4"), rel_path="x.mp4",
                      watch_folder=str(tmp_path / "incoming"), size=1, mtime_ns=1,
                      profile="h264_mp4", rule="videos", output_path=str(tmp_path / "out.mp4")))
@@ -290,7 +291,7 @@ def test_a_second_instance_is_refused_and_the_first_finishes(tmp_path: Path, cli
 
 def test_a_taken_port_fails_before_any_recovery(tmp_path: Path) -> None:
     db = tmp_path / "state" / "bulletproof.db"
-    store = JobStore(db)
+    store = SqliteJobStore(db)
     job = store.add(NewJob(source_path=str(tmp_path / "incoming" / "x.mp4"), rel_path="x.mp4",
                            watch_folder=str(tmp_path / "incoming"), size=1, mtime_ns=1,
                            profile="h264_mp4", rule="videos",
@@ -335,7 +336,7 @@ def overwrite_pages(db: Path, tables: set[str]) -> int:
 
 def test_a_damaged_page_is_refused_at_start_with_the_remedy(tmp_path: Path) -> None:
     db = tmp_path / "state" / "bulletproof.db"
-    store = JobStore(db)
+    store = SqliteJobStore(db)
     for i in range(40):
         store.add(NewJob(source_path=f"/in/{i}.mp4", rel_path=f"{i}.mp4", watch_folder="/in",
                          size=i, mtime_ns=i, profile="h264_mp4", rule="videos",
@@ -382,7 +383,7 @@ async def test_damage_found_at_run_time_stops_new_jobs_and_reports_it(
     assert api.monitor.view.busy_workers() == 0  # nothing new started on a damaged store
     await api.monitor.stop()
     with pytest.raises(StoreCorrupt):  # and a restart refuses it until it is moved aside
-        JobStore(db)
+        SqliteJobStore(db)
 
 
 # -- SIGKILL at random points -----------------------------------------------------------------
@@ -430,7 +431,7 @@ async def test_two_monitors_cannot_share_an_output_folder(config_factory, monito
     config, _ = config_factory()
     first = await monitor_factory(config)
     other_db = tmp_path / "other" / "state.db"
-    store = JobStore(other_db)
+    store = SqliteJobStore(other_db)
     job = store.add(NewJob(source_path=str(tmp_path / "incoming" / "x.mp4"), rel_path="x.mp4",
                            watch_folder=str(tmp_path / "incoming"), size=1, mtime_ns=1,
                            profile="h264_mp4", rule="videos",
@@ -475,7 +476,7 @@ async def test_an_error_inside_a_job_fails_it_as_internal_and_the_slot_carries_o
 
 def test_a_full_store_volume_at_start_is_a_clear_error(tmpfs: Path, tmp_path: Path) -> None:
     database = tmpfs / "bulletproof.db"
-    JobStore(database).close()
+    SqliteJobStore(database).close()
     filler = fill(tmpfs)
     config = write_config(tmp_path, database=str(database), api={"enabled": False})
     result = bp("run", "--config", str(config))

@@ -18,14 +18,12 @@ import pytest
 
 from bulletproof.config import FfmpegSettings, Timeouts
 from bulletproof.errors import FfmpegNotFound, TranscodeError
-from bulletproof.ffmpeg import (
+from bulletproof.ffmpeg import FfmpegRunner, RunningTranscode, build_command
+from bulletproof.ffprobe import (
     FfmpegBinaries,
-    FfmpegRunner,
     MediaInfo,
     Progress,
     ProgressParser,
-    RunningTranscode,
-    build_command,
     classify_failure,
     find_ffmpeg,
     probe,
@@ -33,6 +31,7 @@ from bulletproof.ffmpeg import (
 from bulletproof.models import FailureReason
 from bulletproof.profiles import BUILTIN_PROFILES, Profile
 from bulletproof.samples import make_clip, make_corrupt_clip
+from tests.conftest import until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
@@ -408,9 +407,10 @@ async def test_output_folder_cannot_be_created(binaries: FfmpegBinaries, media: 
 async def test_cancel_mid_run(binaries: FfmpegBinaries, media: dict[str, Path],
                               tmp_path: Path) -> None:
     output = tmp_path / "out.mp4"
-    job = await start(runner(binaries), media["long"], output, SLOW, duration=10.0)
+    progress: list[Progress] = []
+    job = await start(runner(binaries), media["long"], output, SLOW, progress, duration=10.0)
     assert job.pid is not None
-    await asyncio.sleep(0.3)
+    await until(lambda: progress)  # mid-run for sure: ffmpeg has reported
     job.cancel()
     began = time.monotonic()
     with pytest.raises(TranscodeError) as info:
@@ -423,8 +423,9 @@ async def test_cancel_mid_run(binaries: FfmpegBinaries, media: dict[str, Path],
 
 async def test_cancel_while_paused(binaries: FfmpegBinaries, media: dict[str, Path],
                                    tmp_path: Path) -> None:
-    job = await start(runner(binaries), media["long"], tmp_path / "out.mp4", SLOW)
-    await asyncio.sleep(0.2)
+    progress: list[Progress] = []
+    job = await start(runner(binaries), media["long"], tmp_path / "out.mp4", SLOW, progress)
+    await until(lambda: progress)
     job.pause()
     job.cancel()
     assert not job.paused
@@ -458,11 +459,10 @@ async def test_pause_resume_does_not_stall(binaries: FfmpegBinaries, media: dict
         source=media["long"], output=output, temp_output=tmp_path / ".out.bp-tmp-1.mp4",
         profile=FAST, duration=10.0, on_progress=on_progress)
     holder.append(job)
-    while not job.paused:
-        await asyncio.sleep(0.02)
-    assert job.pid is not None
-    await asyncio.sleep(0.2)
-    state, nice = proc_state(job.pid)
+    await until(lambda: job.paused, interval=0.02)
+    pid = job.pid
+    assert pid is not None
+    state, nice = await until(lambda: (got := proc_state(pid))[0] == "T" and got)
     assert state == "T" and nice == FfmpegSettings().nice  # stopped, and reniced by preexec_fn
     count = len(seen)
     await asyncio.sleep(2.0)
@@ -542,11 +542,12 @@ async def test_timeout(binaries: FfmpegBinaries, media: dict[str, Path], tmp_pat
 
 async def test_waiter_cancelled_kills_ffmpeg(binaries: FfmpegBinaries, media: dict[str, Path],
                                              tmp_path: Path) -> None:
-    job = await start(runner(binaries), media["long"], tmp_path / "out.mp4", SLOW)
+    progress: list[Progress] = []
+    job = await start(runner(binaries), media["long"], tmp_path / "out.mp4", SLOW, progress)
     pid = job.pid
     assert pid is not None
     waiter = asyncio.create_task(job.wait())
-    await asyncio.sleep(0.3)
+    await until(lambda: progress)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bulletproof.ffmpeg import FfmpegBinaries
 from bulletproof.ffmpeg_options import EXTRA_ARGS, check_extra_args
+from bulletproof.ffprobe import FfmpegBinaries
 from bulletproof.profiles import BUILTIN_PROFILES, Profile
 from tests.api_fixtures import Api, api_factory_fixture, api_fixture  # noqa: F401 (fixtures)
 from tests.test_api import assert_error

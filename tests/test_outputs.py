@@ -5,7 +5,6 @@ Real monitors on real folders with real ffmpeg and SQLite; clips are generated b
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -16,12 +15,12 @@ import pytest
 from bulletproof import events as ev
 from bulletproof.config import VerifySettings
 from bulletproof.errors import ConfigError, TranscodeError
-from bulletproof.ffmpeg import probe
+from bulletproof.ffprobe import probe
 from bulletproof.models import FailureReason, JobState, SkipReason, VerificationResult
 from bulletproof.profiles import BUILTIN_PROFILES
 from bulletproof.samples import make_truncated_clip
 from bulletproof.service import Monitor
-from bulletproof.store import JobStore
+from bulletproof.sqlite_store import SqliteJobStore
 from bulletproof.verify import plan_for, verify_output
 from tests.conftest import until
 
@@ -73,7 +72,7 @@ async def test_two_sources_with_one_stem_get_two_outputs_stable_across_retry_and
 
     # A crash while the renamed job ran: the next monitor on the same database recovers it.
     await monitor.stop()
-    store = JobStore(config.database)
+    store = SqliteJobStore(config.database)
     store.mark_started(jobs["clip_a.mkv"].id, now=1.0)
     store.close()
     second = await monitor_factory(config)
@@ -339,8 +338,9 @@ async def test_a_source_already_on_target_is_skipped_and_not_requeued(
     now = time.time()
     buckets = monitor.view.history(since=now - 3600, until=now + 1, step=3601)
     assert [(b["completed"], b["skipped"]) for b in buckets] == [(1, 1)]
+    scans = monitor.watcher.scans
     monitor.watcher.rescan_now()
-    await asyncio.sleep(1.0)
+    await until(lambda: monitor.watcher.scans > scans and monitor.watcher.pending_count() == 0)
     assert monitor.view.list_jobs()[1] == 2
 
 

@@ -114,7 +114,8 @@ async def test_burst_of_files_is_queued_exactly_once(config_factory, monitor_fac
     for i in range(300):
         (incoming / f"f{i:03d}.mp4").write_bytes(b"x" * (i + 1))
     await until(lambda: monitor.view.counts()[JobState.QUEUED] == 300, timeout=30)
-    await asyncio.sleep(2.5)  # two more rescans must not queue anything twice
+    scans = monitor.watcher.scans  # two more rescans must not queue anything twice
+    await until(lambda: monitor.watcher.scans >= scans + 2 and monitor.watcher.pending_count() == 0)
     assert monitor.view.counts()[JobState.QUEUED] == 300
     assert monitor.clear_queue() == 300
     assert monitor.view.counts()[JobState.CANCELLED] == 300
@@ -152,8 +153,7 @@ async def test_cancel_pause_resume_retry_running_job(config_factory, monitor_fac
     assert monitor.pause_job(job.id).state is JobState.PAUSED
     with pytest.raises(InvalidTransition):
         monitor.pause_job(job.id)
-    await asyncio.sleep(0.5)
-    assert monitor.view.workers()[0].paused
+    await until(lambda: monitor.view.workers()[0].paused)
     assert monitor.resume_job(job.id).state is JobState.PROCESSING
     monitor.cancel_job(job.id)
     await until(lambda: monitor.view.get_job(job.id).state is JobState.CANCELLED, timeout=15)
@@ -244,7 +244,8 @@ async def test_outputs_inside_the_watch_folder_are_never_picked_up(config_factor
     monitor = await monitor_factory(config)
     drop(clip_cache(), config.monitor_folder[0].path, "a.mp4")
     await until(lambda: finished(monitor), timeout=30)
-    await asyncio.sleep(2.5)  # a rescan later, still one job
+    scans = monitor.watcher.scans  # a rescan later, still one job
+    await until(lambda: monitor.watcher.scans > scans and monitor.watcher.pending_count() == 0)
     assert monitor.view.list_jobs()[1] == 1
     assert (config.output_folder / "a.mp4").exists()
 

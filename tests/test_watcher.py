@@ -250,16 +250,6 @@ async def test_modified_file_is_reported_again(tmp_path: Path, make_watcher: Mak
     assert [s.size for _, s in rec.stable] == [5, 14]
 
 
-async def test_forget_allows_a_second_report(tmp_path: Path, make_watcher: MakeWatcher) -> None:
-    path = write(tmp_path / "a.mp4")
-    watcher, rec = await make_watcher(tmp_path)
-    await until(lambda: len(rec.stable) == 1)
-    watcher.forget(path)
-    watcher.rescan_now()
-    await until(lambda: len(rec.stable) == 2)
-    assert rec.stable[0][1] == rec.stable[1][1]
-
-
 async def test_folder_missing_at_start_comes_up_later(tmp_path: Path, make_watcher: MakeWatcher) -> None:
     folder = tmp_path / "not yet"
     watcher, rec = await make_watcher(folder, rescan=0.5)

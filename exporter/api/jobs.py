@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bulletproof.errors import InvalidTransition
 from bulletproof.models import JobState
 from bulletproof.paths import is_within, relative_posix
-from bulletproof.store import SORT_COLUMNS
+from bulletproof.store import SORT_KEYS
 from exporter.api.routes import (
     bad_param,
     int_param,
@@ -86,8 +86,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     if since is not None and until is not None and since >= until:
         raise bad_param("since", "must be before until")
     sort = query_one(request, "sort") or "created"
-    if sort not in SORT_COLUMNS:
-        raise bad_param("sort", f"one of {', '.join(SORT_COLUMNS)}")
+    if sort not in SORT_KEYS:
+        raise bad_param("sort", f"one of {', '.join(SORT_KEYS)}")
     order = (query_one(request, "order") or "desc").lower()
     if order not in ("asc", "desc"):
         raise bad_param("order", "asc or desc")

@@ -13,7 +13,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from bulletproof.store import SORT_COLUMNS
+from bulletproof.store import SORT_KEYS
 from exporter.api.jobs import MAX_LIMIT, MAX_OFFSET
 from exporter.security.audit import MAX_PAGE as MAX_AUDIT_PAGE
 from exporter.api.openapi_schemas import INT, STATES, STR, arr, component_schemas, ref
@@ -144,7 +144,7 @@ def _paths() -> dict[str, Any]:
                               "text in the file's relative path (case-insensitive)"),
                            _q("since", _TIME, "finished (else created) at or after"),
                            _q("until", _TIME, "finished (else created) before"),
-                           _q("sort", {"enum": list(SORT_COLUMNS), "default": "created"},
+                           _q("sort", {"enum": list(SORT_KEYS), "default": "created"},
                               "sort key (jobs without a value sort last)"),
                            _q("order", {"enum": ["asc", "desc"], "default": "desc"}, "direction"),
                            *_PAGE,

@@ -33,7 +33,6 @@ from exporter.client.api_client import (
 if TYPE_CHECKING:  # rich is imported when a command prints (the core loads this module always)
     from rich.console import Console
 
-EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INVALID = 2
 EXIT_CONNECT = 4

@@ -1,0 +1,806 @@
+"""SqliteJobStore: the job queue and history in one SQLite file (WAL), a JobStore for one monitor."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreCorrupt, StoreError
+from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.owner import StateLock
+from bulletproof.paths import candidate_paths
+from bulletproof.queries import SqliteJobQueries
+from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
+
+log = logging.getLogger(__name__)
+
+# Columns of the jobs table that are the store's own, not fields of a Job: the queue position
+# and the claim (fencing token, node, lease). Every other column is a Job field (JOB_FIELDS).
+INTERNAL_COLUMNS: tuple[str, ...] = ("seq", "claim_token", "claimed_by", "lease_until")
+
+# 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
+# store that may hold states they do not know.
+SCHEMA_VERSION = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_path    TEXT    NOT NULL,
+    rel_path       TEXT    NOT NULL,
+    watch_folder   TEXT    NOT NULL,
+    size           INTEGER NOT NULL,
+    mtime_ns       INTEGER NOT NULL,
+    profile        TEXT    NOT NULL,
+    rule           TEXT    NOT NULL,
+    output_path    TEXT    NOT NULL,
+    state          TEXT    NOT NULL,
+    priority       INTEGER NOT NULL DEFAULT 0,
+    seq            REAL    NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    created_at     REAL    NOT NULL,
+    queued_at      REAL    NOT NULL,
+    started_at     REAL,
+    finished_at    REAL,
+    not_before     REAL,
+    progress       REAL    NOT NULL DEFAULT 0,
+    speed          REAL,
+    eta_seconds    REAL,
+    input_bytes    INTEGER,
+    output_bytes   INTEGER,
+    media_duration REAL,
+    reason         TEXT,
+    error          TEXT,
+    stderr_tail    TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS jobs_fingerprint ON jobs (source_path, size, mtime_ns);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE INDEX IF NOT EXISTS jobs_state_finished ON jobs (state, finished_at, started_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_state_queued ON jobs (state, queued_at);
+-- Space saved in the stats summary: summed from the index alone.
+CREATE INDEX IF NOT EXISTS jobs_state_sizes ON jobs (state, input_bytes, output_bytes);
+-- Jobs per state, kept by triggers: counting rows walks them all, and /metrics reads this on
+-- every scrape, so its cost must not grow with the history.
+CREATE TABLE IF NOT EXISTS job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
+WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Versions of files that were transcoded successfully; outlives deleting the job from history,
+-- so a restart never redoes a file whose job was deleted.
+CREATE TABLE IF NOT EXISTS done_files (
+    source_path TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    PRIMARY KEY (source_path, size, mtime_ns)
+) WITHOUT ROWID;
+"""
+
+# The audit trail of control calls (bulletproof.audit); added without a schema version bump.
+_AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at             REAL    NOT NULL,
+    action         TEXT    NOT NULL,
+    method         TEXT    NOT NULL,
+    route          TEXT    NOT NULL,
+    status         INTEGER NOT NULL,
+    result         TEXT    NOT NULL,
+    address        TEXT    NOT NULL,
+    principal_kind TEXT,
+    principal      TEXT,
+    role           TEXT,
+    job_id         INTEGER,
+    code           TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+"""
+_AUDIT_COLUMNS = ("at", "action", "method", "route", "status", "result", "address",
+                  "principal_kind", "principal", "role", "job_id", "code")
+_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
+
+_CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """True when SQLite says the file is damaged or not a database."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _CORRUPTION_CODES
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _corrupt_message(path: Path, detail: str) -> str:
+    return (f"the state database {path} is damaged ({detail}); the monitor does not run on it: "
+            "stop it, move the database aside and start again (docs/runbook.md, "
+            "\"The state database is damaged\")")
+
+
+class SqliteJobStore:
+    """Every job the monitor has queued, and its history, in SQLite; safe to call from several threads."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._owner: StateLock | None = None
+        self._health = StoreHealth()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Before anything touches the file: a second monitor must change nothing.
+                self._owner = StateLock(self.path)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._quick_check()
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives any process crash (SIGKILL); only power loss may
+            # roll back the last commits, which the rescan then finds again.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+            self._migrate_audit()
+            self._migrate_outputs()
+            self._migrate_claims()
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+            self._recount()
+        except StoreError:
+            self._release_owner()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self._release_owner()
+            if isinstance(exc, sqlite3.Error) and is_corruption(exc):
+                raise StoreCorrupt(_corrupt_message(self.path, str(exc)), path=path) from None
+            raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
+        self._lock = threading.RLock()
+        self._audit_inserts = 0
+        self._reads = SqliteJobQueries(self._query)
+        self._listeners: list[ChangeListener] = []
+        self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+
+    def _migrate_audit(self) -> None:
+        """Create the audit table and its index when missing (idempotent, additive)."""
+        self._db.executescript(_AUDIT_SCHEMA)
+
+    def _release_owner(self) -> None:
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
+
+    def _quick_check(self) -> None:
+        """Refuse a damaged file before writing to it (cost grows with the database size)."""
+        rows = self._db.execute("PRAGMA quick_check(5)").fetchall()
+        found = [str(r[0]) for r in rows]
+        if found != ["ok"]:
+            raise StoreCorrupt(_corrupt_message(self.path, "; ".join(found)), path=self.path)
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"job store {self.path} has schema {row[0]}, newer than this version supports "
+                f"({SCHEMA_VERSION})",
+                path=self.path,
+            )
+
+    def _migrate_outputs(self) -> None:
+        """Columns for trusted outputs: the source's inode as read, the quality score."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in (("source_inode", "INTEGER"), ("quality_score", "REAL")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_output ON jobs (output_path)")
+
+    def _migrate_claims(self) -> None:
+        """Columns for claims: the fencing token, the claiming node and its lease."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in (("claim_token", "INTEGER NOT NULL DEFAULT 0"), ("claimed_by", "TEXT"),
+                             ("lease_until", "REAL")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (state, lease_until)")
+
+    def _recount(self) -> None:
+        """Rebuild job_counts from the jobs (once per open: cheap, and heals any drift)."""
+        self._db.executescript(
+            "BEGIN IMMEDIATE; DELETE FROM job_counts; INSERT INTO job_counts (state, n) "
+            "SELECT state, COUNT(*) FROM jobs GROUP BY state; COMMIT;")
+
+    def close(self) -> None:
+        """Close the database and release the lock on it."""
+        with self._lock:
+            self._db.close()
+            self._release_owner()
+
+    # -- health: every sqlite3 error is a StoreError, and the last write's fate is kept ------
+
+    def _store_error(self, exc: sqlite3.Error, doing: str) -> StoreError:
+        message = str(exc)
+        if is_corruption(exc):
+            self._health.corrupt = message
+            return StoreCorrupt(_corrupt_message(self.path, message), path=self.path)
+        return StoreError(f"job store {doing} failed: {message}", path=self.path)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._health.corrupt is not None:  # writing on damage can only spread it
+                raise StoreCorrupt(_corrupt_message(self.path, self._health.corrupt), path=self.path)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._changes.clear()  # rolled back: nothing happened to tell
+                with suppress(sqlite3.Error):  # a failed ROLLBACK must not hide the first error
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    error = self._store_error(exc, "write")
+                    self._health.write_failed(str(exc))
+                    raise error from None
+                raise
+            self._health.write_ok()
+            changes, self._changes = self._changes, []
+            listeners = list(self._listeners)
+        # Outside the lock: a listener may read the store (or write to it) without deadlock.
+        for change in changes:
+            for listener in listeners:
+                try:
+                    listener(change)
+                except Exception:  # a listener's bug must not undo or hide a committed write
+                    log.exception("a store change listener failed", extra={"job": change.job_id})
+
+    def _note(self, job_id: int, state: JobState | None) -> None:
+        """Remember a job change of the open transaction, told to listeners after the commit."""
+        self._changes.append(StoreChange(kind=ChangeKind.JOB, job_id=job_id, state=state))
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call `listener` after each committed job or meta change (in the writing thread)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock, suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._store_error(exc, "query") from None
+
+    def health(self) -> StoreHealth:
+        """The outcome of the last write (a copy; `probe` refreshes it)."""
+        with self._lock:
+            return replace(self._health)
+
+    def probe(self) -> bool:
+        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?)",
+                           (repr(time.time()),))
+        except StoreError:
+            return False
+        return True
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A persisted setting (e.g. whether the queue is paused)."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Persist a setting."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
+        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None.
+
+        `force` skips the check (an operator asked for this file explicitly). The output path is
+        taken as given; the monitor uses `add_reserving`, which makes it unique.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None
+            job_id = self._insert(db, new, new.output_path, now)
+        return self.get(job_id)
+
+    @staticmethod
+    def _known(db: sqlite3.Connection, new: NewJob) -> bool:
+        return bool(db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ?1 AND size = ?2 "
+            "AND mtime_ns = ?3) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ?1 "
+            "AND size = ?2 AND mtime_ns = ?3)",
+            (new.source_path, new.size, new.mtime_ns),
+        ).fetchone()[0])
+
+    def _insert(self, db: sqlite3.Connection, new: NewJob, output_path: str, now: float) -> int:
+        cur = db.execute(
+            "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
+            "rule, output_path, state, priority, seq, created_at, queued_at, input_bytes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, "
+            "COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1, ?, ?, ?)",
+            (new.source_path, new.rel_path, new.watch_folder, new.size, new.mtime_ns,
+             new.profile, new.rule, output_path, new.priority, now, now, new.size),
+        )
+        assert cur.lastrowid is not None
+        self._note(cur.lastrowid, JobState.QUEUED)
+        return cur.lastrowid
+
+    # -- output names (reserved in the transaction that adds the job) ---------------------------
+
+    @staticmethod
+    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1) -> bool:
+        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
+        held = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path != ?2 "
+            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
+            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
+            (path, source_path)).fetchone()[0]
+        if held:
+            return True
+        if not os.path.lexists(path):
+            return False
+        # A file is there: ours only when an earlier job of this same source wrote to that name.
+        return not db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path = ?2 "
+            "AND id != ?3 AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
+            (path, source_path, job_id)).fetchone()[0]
+
+    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
+                      force: bool = False) -> tuple[Job | None, str | None]:
+        """Queue a job as `add` does, with an output name no other source holds.
+
+        `policy` says what happens when `new.output_path` is taken (by another source's job or
+        by a file no job of this source wrote): `rename` takes the first free `name (n).ext`,
+        `overwrite` keeps the name, `skip` records the job skipped (`output_exists`), `fail`
+        records it failed (`output_conflict`). Returns the job (None when already known) and the
+        policy applied when there was a clash, else None.
+        """
+        now = time.time() if now is None else now
+        desired = new.output_path
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None, None
+            if not self._output_taken(db, desired, new.source_path):
+                return self.get(self._insert(db, new, desired, now)), None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
+                             if not self._output_taken(db, str(p), new.source_path)), None)
+                if free is not None:
+                    return self.get(self._insert(db, new, free, now)), policy
+                policy = "fail"  # ten thousand namesakes: nothing sensible is left
+            job_id = self._insert(db, new, desired, now)
+            if policy == "skip":
+                db.execute(
+                    "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ? "
+                    "WHERE id = ?",
+                    (now, SkipReason.OUTPUT_EXISTS.value,
+                     f"the output {desired} already exists; output_conflict is skip", job_id))
+                self._note(job_id, JobState.SKIPPED)
+            elif policy == "fail":
+                db.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
+                    "WHERE id = ?",
+                    (now, FailureReason.OUTPUT_CONFLICT.value,
+                     f"the output {desired} already exists or belongs to another source", job_id))
+                self._note(job_id, JobState.FAILED)
+            return self.get(job_id), policy
+
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim: if a file appeared at its output name since it was queued,
+        apply `policy` again (`rename` records the next free name on the job). `path` gives the
+        job an output name first (one that could not be made when it was queued). Returns the
+        job and the policy applied, or None when the name is free."""
+        with self._tx() as db:
+            if path is not None:
+                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
+            job = self.get(job_id)
+            if policy == "overwrite" or not self._output_taken(
+                    db, job.output_path, job.source_path, job_id):
+                return job, None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
+                             if not self._output_taken(db, str(p), job.source_path, job_id)), None)
+                if free is None:
+                    return job, "fail"
+                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))
+                return self.get(job_id), policy
+            return job, policy
+
+    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
+                   now: float | None = None, force: bool = False) -> Job | None:
+        """Record a job that cannot run at all (say its output path is invalid) as failed."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None
+            job_id = self._insert(db, new, new.output_path, now)
+            db.execute("UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
+                       "WHERE id = ?", (now, reason.value, error, job_id))
+            self._note(job_id, JobState.FAILED)
+            return self.get(job_id)
+
+    def set_source_inode(self, job_id: int, inode: int) -> None:
+        """Remember which file (inode) the job's attempt read."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET source_inode = ? WHERE id = ?", (inode, job_id))
+
+    def set_quality_score(self, job_id: int, score: float | None) -> None:
+        """Remember the quality score the output got against its source."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET quality_score = ? WHERE id = ?", (score, job_id))
+
+    # -- transitions: each one transaction; a given token must be the current claim's ---------
+
+    def _state_for(self, db: sqlite3.Connection, job_id: int, action: str,
+                   token: int | None) -> JobState:
+        """The job's state, checked against `token` (StaleClaim) when one is given."""
+        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        state = JobState(row[0])
+        if token is not None and row[1] != token:
+            raise StaleClaim(job_id, token=token, action=action,
+                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
+                                 "claimed again")
+        if token is not None and not state.is_active:
+            raise StaleClaim(job_id, token=token, action=action,
+                             why=f"the attempt is over: the job is {state.value}")
+        return state
+
+    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
+                    params: tuple[Any, ...], *, token: int | None = None,
+                    done: bool = False) -> Job:
+        """Check the state (and the claim), run `sql`; `done` remembers the file version."""
+        with self._tx() as db:
+            state = self._state_for(db, job_id, action, token)
+            if state not in allowed:
+                raise InvalidTransition(job_id, action=action, state=state)
+            db.execute(sql, (*params, job_id))
+            if done:
+                db.execute("INSERT OR IGNORE INTO done_files SELECT source_path, size, mtime_ns "
+                           "FROM jobs WHERE id = ?", (job_id,))
+            job = self._reads.get(job_id)
+            self._note(job_id, job.state)
+            return job
+
+    _START = ("state = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL, "
+              "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
+              "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
+
+    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`."""
+        until = now + lease_seconds
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR "
+                "not_before <= ?) ORDER BY priority DESC, seq LIMIT 1", (now,)).fetchone()
+            if row is None:
+                return None
+            job_id = row[0]
+            db.execute(f"UPDATE jobs SET {self._START}, claimed_by = ?, lease_until = ? "
+                       "WHERE id = ?", (now, node, until, job_id))
+            token = db.execute("SELECT claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            job = self._reads.get(job_id)
+            self._note(job_id, job.state)
+        return Claim(job=job, token=int(token), node=node, lease_until=until)
+
+    def renew(self, job_id: int, token: int, *, until: float) -> None:
+        """Extend the lease of a current claim; StaleClaim when the token is not current."""
+        with self._tx() as db:
+            self._state_for(db, job_id, "renew", token)
+            db.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (until, job_id))
+
+    def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
+        """Jobs whose lease ran out go back to the front of the queue (the attempt counted),
+        or fail `interrupted` once they had `max_attempts`; their claims become stale."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, attempts, claimed_by FROM jobs WHERE state IN ('processing', 'paused') "
+                "AND lease_until IS NOT NULL AND lease_until < ?", (now,)).fetchall()
+            for job_id, attempts, node in rows:
+                error = f"the lease of {node} ran out during the attempt"
+                if max_attempts is None or attempts < max_attempts:
+                    db.execute(
+                        "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
+                        "eta_seconds = NULL, reason = 'interrupted', error = ?, lease_until = NULL, "
+                        "claim_token = claim_token + 1, "
+                        "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 "
+                        "WHERE id = ?", (now, error, job_id))
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
+                        "error = ?, lease_until = NULL, claim_token = claim_token + 1 WHERE id = ?",
+                        (now, error, job_id))
+            jobs = [self._reads.get(r[0]) for r in rows]
+            for job in jobs:
+                self._note(job.id, job.state)
+        return jobs
+
+    def mark_started(self, job_id: int, *, now: float) -> Job:
+        """Take a queued job by id: processing, one more attempt (held without a lease)."""
+        return self._transition(
+            job_id, "start", {JobState.QUEUED},
+            f"UPDATE jobs SET {self._START}, claimed_by = NULL, lease_until = NULL WHERE id = ?",
+            (now,),
+        )
+
+    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
+        """Record that a running job's process was stopped or continued."""
+        if paused:
+            return self._transition(job_id, "pause", {JobState.PROCESSING},
+                                    "UPDATE jobs SET state = 'paused' WHERE id = ?", (), token=token)
+        return self._transition(job_id, "resume", {JobState.PAUSED},
+                                "UPDATE jobs SET state = 'processing' WHERE id = ?", (), token=token)
+
+    def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
+                       media_duration: float | None, stderr_tail: str = "",
+                       token: int | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done (one transaction)."""
+        return self._transition(
+            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
+            "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
+            "stderr_tail = ?, lease_until = NULL WHERE id = ?",
+            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True)
+
+    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
+                     output_bytes: int | None, media_duration: float | None,
+                     token: int | None = None) -> Job:
+        """The job needed no work (or its result was not kept); the version counts as done."""
+        return self._transition(
+            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ?, "
+            "output_bytes = ?, media_duration = COALESCE(?, media_duration), eta_seconds = NULL, "
+            "lease_until = NULL WHERE id = ?",
+            (now, reason.value, message, output_bytes, media_duration), token=token, done=True)
+
+    def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
+                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
+                    token: int | None = None) -> Job:
+        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good.
+
+        `progress` is what the attempt reached (kept as the job's progress when given).
+        """
+        if retry_at is not None:
+            state = JobState.QUEUED
+        elif reason is FailureReason.CANCELLED:
+            state = JobState.CANCELLED
+        else:
+            state = JobState.FAILED
+        return self._transition(
+            job_id, "fail", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ?, stderr_tail = ?, "
+            "not_before = ?, queued_at = CASE WHEN ? IS NULL THEN queued_at ELSE ? END, "
+            "progress = COALESCE(?, progress), lease_until = NULL WHERE id = ?",
+            (state.value, now, reason.value, error, stderr_tail or None, retry_at, retry_at,
+             retry_at if retry_at is not None else now, progress), token=token,
+        )
+
+    def set_progress(self, job_id: int, progress: float, speed: float | None,
+                     eta_seconds: float | None) -> None:
+        """Save the last progress report (called at a bounded rate by the monitor)."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
+                       (progress, speed, eta_seconds, job_id))
+
+    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
+        """Remember the source's media duration once probed."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET media_duration = ? WHERE id = ?", (seconds, job_id))
+
+    def cancel_queued(self, job_id: int, *, now: float) -> Job:
+        """Cancel a job that is waiting in the queue."""
+        return self._transition(
+            job_id, "cancel", {JobState.QUEUED},
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled', "
+            "error = 'cancelled while queued' WHERE id = ?",
+            (now,),
+        )
+
+    def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
+        """Put a finished job back into the queue (manual retry)."""
+        return self._transition(
+            job_id, "retry", {JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED,
+                              JobState.SKIPPED},
+            "UPDATE jobs SET state = 'queued', queued_at = ?, not_before = NULL, reason = NULL, "
+            "error = NULL, stderr_tail = NULL, progress = 0, speed = NULL, eta_seconds = NULL, "
+            "started_at = NULL, finished_at = NULL, output_bytes = NULL, quality_score = NULL, "
+            "attempts = CASE WHEN ? THEN 0 ELSE attempts END, "
+            "seq = COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1 WHERE id = ?",
+            (now, reset_attempts),
+        )
+
+    def prioritize(self, job_id: int) -> Job:
+        """Move a queued job to the front of the queue."""
+        return self._transition(
+            job_id, "prioritize", {JobState.QUEUED},
+            "UPDATE jobs SET not_before = NULL, "
+            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
+            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
+            (),
+        )
+
+    def delete(self, job_id: int) -> None:
+        """Remove a finished job from history."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            state = JobState(row[0])
+            if not state.is_finished:
+                raise InvalidTransition(job_id, action="delete", state=state)
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._note(job_id, None)
+
+    def clear_queue(self, *, now: float) -> list[int]:
+        """Cancel every queued job; returns their ids."""
+        with self._tx() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state = 'queued'")]
+            db.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled', "
+                "error = 'queue cleared' WHERE state = 'queued'",
+                (now,),
+            )
+            for job_id in ids:
+                self._note(job_id, JobState.CANCELLED)
+        return ids
+
+    def recover_interrupted(self, *, now: float, max_attempts: int, retry_interrupted: bool) -> list[Job]:
+        """After a crash: jobs left processing or paused go back to the queue (or fail at the limit)."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, attempts FROM jobs WHERE state IN ('processing', 'paused')"
+            ).fetchall()
+            for job_id, attempts in rows:
+                if retry_interrupted and attempts < max_attempts:
+                    db.execute(
+                        "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, "
+                        "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
+                        "claim_token = claim_token + 1, "
+                        "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 "
+                        "WHERE id = ?",
+                        (now, job_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
+                        "error = 'the monitor stopped during the last attempt', "
+                        "claim_token = claim_token + 1 WHERE id = ?",
+                        (now, job_id),
+                    )
+            jobs = [self._reads.get(r[0]) for r in rows]
+            for job in jobs:
+                self._note(job.id, job.state)
+        return jobs
+
+    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
+        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
+        return self._transition(
+            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
+            "eta_seconds = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL, "
+            "lease_until = NULL, "
+            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
+            (now,), token=token,
+        )
+
+    # -- reads (SqliteJobQueries over this store's connection) -----------------------------------
+
+    def get(self, job_id: int) -> Job:
+        """One job by id."""
+        return self._reads.get(job_id)
+
+    def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """The newest job for exactly this version of a file, if any."""
+        return self._reads.find(source_path, size, mtime_ns)
+
+    def next_queued(self, *, now: float) -> Job | None:
+        """The job a free worker would take now (FIFO within priority, honouring backoff)."""
+        return self._reads.next_queued(now=now)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time a backed-off queued job becomes runnable."""
+        return self._reads.next_wakeup()
+
+    def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
+        """Queued jobs in the order they will run."""
+        return self._reads.queued(limit, offset)
+
+    def list_jobs(self, *, states: list[JobState] | None = None, profile: str | None = None,
+                  search: str | None = None, since: float | None = None,
+                  until: float | None = None, sort: str = "created", descending: bool = True,
+                  limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
+        """A filtered, sorted page of jobs and the total matching count."""
+        return self._reads.list_jobs(states=states, profile=profile, search=search, since=since,
+                                     until=until, sort=sort, descending=descending, limit=limit,
+                                     offset=offset)
+
+    def counts_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state present, zeros included)."""
+        return self._reads.counts_by_state()
+
+    def oldest_queued_at(self) -> float | None:
+        """When the longest-waiting queued job was queued."""
+        return self._reads.oldest_queued_at()
+
+    def last_finished_at(self) -> dict[JobState, float | None]:
+        """The latest finish time per terminal state."""
+        return self._reads.last_finished_at()
+
+    def summary(self, *, now: float) -> dict[str, Any]:
+        """Totals, average duration, space saved, and the last 24 h by hour."""
+        return self._reads.summary(now=now)
+
+    def space_saved(self) -> dict[str, Any]:
+        """Input, output and saved bytes over completed jobs whose sizes are both known."""
+        return self._reads.space_saved()
+
+    def history(self, *, since: float, until: float, step: float) -> list[dict[str, Any]]:
+        """Jobs finished per time bucket, by outcome, with their mean duration."""
+        return self._reads.history(since=since, until=until, step=step)
+
+    # -- audit trail ----------------------------------------------------------------------------
+
+    def record_audit(self, entry: AuditEntry) -> int:
+        """Keep one audit entry; returns its id. Past AUDIT_MAX_ROWS the oldest go; every
+        _AUDIT_PRUNE_EVERY inserts, entries older than AUDIT_MAX_AGE_SECONDS go too."""
+        values = [getattr(entry, c) for c in _AUDIT_COLUMNS]
+        try:
+            with self._tx() as db:
+                cursor = db.execute(
+                    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in _AUDIT_COLUMNS)})", values)
+                new_id = int(cursor.lastrowid or 0)
+                db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
+                if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
+                    db.execute("DELETE FROM audit WHERE at < ?", (entry.at - AUDIT_MAX_AGE_SECONDS,))
+                self._audit_inserts += 1
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record an audit entry: {exc}", path=self.path) from None
+        return new_id
+
+    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
+        rows = self._query(
+            f"SELECT id, {', '.join(_AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before if before is not None else 2**63 - 1, limit))
+        return [AuditEntry(**dict(row)) for row in rows]
+
+    def audit_count(self) -> int:
+        """How many audit entries are kept."""
+        return int(self._query("SELECT COUNT(*) FROM audit")[0][0])
