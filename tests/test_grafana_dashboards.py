@@ -213,7 +213,7 @@ def substitute(text: str, values: dict[str, str]) -> str:
 
 # -------------------------------------------------------------------------------- the contract
 
-# Used only if docs/metrics.md is missing: the contract as issue 3 and the exporter define it.
+# Used only if docs/metrics.md is missing: the metric contract as the exporter defines it.
 FALLBACK_CONTRACT = {
     "bulletproof_build_info", "bulletproof_queue_paused", "bulletproof_queue_paused_since_timestamp_seconds",
     "bulletproof_workers_max", "bulletproof_workers_busy", "bulletproof_jobs",

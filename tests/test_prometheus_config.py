@@ -37,7 +37,7 @@ SEVERITIES = {"critical", "warning", "info"}
 RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")
 ALERT_NAME = re.compile(r"^Bulletproof[A-Z][A-Za-z0-9]+$")
 
-# The metric contract (issue 3), used while docs/metrics.md does not exist; once it does, the
+# The metric contract, used while docs/metrics.md does not exist; once it does, the
 # names it lists are the contract. bulletproof_worker_paused (0/1 per worker slot: the slot's job
 # is paused on purpose) is an addition the stall/slow-job alerts need; the exporter exports it.
 CONTRACT_FALLBACK = {

@@ -734,7 +734,7 @@ def build(config: MonitoringConfig) -> JSON:
                 'Files ignored by reason',
                 (
                     'Files seen in the watch folders but not queued, per hour: no_rule (no rule matches), '
-                    'already_done, temporary, unreadable, outside_watch_folder (a symlink leading out of the '
+                    'already_done, temporary, outside_watch_folder (a symlink leading out of the '
                     'watch folder).'
                 ),
                 grid(16, 28, 8, 7),
