@@ -16,7 +16,7 @@ from exporter.security.origins import resolve_public_url
 from exporter.security.middleware import resolve_token
 
 if TYPE_CHECKING:
-    from bulletproof.service import Monitor
+    from bulletproof.plugins import PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class ExporterPlugin:
 
     name = "exporter"
 
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
+    def __init__(self, context: PluginContext) -> None:
+        self.context = context
         self.app: web.Application | None = None
         self.host: str | None = None
         self.port: int | None = None
@@ -48,9 +48,9 @@ class ExporterPlugin:
 
     async def start(self) -> None:
         """Resolve the token, build the app, bind, and log the security warnings and the URL."""
-        settings = self.monitor.config.api
+        settings = self.context.view.config.api
         token = resolve_token(settings)
-        self.app = create_app(self.monitor, token=token, public_url=resolve_public_url(settings))
+        self.app = create_app(self.context, token=token, public_url=resolve_public_url(settings))
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
                                handle_signals=False, max_line_size=MAX_REQUEST_LINE)
         await runner.setup()

@@ -10,7 +10,8 @@ CORE_MODULES = [
     "bulletproof", "bulletproof.config", "bulletproof.errors", "bulletproof.events",
     "bulletproof.ffmpeg", "bulletproof.logs", "bulletproof.models", "bulletproof.paths",
     "bulletproof.plugins", "bulletproof.profiles", "bulletproof.rules", "bulletproof.runner",
-    "bulletproof.samples", "bulletproof.service", "bulletproof.store", "bulletproof.queries", "bulletproof.scan", "bulletproof.view",
+    "bulletproof.samples", "bulletproof.service", "bulletproof.store", "bulletproof.queries", "bulletproof.scan",
+    "bulletproof.view", "bulletproof.state", "bulletproof.controls",
     "bulletproof.watcher", "bulletproof.workers", "bulletproof.cli", "bulletproof.demo",
 ]
 FORBIDDEN = ("aiohttp", "prometheus_client", "aiohttp_cors", "exporter")
