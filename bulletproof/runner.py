@@ -40,7 +40,7 @@ async def serve(config: Config, *, config_path: Path | None, with_plugins: bool 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, monitor.request_stop)
     try:
-        if with_plugins and config.api.enabled:
+        if with_plugins:
             plugins = load_plugins(monitor.context())
             for plugin in plugins:
                 try:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from exporter.api.app import SECURITY, create_app
-from exporter.security.origins import resolve_public_url
 from exporter.security.middleware import resolve_token
+from exporter.security.origins import resolve_public_url
+from exporter.settings import SECTION, ApiSettings, api_settings
 
 if TYPE_CHECKING:
     from bulletproof.plugins import PluginContext
@@ -30,6 +31,9 @@ class ExporterPlugin:
     """The observability plugin: one aiohttp server on `api.listen`."""
 
     name = "exporter"
+    #: The config section this plugin owns; the core validates it with `settings_model`.
+    config_section = SECTION
+    settings_model = ApiSettings
 
     def __init__(self, context: PluginContext) -> None:
         self.context = context
@@ -48,7 +52,7 @@ class ExporterPlugin:
 
     async def start(self) -> None:
         """Resolve the token, build the app, bind, and log the security warnings and the URL."""
-        settings = self.context.view.config.api
+        settings = api_settings(self.context.view.config)
         token = resolve_token(settings)
         self.app = create_app(self.context, token=token, public_url=resolve_public_url(settings))
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,

@@ -17,7 +17,7 @@ import pytest
 
 from bulletproof import store as store_module
 from bulletproof.audit import AUDIT_RESULTS, AuditEntry, result_of
-from bulletproof.config import ApiSettings, GrafanaAuth
+from exporter.settings import ApiSettings, GrafanaAuth
 from bulletproof.errors import ConfigError
 from bulletproof.store import JobStore
 from exporter.security.grafana_auth import ROLE_RANK

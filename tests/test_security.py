@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bulletproof.config import ApiSettings
+from exporter.settings import ApiSettings
 from bulletproof.errors import ConfigError
 from exporter.api.errors import error_middleware
 from exporter.security.middleware import (

@@ -14,6 +14,7 @@ from exporter.security.audit import audit_middleware
 from exporter.api.errors import error_for, error_middleware
 from exporter.metrics.registry import BulletproofMetrics
 from exporter.security.middleware import Security, setup_cors
+from exporter.settings import api_settings
 from exporter.api.ws import HUB, EventHub
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def create_app(context: PluginContext, *, token: str | None = None,
     defaults to a new BulletproofMetrics on its own registry, closed with the app. `public_url`
     is the front door's URL (default `api.public_url`; the plugin passes BULLETPROOF_PUBLIC_URL).
     """
-    settings = context.view.config.api
+    settings = api_settings(context.view.config)
     owns_metrics = metrics is None
     if metrics is None:
         metrics = BulletproofMetrics(context.view, context.bus)

@@ -46,8 +46,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import hdrs, web
 
-from bulletproof.config import ApiSettings
 from bulletproof.errors import ConfigError, ConfigIssue
+from exporter.settings import ApiSettings
 from exporter.security.addresses import client_address, host_of, is_loopback, trusted_networks
 from exporter.api.errors import json_error
 from exporter.security.grafana_auth import ROLE_RANK, GrafanaSessions
