@@ -88,8 +88,8 @@ def job_json(job: Job, live: dict[int, WorkerSnapshot] | None = None, *,
     """A job as the API shows it: the store's record, the plan's field names, live progress.
 
     `status` repeats `state` and `completed_at` repeats `finished_at` (the plan's Job model).
-    For a running job, `progress`, `speed` and `eta_seconds` come from its worker slot (the store
-    saves them only every few seconds). List views leave out the large or internal fields.
+    For a running job, `progress`, `speed` and `eta_seconds` come from its worker slot (their one
+    owner while it runs). List views leave out the large or internal fields.
     """
     data = job.to_dict()
     data["status"] = data["state"]
