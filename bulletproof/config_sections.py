@@ -26,8 +26,9 @@ def plugin_sections() -> dict[str, type[BaseModel]]:
     for entry in entry_points(group=PLUGIN_GROUP):
         try:
             factory = entry.load()
-        except Exception:  # a broken plugin is reported when it is loaded to run
-            log.debug("plugin not loadable for its config section", extra={"plugin": entry.name})
+        except Exception:  # its section then reads as an unknown key: say why
+            log.warning("plugin cannot be loaded; its config section is not known",
+                        extra={"plugin": entry.name}, exc_info=True)
             continue
         name = getattr(factory, "config_section", None)
         model = getattr(factory, "settings_model", None)
