@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import difflib
-import ipaddress
+import functools
 import os
-import re
 import string
 import tempfile
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -23,10 +21,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
+    create_model,
     field_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from bulletproof.config_sections import plugin_sections
 from bulletproof.errors import ConfigError, ConfigIssue
 from bulletproof.patterns import compile_rule_regex, glob_to_regex
 from bulletproof.profiles import BUILTIN_PROFILES, Profile
@@ -69,7 +69,9 @@ def _bad_text_at(value: Any, where: str = "") -> tuple[str, str] | None:
     return None
 
 
-class _Model(BaseModel):
+class ConfigModel(BaseModel):
+    """Base of every config model (and of a plugin's section model): no unknown keys, plain text."""
+
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
     @field_validator("*", mode="before")
@@ -101,7 +103,7 @@ def check_os_path(value: Path) -> None:
                              f"({part[:40].decode(errors='replace')}...)")
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
+def resolve_config_path(value: Path, info: ValidationInfo) -> Path:
     """Relative paths in a config file are relative to the file's folder, not the cwd."""
     base = (info.context or {}).get("base_dir")
     check_os_path(value)
@@ -113,7 +115,7 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     return value
 
 
-class WatchFolder(_Model):
+class WatchFolder(ConfigModel):
     """One watched folder."""
 
     path: Path
@@ -121,10 +123,10 @@ class WatchFolder(_Model):
     polling: bool = False
     poll_interval: float = Field(default=10.0, gt=0, le=3600)
 
-    _resolve_path = field_validator("path")(_resolve)
+    _resolve_path = field_validator("path")(resolve_config_path)
 
 
-class RetryPolicy(_Model):
+class RetryPolicy(ConfigModel):
     """Automatic retries of transient failures, with exponential backoff."""
 
     max_attempts: int = Field(default=3, ge=1, le=100)
@@ -142,14 +144,14 @@ class RetryPolicy(_Model):
         return float(min(raw, self.max_backoff_seconds))
 
 
-class Timeouts(_Model):
+class Timeouts(ConfigModel):
     """Limits on one transcode attempt; 0 disables a limit."""
 
     job_seconds: float = Field(default=0.0, ge=0)
     stall_seconds: float = Field(default=120.0, ge=0)
 
 
-class FfmpegSettings(_Model):
+class FfmpegSettings(ConfigModel):
     """Which ffmpeg runs, and how politely."""
 
     path: str | None = None
@@ -159,7 +161,7 @@ class FfmpegSettings(_Model):
     stderr_tail_lines: int = Field(default=40, ge=1, le=1000)
 
 
-class VerifySettings(_Model):
+class VerifySettings(ConfigModel):
     """How a finished output is checked before it is published (a profile may override)."""
 
     level: Literal["off", "basic", "decode"] = "basic"
@@ -171,121 +173,14 @@ class VerifySettings(_Model):
         return max(self.duration_tolerance_seconds, self.duration_tolerance_ratio * expected)
 
 
-class LogSettings(_Model):
+class LogSettings(ConfigModel):
     """Log format and level."""
 
     format: Literal["logfmt", "json"] = "logfmt"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-_ROLE_ORDER = ("Viewer", "Editor", "Admin")
-# A host name or an IP address, as `api.allowed_hosts` lists them (no scheme, no port).
-_HOST_NAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?$")
-
-
-class GrafanaAuth(_Model):
-    """Accept a Grafana session (forwarded by the same-origin proxy) in place of the token."""
-
-    url: str | None = None
-    min_role: Literal["Viewer", "Editor", "Admin"] = "Editor"
-    config_role: Literal["Viewer", "Editor", "Admin"] = "Admin"
-    cache_seconds: float = Field(default=10.0, ge=0, le=3600)
-
-    @field_validator("config_role")
-    @classmethod
-    def _config_role_not_below_min_role(cls, value: str, info: ValidationInfo) -> str:
-        # Changing the config can do everything a control can (and more): a lower bar for it
-        # than for pressing Pause is always a mistake.
-        min_role = info.data.get("min_role")
-        if min_role in _ROLE_ORDER and _ROLE_ORDER.index(value) < _ROLE_ORDER.index(min_role):
-            raise ValueError(f"{value} is below min_role ({min_role}): changing the config must "
-                             f"need at least the role that controls the queue")
-        return value
-
-
-def check_public_url(value: str) -> str:
-    """An http(s) URL with a host (the front door's URL); raises ValueError otherwise."""
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"not a URL: {value[:200]!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL with a host: {value[:200]!r}")
-    return text
-
-
-class ApiSettings(_Model):
-    """The control API and /metrics server (served by the exporter plugin)."""
-
-    enabled: bool = True
-    listen: str = Field(default="127.0.0.1:8080", pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$")
-    token_file: Path | None = None
-    require_token_for_reads: bool = False
-    cors_origins: list[str] = Field(default_factory=list)
-    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
-    public_url: str | None = None
-    allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
-    rate_limit_per_minute: int = Field(default=100, ge=1, le=1_000_000)
-    auth_failures_per_minute: int = Field(default=100, ge=1, le=100_000)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
-    grafana: GrafanaAuth = Field(default_factory=GrafanaAuth)
-    config_roots: list[Path] | None = None
-
-    @field_validator("config_roots")
-    @classmethod
-    def _resolve_roots(cls, value: list[Path] | None, info: ValidationInfo) -> list[Path] | None:
-        return None if value is None else [_resolve(root, info) for root in value]
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"not an IP address or network: {item!r}") from None
-        return value
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_public_url(value)
-
-    @field_validator("allowed_hosts")
-    @classmethod
-    def _host_names(cls, value: list[str]) -> list[str]:
-        out = []
-        for item in value:
-            name = item.strip().strip("[]").lower()
-            try:
-                ipaddress.ip_address(name)
-            except ValueError:
-                if not _HOST_NAME.fullmatch(name):
-                    raise ValueError(f"not a host name or IP address (no scheme, no port): "
-                                     f"{item[:100]!r}") from None
-            out.append(name.rstrip("."))
-        return out
-
-    @field_validator("token_file")
-    @classmethod
-    def _resolve_token_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
-
-    @property
-    def host(self) -> str:
-        """Host part of `listen`, without IPv6 brackets."""
-        return self.listen.rsplit(":", 1)[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        """Port part of `listen`."""
-        return int(self.listen.rsplit(":", 1)[1])
-
-
-class Rule(_Model):
+class Rule(ConfigModel):
     """Ordered match rule: the first rule whose every given condition holds names the profile."""
 
     name: str | None = None
@@ -322,7 +217,7 @@ class Rule(_Model):
         return None if value is None else [e.lower().lstrip(".") for e in value]
 
 
-class Config(_Model):
+class Config(ConfigModel):
     """The whole of monitor.yaml."""
 
     monitor_folder: list[WatchFolder]
@@ -342,7 +237,6 @@ class Config(_Model):
     log: LogSettings = Field(default_factory=LogSettings)
     profiles: dict[str, Profile] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
-    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @field_validator("monitor_folder", mode="before")
     @classmethod
@@ -356,12 +250,12 @@ class Config(_Model):
     @field_validator("output_folder", "database")
     @classmethod
     def _resolve_paths(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve_config_path(value, info)
 
     @field_validator("done_folder")
     @classmethod
     def _resolve_done(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
+        return None if value is None else resolve_config_path(value, info)
 
     @field_validator("output_template")
     @classmethod
@@ -428,6 +322,21 @@ class Config(_Model):
         return {**BUILTIN_PROFILES, **self.profiles}
 
 
+@functools.cache
+def config_model() -> type[Config]:
+    """`Config` with a field for each section an installed plugin owns, validated by its model.
+
+    The sections come after the core's keys; each defaults to its model's defaults, so a config
+    read back shows them filled in as it does the core's.
+    """
+    sections = plugin_sections()
+    if not sections:
+        return Config
+    fields: dict[str, Any] = {name: (model, Field(default_factory=model))
+                              for name, model in sections.items() if name not in Config.model_fields}
+    return create_model("Config", __base__=Config, __doc__=Config.__doc__, **fields)
+
+
 def _unknown_profile_errors(rules: Any, profiles: dict[str, Profile] | None) -> list[InitErrorDetails]:
     """Rules (raw, as given) whose `profile` is neither built in nor in the config's profiles."""
     if profiles is None or not isinstance(rules, list):
@@ -452,7 +361,7 @@ def _reraised(error: Any) -> InitErrorDetails:
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The model whose keys are valid at key path `loc` (None when it is not a model)."""
-    current: Any = Config
+    current: Any = config_model()
     for part in loc:
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
@@ -501,7 +410,7 @@ def parse_config(data: Any, *, base_dir: Path, source: str | Path | None = None)
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue("", "the config must be a mapping of keys")], source=source)
     try:
-        return Config.model_validate(data, context={"base_dir": base_dir})
+        return config_model().model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(_issues_from(exc), source=source) from None
 

@@ -140,11 +140,18 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def declared_roots(config: Config) -> list[Path] | None:
+    """`api.config_roots` of the API plugin's section, None when not set (or no plugin owns `api`)."""
+    section = getattr(config, "api", None)
+    roots = getattr(section, "config_roots", None)
+    return list(roots) if roots is not None else None
+
+
 class ApiChangePolicy:
     """The checks a config submitted through the API must pass, fixed from the file at start."""
 
     def __init__(self, file_config: Config) -> None:
-        declared = file_config.api.config_roots
+        declared = declared_roots(file_config)
         self.roots: list[Path] = [_real(p) for p in (declared if declared is not None
                                                       else default_roots(file_config))]
         self.roots_declared = declared is not None

@@ -10,6 +10,7 @@ BulletproofError
 │   ├── InvalidTransition  the job's state does not allow the action
 │   └── StaleClaim         a write for an attempt whose claim is no longer current
 ├── PathError              a path is outside the watch folders, missing, or not a file
+│   └── UnknownProfile     a request names a profile the config does not have
 ├── FfmpegNotFound         neither PATH nor the bundled build has an ffmpeg
 ├── PluginError            a plugin could not start (e.g. its port is taken)
 └── TranscodeError         one transcode attempt failed (carries the FailureReason)
@@ -112,6 +113,15 @@ class PathError(BulletproofError):
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path
         super().__init__(message)
+
+
+class UnknownProfile(PathError):
+    """A file was to be queued with a profile the config does not have; `known` lists them."""
+
+    def __init__(self, profile: str, *, path: str, known: list[str]) -> None:
+        self.profile = profile
+        self.known = list(known)
+        super().__init__(f"unknown profile {profile[:200]!r}", path=path)
 
 
 class FfmpegNotFound(BulletproofError):

@@ -54,6 +54,30 @@ def relative_posix(path: Path, folder: Path) -> str:
     return Path(os.path.normpath(path)).relative_to(os.path.normpath(folder)).as_posix()
 
 
+def locate_source(folders: list[Path], raw: str) -> tuple[Path, Path | None]:
+    """The absolute source path a request names, and the watch folder it lies in (or None).
+
+    An absolute path is taken as it is (normalised). A relative one is looked up in each watch
+    folder in order; the first that has the file wins (the first watch folder when none has it,
+    so the error names a real place). `..` never leaves the folder: such a path lies in none.
+    """
+    if "\x00" in raw:
+        raise PathError("the path contains a NUL character", path=raw)
+    given = Path(raw)
+    if given.is_absolute():
+        path = Path(os.path.normpath(given))
+        return path, next((f for f in folders if is_within(path, f) and path != f), None)
+    candidates = [(Path(os.path.normpath(f / given)), f) for f in folders]
+    inside = [(p, f) for p, f in candidates if is_within(p, f) and p != f]
+    for path, folder in inside:
+        try:
+            if path.is_file():
+                return path, folder
+        except (OSError, ValueError):  # too long a name, undecodable: the caller reports it
+            continue
+    return inside[0] if inside else (candidates[0][0], None)
+
+
 def shorten_name(name: str, limit: int = NAME_MAX) -> str:
     """`name` itself when it fits in `limit` bytes, else its stem cut (on a UTF-8 boundary) plus
     `~` and a short hash of the whole name, so the same long name is always shortened the same way."""

@@ -48,6 +48,15 @@ class SqliteJobQueries:
         )
         return Job.from_record(dict(rows[0])) if rows else None
 
+    def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """A job of exactly this version of a file that has not finished (queued, running, paused)."""
+        rows = self._query(
+            f"SELECT {COLUMNS} FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? "
+            "AND state IN ('queued', 'processing', 'paused') ORDER BY id LIMIT 1",
+            (source_path, size, mtime_ns),
+        )
+        return Job.from_record(dict(rows[0])) if rows else None
+
     def next_queued(self, *, now: float) -> Job | None:
         """The job a free worker should take now (FIFO within priority, honouring backoff)."""
         rows = self._query(

@@ -40,8 +40,8 @@ async def serve(config: Config, *, config_path: Path | None, with_plugins: bool 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, monitor.request_stop)
     try:
-        if with_plugins and config.api.enabled:
-            plugins = load_plugins(monitor)
+        if with_plugins:
+            plugins = load_plugins(monitor.context())
             for plugin in plugins:
                 try:
                     await plugin.start()

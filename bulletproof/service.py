@@ -24,17 +24,33 @@ from bulletproof.config import (
 )
 from bulletproof.config_checks import check_against_ffmpeg
 from bulletproof.config_file import updated_config_text
-from bulletproof.config_policy import ApiChangePolicy, keep_file_settings, restart_required
-from bulletproof.errors import ConfigError, ConfigIssue, InvalidTransition, PathError, StoreError
+from bulletproof.config_policy import ApiChangePolicy, keep_file_settings
+from bulletproof.errors import (
+    ConfigError,
+    ConfigIssue,
+    InvalidTransition,
+    PathError,
+    StoreError,
+    UnknownProfile,
+)
 from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.owner import FolderLock
-from bulletproof.paths import excluded_folders, is_own_temporary, is_within, output_path_for, relative_posix
+from bulletproof.paths import (
+    excluded_folders,
+    is_own_temporary,
+    is_within,
+    locate_source,
+    output_path_for,
+    relative_posix,
+)
+from bulletproof.plugins import PluginContext
 from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.quality import available_metrics
-from bulletproof.rules import RuleMatch, RuleMatcher
+from bulletproof.rules import RuleMatch
 from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.state import ConfigState, Lifecycle, QueueState
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import MonitorView
 from bulletproof.watcher import FolderWatcher, StableFile
@@ -47,36 +63,56 @@ STORE_PROBE_AFTER = 5.0  # a tiny probe write is made when no write succeeded fo
 
 
 class Monitor:
-    """One monitor process: watch, queue, transcode; every control is a method here."""
+    """One monitor process: watch, queue, transcode; implements `Controls` (every control)."""
 
     def __init__(self, config: Config, *, config_path: Path | None = None,
                  binaries: FfmpegBinaries | None = None, bus: ev.EventBus | None = None) -> None:
-        self.config = config
-        # What this process started with: restart-only keys stay as they are here until a restart.
-        self.startup_config = config
+        # The config in force and the one this process started with (restart-only keys).
+        self.settings = ConfigState(config, Path(config_path) if config_path else None)
         # What the API may change is fixed from the operator's file at start (api.config_roots).
         self.change_policy = ApiChangePolicy(config)
-        self.config_path = Path(config_path) if config_path else None
         self.bus = bus or ev.EventBus()
         self.binaries = binaries or find_ffmpeg(config.ffmpeg)
         # Before anything is opened: a profile this ffmpeg cannot run fails every job.
         self._check_against_ffmpeg(config, source=config_path or "config")
         self.version = __version__
-        self.started_at: float | None = None
-        self.last_reload_ok = True
-        self.last_reload_success_at: float | None = time.time()
-        self.paused_since: float | None = None
+        self.lifecycle = Lifecycle()
         self.store: JobStore = SqliteJobStore(config.database)
         self.store_closed = False
-        self._rules = RuleMatcher(config)
-        self._pool: WorkerPool | None = None
+        self.queue = QueueState(self.store)
+        self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries, self.queue)
         self._watcher: FolderWatcher | None = None
-        self._folder_status: dict[str, bool] = {}
         self._stopped = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
         self._output_lock: FolderLock | None = None
-        self.view = MonitorView(self)
+        self.view = MonitorView(version=self.version, binaries=self.binaries, store=self.store,
+                                settings=self.settings, queue=self.queue, lifecycle=self.lifecycle,
+                                pool=self._pool, watcher=lambda: self._watcher)
         self.bus.subscribe(TransitionLogger())
+
+    @property
+    def config(self) -> Config:
+        """The config in force."""
+        return self.settings.current
+
+    @property
+    def startup_config(self) -> Config:
+        """The config this process started with: restart-only keys keep its values."""
+        return self.settings.startup
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config file the monitor was started from, if any."""
+        return self.settings.path
+
+    @property
+    def started_at(self) -> float | None:
+        """When the monitor started (unix time), None before."""
+        return self.lifecycle.started_at
+
+    def context(self) -> PluginContext:
+        """What a plugin gets: the event bus, the read-only view and the controls (this monitor)."""
+        return PluginContext(bus=self.bus, view=self.view, controls=self)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -84,7 +120,7 @@ class Monitor:
         """Lock the output folder, recover from any crash, then start workers and watchers."""
         self.lock_output_folder()
         now = time.time()
-        self.started_at = now
+        self.lifecycle.started_at = now
         log.info("starting", extra={"version": self.version, "ffmpeg": self.binaries.ffmpeg,
                                     "ffmpeg_source": self.binaries.source,
                                     "ffmpeg_version": self.binaries.version,
@@ -99,10 +135,6 @@ class Monitor:
                 self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
                                                 reason=FailureReason.INTERRUPTED, busy_seconds=0.0))
         await asyncio.to_thread(self._remove_stale_temporaries)
-        if self.store.get_meta("queue_paused") == "1":
-            self.paused_since = float(self.store.get_meta("queue_paused_since") or now)
-        self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries)
-        self._pool.paused = self.paused_since is not None
         self._pool.resize(self.config.max_workers)
         await self._start_watcher()
         self._health_task = asyncio.get_running_loop().create_task(
@@ -115,8 +147,7 @@ class Monitor:
             await asyncio.gather(self._health_task, return_exceptions=True)
         if self._watcher is not None:
             await self._watcher.stop()
-        if self._pool is not None:
-            await self._pool.stop()
+        await self._pool.stop()
         self.store.close()
         self.store_closed = True
         if self._output_lock is not None:
@@ -141,12 +172,14 @@ class Monitor:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 log.error("cannot create folder", extra={"folder": str(folder), "error": str(exc)})
-        self._watcher = FolderWatcher(
+        watcher = FolderWatcher(
             config.monitor_folder, stability_seconds=config.stability_seconds,
             rescan_interval=config.rescan_interval, excluded=excluded_folders(config),
             on_stable=self._on_stable, on_ignored=self._on_ignored,
             on_folder_status=self._on_folder_status)
-        await self._watcher.start()
+        await watcher.start()
+        # Only a started watcher is shown: it owns the folder status the view reads.
+        self._watcher = watcher
 
     def lock_output_folder(self) -> None:
         """Lock the output folder before anything deletes temporaries in it (raises StoreLocked).
@@ -190,8 +223,7 @@ class Monitor:
                 self.bus.publish(ev.StoreStatus(writable=True))
                 if self._watcher is not None:
                     self._watcher.rescan_now()
-                if self._pool is not None:
-                    self._pool.store_recovered()
+                self._pool.store_recovered()
             seen = health
 
     def _remove_stale_temporaries(self) -> None:
@@ -206,7 +238,6 @@ class Monitor:
     # -- detection ----------------------------------------------------------------------------
 
     def _on_folder_status(self, folder: Path, up: bool, error: str | None) -> None:
-        self._folder_status[str(folder)] = up
         self.bus.publish(ev.WatchFolderStatus(folder=str(folder), up=up, error=error))
 
     def _on_ignored(self, path: Path, reason: IgnoreReason) -> None:
@@ -215,7 +246,7 @@ class Monitor:
     def _on_stable(self, found: StableFile) -> None:
         self.bus.publish(ev.FileDetected(path=str(found.path), watch_folder=str(found.watch_folder),
                                          size=found.size))
-        match = self._rules.match(found.rel_path, found.size)
+        match = self.settings.rules.match(found.rel_path, found.size)
         if match is None:
             self._on_ignored(found.path, IgnoreReason.NO_RULE)
             return
@@ -270,65 +301,63 @@ class Monitor:
         return job
 
     def _wake(self) -> None:
-        if self._pool is not None:
-            self._pool.wake()
+        self._pool.wake()
 
     # -- controls -----------------------------------------------------------------------------
 
     def enqueue_path(self, path: str, *, profile: str | None = None, priority: int | None = None) -> Job:
-        """Queue a file that lies inside a watch folder (explicitly, even if done before).
+        """Queue a file inside a watch folder (explicitly, even if done before).
 
-        `priority` None takes the matching rule's priority (0 with an explicit profile).
+        `path` is absolute, or relative to a watch folder (the first watch folder that has the
+        file). `priority` None takes the matching rule's priority (0 with an explicit profile).
+        Raises UnknownProfile, PathError (outside, not a file, unreadable, no rule) or
+        InvalidTransition (this version of the file has an unfinished job).
         """
-        source = Path(os.path.normpath(path))
-        folder = next((f for f in self.config.monitor_folder if is_within(source, f.path)), None)
-        if not source.is_absolute() or folder is None or source == folder.path:
+        profiles = self.config.all_profiles()
+        if profile is not None and profile not in profiles:
+            raise UnknownProfile(profile, path=path, known=sorted(profiles))
+        source, folder = locate_source([f.path for f in self.config.monitor_folder], path)
+        if folder is None:
             raise PathError(f"not inside a watch folder: {path}", path=path)
+        try:
+            return self._enqueue_file(source, folder, path, profile, priority)
+        except (OSError, ValueError) as exc:  # unreadable, too long a name, undecodable...
+            raise PathError(f"cannot read {path}: {exc}", path=path) from None
+
+    def _enqueue_file(self, source: Path, folder: Path, path: str, profile: str | None,
+                      priority: int | None) -> Job:
         # Lexically inside is not enough: a symlink must not lead outside the watch folder.
-        if not is_within(Path(os.path.realpath(source)), Path(os.path.realpath(folder.path))):
+        if not is_within(Path(os.path.realpath(source)), Path(os.path.realpath(folder))):
             raise PathError(f"leads outside the watch folder: {path}", path=path)
         if not source.is_file():
             raise PathError(f"not a file: {path}", path=path)
-        rel = relative_posix(source, folder.path)
+        rel = relative_posix(source, folder)
         stat = source.stat()
-        profiles = self.config.all_profiles()
         if profile is not None:
-            if profile not in profiles:
-                raise PathError(f"unknown profile {profile!r}", path=path)
-            match = RuleMatch("api", -1, profile, profiles[profile], priority or 0)
+            match = RuleMatch("api", -1, profile, self.config.all_profiles()[profile], priority or 0)
         else:
-            found = self._rules.match(rel, stat.st_size)
+            found = self.settings.rules.match(rel, stat.st_size)
             if found is None:
                 raise PathError(f"no rule matches {rel!r} and no profile was given", path=path)
             match = found
-        found_file = StableFile(path=source, watch_folder=folder.path, rel_path=rel,
-                                size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        existing = self.store.find(str(source), stat.st_size, stat.st_mtime_ns)
-        if existing is not None and not existing.state.is_finished:
+        existing = self.store.unfinished_job(str(source), stat.st_size, stat.st_mtime_ns)
+        if existing is not None:
             raise InvalidTransition(existing.id, action="enqueue", state=existing.state)
+        found_file = StableFile(path=source, watch_folder=folder, rel_path=rel,
+                                size=stat.st_size, mtime_ns=stat.st_mtime_ns)
         job = self._add_job(found_file, match, force=True, priority=priority, trigger=QueueTrigger.API)
         assert job is not None
         return job
 
     def pause_queue(self) -> None:
         """Stop starting new jobs; running ones finish; the watcher keeps queueing."""
-        if self.paused_since is None:
-            since = time.time()  # persisted first: a store error changes nothing
-            self.store.set_meta("queue_paused_since", repr(since))
-            self.store.set_meta("queue_paused", "1")
-            self.paused_since = since
-            if self._pool is not None:
-                self._pool.paused = True
+        if self.queue.pause():
             self.bus.publish(ev.QueuePaused())
 
     def resume_queue(self) -> None:
         """Start taking jobs again."""
-        if self.paused_since is not None:
-            self.store.set_meta("queue_paused", "0")
-            self.paused_since = None
-            if self._pool is not None:
-                self._pool.paused = False
-                self._pool.wake()
+        if self.queue.resume():
+            self._pool.queue_resumed()
             self.bus.publish(ev.QueueResumed())
 
     def cancel_job(self, job_id: int) -> Job:
@@ -339,22 +368,18 @@ class Monitor:
             self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.CANCELLED,
                                             reason=None, busy_seconds=0.0))
             return job
-        if job.state.is_active and self._pool is not None and self._pool.cancel(job_id):
+        if job.state.is_active and self._pool.cancel(job_id):
             return job
         raise InvalidTransition(job_id, action="cancel", state=job.state)
 
     def pause_job(self, job_id: int) -> Job:
         """Suspend a running job's ffmpeg (SIGSTOP)."""
         self.store.get(job_id)
-        if self._pool is None:
-            raise InvalidTransition(job_id, action="pause", state=self.store.get(job_id).state)
         return self._pool.pause_job(job_id)
 
     def resume_job(self, job_id: int) -> Job:
         """Continue a paused job's ffmpeg (SIGCONT)."""
         self.store.get(job_id)
-        if self._pool is None:
-            raise InvalidTransition(job_id, action="resume", state=self.store.get(job_id).state)
         return self._pool.resume_job(job_id)
 
     def retry_job(self, job_id: int) -> Job:
@@ -392,10 +417,6 @@ class Monitor:
         self._wake()
         return job
 
-    def match(self, rel_path: str, size: int | None = None) -> RuleMatch | None:
-        """Which rule and profile a relative path would get."""
-        return self._rules.match(rel_path, size)
-
     # -- audit trail --------------------------------------------------------------------------
 
     def record_audit(self, entry: AuditEntry) -> int:
@@ -426,7 +447,7 @@ class Monitor:
             raise ConfigError(issues, source=source)
 
     def _reload_failed(self, exc: ConfigError) -> None:
-        self.last_reload_ok = False
+        self.settings.reload_failed()
         self.bus.publish(ev.ConfigReloaded(success=False, source=str(self.config_path), error=str(exc)))
 
     def _base_dir(self) -> Path:
@@ -492,35 +513,28 @@ class Monitor:
         old = self.config
         # `config` mirrors the file (so a config read back and sent again keeps the operator's
         # pending edits); what still runs on the start-up values is listed here and by the API.
-        pending = restart_required(self.startup_config, new)
+        self.settings.applied(new)
+        pending = self.settings.restart_pending()
         if pending:
             log.warning("some changed settings take effect only on restart",
                         extra={"keys": ",".join(pending)})
-        self.config = new
-        self._rules = RuleMatcher(new)
-        if self._pool is not None:
+        if self._pool.started:
             self._pool.resize(new.max_workers)
         watch_keys = ("monitor_folder", "output_folder", "done_folder", "stability_seconds",
                       "rescan_interval")
         if self._watcher is not None and any(getattr(old, k) != getattr(new, k) for k in watch_keys):
             await self._watcher.stop()
             await self._start_watcher()
-        self.last_reload_ok = True
-        self.last_reload_success_at = time.time()
         self.bus.publish(ev.ConfigReloaded(success=True, source=str(self.config_path or "api")))
 
-    # -- state used by the view ---------------------------------------------------------------
+    # -- parts, for tests and the command line ---------------------------------------------
 
     @property
-    def pool(self) -> WorkerPool | None:
-        """The worker pool once started."""
+    def pool(self) -> WorkerPool:
+        """The worker pool (its slots run once the monitor started)."""
         return self._pool
 
     @property
     def watcher(self) -> FolderWatcher | None:
         """The folder watcher once started."""
         return self._watcher
-
-    def folder_status(self) -> dict[str, bool]:
-        """Watch folder availability by path."""
-        return dict(self._folder_status)

@@ -40,13 +40,13 @@ from bulletproof.models import (
 from bulletproof.paths import confine, output_path_for, temp_path_for
 from bulletproof.profiles import Profile, QualityGate
 from bulletproof.quality import score
+from bulletproof.state import QueueState
 from bulletproof.store import JobStore, NewJob
 from bulletproof.target import keep_source_as_output, target_mismatch
 from bulletproof.verify import VerifyPlan, plan_for, result_of, verify_output
 
 log = logging.getLogger(__name__)
 
-_PROGRESS_SAVE_INTERVAL = 2.0  # seconds between progress writes to the store, per job
 _IDLE_POLL = 1.0  # upper bound on how long an idle worker sleeps without a wake-up
 _BACKOFF_FIRST = 0.5  # seconds a slot waits after an error, doubled on each one in a row...
 _BACKOFF_MAX = 30.0  # ...up to this
@@ -71,7 +71,6 @@ class _Slot:
     paused_total: float = 0.0
     cancel_requested: bool = False
     shutdown: bool = False
-    last_saved: float = 0.0
     # An outcome the store has not taken yet (disk full, read-only...): the slot retries it
     # before claiming anything, so a finished transcode is recorded, never re-run.
     pending: Callable[[], None] | None = field(default=None, repr=False)
@@ -120,8 +119,9 @@ class WorkerPool:
     """Runs up to `size` jobs at once; a paused pool finishes running jobs but starts none."""
 
     def __init__(self, store: JobStore, bus: ev.EventBus, config: Callable[[], Config],
-                 binaries: FfmpegBinaries, *, node: str | None = None) -> None:
+                 binaries: FfmpegBinaries, queue: QueueState, *, node: str | None = None) -> None:
         self._store = store
+        self._queue = queue  # the owner of the pause state; the pool only reads it
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"  # who holds the claims
         self._bus = bus
         self._config = config
@@ -130,7 +130,7 @@ class WorkerPool:
         self._size = 0
         self._work = asyncio.Event()
         self._stopping = False
-        self._paused = False
+        self._started = False
         self._troubled: dict[int, str] = {}  # slot -> the error it is backing off from
         self._store_epoch = 0  # bumped when the store takes writes again: backoffs end early
         # Last time a slot claimed or freed, or the queue was resumed (monotonic): the queue
@@ -142,6 +142,7 @@ class WorkerPool:
     def resize(self, size: int) -> None:
         """Run `size` worker slots; extra slots exit once their current job ends."""
         self._size = size
+        self._started = True
         for index in range(size):
             slot = self._slots.get(index)
             if slot is None or slot.task is None or slot.task.done():
@@ -157,15 +158,14 @@ class WorkerPool:
         return self._size
 
     @property
-    def paused(self) -> bool:
-        """True while no new job is started."""
-        return self._paused
+    def started(self) -> bool:
+        """True once the slots run (the first `resize`)."""
+        return self._started
 
-    @paused.setter
-    def paused(self, value: bool) -> None:
-        if self._paused and not value:
-            self.last_activity = time.monotonic()
-        self._paused = value
+    def queue_resumed(self) -> None:
+        """The queue was resumed: look at it now (and the stall clock starts over)."""
+        self.last_activity = time.monotonic()
+        self.wake()
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class WorkerPool:
         if slot.pending is not None:
             await self._flush_pending(slot)
             return
-        job = None if self.paused or self._store.health().corrupt else self._claim(slot)
+        job = None if self._queue.paused or self._store.health().corrupt else self._claim(slot)
         if job is None:
             self._work.clear()
             await self._sleep_until_work()
@@ -543,15 +543,11 @@ class WorkerPool:
     def _on_progress(self, slot: _Slot, progress: Progress) -> None:
         if slot.job is None:
             return
+        # The slot owns a running job's progress (the view reads it here); the store gets what
+        # was reached when the attempt ends.
         now = time.time()
         slot.progress, slot.last_progress_at = progress, now
-        if now - slot.last_saved >= _PROGRESS_SAVE_INTERVAL:
-            slot.last_saved = now
-            # Best effort: a store that refuses writes must not end the transcode.
-            with contextlib.suppress(StoreError):
-                self._store.set_progress(slot.job.id, progress.ratio, progress.speed,
-                                         progress.eta_seconds)
-            self._renew(slot, now)
+        self._renew(slot, now)  # cheap: it writes only once half of the lease is gone
         self._bus.publish(ev.JobProgress(job_id=slot.job.id, worker=slot.index, progress=progress.ratio,
                                          speed=progress.speed, eta_seconds=progress.eta_seconds))
 

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from exporter.api.app import SECURITY, create_app
-from exporter.security.origins import resolve_public_url
 from exporter.security.middleware import resolve_token
+from exporter.security.origins import resolve_public_url
+from exporter.settings import SECTION, ApiSettings, api_settings
 
 if TYPE_CHECKING:
-    from bulletproof.service import Monitor
+    from bulletproof.plugins import PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,12 @@ class ExporterPlugin:
     """The observability plugin: one aiohttp server on `api.listen`."""
 
     name = "exporter"
+    #: The config section this plugin owns; the core validates it with `settings_model`.
+    config_section = SECTION
+    settings_model = ApiSettings
 
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
+    def __init__(self, context: PluginContext) -> None:
+        self.context = context
         self.app: web.Application | None = None
         self.host: str | None = None
         self.port: int | None = None
@@ -48,9 +52,9 @@ class ExporterPlugin:
 
     async def start(self) -> None:
         """Resolve the token, build the app, bind, and log the security warnings and the URL."""
-        settings = self.monitor.config.api
+        settings = api_settings(self.context.view.config)
         token = resolve_token(settings)
-        self.app = create_app(self.monitor, token=token, public_url=resolve_public_url(settings))
+        self.app = create_app(self.context, token=token, public_url=resolve_public_url(settings))
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
                                handle_signals=False, max_line_size=MAX_REQUEST_LINE)
         await runner.setup()

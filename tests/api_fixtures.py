@@ -96,7 +96,7 @@ async def api_factory_fixture(config_factory, monitor_factory,
         overrides.setdefault("api", dict(TEST_API))
         config, path = config_factory(**overrides)
         monitor = await monitor_factory(config, path)
-        app = create_app(monitor, token=token)
+        app = create_app(monitor.context(), token=token)
         client = TestClient(TestServer(app, host="127.0.0.1", port=0))
         await client.start_server()
         clients.append(client)

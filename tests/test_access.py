@@ -17,13 +17,13 @@ import pytest
 
 from bulletproof import sqlite_store as store_module
 from bulletproof.audit import AUDIT_RESULTS, AuditEntry, result_of
-from bulletproof.config import ApiSettings, GrafanaAuth
 from bulletproof.errors import ConfigError
 from bulletproof.sqlite_store import SqliteJobStore
-from exporter.security.grafana_auth import ROLE_RANK
 from exporter.api.openapi import openapi_document
+from exporter.security.grafana_auth import ROLE_RANK
 from exporter.security.origins import OriginPolicy, resolve_public_url
 from exporter.security.permissions import AUDITED_ACTIONS, ROUTES, Permission, required_role, rule_for
+from exporter.settings import ApiSettings, GrafanaAuth
 from tests.api_fixtures import TEST_API, Api, api_factory_fixture, api_fixture  # noqa: F401
 from tests.grafana_standin import GrafanaUser, grafana_standin
 

@@ -123,7 +123,7 @@ async def test_readyz_reports_problems_of_a_monitor_that_has_not_started(config_
 
     config, path = config_factory(api=dict(TEST_API))
     monitor = Monitor(config, config_path=path)
-    client = TestClient(TestServer(create_app(monitor), host="127.0.0.1", port=0))
+    client = TestClient(TestServer(create_app(monitor.context()), host="127.0.0.1", port=0))
     await client.start_server()
     try:
         async with client.get("/readyz") as resp:

@@ -11,7 +11,8 @@ CORE_MODULES = [
     "bulletproof.ffmpeg", "bulletproof.logs", "bulletproof.models", "bulletproof.paths",
     "bulletproof.plugins", "bulletproof.profiles", "bulletproof.rules", "bulletproof.runner",
     "bulletproof.samples", "bulletproof.service", "bulletproof.store", "bulletproof.sqlite_store",
-    "bulletproof.queries", "bulletproof.scan", "bulletproof.view",
+    "bulletproof.queries", "bulletproof.scan", "bulletproof.view", "bulletproof.state",
+    "bulletproof.controls",
     "bulletproof.watcher", "bulletproof.workers", "bulletproof.cli", "bulletproof.demo",
 ]
 FORBIDDEN = ("aiohttp", "prometheus_client", "aiohttp_cors", "exporter")

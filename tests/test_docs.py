@@ -7,8 +7,9 @@ Over README.md and every docs/*.md:
   read from `python -m bulletproof --help` and each command's `--help`, in a subprocess, so the
   API client's commands (added through the `bulletproof.commands` entry point) count too;
 * every YAML code block that is a monitor.yaml fragment uses only keys of
-  `bulletproof.config.Config` (nested models, watch folders, profiles and rules included), and
-  the fragment, laid over the default config, validates;
+  `bulletproof.config.config_model()` (the core's keys and the sections plugins own; nested
+  models, watch folders, profiles and rules included), and the fragment, laid over the default
+  config, validates;
 * every metric name (`bulletproof_...`) is in docs/metrics.md's tables (histogram and counter
   sample suffixes allowed), and every recording rule name is one of prometheus/rules/;
 * every relative link resolves to a file or folder of the repository, and its `#anchor` to a
@@ -33,7 +34,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bulletproof.config import Config, default_config_text, parse_config
+from bulletproof.config import config_model, default_config_text, parse_config
 from bulletproof.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -347,14 +348,14 @@ def _key_problems(annotation: Any, value: Any, prefix: str) -> list[str]:
 
 
 def config_key_problems(fragment: dict[str, Any]) -> list[str]:
-    return _key_problems(Config, fragment, "")
+    return _key_problems(config_model(), fragment, "")
 
 
 def is_monitor_fragment(data: Any) -> bool:
     if not isinstance(data, dict) or not data:
         return False
     keys = set(data)
-    return bool(keys & set(Config.model_fields)) and not keys & OTHER_FORMATS
+    return bool(keys & set(config_model().model_fields)) and not keys & OTHER_FORMATS
 
 
 def yaml_fragments() -> list[tuple[str, dict[str, Any]]]:

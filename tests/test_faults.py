@@ -216,7 +216,7 @@ async def test_a_slot_that_cannot_claim_backs_off_and_carries_on(
     filler = fill(tmpfs)
     pool = api.monitor.pool
     assert pool is not None
-    pool.paused = False  # what resume would do, had the store been able to record it
+    api.monitor.queue.paused_since = None  # what resume would do, had the store been able to record it
     pool.wake()
     await until(lambda: [e for e in seen if isinstance(e, ev.WorkerRestarted)])
     status, body = await readyz(api)

@@ -227,7 +227,7 @@ class LiveServer:
         self._stop = asyncio.Event()
         self.monitor = Monitor(self._config, config_path=self._path, binaries=self._binaries)
         await self.monitor.start()
-        plugin = ExporterPlugin(self.monitor)
+        plugin = ExporterPlugin(self.monitor.context())
         await plugin.start()
         self.base_url = plugin.url or ""
         self._ready.set()

@@ -18,7 +18,7 @@ async def test_the_plugin_loads_through_the_entry_point_binds_serves_and_stops(
         config_factory, monitor_factory, caplog) -> None:
     config, path = config_factory(api=dict(TEST_API))
     monitor = await monitor_factory(config, path)
-    plugins = load_plugins(monitor, only={"exporter"})
+    plugins = load_plugins(monitor.context(), only={"exporter"})
     assert len(plugins) == 1
     plugin = plugins[0]
     assert isinstance(plugin, ExporterPlugin) and plugin.name == "exporter"
@@ -60,7 +60,7 @@ async def test_a_port_in_use_fails_start_and_releases_everything(config_factory,
         port = busy.getsockname()[1]
         config, path = config_factory(api={**TEST_API, "listen": f"127.0.0.1:{port}"})
         monitor = await monitor_factory(config, path)
-        plugin = ExporterPlugin(monitor)
+        plugin = ExporterPlugin(monitor.context())
         with pytest.raises(OSError):
             await plugin.start()
         assert plugin.port is None
@@ -72,7 +72,7 @@ async def test_the_token_from_the_environment_guards_mutating_calls(
     monkeypatch.setenv("BULLETPROOF_API_TOKEN", "s3cret-token-for-tests-0123456789")
     config, path = config_factory(api=dict(TEST_API))
     monitor = await monitor_factory(config, path)
-    plugin = ExporterPlugin(monitor)
+    plugin = ExporterPlugin(monitor.context())
     caplog.set_level(logging.INFO, logger="exporter")
     await plugin.start()
     try:

@@ -110,8 +110,8 @@ def test_scaled_copy_is_generated_from_the_shipped_rules(tmp_path: Path):
         shipped = yaml.safe_load((promstack.RULES_DIR / path.name).read_text())
         copy = yaml.safe_load(path.read_text())
         assert [g["name"] for g in copy["groups"]] == [g["name"] for g in shipped["groups"]]
-        for g_ship, g_copy in zip(shipped["groups"], copy["groups"]):
-            for r_ship, r_copy in zip(g_ship["rules"], g_copy["rules"]):
+        for g_ship, g_copy in zip(shipped["groups"], copy["groups"], strict=True):
+            for r_ship, r_copy in zip(g_ship["rules"], g_copy["rules"], strict=True):
                 assert r_ship.get("alert") == r_copy.get("alert")
                 assert r_ship.get("record") == r_copy.get("record")
                 assert r_ship.get("labels") == r_copy.get("labels")

@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bulletproof.config import ApiSettings
 from bulletproof.errors import ConfigError
 from exporter.api.errors import error_middleware
 from exporter.security.middleware import (
@@ -28,6 +27,7 @@ from exporter.security.middleware import (
     resolve_token,
     setup_cors,
 )
+from exporter.settings import ApiSettings
 from tests.grafana_standin import GrafanaUser, grafana_standin
 from tests.promstack import free_port
 

@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from exporter.api.routes import METRICS, MONITOR, add_routes
-from exporter.security.audit import audit_middleware
 from exporter.api.errors import error_for, error_middleware
-from exporter.metrics.registry import BulletproofMetrics
-from exporter.security.middleware import Security, setup_cors
+from exporter.api.routes import CONTEXT, METRICS, add_routes
 from exporter.api.ws import HUB, EventHub
+from exporter.metrics.registry import BulletproofMetrics
+from exporter.security.audit import audit_middleware
+from exporter.security.middleware import Security, setup_cors
+from exporter.settings import api_settings
 
 if TYPE_CHECKING:
-    from bulletproof.service import Monitor
+    from bulletproof.plugins import PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,19 @@ async def request_metrics_middleware(request: web.Request, handler: Any) -> web.
                                                  time.perf_counter() - start)
 
 
-def create_app(monitor: Monitor, *, token: str | None = None,
+def create_app(context: PluginContext, *, token: str | None = None,
                metrics: BulletproofMetrics | None = None,
                public_url: str | None = None) -> web.Application:
-    """Build the app for a started (or starting) monitor.
+    """Build the app for a started (or starting) monitor, from its plugin context.
 
     `token` is the API token (None: see docs/security.md for what is then allowed). `metrics`
     defaults to a new BulletproofMetrics on its own registry, closed with the app. `public_url`
     is the front door's URL (default `api.public_url`; the plugin passes BULLETPROOF_PUBLIC_URL).
     """
-    settings = monitor.config.api
+    settings = api_settings(context.view.config)
     owns_metrics = metrics is None
     if metrics is None:
-        metrics = BulletproofMetrics(monitor.view, monitor.bus)
+        metrics = BulletproofMetrics(context.view, context.bus)
     security = Security(settings, token, public_url=public_url)
     app = web.Application(
         # The audit sees every answer, refusals and errors included, so it comes first.
@@ -79,11 +80,11 @@ def create_app(monitor: Monitor, *, token: str | None = None,
                      *security.middlewares()],
         client_max_size=settings.max_body_bytes,
     )
-    app[MONITOR] = monitor
+    app[CONTEXT] = context
     app[METRICS] = metrics
     app[OWNS_METRICS] = owns_metrics
     app[SECURITY] = security
-    hub = EventHub(monitor)
+    hub = EventHub(context)
     app[HUB] = hub
     app.cleanup_ctx.append(hub.context)
     app.on_shutdown.append(hub.close_all)

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bulletproof.config import Config
-from bulletproof.config_policy import restart_required
 from bulletproof.errors import ConfigError
-from bulletproof.paths import is_within, output_path_for, relative_posix
+from bulletproof.paths import is_within, relative_posix
 from bulletproof.profiles import BUILTIN_PROFILES
-from exporter.api.routes import bad_param, int_param, monitor_of, ok, query_one, read_json
+from bulletproof.rules import rule_display_name
 from exporter.api.errors import ApiError
+from exporter.api.routes import bad_param, context_of, int_param, ok, query_one, read_json
 
 if TYPE_CHECKING:
-    from bulletproof.service import Monitor
+    from bulletproof.view import MonitorView
 
 log = logging.getLogger(__name__)
 
@@ -37,35 +37,36 @@ def _issues(exc: ConfigError) -> list[dict[str, str]]:
 
 async def get_config(request: web.Request) -> web.Response:
     """The config in force and where it was loaded from."""
-    monitor = monitor_of(request)
-    reload_ok, reload_at = monitor.view.config_status()
+    view = context_of(request).view
+    reload_ok, reload_at = view.config_status()
     return ok({
-        "path": str(monitor.config_path) if monitor.config_path else None,
+        "path": str(view.config_path) if view.config_path else None,
         "last_reload_ok": reload_ok,
         "last_reload_success_at": reload_at,
-        "config": config_json(monitor.config),
+        "config": config_json(view.config),
     })
 
 
 async def _replace(request: web.Request, change: str, data: Any = None) -> web.Response:
     """Validate whole, pre-flight, write (keeping a .bak) and apply a new config, or the defaults of
     what the API may change; a ConfigError (422 with every issue) changes nothing."""
-    monitor = monitor_of(request)
+    context = context_of(request)
     async with request.app[CONFIG_LOCK]:
-        path = monitor.config_path
+        path = context.view.config_path
         had_file = path is not None and path.exists()
         try:
             if change == "reset":
-                new = await monitor.reset_config()
+                await context.controls.reset_config()
             else:
-                new = await monitor.update_config(data)
+                await context.controls.update_config(data)
         except OSError as exc:
             log.error("cannot write the config file", extra={"path": str(path), "error": str(exc)})
             raise ApiError(500, f"cannot write the config file: {exc.strerror or exc}",
                            code="config_write_failed", details={"path": str(path)}) from None
+        # Measured against what the process runs on, so an earlier file edit still waiting shows.
+        restart = context.view.restart_pending()
+        applied = context.view.config
     backup = path.with_name(path.name + ".bak") if path is not None and had_file else None
-    # Measured against what the process runs on, so an earlier file edit still waiting shows too.
-    restart = restart_required(monitor.startup_config, new)
     log.info("config %s through the API", "reset" if change == "reset" else "replaced",
              extra={"path": str(path), "restart_required": ",".join(restart)})
     return ok({
@@ -74,7 +75,7 @@ async def _replace(request: web.Request, change: str, data: Any = None) -> web.R
         "path": str(path) if path is not None else None,
         "backup": str(backup) if backup is not None else None,
         "restart_required": restart,
-        "config": config_json(monitor.config),
+        "config": config_json(applied),
     })
 
 
@@ -93,7 +94,7 @@ async def validate_config(request: web.Request) -> web.Response:
     """Dry run: 200 with `valid` and either the effective config or every problem found."""
     data = await read_json(request)
     try:
-        config = monitor_of(request).validate_config(data)
+        config = context_of(request).controls.validate_config(data)
     except ConfigError as exc:
         return ok({"valid": False, "errors": _issues(exc)})
     return ok({"valid": True, "config": config_json(config)})
@@ -101,25 +102,25 @@ async def validate_config(request: web.Request) -> web.Response:
 
 async def list_profiles(request: web.Request) -> web.Response:
     """Every profile (built-in and configured) with its settings."""
-    config = monitor_of(request).config
+    config = context_of(request).view.config
     profiles = {}
     for name, profile in sorted(config.all_profiles().items()):
         data = profile.model_dump(mode="json")
         data["extension"] = profile.extension
         data["builtin"] = name in BUILTIN_PROFILES and name not in config.profiles
-        data["used_by_rules"] = [r.name or f"rule-{i}" for i, r in enumerate(config.rules)
+        data["used_by_rules"] = [rule_display_name(r, i) for i, r in enumerate(config.rules)
                                  if r.profile == name]
         profiles[name] = data
     return ok({"profiles": profiles})
 
 
-def rel_path_for(monitor: Monitor, raw: str) -> str:
+def rel_path_for(view: MonitorView, raw: str) -> str:
     """The path as rules see it: relative, forward slashes; an absolute path must be inside a
     watch folder."""
     if "\\" in raw and "/" not in raw:
         raw = raw.replace("\\", "/")
     if Path(raw).is_absolute():
-        for folder in monitor.config.monitor_folder:
+        for folder in view.config.monitor_folder:
             if is_within(Path(raw), folder.path) and Path(posixpath.normpath(raw)) != folder.path:
                 return relative_posix(Path(raw), folder.path)
         raise ApiError(422, f"not inside a watch folder: {raw[:4096]}", code="invalid_path",
@@ -138,13 +139,13 @@ async def match_rule(request: web.Request) -> web.Response:
     if len(raw) > 4096:
         raise bad_param("path", "longer than 4096 characters")
     size = int_param(request, "size", -1, lo=0, hi=2**62) if query_one(request, "size") else None
-    monitor = monitor_of(request)
-    rel = rel_path_for(monitor, raw)
-    match = monitor.view.match(rel, size)
+    view = context_of(request).view
+    rel = rel_path_for(view, raw)
+    match = view.match(rel, size)
     if match is None:
         return ok({"matched": False, "path": rel, "size": size, "rule": None, "rule_index": None,
                    "profile": None, "priority": None, "output_path": None})
-    output = output_path_for(monitor.config, rel, match.profile_name, match.profile, match.rule_name)
+    output = view.output_for(rel, match)
     return ok({"matched": True, "path": rel, "size": size, "rule": match.rule_name,
                "rule_index": match.rule_index, "profile": match.profile_name,
                "priority": match.priority, "output_path": str(output)})

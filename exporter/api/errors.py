@@ -16,6 +16,7 @@ from bulletproof.errors import (
     JobNotFound,
     PathError,
     StoreError,
+    UnknownProfile,
 )
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ def error_for(exc: BaseException) -> web.Response | None:
     if isinstance(exc, ConfigError):
         return json_error(422, "invalid config", code="invalid_config",
                           details=[{"location": i.location, "message": i.message} for i in exc.issues])
+    if isinstance(exc, UnknownProfile):
+        return json_error(422, str(exc), code="unknown_profile",
+                          details=[{"location": "profile", "message": f"known: {', '.join(exc.known)}"}])
     if isinstance(exc, PathError):
         return json_error(422, str(exc), code="invalid_path", details={"path": exc.path})
     if isinstance(exc, StoreError):

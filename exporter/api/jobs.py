@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from bulletproof.errors import InvalidTransition
 from bulletproof.models import JobState
-from bulletproof.paths import is_within, relative_posix
 from bulletproof.store import SORT_KEYS
 from exporter.api.routes import (
     bad_param,
+    context_of,
     int_param,
     job_id_of,
     job_json,
     live_workers,
-    monitor_of,
     ok,
     parse_body,
     query_one,
     read_json,
     time_param,
 )
-from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
-    from bulletproof.service import Monitor
+    from bulletproof.view import MonitorView
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10**12
@@ -93,11 +88,11 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise bad_param("order", "asc or desc")
     limit = int_param(request, "limit", 100, lo=1, hi=MAX_LIMIT)
     offset = int_param(request, "offset", 0, lo=0, hi=MAX_OFFSET)
-    monitor = monitor_of(request)
-    jobs, total = monitor.view.list_jobs(
+    view = context_of(request).view
+    jobs, total = view.list_jobs(
         states=states or None, profile=profile, search=search, since=since, until=until,
         sort=sort, descending=order == "desc", limit=limit, offset=offset)
-    live = live_workers(monitor)
+    live = live_workers(view)
     next_offset = offset + len(jobs) if offset + len(jobs) < total else None
     return ok({"jobs": [job_json(j, live) for j in jobs], "total": total, "limit": limit,
                "offset": offset, "next_offset": next_offset})
@@ -105,92 +100,31 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     """Everything the store knows about one job (plus live progress while it runs)."""
-    monitor = monitor_of(request)
-    job = monitor.view.get_job(job_id_of(request))
-    return ok(job_json(job, live_workers(monitor), detail=True))
+    view = context_of(request).view
+    job = view.get_job(job_id_of(request))
+    return ok(job_json(job, live_workers(view), detail=True))
 
 
 async def get_queue(request: web.Request) -> web.Response:
     """Queued jobs in the order they will run."""
     limit = int_param(request, "limit", 100, lo=1, hi=MAX_LIMIT)
     offset = int_param(request, "offset", 0, lo=0, hi=MAX_OFFSET)
-    monitor = monitor_of(request)
-    jobs = monitor.view.queued(limit=limit, offset=offset)
-    total = monitor.view.counts()[JobState.QUEUED]
+    view = context_of(request).view
+    jobs = view.queued(limit=limit, offset=offset)
+    total = view.counts()[JobState.QUEUED]
     next_offset = offset + len(jobs) if offset + len(jobs) < total else None
     return ok({"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit,
-               "offset": offset, "next_offset": next_offset, "paused": monitor.view.paused})
+               "offset": offset, "next_offset": next_offset, "paused": view.paused})
 
 
 # -- enqueue ------------------------------------------------------------------------------------
 
 
-def _invalid_path(message: str, path: str) -> ApiError:
-    return ApiError(422, message, code="invalid_path", details={"path": path[:4096]})
-
-
-def resolve_source(monitor: Monitor, raw: str) -> tuple[Path, Path | None]:
-    """The absolute source path a request names, and the watch folder it lies in (or None).
-
-    A relative path is looked up in each watch folder in order; the first that has the file wins
-    (the first watch folder when none has it, so the error names a real place).
-    """
-    if "\x00" in raw:
-        raise _invalid_path("the path contains a NUL character", raw)
-    folders = [f.path for f in monitor.config.monitor_folder]
-    given = Path(raw)
-    if given.is_absolute():
-        path = Path(os.path.normpath(given))
-        return path, next((f for f in folders if is_within(path, f) and path != f), None)
-    candidates = [(Path(os.path.normpath(f / given)), f) for f in folders]
-    inside = [(p, f) for p, f in candidates if is_within(p, f) and p != f]
-    for path, folder in inside:
-        try:
-            if path.is_file():
-                return path, folder
-        except (OSError, ValueError):
-            continue
-    return inside[0] if inside else (candidates[0][0], None)
-
-
-def _refuse_duplicate(monitor: Monitor, path: Path, folder: Path) -> None:
-    """409 when this version of the file already has an unfinished job.
-
-    Monitor.enqueue_path checks this too, but through JobStore.find, which returns the *oldest*
-    job of a file version: once that one is finished, a newer queued job goes unnoticed.
-    """
-    stat = path.stat()
-    active, _ = monitor.view.list_jobs(
-        states=[JobState.QUEUED, JobState.PROCESSING, JobState.PAUSED],
-        search=relative_posix(path, folder), limit=MAX_LIMIT)
-    for job in active:
-        if (job.source_path, job.size, job.mtime_ns) == (str(path), stat.st_size, stat.st_mtime_ns):
-            raise InvalidTransition(job.id, action="enqueue", state=job.state)
-
-
 async def enqueue(request: web.Request) -> web.Response:
     """Queue a file that lies inside a watch folder (even one done before)."""
     body: EnqueueRequest = parse_body(EnqueueRequest, await read_json(request))
-    monitor = monitor_of(request)
-    if body.profile is not None and body.profile not in monitor.view.profiles():
-        raise ApiError(422, f"unknown profile {body.profile[:200]!r}", code="unknown_profile",
-                       details=[{"location": "profile",
-                                 "message": f"known: {', '.join(sorted(monitor.view.profiles()))}"}])
-    path, folder = resolve_source(monitor, body.path)
-    if folder is None:
-        raise _invalid_path(f"not inside a watch folder: {body.path}", body.path)
-    priority = body.priority
-    try:
-        if path.is_file():
-            _refuse_duplicate(monitor, path, folder)
-            if priority is None and body.profile is None:
-                # The rule's priority applies when the caller does not give one.
-                match = monitor.match(relative_posix(path, folder), path.stat().st_size)
-                priority = match.priority if match is not None else 0
-        job = monitor.enqueue_path(str(path), profile=body.profile,
-                                   priority=0 if priority is None else priority)
-    except (OSError, ValueError) as exc:  # unreadable, too long a name, undecodable...
-        raise _invalid_path(f"cannot read {body.path}: {exc}", body.path) from None
+    job = context_of(request).controls.enqueue_path(body.path, profile=body.profile,
+                                                    priority=body.priority)
     return ok(job_json(job, detail=True), status=201,
               headers={"Location": f"/api/v1/jobs/{job.id}"})
 
@@ -200,72 +134,73 @@ async def enqueue(request: web.Request) -> web.Response:
 
 async def cancel_job(request: web.Request) -> web.Response:
     """Cancel a queued job (200, now cancelled) or end a running one (202, outcome follows)."""
-    monitor = monitor_of(request)
-    job = monitor.cancel_job(job_id_of(request))
+    context = context_of(request)
+    job = context.controls.cancel_job(job_id_of(request))
     accepted = job.state is not JobState.CANCELLED
-    return ok(job_json(job, live_workers(monitor), detail=True), status=202 if accepted else 200)
+    return ok(job_json(job, live_workers(context.view), detail=True),
+              status=202 if accepted else 200)
 
 
 async def retry_job(request: web.Request) -> web.Response:
     """Queue a failed, cancelled or completed job again (attempts start over)."""
-    return ok(job_json(monitor_of(request).retry_job(job_id_of(request)), detail=True))
+    return ok(job_json(context_of(request).controls.retry_job(job_id_of(request)), detail=True))
 
 
 async def pause_job(request: web.Request) -> web.Response:
     """Suspend a running job's ffmpeg; it keeps its worker slot."""
-    monitor = monitor_of(request)
-    job = monitor.pause_job(job_id_of(request))
-    return ok(job_json(job, live_workers(monitor), detail=True))
+    context = context_of(request)
+    job = context.controls.pause_job(job_id_of(request))
+    return ok(job_json(job, live_workers(context.view), detail=True))
 
 
 async def resume_job(request: web.Request) -> web.Response:
     """Continue a paused job."""
-    monitor = monitor_of(request)
-    job = monitor.resume_job(job_id_of(request))
-    return ok(job_json(job, live_workers(monitor), detail=True))
+    context = context_of(request)
+    job = context.controls.resume_job(job_id_of(request))
+    return ok(job_json(job, live_workers(context.view), detail=True))
 
 
 async def prioritize_job(request: web.Request) -> web.Response:
     """Move a queued job to the front of the queue."""
-    return ok(job_json(monitor_of(request).prioritize_job(job_id_of(request)), detail=True))
+    return ok(job_json(context_of(request).controls.prioritize_job(job_id_of(request)), detail=True))
 
 
 async def delete_job(request: web.Request) -> web.Response:
     """Remove a finished job from history."""
-    monitor_of(request).delete_job(job_id_of(request))
+    context_of(request).controls.delete_job(job_id_of(request))
     return web.Response(status=204)
 
 
 async def retry_failed(request: web.Request) -> web.Response:
     """Queue every failed job again."""
-    jobs = monitor_of(request).retry_failed()
+    jobs = context_of(request).controls.retry_failed()
     return ok({"retried": len(jobs), "ids": [j.id for j in jobs]})
 
 
 # -- queue actions ------------------------------------------------------------------------------
 
 
-def _queue_state(monitor: Monitor) -> dict[str, object]:
-    return {"paused": monitor.view.paused, "paused_since": monitor.view.paused_since}
+def _queue_state(view: MonitorView) -> dict[str, object]:
+    return {"paused": view.paused, "paused_since": view.paused_since}
 
 
 async def pause_queue(request: web.Request) -> web.Response:
     """Stop starting jobs (running ones finish; the watcher keeps queueing). Idempotent."""
-    monitor = monitor_of(request)
-    monitor.pause_queue()
-    return ok(_queue_state(monitor))
+    context = context_of(request)
+    context.controls.pause_queue()
+    return ok(_queue_state(context.view))
 
 
 async def resume_queue(request: web.Request) -> web.Response:
     """Start taking jobs again. Idempotent."""
-    monitor = monitor_of(request)
-    monitor.resume_queue()
-    return ok(_queue_state(monitor))
+    context = context_of(request)
+    context.controls.resume_queue()
+    return ok(_queue_state(context.view))
 
 
 async def clear_queue(request: web.Request) -> web.Response:
     """Cancel every queued job."""
-    return ok({"cleared": monitor_of(request).clear_queue()})
+    return ok({"cleared": context_of(request).controls.clear_queue()})
 
 
 JOB = "/api/v1/jobs/{id:[0-9]+}"

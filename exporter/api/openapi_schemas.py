@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from bulletproof.audit import AUDIT_RESULTS
-from bulletproof.config import Config
+from bulletproof.config import config_model
 from bulletproof.config_policy import RESTART_KEYS
 from bulletproof.models import FailureReason, JobState, SkipReason
 from bulletproof.view import COMPONENTS
@@ -123,7 +123,7 @@ _ISSUE = obj({"location": {"type": "string", "description": "dotted key path"}, 
 
 def _config_schemas() -> dict[str, Any]:
     """The pydantic schema of monitor.yaml, its $defs hoisted into components."""
-    schema = Config.model_json_schema(ref_template=REF)
+    schema = config_model().model_json_schema(ref_template=REF)
     defs = schema.pop("$defs", {})
     defs["Config"] = schema
     for model in defs.values():

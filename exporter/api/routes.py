@@ -26,10 +26,11 @@ from bulletproof.models import Job, WorkerSnapshot
 from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
-    from bulletproof.service import Monitor
+    from bulletproof.plugins import PluginContext
+    from bulletproof.view import MonitorView
     from exporter.metrics.registry import BulletproofMetrics
 
-MONITOR: web.AppKey[Monitor] = web.AppKey("bulletproof.monitor")
+CONTEXT: web.AppKey[PluginContext] = web.AppKey("bulletproof.context")
 METRICS: web.AppKey[BulletproofMetrics] = web.AppKey("bulletproof.metrics")
 
 MAX_JOB_ID = 2**63 - 1  # SQLite's INTEGER range
@@ -69,17 +70,17 @@ def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> w
                         headers=headers)
 
 
-def monitor_of(request: web.Request) -> Monitor:
-    """The monitor this app serves."""
-    return request.app[MONITOR]
+def context_of(request: web.Request) -> PluginContext:
+    """What this app serves: the monitor's events, read-only view and controls."""
+    return request.app[CONTEXT]
 
 
 # -- shapes -------------------------------------------------------------------------------------
 
 
-def live_workers(monitor: Monitor) -> dict[int, WorkerSnapshot]:
+def live_workers(view: MonitorView) -> dict[int, WorkerSnapshot]:
     """Busy worker slots by the id of the job they run."""
-    return {w.job_id: w for w in monitor.view.workers() if w.job_id is not None}
+    return {w.job_id: w for w in view.workers() if w.job_id is not None}
 
 
 def job_json(job: Job, live: dict[int, WorkerSnapshot] | None = None, *,
@@ -87,8 +88,8 @@ def job_json(job: Job, live: dict[int, WorkerSnapshot] | None = None, *,
     """A job as the API shows it: the store's record, the plan's field names, live progress.
 
     `status` repeats `state` and `completed_at` repeats `finished_at` (the plan's Job model).
-    For a running job, `progress`, `speed` and `eta_seconds` come from its worker slot (the store
-    saves them only every few seconds). List views leave out the large or internal fields.
+    For a running job, `progress`, `speed` and `eta_seconds` come from its worker slot (their one
+    owner while it runs). List views leave out the large or internal fields.
     """
     data = job.to_dict()
     data["status"] = data["state"]
@@ -118,9 +119,8 @@ def slot_json(slot: WorkerSnapshot) -> dict[str, Any]:
     return data
 
 
-def status_json(monitor: Monitor) -> dict[str, Any]:
+def status_json(view: MonitorView) -> dict[str, Any]:
     """GET /api/v1/status."""
-    view = monitor.view
     now = time.time()
     counts = {state.value: n for state, n in view.counts().items()}
     slots = view.workers()
@@ -140,7 +140,7 @@ def status_json(monitor: Monitor) -> dict[str, Any]:
         "uptime_seconds": max(0.0, now - started) if started is not None else 0.0,
         "watch_folders": [{"path": path, "up": up} for path, up in view.folder_status().items()],
         "output_volume": None if volume is None else {"free_bytes": volume[0], "size_bytes": volume[1]},
-        "config": {"path": str(monitor.config_path) if monitor.config_path else None,
+        "config": {"path": str(view.config_path) if view.config_path else None,
                    "last_reload_ok": reload_ok, "last_reload_success_at": reload_at},
         "time": now,
     }
@@ -301,7 +301,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready: store writable, watchers running, every worker slot alive, the queue moving; 503
     with the problems and the health of each component."""
-    view = monitor_of(request).view
+    view = context_of(request).view
     health = view.health()
     problems = view.problems(health)
     components = {name: not found for name, found in health.items()}
@@ -322,12 +322,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """Queue state, workers, counts by state, versions, uptime, watch folders."""
-    return ok(status_json(monitor_of(request)))
+    return ok(status_json(context_of(request).view))
 
 
 async def stats_summary(request: web.Request) -> web.Response:
     """The plan's Stats model: totals, average duration, and the last 24 h by hour."""
-    return ok(monitor_of(request).view.summary())
+    return ok(context_of(request).view.summary())
 
 
 MAX_BUCKETS = 2000
@@ -352,7 +352,7 @@ async def stats_history(request: web.Request) -> web.Response:
     if buckets > MAX_BUCKETS:
         raise bad_param("step", f"{buckets} buckets asked for; at most {MAX_BUCKETS} "
                                  "(widen the step or narrow the range)")
-    rows = monitor_of(request).view.history(since=since, until=until, step=step)
+    rows = context_of(request).view.history(since=since, until=until, step=step)
     for row in rows:
         row["end"] = min(row["start"] + step, until)
         row["total"] = row["completed"] + row["failed"] + row["cancelled"] + row["skipped"]
@@ -363,7 +363,7 @@ async def openapi_json(request: web.Request) -> web.Response:
     """This API's OpenAPI document."""
     from exporter.api.openapi import openapi_text
 
-    return web.Response(text=openapi_text(monitor_of(request).version),
+    return web.Response(text=openapi_text(context_of(request).view.version),
                         content_type="application/json")
 
 

@@ -28,11 +28,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from bulletproof import events as ev
 from bulletproof.models import Job
-from exporter.api.routes import dumps, job_json, status_json
 from exporter.api.errors import ApiError
+from exporter.api.routes import dumps, job_json, status_json
 
 if TYPE_CHECKING:
-    from bulletproof.service import Monitor
+    from bulletproof.plugins import PluginContext
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ class _Client:
 class EventHub:
     """Fans the monitor's events out to the connected WebSocket clients."""
 
-    def __init__(self, monitor: Monitor) -> None:
-        self._monitor = monitor
+    def __init__(self, context: PluginContext) -> None:
+        self._context = context
         self._clients: set[_Client] = set()
         self._pending: dict[int, str] = {}          # job id -> latest unsent progress message
         self._last_progress: dict[int, float] = {}  # job id -> when progress was last sent
@@ -112,7 +112,7 @@ class EventHub:
         """cleanup_ctx: subscribe to the bus and run the progress pump while the app runs."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        unsubscribe = self._monitor.bus.subscribe(self._on_event)
+        unsubscribe = self._context.bus.subscribe(self._on_event)
         pump = asyncio.create_task(self._pump(), name="bulletproof-ws-pump")
         try:
             yield
@@ -207,9 +207,9 @@ class EventHub:
 
     def snapshot(self) -> str:
         """The first message a client gets."""
-        monitor = self._monitor
-        status = status_json(monitor)
-        queued = monitor.view.queued(limit=SNAPSHOT_QUEUE_JOBS)
+        view = self._context.view
+        status = status_json(view)
+        queued = view.queued(limit=SNAPSHOT_QUEUE_JOBS)
         return dumps({
             "type": "snapshot",
             "at": time.time(),

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bulletproof.audit import AuditEntry, result_of
 from bulletproof.errors import BulletproofError
-from exporter.api.routes import MAX_JOB_ID, METRICS, MONITOR, int_param, monitor_of, ok
+from exporter.api.routes import MAX_JOB_ID, METRICS, context_of, int_param, ok
 from exporter.security.permissions import RouteRule
 from exporter.security.principal import CALLER_KEY, RULE_KEY
 
@@ -85,7 +85,7 @@ def record(request: web.Request, rule: RouteRule, response: web.StreamResponse,
         "principal": entry.principal, "role": entry.role, "client": entry.address,
         "job_id": entry.job_id})
     try:
-        request.app[MONITOR].record_audit(entry)
+        context_of(request).controls.record_audit(entry)
     except BulletproofError as exc:
         log.error("audit entry not kept", extra={"action": entry.action, "error": str(exc)})
 
@@ -95,6 +95,6 @@ async def list_audit(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, lo=1, hi=MAX_PAGE)
     before = int_param(request, "before", 0, lo=1, hi=MAX_JOB_ID) if request.query.get(
         "before") else None
-    entries = monitor_of(request).view.audit_entries(limit=limit, before=before)
+    entries = context_of(request).view.audit_entries(limit=limit, before=before)
     last = entries[-1].id if len(entries) == limit else None
     return ok({"entries": [e.to_dict() for e in entries], "limit": limit, "next_before": last})

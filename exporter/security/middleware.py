@@ -46,13 +46,19 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import hdrs, web
 
-from bulletproof.config import ApiSettings
 from bulletproof.errors import ConfigError, ConfigIssue
-from exporter.security.addresses import client_address, host_of, is_loopback, trusted_networks
 from exporter.api.errors import json_error
+from exporter.security.addresses import client_address, host_of, is_loopback, trusted_networks
 from exporter.security.grafana_auth import ROLE_RANK, GrafanaSessions
 from exporter.security.origins import OriginPolicy, allowed_hosts_hint
-from exporter.security.permissions import PUBLIC_PATHS, Permission, RouteRule, required_role, role_setting, rule_for
+from exporter.security.permissions import (
+    PUBLIC_PATHS,
+    Permission,
+    RouteRule,
+    required_role,
+    role_setting,
+    rule_for,
+)
 from exporter.security.principal import (
     ANONYMOUS,
     CALLER_KEY,
@@ -72,6 +78,7 @@ from exporter.security.ratelimit import (
     route_key,
     too_many,
 )
+from exporter.settings import ApiSettings
 
 __all__ = ["EXEMPT_PATHS", "PRINCIPAL_KEY", "Principal", "RateLimiter", "Security", "is_loopback",
            "resolve_token", "setup_cors"]

@@ -22,9 +22,9 @@ import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from bulletproof.config import ApiSettings, check_public_url
 from bulletproof.errors import ConfigError, ConfigIssue
 from exporter.security.addresses import host_of, is_loopback
+from exporter.settings import ApiSettings, check_public_url
 
 PUBLIC_URL_ENV = "BULLETPROOF_PUBLIC_URL"
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bulletproof.config import GrafanaAuth
+from exporter.settings import GrafanaAuth
 
 
 class Permission(StrEnum):
