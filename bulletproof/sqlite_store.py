@@ -729,6 +729,10 @@ class SqliteJobStore:
         """The newest job for exactly this version of a file, if any."""
         return self._reads.find(source_path, size, mtime_ns)
 
+    def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """A job of exactly this version of a file that has not finished (queued, running, paused)."""
+        return self._reads.unfinished_job(source_path, size, mtime_ns)
+
     def next_queued(self, *, now: float) -> Job | None:
         """The job a free worker would take now (FIFO within priority, honouring backoff)."""
         return self._reads.next_queued(now=now)

@@ -265,6 +265,10 @@ class JobStore(Protocol):
         """The newest job for exactly this version of a file, if any."""
         ...
 
+    def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """A job of exactly this version of a file that has not finished (queued, running, paused)."""
+        ...
+
     def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
         """Queued jobs in the order they will run."""
         ...

@@ -68,6 +68,16 @@ class JobStoreContract:
         assert getattr(store.find("/in/a.mp4", 100, 1), "id", None) == 3  # the newest job of that version
         assert store.find("/in/a.mp4", 100, 9) is None
 
+    def test_an_unfinished_job_of_a_version_is_found_behind_a_finished_one(self, store: JobStore) -> None:
+        older = added(store, new("a.mp4"))
+        store.mark_started(older.id, now=1)
+        newer = store.add(new("a.mp4"), force=True)
+        assert newer is not None
+        store.cancel_queued(newer.id, now=2)  # the newest job of that version is finished...
+        assert getattr(store.unfinished_job("/in/a.mp4", 100, 1), "id", None) == older.id  # ...not this one
+        store.mark_completed(older.id, now=3, output_bytes=10, media_duration=1.0)
+        assert store.unfinished_job("/in/a.mp4", 100, 1) is None
+
     def test_done_files_survive_deleting_the_job(self, store: JobStore) -> None:
         job = added(store, new("a.mp4"))
         store.mark_started(job.id, now=1)
