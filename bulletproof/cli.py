@@ -23,6 +23,7 @@ from bulletproof.errors import (
 from bulletproof.ffmpeg import find_ffmpeg
 from bulletproof.logs import configure_logging
 from bulletproof.plugins import COMMAND_GROUP
+from bulletproof.profiles import BUILTIN_PROFILES
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -96,8 +97,6 @@ def check_config(path: Path) -> None:
               default="monitor.yaml", show_default=True, help="The monitor.yaml to use.")
 def profiles(config_path: Path) -> None:
     """List the built-in and configured profiles."""
-    from bulletproof.profiles import BUILTIN_PROFILES
-
     table = dict(BUILTIN_PROFILES)
     if config_path.exists():
         try:

@@ -637,7 +637,7 @@ async def test_bad_input_never_answers_500(api: Api) -> None:
 
 
 def test_non_finite_numbers_become_null() -> None:
-    from exporter.api.routes import dumps
+    from exporter.api.responses import dumps
 
     assert json.loads(dumps({"speed": float("inf"), "eta": [float("nan"), 1.5]})) == {
         "speed": None, "eta": [None, 1.5]}

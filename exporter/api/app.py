@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from exporter.api.routes import METRICS, MONITOR, add_routes
+from exporter.api.keys import METRICS, MONITOR
+from exporter.api.routes import add_routes
 from exporter.security.audit import audit_middleware
 from exporter.api.errors import error_for, error_middleware
 from exporter.metrics.registry import BulletproofMetrics

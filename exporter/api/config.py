@@ -15,7 +15,9 @@ from bulletproof.config_policy import restart_required
 from bulletproof.errors import ConfigError
 from bulletproof.paths import is_within, output_path_for, relative_posix
 from bulletproof.profiles import BUILTIN_PROFILES
-from exporter.api.routes import bad_param, int_param, monitor_of, ok, query_one, read_json
+from exporter.api.keys import monitor_of
+from exporter.api.params import bad_param, int_param, query_one, read_json
+from exporter.api.responses import ok
 from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:

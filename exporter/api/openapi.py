@@ -15,7 +15,7 @@ from typing import Any
 
 from bulletproof.store import SORT_COLUMNS
 from exporter.api.jobs import MAX_LIMIT, MAX_OFFSET
-from exporter.security.audit import MAX_PAGE as MAX_AUDIT_PAGE
+from exporter.api.audit import MAX_PAGE as MAX_AUDIT_PAGE
 from exporter.api.openapi_schemas import INT, STATES, STR, arr, component_schemas, ref
 from exporter.security.permissions import rule_for
 

@@ -28,7 +28,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from bulletproof import events as ev
 from bulletproof.models import Job
-from exporter.api.routes import dumps, job_json, status_json
+from exporter.api.responses import dumps
+from exporter.api.shapes import job_json, status_json
 from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
