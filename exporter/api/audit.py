@@ -7,6 +7,7 @@ from aiohttp import web
 from exporter.api.keys import monitor_of
 from exporter.api.params import MAX_JOB_ID, int_param
 from exporter.api.responses import ok
+from exporter.api.schemas import AuditPage
 
 MAX_PAGE = 1000
 
@@ -18,4 +19,4 @@ async def list_audit(request: web.Request) -> web.Response:
         "before") else None
     entries = monitor_of(request).view.audit_entries(limit=limit, before=before)
     last = entries[-1].id if len(entries) == limit else None
-    return ok({"entries": [e.to_dict() for e in entries], "limit": limit, "next_before": last})
+    return ok(AuditPage(entries=[e.to_dict() for e in entries], limit=limit, next_before=last))

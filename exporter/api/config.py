@@ -18,6 +18,7 @@ from bulletproof.profiles import BUILTIN_PROFILES
 from exporter.api.keys import monitor_of
 from exporter.api.params import bad_param, int_param, query_one, read_json
 from exporter.api.responses import ok
+from exporter.api.schemas import ConfigApplied, ConfigInfo, ConfigInvalid, ConfigValid, Issue, Profiles, RuleMatch
 from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
@@ -33,20 +34,20 @@ def config_json(config: Config) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def _issues(exc: ConfigError) -> list[dict[str, str]]:
-    return [{"location": i.location, "message": i.message} for i in exc.issues]
+def _issues(exc: ConfigError) -> list[Issue]:
+    return [Issue(location=i.location, message=i.message) for i in exc.issues]
 
 
 async def get_config(request: web.Request) -> web.Response:
     """The config in force and where it was loaded from."""
     monitor = monitor_of(request)
     reload_ok, reload_at = monitor.view.config_status()
-    return ok({
-        "path": str(monitor.config_path) if monitor.config_path else None,
-        "last_reload_ok": reload_ok,
-        "last_reload_success_at": reload_at,
-        "config": config_json(monitor.config),
-    })
+    return ok(ConfigInfo(
+        path=str(monitor.config_path) if monitor.config_path else None,
+        last_reload_ok=reload_ok,
+        last_reload_success_at=reload_at,
+        config=config_json(monitor.config),
+    ))
 
 
 async def _replace(request: web.Request, change: str, data: Any = None) -> web.Response:
@@ -70,14 +71,14 @@ async def _replace(request: web.Request, change: str, data: Any = None) -> web.R
     restart = restart_required(monitor.startup_config, new)
     log.info("config %s through the API", "reset" if change == "reset" else "replaced",
              extra={"path": str(path), "restart_required": ",".join(restart)})
-    return ok({
-        "applied": True,
-        "written": path is not None,
-        "path": str(path) if path is not None else None,
-        "backup": str(backup) if backup is not None else None,
-        "restart_required": restart,
-        "config": config_json(monitor.config),
-    })
+    return ok(ConfigApplied(
+        applied=True,
+        written=path is not None,
+        path=str(path) if path is not None else None,
+        backup=str(backup) if backup is not None else None,
+        restart_required=restart,
+        config=config_json(monitor.config),
+    ))
 
 
 async def put_config(request: web.Request) -> web.Response:
@@ -97,8 +98,8 @@ async def validate_config(request: web.Request) -> web.Response:
     try:
         config = monitor_of(request).validate_config(data)
     except ConfigError as exc:
-        return ok({"valid": False, "errors": _issues(exc)})
-    return ok({"valid": True, "config": config_json(config)})
+        return ok(ConfigInvalid(valid=False, errors=_issues(exc)))
+    return ok(ConfigValid(valid=True, config=config_json(config)))
 
 
 async def list_profiles(request: web.Request) -> web.Response:
@@ -112,7 +113,7 @@ async def list_profiles(request: web.Request) -> web.Response:
         data["used_by_rules"] = [r.name or f"rule-{i}" for i, r in enumerate(config.rules)
                                  if r.profile == name]
         profiles[name] = data
-    return ok({"profiles": profiles})
+    return ok(Profiles(profiles=profiles))
 
 
 def rel_path_for(monitor: Monitor, raw: str) -> str:
@@ -144,12 +145,12 @@ async def match_rule(request: web.Request) -> web.Response:
     rel = rel_path_for(monitor, raw)
     match = monitor.view.match(rel, size)
     if match is None:
-        return ok({"matched": False, "path": rel, "size": size, "rule": None, "rule_index": None,
-                   "profile": None, "priority": None, "output_path": None})
+        return ok(RuleMatch(matched=False, path=rel, size=size, rule=None, rule_index=None,
+                            profile=None, priority=None, output_path=None))
     output = output_path_for(monitor.config, rel, match.profile_name, match.profile, match.rule_name)
-    return ok({"matched": True, "path": rel, "size": size, "rule": match.rule_name,
-               "rule_index": match.rule_index, "profile": match.profile_name,
-               "priority": match.priority, "output_path": str(output)})
+    return ok(RuleMatch(matched=True, path=rel, size=size, rule=match.rule_name,
+                        rule_index=match.rule_index, profile=match.profile_name,
+                        priority=match.priority, output_path=str(output)))
 
 
 def add_routes(app: web.Application) -> None:

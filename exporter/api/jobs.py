@@ -16,7 +16,8 @@ from bulletproof.store import SORT_COLUMNS
 from exporter.api.keys import monitor_of
 from exporter.api.params import bad_param, int_param, job_id_of, parse_body, query_one, read_json, time_param
 from exporter.api.responses import ok
-from exporter.api.shapes import job_json, live_workers
+from exporter.api.schemas import Cleared, JobPage, QueuePage, QueueState, RetryFailed
+from exporter.api.shapes import job_answer, live_workers
 from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
@@ -90,15 +91,15 @@ async def list_jobs(request: web.Request) -> web.Response:
         sort=sort, descending=order == "desc", limit=limit, offset=offset)
     live = live_workers(monitor)
     next_offset = offset + len(jobs) if offset + len(jobs) < total else None
-    return ok({"jobs": [job_json(j, live) for j in jobs], "total": total, "limit": limit,
-               "offset": offset, "next_offset": next_offset})
+    return ok(JobPage(jobs=[job_answer(j, live) for j in jobs], total=total, limit=limit,
+                      offset=offset, next_offset=next_offset))
 
 
 async def get_job(request: web.Request) -> web.Response:
     """Everything the store knows about one job (plus live progress while it runs)."""
     monitor = monitor_of(request)
     job = monitor.view.get_job(job_id_of(request))
-    return ok(job_json(job, live_workers(monitor), detail=True))
+    return ok(job_answer(job, live_workers(monitor), detail=True))
 
 
 async def get_queue(request: web.Request) -> web.Response:
@@ -109,8 +110,8 @@ async def get_queue(request: web.Request) -> web.Response:
     jobs = monitor.view.queued(limit=limit, offset=offset)
     total = monitor.view.counts()[JobState.QUEUED]
     next_offset = offset + len(jobs) if offset + len(jobs) < total else None
-    return ok({"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit,
-               "offset": offset, "next_offset": next_offset, "paused": monitor.view.paused})
+    return ok(QueuePage(jobs=[job_answer(j) for j in jobs], total=total, limit=limit,
+                        offset=offset, next_offset=next_offset, paused=monitor.view.paused))
 
 
 # -- enqueue ------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ async def enqueue(request: web.Request) -> web.Response:
                                    priority=0 if priority is None else priority)
     except (OSError, ValueError) as exc:  # unreadable, too long a name, undecodable...
         raise _invalid_path(f"cannot read {body.path}: {exc}", body.path) from None
-    return ok(job_json(job, detail=True), status=201,
+    return ok(job_answer(job, detail=True), status=201,
               headers={"Location": f"/api/v1/jobs/{job.id}"})
 
 
@@ -194,31 +195,31 @@ async def cancel_job(request: web.Request) -> web.Response:
     monitor = monitor_of(request)
     job = monitor.cancel_job(job_id_of(request))
     accepted = job.state is not JobState.CANCELLED
-    return ok(job_json(job, live_workers(monitor), detail=True), status=202 if accepted else 200)
+    return ok(job_answer(job, live_workers(monitor), detail=True), status=202 if accepted else 200)
 
 
 async def retry_job(request: web.Request) -> web.Response:
     """Queue a failed, cancelled or completed job again (attempts start over)."""
-    return ok(job_json(monitor_of(request).retry_job(job_id_of(request)), detail=True))
+    return ok(job_answer(monitor_of(request).retry_job(job_id_of(request)), detail=True))
 
 
 async def pause_job(request: web.Request) -> web.Response:
     """Suspend a running job's ffmpeg; it keeps its worker slot."""
     monitor = monitor_of(request)
     job = monitor.pause_job(job_id_of(request))
-    return ok(job_json(job, live_workers(monitor), detail=True))
+    return ok(job_answer(job, live_workers(monitor), detail=True))
 
 
 async def resume_job(request: web.Request) -> web.Response:
     """Continue a paused job."""
     monitor = monitor_of(request)
     job = monitor.resume_job(job_id_of(request))
-    return ok(job_json(job, live_workers(monitor), detail=True))
+    return ok(job_answer(job, live_workers(monitor), detail=True))
 
 
 async def prioritize_job(request: web.Request) -> web.Response:
     """Move a queued job to the front of the queue."""
-    return ok(job_json(monitor_of(request).prioritize_job(job_id_of(request)), detail=True))
+    return ok(job_answer(monitor_of(request).prioritize_job(job_id_of(request)), detail=True))
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -230,14 +231,14 @@ async def delete_job(request: web.Request) -> web.Response:
 async def retry_failed(request: web.Request) -> web.Response:
     """Queue every failed job again."""
     jobs = monitor_of(request).retry_failed()
-    return ok({"retried": len(jobs), "ids": [j.id for j in jobs]})
+    return ok(RetryFailed(retried=len(jobs), ids=[j.id for j in jobs]))
 
 
 # -- queue actions ------------------------------------------------------------------------------
 
 
-def _queue_state(monitor: Monitor) -> dict[str, object]:
-    return {"paused": monitor.view.paused, "paused_since": monitor.view.paused_since}
+def _queue_state(monitor: Monitor) -> QueueState:
+    return QueueState(paused=monitor.view.paused, paused_since=monitor.view.paused_since)
 
 
 async def pause_queue(request: web.Request) -> web.Response:
@@ -256,7 +257,7 @@ async def resume_queue(request: web.Request) -> web.Response:
 
 async def clear_queue(request: web.Request) -> web.Response:
     """Cancel every queued job."""
-    return ok({"cleared": monitor_of(request).clear_queue()})
+    return ok(Cleared(cleared=monitor_of(request).clear_queue()))
 
 
 JOB = "/api/v1/jobs/{id:[0-9]+}"

@@ -1,4 +1,4 @@
-"""JSON responses: strict, compact JSON (NaN and infinities become null)."""
+"""JSON responses: a model's JSON, strict and compact (NaN and infinities become null)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 
 def _finite(value: Any) -> Any:
@@ -28,7 +29,12 @@ def dumps(data: Any) -> str:
         return json.dumps(_finite(data), allow_nan=False, separators=(",", ":"))
 
 
-def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response."""
-    return web.Response(text=dumps(data), status=status, content_type="application/json",
+def model_text(model: BaseModel) -> str:
+    """A model as the JSON text the API sends."""
+    return dumps(model.model_dump(mode="json"))
+
+
+def ok(body: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response of one of the answer models (exporter.api.schemas)."""
+    return web.Response(text=model_text(body), status=status, content_type="application/json",
                         headers=headers)

@@ -11,11 +11,12 @@ from exporter.api.keys import METRICS, monitor_of
 from exporter.api.openapi import openapi_text
 from exporter.api.params import bad_param, duration_param, time_param
 from exporter.api.responses import ok
-from exporter.api.shapes import status_json
+from exporter.api.schemas import Health, History, Ready, Stats
+from exporter.api.shapes import status_model
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive: the process answers."""
-    return ok({"status": "ok"})
+    return ok(Health(status="ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -26,8 +27,8 @@ async def readyz(request: web.Request) -> web.Response:
     problems = view.problems(health)
     components = {name: not found for name, found in health.items()}
     if problems:
-        return ok({"status": "unready", "problems": problems, "components": components}, status=503)
-    return ok({"status": "ready", "problems": [], "components": components})
+        return ok(Ready(status="unready", problems=problems, components=components), status=503)
+    return ok(Ready(status="ready", problems=[], components=components))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -42,12 +43,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """Queue state, workers, counts by state, versions, uptime, watch folders."""
-    return ok(status_json(monitor_of(request)))
+    return ok(status_model(monitor_of(request)))
 
 
 async def stats_summary(request: web.Request) -> web.Response:
-    """The plan's Stats model: totals, average duration, and the last 24 h by hour."""
-    return ok(monitor_of(request).view.summary())
+    """Totals, average duration, space saved, and the last 24 h by hour."""
+    return ok(Stats.model_validate(monitor_of(request).view.summary()))
 
 
 MAX_BUCKETS = 2000
@@ -76,7 +77,7 @@ async def stats_history(request: web.Request) -> web.Response:
     for row in rows:
         row["end"] = min(row["start"] + step, until)
         row["total"] = row["completed"] + row["failed"] + row["cancelled"] + row["skipped"]
-    return ok({"since": since, "until": until, "step": step, "buckets": rows})
+    return ok(History(since=since, until=until, step=step, buckets=rows))
 
 
 async def openapi_json(request: web.Request) -> web.Response:
