@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from exporter.api.errors import error_for, error_middleware
 from exporter.api.keys import METRICS, MONITOR
 from exporter.api.routes import add_routes
-from exporter.security.audit import audit_middleware
-from exporter.api.errors import error_for, error_middleware
-from exporter.metrics.registry import BulletproofMetrics
-from exporter.security.middleware import Security, setup_cors
 from exporter.api.ws import HUB, EventHub
+from exporter.metrics.registry import BulletproofMetrics
+from exporter.security.audit import audit_middleware
+from exporter.security.middleware import Security, setup_cors
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor

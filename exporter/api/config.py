@@ -15,11 +15,19 @@ from bulletproof.config_policy import restart_required
 from bulletproof.errors import ConfigError
 from bulletproof.paths import is_within, output_path_for, relative_posix
 from bulletproof.profiles import BUILTIN_PROFILES
+from exporter.api.errors import ApiError
 from exporter.api.keys import monitor_of
 from exporter.api.params import bad_param, int_param, query_one, read_json
 from exporter.api.responses import ok
-from exporter.api.schemas import ConfigApplied, ConfigInfo, ConfigInvalid, ConfigValid, Issue, Profiles, RuleMatch
-from exporter.api.errors import ApiError
+from exporter.api.schemas import (
+    ConfigApplied,
+    ConfigInfo,
+    ConfigInvalid,
+    ConfigValid,
+    Issue,
+    Profiles,
+    RuleMatch,
+)
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor

@@ -13,12 +13,12 @@ from bulletproof.errors import InvalidTransition
 from bulletproof.models import JobState
 from bulletproof.paths import is_within, relative_posix
 from bulletproof.store import SORT_COLUMNS
+from exporter.api.errors import ApiError
 from exporter.api.keys import monitor_of
 from exporter.api.params import bad_param, int_param, job_id_of, parse_body, query_one, read_json, time_param
 from exporter.api.responses import ok
 from exporter.api.schemas import Cleared, JobPage, QueuePage, QueueState, RetryFailed
 from exporter.api.shapes import job_answer, live_workers
-from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor

@@ -14,6 +14,7 @@ from exporter.api.responses import ok
 from exporter.api.schemas import Health, History, Ready, Stats
 from exporter.api.shapes import status_model
 
+
 async def healthz(request: web.Request) -> web.Response:
     """Alive: the process answers."""
     return ok(Health(status="ok"))

@@ -2,12 +2,12 @@
 
 On connect a client gets one `snapshot` message (status, worker slots, the head of the queue),
 then every job, queue, config and watch-folder event as `{"type": "<event>", ...}` the moment the
-core publishes it (the message models and their `type` names: `exporter.api.schemas`). Progress reports are coalesced per job to at most one per
-`PROGRESS_INTERVAL`. Each client has a bounded queue of pending messages (shared strings, so the
-memory is the slowest client's backlog); a client that falls `QUEUE_SIZE` messages behind, or
-whose socket accepts nothing for `SEND_TIMEOUT`, is disconnected (close code 1013) and can
-reconnect for a fresh snapshot. aiohttp's heartbeat pings every `HEARTBEAT` seconds and drops
-peers that stop answering.
+core publishes it (the message models and their `type` names: `exporter.api.schemas`). Progress
+reports are coalesced per job to at most one per `PROGRESS_INTERVAL`. Each client has a bounded
+queue of pending messages (shared strings, so the memory is the slowest client's backlog); a
+client that falls `QUEUE_SIZE` messages behind, or whose socket accepts nothing for
+`SEND_TIMEOUT`, is disconnected (close code 1013) and can reconnect for a fresh snapshot.
+aiohttp's heartbeat pings every `HEARTBEAT` seconds and drops peers that stop answering.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bulletproof import events as ev
+from exporter.api.errors import ApiError
 from exporter.api.responses import model_text
 from exporter.api.schemas import MESSAGE_MODELS, PongMessage, SnapshotMessage, SnapshotQueue, event_message
 from exporter.api.shapes import job_answer, status_model
-from exporter.api.errors import ApiError
 
 if TYPE_CHECKING:
     from bulletproof.service import Monitor
@@ -41,6 +41,7 @@ SEND_TIMEOUT = 10.0         # seconds a send may block on a full socket before t
 HEARTBEAT = 20.0            # seconds between WebSocket pings
 SNAPSHOT_QUEUE_JOBS = 100   # queued jobs in the snapshot (GET /api/v1/queue pages the rest)
 _TRY_AGAIN_LATER = 1013
+
 
 def _job_id(event: ev.Event) -> int | None:
     job = getattr(event, "job", None)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from exporter.client.api_client import JSON
 from exporter.client.command import Api, api_command
 from exporter.client.formatting import when
-from exporter.client.api_client import JSON
 
 if TYPE_CHECKING:
     from rich.table import Table

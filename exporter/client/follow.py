@@ -7,9 +7,9 @@ import contextlib
 import json
 import signal
 
+from exporter.client.api_client import JSON, StreamClosed
 from exporter.client.command import EXIT_ERROR, Api, fail
 from exporter.client.formatting import event_line
-from exporter.client.api_client import JSON, StreamClosed
 
 
 class EventFilter:

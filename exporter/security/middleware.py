@@ -30,9 +30,9 @@ The rules (docs/security.md explains them for operators):
   credentials from that address are answered 429 before their credentials are looked at.
 
 The token itself is never logged, never put in an error message, and never kept anywhere but in
-the `Security` object. The parts live next door: `exporter.security.principal` (who called, refusals),
-`exporter.security.ratelimit` (buckets and keys), `exporter.security.grafana_auth` (session lookup and cache) and
-`exporter.security.addresses` (loopback, Host, X-Forwarded-For).
+the `Security` object. The parts live next door: `exporter.security.principal` (who called,
+refusals), `exporter.security.ratelimit` (buckets and keys), `exporter.security.grafana_auth`
+(session lookup and cache) and `exporter.security.addresses` (loopback, Host, X-Forwarded-For).
 """
 
 from __future__ import annotations
@@ -48,11 +48,18 @@ from aiohttp import hdrs, web
 
 from bulletproof.config import ApiSettings
 from bulletproof.errors import ConfigError, ConfigIssue
-from exporter.security.addresses import client_address, host_of, is_loopback, trusted_networks
 from exporter.api.errors import json_error
+from exporter.security.addresses import client_address, host_of, is_loopback, trusted_networks
 from exporter.security.grafana_auth import ROLE_RANK, GrafanaSessions
 from exporter.security.origins import OriginPolicy, allowed_hosts_hint
-from exporter.security.permissions import PUBLIC_PATHS, Permission, RouteRule, required_role, role_setting, rule_for
+from exporter.security.permissions import (
+    PUBLIC_PATHS,
+    Permission,
+    RouteRule,
+    required_role,
+    role_setting,
+    rule_for,
+)
 from exporter.security.principal import (
     ANONYMOUS,
     CALLER_KEY,
