@@ -292,3 +292,14 @@ def test_docs_api_md_names_each_answer_schema(document: dict[str, Any]) -> None:
                 if code.startswith("2") and "$ref" in schema:
                     served[f"{method.upper()} {path}"] = schema["$ref"].rsplit("/", 1)[1]
     assert documented == served
+
+
+def test_docs_api_md_describes_every_job_field(document: dict[str, Any]) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text.split("\n## Jobs\n", 1)[1].split("\n### ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)`", section))
+    detail = set(document["components"]["schemas"]["JobDetail"]["properties"])
+    listed = set(document["components"]["schemas"]["Job"]["properties"])
+    assert listed < detail
+    assert detail - named == set(), "docs/api.md's job table misses these fields"
+    assert {"status", "completed_at"} & (detail | named) == set()
