@@ -12,6 +12,7 @@ import click
 from bulletproof import __version__
 from bulletproof.config import default_config_text, load_config
 from bulletproof.config_checks import check_against_ffmpeg, config_warnings
+from bulletproof.demo import run_demo
 from bulletproof.errors import (
     BulletproofError,
     ConfigError,
@@ -20,10 +21,11 @@ from bulletproof.errors import (
     StoreError,
     StoreLocked,
 )
-from bulletproof.ffmpeg import find_ffmpeg
+from bulletproof.ffprobe import find_ffmpeg
 from bulletproof.logs import configure_logging
 from bulletproof.plugins import COMMAND_GROUP
 from bulletproof.profiles import BUILTIN_PROFILES
+from bulletproof.runner import serve
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -117,8 +119,6 @@ def profiles(config_path: Path) -> None:
               help="Override log.format from the config.")
 def run(config_path: Path, log_format: str | None) -> None:
     """Watch the folders and transcode what lands there, until SIGINT/SIGTERM."""
-    from bulletproof.runner import serve
-
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -139,8 +139,6 @@ def run(config_path: Path, log_format: str | None) -> None:
 @click.option("--keep-running", is_flag=True, help="Keep watching after the demo clips are done.")
 def demo(folder: Path, clips: int, seconds: float, listen: str, keep_running: bool) -> None:
     """Run the whole thing on generated clips in FOLDER, with live progress."""
-    from bulletproof.demo import run_demo
-
     try:
         ok = run_demo(folder, clips=clips, seconds=seconds, listen=listen, keep_running=keep_running)
     except (BulletproofError, StoreError) as exc:

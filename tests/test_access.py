@@ -20,8 +20,8 @@ from bulletproof.audit import AUDIT_RESULTS, AuditEntry, result_of
 from bulletproof.config import ApiSettings, GrafanaAuth
 from bulletproof.errors import ConfigError
 from bulletproof.store import JobStore
-from exporter.api.openapi import openapi_document
 from exporter.security.grafana_auth import ROLE_RANK
+from exporter.api.openapi import openapi_document
 from exporter.security.origins import OriginPolicy, resolve_public_url
 from exporter.security.permissions import AUDITED_ACTIONS, ROUTES, Permission, required_role, rule_for
 from tests.api_fixtures import TEST_API, Api, api_factory_fixture, api_fixture  # noqa: F401

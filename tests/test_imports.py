@@ -16,10 +16,6 @@ PACKAGES = ("bulletproof", "exporter")
 
 # (file, imported module) -> why it is imported where it is used.
 LAZY_IMPORTS: dict[tuple[str, str], str] = {
-    ("bulletproof/cli.py", "bulletproof.runner"):
-        "the monitor, watchdog and plugins load for `run` only, not for `init` or the client commands",
-    ("bulletproof/cli.py", "bulletproof.demo"):
-        "the demo (rich, sample generation) loads for `demo` only",
     ("bulletproof/ffprobe.py", "imageio_ffmpeg"): "an optional extra (bundled-ffmpeg)",
     ("exporter/client/api_client.py", "aiohttp"):
         "the event stream only: the core's CLI loads the client commands on every start",
