@@ -15,8 +15,9 @@ from bulletproof.models import JobState
 from tests.api_fixtures import Api, api_factory_fixture, api_fixture, garbage_file  # noqa: F401 (fixtures)
 from tests.conftest import until
 
-PLAN_JOB_FIELDS = {"id", "filename", "status", "progress", "started_at", "completed_at", "error",
+PLAN_JOB_FIELDS = {"id", "filename", "state", "progress", "started_at", "finished_at", "error",
                    "profile"}
+REMOVED_JOB_FIELDS = {"status", "completed_at"}  # were copies of state and finished_at
 EXTRA_JOB_FIELDS = {"attempts", "reason", "state", "rel_path", "input_bytes", "output_bytes",
                     "media_duration", "duration", "created_at", "queued_at", "speed",
                     "eta_seconds", "rule", "priority", "output_path", "worker", "quality_score"}
@@ -237,13 +238,14 @@ async def test_job_fields_list_and_detail(api: Api, clip_cache) -> None:
     done, failed = jobs["clip.mp4"], jobs["broken.mp4"]
     assert PLAN_JOB_FIELDS | EXTRA_JOB_FIELDS <= set(done)
     assert not DETAIL_ONLY & set(done)
-    assert done["status"] == done["state"] == "completed"
-    assert done["completed_at"] == done["finished_at"] and done["completed_at"] > done["started_at"]
+    assert not REMOVED_JOB_FIELDS & set(done)
+    assert done["state"] == "completed"
+    assert done["finished_at"] > done["started_at"]
     assert done["progress"] == 1 and done["error"] is None and done["reason"] is None
     assert done["profile"] == "h264_mp4" and done["rule"] == "videos"
     assert done["output_bytes"] > 0 and done["input_bytes"] > 0 and done["duration"] > 0
     assert done["worker"] is None
-    assert failed["status"] == "failed" and failed["reason"] == "input_invalid" and failed["error"]
+    assert failed["state"] == "failed" and failed["reason"] == "input_invalid" and failed["error"]
 
     status, detail = await api.get(f"/api/v1/jobs/{failed['id']}")
     assert status == 200
@@ -380,7 +382,7 @@ async def test_running_job_live_progress_pause_resume_cancel(api: Api, clip_cach
 
     await until(lambda: slot() is not None and slot().progress > 0, timeout=30)
     status, paused = await api.post(f"/api/v1/jobs/{job.id}/pause")  # holds the job still
-    assert status == 200 and paused["state"] == paused["status"] == "paused"
+    assert status == 200 and paused["state"] == "paused" and "status" not in paused
     await asyncio.sleep(0.5)  # progress lines already in the pipe are read
     assert_error(*(await api.post(f"/api/v1/jobs/{job.id}/pause")), 409, "invalid_state")
     assert_error(*(await api.call("DELETE", f"/api/v1/jobs/{job.id}")), 409, "invalid_state")
@@ -637,7 +639,7 @@ async def test_bad_input_never_answers_500(api: Api) -> None:
 
 
 def test_non_finite_numbers_become_null() -> None:
-    from exporter.api.routes import dumps
+    from exporter.api.responses import dumps
 
     assert json.loads(dumps({"speed": float("inf"), "eta": [float("nan"), 1.5]})) == {
         "speed": None, "eta": [None, 1.5]}

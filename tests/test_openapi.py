@@ -278,3 +278,28 @@ def test_fuzz_the_live_api_from_the_document(config_factory, ffmpeg_binaries, cl
     print(f"fuzzed {len(operations) - len(NOT_FUZZED)} operations in {elapsed:.1f}s")
     assert not failures, "\n\n".join(failures)
     assert elapsed < 120, f"fuzzing took {elapsed:.0f}s"
+
+
+def test_docs_api_md_names_each_answer_schema(document: dict[str, Any]) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text.split("### Answer schemas", 1)[1].split("\n### ", 1)[0]
+    documented = dict(re.findall(r"^\| `([A-Z]+ /[^`]*)` \| `(\w+)`", section, re.M))
+    served = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for code, response in operation["responses"].items():
+                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                if code.startswith("2") and "$ref" in schema:
+                    served[f"{method.upper()} {path}"] = schema["$ref"].rsplit("/", 1)[1]
+    assert documented == served
+
+
+def test_docs_api_md_describes_every_job_field(document: dict[str, Any]) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text.split("\n## Jobs\n", 1)[1].split("\n### ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)`", section))
+    detail = set(document["components"]["schemas"]["JobDetail"]["properties"])
+    listed = set(document["components"]["schemas"]["Job"]["properties"])
+    assert listed < detail
+    assert detail - named == set(), "docs/api.md's job table misses these fields"
+    assert {"status", "completed_at"} & (detail | named) == set()

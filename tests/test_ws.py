@@ -9,11 +9,14 @@ import time
 from typing import Any
 
 import aiohttp
+import jsonschema
 import pytest
 
 import exporter.api.ws
 from bulletproof import events as ev
 from bulletproof.models import JobState
+from exporter.api import schemas
+from exporter.api.openapi import openapi_document
 from exporter.api.ws import HUB
 from tests.api_fixtures import Api, api_factory_fixture, api_fixture, garbage_file  # noqa: F401 (fixtures)
 from tests.conftest import until
@@ -195,3 +198,44 @@ async def test_every_client_gets_every_event(api: Api, clients: int) -> None:
     finally:
         for ws in sockets:
             await ws.close()
+
+
+# The wire names of the message types, as the stream has always sent them: a renamed class or
+# model must not change them.
+WIRE_TYPES = [
+    "snapshot", "pong", "job_queued", "job_started", "job_progress", "job_paused", "job_resumed",
+    "job_finished", "output_conflict", "output_verified", "quality_scored", "job_removed",
+    "queue_paused", "queue_resumed", "queue_cleared", "config_reloaded", "watch_folder_status",
+    "worker_restarted", "store_status",
+]
+NOT_STREAMED = {ev.FileDetected, ev.FileIgnored}  # a rescan reports thousands (counted in /metrics)
+
+
+def test_the_message_type_names_are_pinned() -> None:
+    assert list(schemas.WS_TYPES) == WIRE_TYPES
+    for model, wire in zip(schemas.WS_MESSAGES, schemas.WS_TYPES, strict=True):
+        assert model.model_json_schema()["properties"]["type"]["const"] == wire, model
+    events = {cls for cls in vars(ev).values()
+              if isinstance(cls, type) and issubclass(cls, ev.Event) and cls is not ev.Event}
+    assert set(schemas.EVENT_TYPES) == events - NOT_STREAMED, "every core event needs a wire name"
+
+
+async def test_messages_match_their_documented_schemas(api: Api, clip_cache) -> None:
+    components = openapi_document("test")["components"]
+    schema_of = {wire: model.__name__ for model, wire in
+                 zip(schemas.WS_MESSAGES, schemas.WS_TYPES, strict=True)}
+    async with api.client.ws_connect("/ws/updates") as ws:
+        messages = [await receive(ws)]
+        await ws.send_str("ping")
+        messages.append(await receive(ws))
+        api.drop(clip_cache(), "shape.mp4")
+        messages += await receive_until(ws, lambda m: m["type"] == "job_finished")
+        await api.post("/api/v1/queue/pause")
+        messages.append(await receive(ws))
+    seen = [m["type"] for m in messages]
+    assert {"snapshot", "pong", "job_queued", "job_started", "job_finished", "queue_paused"} <= set(seen)
+    for message in messages:
+        assert "status" not in message.get("job", {}) and "completed_at" not in message.get("job", {})
+        schema = {"components": components,
+                  "allOf": [{"$ref": f"#/components/schemas/{schema_of[message['type']]}"}]}
+        jsonschema.validate(message, schema, cls=jsonschema.Draft202012Validator)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from exporter.api.errors import error_for, error_middleware
-from exporter.api.routes import CONTEXT, METRICS, add_routes
+from exporter.api.keys import CONTEXT, METRICS
+from exporter.api.routes import add_routes
 from exporter.api.ws import HUB, EventHub
 from exporter.metrics.registry import BulletproofMetrics
 from exporter.security.audit import audit_middleware

@@ -16,7 +16,18 @@ from bulletproof.paths import is_within, relative_posix
 from bulletproof.profiles import BUILTIN_PROFILES
 from bulletproof.rules import rule_display_name
 from exporter.api.errors import ApiError
-from exporter.api.routes import bad_param, context_of, int_param, ok, query_one, read_json
+from exporter.api.keys import context_of
+from exporter.api.params import bad_param, int_param, query_one, read_json
+from exporter.api.responses import ok
+from exporter.api.schemas import (
+    ConfigApplied,
+    ConfigInfo,
+    ConfigInvalid,
+    ConfigValid,
+    Issue,
+    Profiles,
+    RuleMatch,
+)
 
 if TYPE_CHECKING:
     from bulletproof.view import MonitorView
@@ -31,20 +42,20 @@ def config_json(config: Config) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def _issues(exc: ConfigError) -> list[dict[str, str]]:
-    return [{"location": i.location, "message": i.message} for i in exc.issues]
+def _issues(exc: ConfigError) -> list[Issue]:
+    return [Issue(location=i.location, message=i.message) for i in exc.issues]
 
 
 async def get_config(request: web.Request) -> web.Response:
     """The config in force and where it was loaded from."""
     view = context_of(request).view
     reload_ok, reload_at = view.config_status()
-    return ok({
-        "path": str(view.config_path) if view.config_path else None,
-        "last_reload_ok": reload_ok,
-        "last_reload_success_at": reload_at,
-        "config": config_json(view.config),
-    })
+    return ok(ConfigInfo(
+        path=str(view.config_path) if view.config_path else None,
+        last_reload_ok=reload_ok,
+        last_reload_success_at=reload_at,
+        config=config_json(view.config),
+    ))
 
 
 async def _replace(request: web.Request, change: str, data: Any = None) -> web.Response:
@@ -69,14 +80,14 @@ async def _replace(request: web.Request, change: str, data: Any = None) -> web.R
     backup = path.with_name(path.name + ".bak") if path is not None and had_file else None
     log.info("config %s through the API", "reset" if change == "reset" else "replaced",
              extra={"path": str(path), "restart_required": ",".join(restart)})
-    return ok({
-        "applied": True,
-        "written": path is not None,
-        "path": str(path) if path is not None else None,
-        "backup": str(backup) if backup is not None else None,
-        "restart_required": restart,
-        "config": config_json(applied),
-    })
+    return ok(ConfigApplied(
+        applied=True,
+        written=path is not None,
+        path=str(path) if path is not None else None,
+        backup=str(backup) if backup is not None else None,
+        restart_required=restart,
+        config=config_json(applied),
+    ))
 
 
 async def put_config(request: web.Request) -> web.Response:
@@ -96,8 +107,8 @@ async def validate_config(request: web.Request) -> web.Response:
     try:
         config = context_of(request).controls.validate_config(data)
     except ConfigError as exc:
-        return ok({"valid": False, "errors": _issues(exc)})
-    return ok({"valid": True, "config": config_json(config)})
+        return ok(ConfigInvalid(valid=False, errors=_issues(exc)))
+    return ok(ConfigValid(valid=True, config=config_json(config)))
 
 
 async def list_profiles(request: web.Request) -> web.Response:
@@ -111,7 +122,7 @@ async def list_profiles(request: web.Request) -> web.Response:
         data["used_by_rules"] = [rule_display_name(r, i) for i, r in enumerate(config.rules)
                                  if r.profile == name]
         profiles[name] = data
-    return ok({"profiles": profiles})
+    return ok(Profiles(profiles=profiles))
 
 
 def rel_path_for(view: MonitorView, raw: str) -> str:
@@ -143,12 +154,12 @@ async def match_rule(request: web.Request) -> web.Response:
     rel = rel_path_for(view, raw)
     match = view.match(rel, size)
     if match is None:
-        return ok({"matched": False, "path": rel, "size": size, "rule": None, "rule_index": None,
-                   "profile": None, "priority": None, "output_path": None})
+        return ok(RuleMatch(matched=False, path=rel, size=size, rule=None, rule_index=None,
+                            profile=None, priority=None, output_path=None))
     output = view.output_for(rel, match)
-    return ok({"matched": True, "path": rel, "size": size, "rule": match.rule_name,
-               "rule_index": match.rule_index, "profile": match.profile_name,
-               "priority": match.priority, "output_path": str(output)})
+    return ok(RuleMatch(matched=True, path=rel, size=size, rule=match.rule_name,
+                        rule_index=match.rule_index, profile=match.profile_name,
+                        priority=match.priority, output_path=str(output)))
 
 
 def add_routes(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from bulletproof.errors import (
     StoreError,
     UnknownProfile,
 )
+from exporter.api.schemas import Error, ErrorDetail
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,10 @@ class ApiError(Exception):
 def json_error(status: int, message: str, *, code: str | None = None, details: Any = None,
                headers: dict[str, str] | None = None) -> web.Response:
     """A JSON error response."""
-    body = {"error": {"code": code or _CODES.get(status, "error"), "message": message,
-                      "details": details}}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
-                        headers=headers)
+    body = Error(error=ErrorDetail(code=code or _CODES.get(status, "error"), message=message,
+                                   details=details))
+    return web.Response(status=status, text=json.dumps(body.model_dump(mode="json")),
+                        content_type="application/json", headers=headers)
 
 
 def error_for(exc: BaseException) -> web.Response | None:

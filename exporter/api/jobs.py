@@ -9,22 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bulletproof.models import JobState
 from bulletproof.store import SORT_KEYS
-from exporter.api.routes import (
-    bad_param,
-    context_of,
-    int_param,
-    job_id_of,
-    job_json,
-    live_workers,
-    ok,
-    parse_body,
-    query_one,
-    read_json,
-    time_param,
-)
+from exporter.api.keys import context_of
+from exporter.api.params import bad_param, int_param, job_id_of, parse_body, query_one, read_json, time_param
+from exporter.api.responses import ok
+from exporter.api.schemas import Cleared, JobPage, QueuePage, QueueState, RetryFailed
+from exporter.api.shapes import job_answer, live_workers
 
 if TYPE_CHECKING:
-    from bulletproof.view import MonitorView
+    from bulletproof.plugins import PluginContext
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10**12
@@ -94,15 +86,15 @@ async def list_jobs(request: web.Request) -> web.Response:
         sort=sort, descending=order == "desc", limit=limit, offset=offset)
     live = live_workers(view)
     next_offset = offset + len(jobs) if offset + len(jobs) < total else None
-    return ok({"jobs": [job_json(j, live) for j in jobs], "total": total, "limit": limit,
-               "offset": offset, "next_offset": next_offset})
+    return ok(JobPage(jobs=[job_answer(j, live) for j in jobs], total=total, limit=limit,
+                      offset=offset, next_offset=next_offset))
 
 
 async def get_job(request: web.Request) -> web.Response:
     """Everything the store knows about one job (plus live progress while it runs)."""
     view = context_of(request).view
     job = view.get_job(job_id_of(request))
-    return ok(job_json(job, live_workers(view), detail=True))
+    return ok(job_answer(job, live_workers(view), detail=True))
 
 
 async def get_queue(request: web.Request) -> web.Response:
@@ -113,8 +105,8 @@ async def get_queue(request: web.Request) -> web.Response:
     jobs = view.queued(limit=limit, offset=offset)
     total = view.counts()[JobState.QUEUED]
     next_offset = offset + len(jobs) if offset + len(jobs) < total else None
-    return ok({"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit,
-               "offset": offset, "next_offset": next_offset, "paused": view.paused})
+    return ok(QueuePage(jobs=[job_answer(j) for j in jobs], total=total, limit=limit,
+                        offset=offset, next_offset=next_offset, paused=view.paused))
 
 
 # -- enqueue ------------------------------------------------------------------------------------
@@ -125,7 +117,7 @@ async def enqueue(request: web.Request) -> web.Response:
     body: EnqueueRequest = parse_body(EnqueueRequest, await read_json(request))
     job = context_of(request).controls.enqueue_path(body.path, profile=body.profile,
                                                     priority=body.priority)
-    return ok(job_json(job, detail=True), status=201,
+    return ok(job_answer(job, detail=True), status=201,
               headers={"Location": f"/api/v1/jobs/{job.id}"})
 
 
@@ -137,32 +129,31 @@ async def cancel_job(request: web.Request) -> web.Response:
     context = context_of(request)
     job = context.controls.cancel_job(job_id_of(request))
     accepted = job.state is not JobState.CANCELLED
-    return ok(job_json(job, live_workers(context.view), detail=True),
-              status=202 if accepted else 200)
+    return ok(job_answer(job, live_workers(context.view), detail=True), status=202 if accepted else 200)
 
 
 async def retry_job(request: web.Request) -> web.Response:
     """Queue a failed, cancelled or completed job again (attempts start over)."""
-    return ok(job_json(context_of(request).controls.retry_job(job_id_of(request)), detail=True))
+    return ok(job_answer(context_of(request).controls.retry_job(job_id_of(request)), detail=True))
 
 
 async def pause_job(request: web.Request) -> web.Response:
     """Suspend a running job's ffmpeg; it keeps its worker slot."""
     context = context_of(request)
     job = context.controls.pause_job(job_id_of(request))
-    return ok(job_json(job, live_workers(context.view), detail=True))
+    return ok(job_answer(job, live_workers(context.view), detail=True))
 
 
 async def resume_job(request: web.Request) -> web.Response:
     """Continue a paused job."""
     context = context_of(request)
     job = context.controls.resume_job(job_id_of(request))
-    return ok(job_json(job, live_workers(context.view), detail=True))
+    return ok(job_answer(job, live_workers(context.view), detail=True))
 
 
 async def prioritize_job(request: web.Request) -> web.Response:
     """Move a queued job to the front of the queue."""
-    return ok(job_json(context_of(request).controls.prioritize_job(job_id_of(request)), detail=True))
+    return ok(job_answer(context_of(request).controls.prioritize_job(job_id_of(request)), detail=True))
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -174,33 +165,33 @@ async def delete_job(request: web.Request) -> web.Response:
 async def retry_failed(request: web.Request) -> web.Response:
     """Queue every failed job again."""
     jobs = context_of(request).controls.retry_failed()
-    return ok({"retried": len(jobs), "ids": [j.id for j in jobs]})
+    return ok(RetryFailed(retried=len(jobs), ids=[j.id for j in jobs]))
 
 
 # -- queue actions ------------------------------------------------------------------------------
 
 
-def _queue_state(view: MonitorView) -> dict[str, object]:
-    return {"paused": view.paused, "paused_since": view.paused_since}
+def _queue_state(context: PluginContext) -> QueueState:
+    return QueueState(paused=context.view.paused, paused_since=context.view.paused_since)
 
 
 async def pause_queue(request: web.Request) -> web.Response:
     """Stop starting jobs (running ones finish; the watcher keeps queueing). Idempotent."""
     context = context_of(request)
     context.controls.pause_queue()
-    return ok(_queue_state(context.view))
+    return ok(_queue_state(context))
 
 
 async def resume_queue(request: web.Request) -> web.Response:
     """Start taking jobs again. Idempotent."""
     context = context_of(request)
     context.controls.resume_queue()
-    return ok(_queue_state(context.view))
+    return ok(_queue_state(context))
 
 
 async def clear_queue(request: web.Request) -> web.Response:
     """Cancel every queued job."""
-    return ok({"cleared": context_of(request).controls.clear_queue()})
+    return ok(Cleared(cleared=context_of(request).controls.clear_queue()))
 
 
 JOB = "/api/v1/jobs/{id:[0-9]+}"

@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document of the control API (served at GET /api/v1/openapi.json).
 
-Written by hand next to the handlers; tests check it against the app's routes, against real
-responses (jsonschema) and fuzz the API from it. The config schema is generated from the core's
-pydantic models, so it cannot drift from what the monitor accepts. This module holds the paths,
-parameters and responses; the component schemas are in `exporter.api.openapi_schemas`.
+The component schemas are generated from the models the handlers answer with
+(`exporter.api.schemas`), the request models, and the core's config models (so the document
+cannot drift from what is served or what the monitor accepts); this module adds the route table:
+each path and method with its parameters, answers and permission. Tests check it against the
+app's routes, against real responses (jsonschema) and fuzz the API from it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,93 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
+
+from bulletproof.config import config_model
+from bulletproof.models import JobState
 from bulletproof.store import SORT_KEYS
-from exporter.api.jobs import MAX_LIMIT, MAX_OFFSET
-from exporter.api.openapi_schemas import INT, STATES, STR, arr, component_schemas, ref
-from exporter.security.audit import MAX_PAGE as MAX_AUDIT_PAGE
+from exporter.api.audit import MAX_PAGE as MAX_AUDIT_PAGE
+from exporter.api.jobs import MAX_LIMIT, MAX_OFFSET, EnqueueRequest
+from exporter.api.schemas import REF, RESPONSE_MODELS, WS_MESSAGES
 from exporter.security.permissions import rule_for
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+STATES = [s.value for s in JobState]
+
+
+def ref(name: str) -> dict[str, Any]:
+    """A $ref to the component schema `name`."""
+    return {"$ref": REF.format(model=name)}
+
+
+def arr(items: dict[str, Any]) -> dict[str, Any]:
+    """An array of `items`."""
+    return {"type": "array", "items": items}
+
+
+# -- component schemas --------------------------------------------------------------------------
+
+
+def _config_schemas() -> dict[str, Any]:
+    """The pydantic schema of monitor.yaml, its $defs hoisted into components."""
+    schema = config_model().model_json_schema(ref_template=REF)
+    defs = schema.pop("$defs", {})
+    defs["Config"] = schema
+    for model in defs.values():
+        _strip_path_format(model)
+    # Shorthands the loader also accepts.
+    folder = ref("WatchFolder")
+    defs["Config"]["properties"]["monitor_folder"] = {
+        "description": "a path, or a list of paths or of watch-folder mappings",
+        "anyOf": [STR, arr({"anyOf": [STR, folder]})],
+    }
+    glob = defs["Rule"]["properties"]["glob"]
+    defs["Rule"]["properties"]["glob"] = {"anyOf": [STR, *glob.get("anyOf", [glob])],
+                                          "default": None}
+    return defs
+
+
+def _strip_path_format(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("format") == "path":
+            del node["format"]
+        for value in node.values():
+            _strip_path_format(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strip_path_format(value)
+
+
+def _profile_info(profile: dict[str, Any]) -> dict[str, Any]:
+    """A profile's settings (the core's Profile model) plus what GET /api/v1/profiles adds."""
+    schema = copy.deepcopy(profile)
+    schema["title"] = "ProfileInfo"
+    schema["properties"].update({
+        "builtin": {"type": "boolean", "description": "a built-in profile not overridden by the config"},
+        "extension": STR,
+        "used_by_rules": arr(STR),
+    })
+    schema["required"] = sorted(schema["properties"])
+    return schema
+
+
+def component_schemas() -> dict[str, Any]:
+    """Every schema of `components.schemas`, by name: the answer and WebSocket message models
+    (as they serialize), the request models and the config (as they validate)."""
+    _, top = models_json_schema(
+        [*((m, "serialization") for m in (*RESPONSE_MODELS, *WS_MESSAGES)),
+         (EnqueueRequest, "validation")], ref_template=REF)
+    schemas: dict[str, Any] = top["$defs"]
+    config = _config_schemas()
+    clash = sorted(k for k in config if k in schemas and schemas[k] != config[k])
+    if clash:
+        raise RuntimeError(f"config schemas named like answer schemas: {clash}")
+    schemas.update(config)
+    schemas["ProfileInfo"] = _profile_info(config["Profile"])
+    schemas["ConfigValidation"] = {"oneOf": [ref("ConfigValid"), ref("ConfigInvalid")]}
+    schemas["EnqueueRequest"].pop("title", None)
+    return schemas
 
 # -- responses and parameters -------------------------------------------------------------------
 
@@ -233,7 +316,9 @@ def _paths() -> dict[str, Any]:
                                     "(docs/api.md lists the message types)"}},
             errors=("426",),
             description="Send `Upgrade: websocket`. Messages are JSON text frames with a "
-                        "`type`; see docs/api.md.")},
+                        "`type`; each message type has its schema in components "
+                        "(SnapshotMessage, PongMessage and one <Event>Message per event); "
+                        "see docs/api.md.")},
     }
 
 

@@ -2,12 +2,12 @@
 
 On connect a client gets one `snapshot` message (status, worker slots, the head of the queue),
 then every job, queue, config and watch-folder event as `{"type": "<event>", ...}` the moment the
-core publishes it. Progress reports are coalesced per job to at most one per
-`PROGRESS_INTERVAL`. Each client has a bounded queue of pending messages (shared strings, so the
-memory is the slowest client's backlog); a client that falls `QUEUE_SIZE` messages behind, or
-whose socket accepts nothing for `SEND_TIMEOUT`, is disconnected (close code 1013) and can
-reconnect for a fresh snapshot. aiohttp's heartbeat pings every `HEARTBEAT` seconds and drops
-peers that stop answering.
+core publishes it (the message models and their `type` names: `exporter.api.schemas`). Progress
+reports are coalesced per job to at most one per `PROGRESS_INTERVAL`. Each client has a bounded
+queue of pending messages (shared strings, so the memory is the slowest client's backlog); a
+client that falls `QUEUE_SIZE` messages behind, or whose socket accepts nothing for
+`SEND_TIMEOUT`, is disconnected (close code 1013) and can reconnect for a fresh snapshot.
+aiohttp's heartbeat pings every `HEARTBEAT` seconds and drops peers that stop answering.
 """
 
 from __future__ import annotations
@@ -16,20 +16,18 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import fields
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bulletproof import events as ev
-from bulletproof.models import Job
 from exporter.api.errors import ApiError
-from exporter.api.routes import dumps, job_json, status_json
+from exporter.api.responses import model_text
+from exporter.api.schemas import MESSAGE_MODELS, PongMessage, SnapshotMessage, SnapshotQueue, event_message
+from exporter.api.shapes import job_answer, status_model
 
 if TYPE_CHECKING:
     from bulletproof.plugins import PluginContext
@@ -42,36 +40,7 @@ PUMP_INTERVAL = 0.05        # how often coalesced progress is flushed
 SEND_TIMEOUT = 10.0         # seconds a send may block on a full socket before the client is dropped
 HEARTBEAT = 20.0            # seconds between WebSocket pings
 SNAPSHOT_QUEUE_JOBS = 100   # queued jobs in the snapshot (GET /api/v1/queue pages the rest)
-# Detection events are not streamed: a rescan of a large folder reports thousands of them
-# (they are counted in /metrics).
-_NOT_STREAMED = (ev.FileDetected, ev.FileIgnored)
 _TRY_AGAIN_LATER = 1013
-
-_names: dict[type, str] = {}
-
-
-def event_type(cls: type) -> str:
-    """`JobProgress` -> `job_progress`."""
-    name = _names.get(cls)
-    if name is None:
-        name = _names[cls] = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-    return name
-
-
-def event_message(event: ev.Event) -> dict[str, Any]:
-    """An event as the JSON message clients get."""
-    data: dict[str, Any] = {"type": event_type(type(event)), "at": event.at}
-    for f in fields(event):
-        if f.name == "at":
-            continue
-        value = getattr(event, f.name)
-        if isinstance(value, Job):
-            data["job_id"] = value.id
-            value = job_json(value)
-        elif isinstance(value, Enum):
-            value = value.value
-        data[f.name] = value
-    return data
 
 
 def _job_id(event: ev.Event) -> int | None:
@@ -131,7 +100,7 @@ class EventHub:
     # -- events (on the loop thread) ----------------------------------------------------------
 
     def _on_event(self, event: ev.Event) -> None:
-        if self._loop is None or isinstance(event, _NOT_STREAMED):
+        if self._loop is None or type(event) not in MESSAGE_MODELS:  # detection events are not streamed
             return
         if threading.get_ident() != self._thread:  # not expected, but never touch queues off-loop
             self._loop.call_soon_threadsafe(self._dispatch, event)
@@ -142,16 +111,19 @@ class EventHub:
         if not self._clients:
             self._pending.clear()
             return
+        message = event_message(event)
+        if message is None:
+            return
+        text = model_text(message)
         job_id = _job_id(event)
         if isinstance(event, ev.JobProgress):
-            message = dumps(event_message(event))
             now = time.monotonic()
             if now - self._last_progress.get(event.job_id, 0.0) >= PROGRESS_INTERVAL:
                 self._last_progress[event.job_id] = now
                 self._pending.pop(event.job_id, None)
-                self._broadcast(message)
+                self._broadcast(text)
             else:
-                self._pending[event.job_id] = message
+                self._pending[event.job_id] = text
             return
         if job_id is not None:
             # Keep per-job order: a held-back progress report goes out before what follows it.
@@ -160,7 +132,7 @@ class EventHub:
                 self._broadcast(held)
             if isinstance(event, (ev.JobFinished, ev.JobRemoved, ev.JobQueued)):
                 self._last_progress.pop(job_id, None)
-        self._broadcast(dumps(event_message(event)))
+        self._broadcast(text)
 
     def _broadcast(self, message: str) -> None:
         for client in list(self._clients):
@@ -208,15 +180,11 @@ class EventHub:
     def snapshot(self) -> str:
         """The first message a client gets."""
         view = self._context.view
-        status = status_json(view)
+        status = status_model(view)
         queued = view.queued(limit=SNAPSHOT_QUEUE_JOBS)
-        return dumps({
-            "type": "snapshot",
-            "at": time.time(),
-            "status": status,
-            "workers": status["workers"]["slots"],
-            "queue": {"jobs": [job_json(j) for j in queued], "total": status["queue"]["length"]},
-        })
+        return model_text(SnapshotMessage(
+            type="snapshot", at=time.time(), status=status, workers=status.workers.slots,
+            queue=SnapshotQueue(jobs=[job_answer(j) for j in queued], total=status.queue.length)))
 
     async def send_loop(self, client: _Client, request: web.Request) -> None:
         """Send a client's queued messages until it is dropped or disconnects."""
@@ -266,7 +234,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT and _is_ping(msg.data) and not client.dropped:
                 with contextlib.suppress(asyncio.QueueFull):
-                    client.queue.put_nowait(dumps({"type": "pong", "at": time.time()}))
+                    client.queue.put_nowait(model_text(PongMessage(type="pong", at=time.time())))
             elif msg.type == WSMsgType.ERROR:
                 break
     finally:

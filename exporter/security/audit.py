@@ -1,5 +1,6 @@
 """The audit trail of the control API: every control call and config change, allowed or refused,
-is kept in the job database, logged, and counted; `GET /api/v1/audit` reads it back.
+is kept in the job database, logged, and counted (`GET /api/v1/audit`, in
+`exporter.api.audit`, reads it back).
 
 The middleware is the outermost one, so it sees the final status of every call, including the
 refusals the security middleware answers (401, 403, 421, 429) and the errors handlers raise.
@@ -19,7 +20,8 @@ from aiohttp import web
 
 from bulletproof.audit import AuditEntry, result_of
 from bulletproof.errors import BulletproofError
-from exporter.api.routes import MAX_JOB_ID, METRICS, context_of, int_param, ok
+from exporter.api.keys import CONTEXT, METRICS
+from exporter.api.params import MAX_JOB_ID
 from exporter.security.permissions import RouteRule
 from exporter.security.principal import CALLER_KEY, RULE_KEY
 
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter.audit")  # the name operators filter on (docs/security.md)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_PAGE = 1000
 
 
 def _job_id(request: web.Request) -> int | None:
@@ -85,16 +86,6 @@ def record(request: web.Request, rule: RouteRule, response: web.StreamResponse,
         "principal": entry.principal, "role": entry.role, "client": entry.address,
         "job_id": entry.job_id})
     try:
-        context_of(request).controls.record_audit(entry)
+        request.app[CONTEXT].controls.record_audit(entry)
     except BulletproofError as exc:
         log.error("audit entry not kept", extra={"action": entry.action, "error": str(exc)})
-
-
-async def list_audit(request: web.Request) -> web.Response:
-    """The audit trail, newest first, paged by id (`before`)."""
-    limit = int_param(request, "limit", 100, lo=1, hi=MAX_PAGE)
-    before = int_param(request, "before", 0, lo=1, hi=MAX_JOB_ID) if request.query.get(
-        "before") else None
-    entries = context_of(request).view.audit_entries(limit=limit, before=before)
-    last = entries[-1].id if len(entries) == limit else None
-    return ok({"entries": [e.to_dict() for e in entries], "limit": limit, "next_before": last})

@@ -30,9 +30,9 @@ The rules (docs/security.md explains them for operators):
   credentials from that address are answered 429 before their credentials are looked at.
 
 The token itself is never logged, never put in an error message, and never kept anywhere but in
-the `Security` object. The parts live next door: `exporter.security.principal` (who called, refusals),
-`exporter.security.ratelimit` (buckets and keys), `exporter.security.grafana_auth` (session lookup and cache) and
-`exporter.security.addresses` (loopback, Host, X-Forwarded-For).
+the `Security` object. The parts live next door: `exporter.security.principal` (who called,
+refusals), `exporter.security.ratelimit` (buckets and keys), `exporter.security.grafana_auth`
+(session lookup and cache) and `exporter.security.addresses` (loopback, Host, X-Forwarded-For).
 """
 
 from __future__ import annotations
