@@ -38,7 +38,7 @@ class AuditEntry:
     """One audited call: who, what, from where, and how it ended."""
 
     at: float                 # unix seconds
-    action: str               # "queue.pause", "config.update"... (exporter.permissions)
+    action: str               # "queue.pause", "config.update"... (exporter.security.permissions)
     method: str
     route: str                # the route template, "/api/v1/jobs/{id}/cancel"
     status: int               # the HTTP status answered

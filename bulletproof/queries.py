@@ -158,6 +158,7 @@ class SqliteJobQueries:
             "successful": counts[JobState.COMPLETED],
             "failed": counts[JobState.FAILED],
             "cancelled": counts[JobState.CANCELLED],
+            "skipped": counts[JobState.SKIPPED],
             "avg_duration": avg,
             **self.space_saved(),
             "last_24h": self.history(since=now - 86400, until=now, step=3600),

@@ -430,8 +430,13 @@ class JobStoreContract:
             else:
                 store.mark_failed(job.id, now=1010, reason=FailureReason.FFMPEG_ERROR, error="x",
                                   stderr_tail="", retry_at=None)
+        skipped = added(store, new("3"))
+        store.mark_started(skipped.id, now=1003)
+        store.mark_skipped(skipped.id, now=1003, reason=SkipReason.ALREADY_TARGET, message="x",
+                           output_bytes=None, media_duration=1)
         summary = store.summary(now=1100)
-        assert (summary["total_jobs"], summary["successful"], summary["failed"]) == (3, 2, 1)
+        assert (summary["total_jobs"], summary["successful"], summary["failed"]) == (4, 2, 1)
+        assert summary["skipped"] == 1
         assert summary["avg_duration"] == 4
         assert len(summary["last_24h"]) == 24
         buckets = store.history(since=1000, until=1020, step=10)

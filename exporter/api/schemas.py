@@ -256,6 +256,7 @@ class Stats(ApiModel):
     successful: int
     failed: int
     cancelled: int
+    skipped: int = Field(description="jobs that needed no work (their source already on target...)")
     avg_duration: float | None = Field(description="mean seconds of completed jobs")
     sized_jobs: int = Field(description="completed jobs whose input and output sizes are known: "
                                         "the byte totals are over these")
