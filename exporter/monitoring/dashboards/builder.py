@@ -25,12 +25,13 @@ SCHEMA_VERSION = 41
 # ------------------------------------------------------------------------------------ targets
 
 
-def prom(expr: str, ref: str = "A", legend: str = "", *, instant: bool = False, table: bool = False) -> JSON:
-    """A PromQL target on the `datasource` variable (range query unless ``instant``)."""
+def prom(expr: str, ref: str = "A", legend: str = "", *, instant: bool = False,
+         format_: str | None = None) -> JSON:
+    """A PromQL target on the `datasource` variable (a range query unless ``instant``)."""
     target = {"datasource": PROMETHEUS, "editorMode": "code", "expr": expr, "instant": instant,
               "legendFormat": legend, "range": not instant, "refId": ref}
-    if table:
-        target["format"] = "table"
+    if format_ is not None:
+        target["format"] = format_
     return target
 
 
@@ -88,6 +89,30 @@ def field_config(unit: str, *, thresholds: JSON = GREEN, mappings: list[JSON] | 
             "overrides": overrides or []}
 
 
+def fixed_color(name: str, color: str) -> JSON:
+    """A field override giving the field ``name`` one fixed colour (a series of a chart)."""
+    return by_name(name, {"color": {"mode": "fixed", "fixedColor": color}})
+
+
+# Cell settings every table shares: automatic cells, a filter in each header.
+_TABLE_CUSTOM = {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False, "filterable": True}
+
+
+def table_field_config(*, overrides: list[JSON] | None = None, **defaults: Any) -> JSON:
+    """fieldConfig of a table: unit short, the shared cell settings after ``defaults`` (noValue, actions)."""
+    return field_config("short", overrides=overrides, **defaults, custom=copy.deepcopy(_TABLE_CUSTOM))
+
+
+def _series_custom(*, stacked_bars: bool) -> JSON:
+    """The custom field config of a timeseries: thin unstacked lines, or stacked bars."""
+    return {"drawStyle": "bars" if stacked_bars else "line", "lineWidth": 1,
+            "fillOpacity": 80 if stacked_bars else 10, "gradientMode": "none", "showPoints": "never",
+            "pointSize": 4, "spanNulls": False, "axisPlacement": "auto", "axisLabel": "", "axisSoftMin": 0,
+            "stacking": {"mode": "normal" if stacked_bars else "none", "group": "A"},
+            "thresholdsStyle": {"mode": "off"}, "lineInterpolation": "linear", "barAlignment": 0,
+            "hideFrom": {"legend": False, "tooltip": False, "viz": False}}
+
+
 def fetch(title: str, path: str, *, method: str = "POST", body: str = "{}",
           confirmation: str | None = None) -> JSON:
     """A panel action calling the control API behind the front door with the viewer's session."""
@@ -114,6 +139,12 @@ _OPTIONS: dict[str, JSON] = {
                        "tooltip": {"mode": "single", "sort": "none"}},
     "table": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0,
               "footer": {"show": False, "reducer": ["sum"], "fields": [], "countRows": False}},
+    "timeseries": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True, "calcs": []},
+                   "tooltip": {"mode": "multi", "sort": "desc"}},
+    "bargauge": {"orientation": "horizontal", "displayMode": "basic", "valueMode": "color",
+                 "namePlacement": "left", "showUnfilled": True, "sizing": "auto", "minVizHeight": 10,
+                 "minVizWidth": 8, "maxVizHeight": 300, "reduceOptions": _REDUCE_LAST,
+                 "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom", "calcs": []}},
 }
 
 
@@ -122,6 +153,11 @@ def options(panel_type: str, **changes: Any) -> JSON:
     base = copy.deepcopy(_OPTIONS.get(panel_type, {}))
     base.update(changes)
     return base
+
+
+def table_options(sort_by: str | None = None) -> JSON:
+    """The shared table options, sorted by the column ``sort_by`` descending (None: unsorted)."""
+    return options("table", sortBy=[] if sort_by is None else [{"displayName": sort_by, "desc": True}])
 
 
 # ------------------------------------------------------------------------------------- panels
@@ -149,6 +185,25 @@ def panel(panel_type: str, id_: int, title: str, description: str, pos: JSON, *,
     if transformations is not None:
         out["transformations"] = transformations
     return out
+
+
+def stat_panel(id_: int, title: str, description: str, pos: JSON, targets: list[JSON], field_config: JSON,
+               *, datasource: JSON | None = PROMETHEUS, **option_changes: Any) -> JSON:
+    """A stat panel with the shared stat options and ``option_changes`` (textMode, colorMode...)."""
+    return panel("stat", id_, title, description, pos, targets=targets, datasource=datasource,
+                 field_config=field_config, options=options("stat", **option_changes))
+
+
+def timeseries_panel(id_: int, title: str, description: str, pos: JSON, targets: list[JSON], unit: str, *,
+                     decimals: int, stacked_bars: bool = False, thresholds: JSON = GREEN,
+                     overrides: list[JSON] | None = None, datasource: JSON | None = PROMETHEUS,
+                     **defaults: Any) -> JSON:
+    """A timeseries of lines (or ``stacked_bars``) in ``unit``, palette colours, a list legend below."""
+    return panel("timeseries", id_, title, description, pos, targets=targets, datasource=datasource,
+                 field_config=field_config(unit, thresholds=thresholds, overrides=overrides,
+                                           color={"mode": "palette-classic"}, decimals=decimals,
+                                           custom=_series_custom(stacked_bars=stacked_bars), **defaults),
+                 options=options("timeseries"))
 
 
 def row(id_: int, title: str, y: int) -> JSON:
@@ -194,6 +249,31 @@ def instance_variable(config: MonitoringConfig) -> JSON:
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "includeAll": True, "multi": True, "options": [], "refresh": 2, "regex": "", "sort": 1,
             "hide": 0, "skipUrlSync": False}
+
+
+def custom_variable(name: str, label: str, description: str, values: list[str], *,
+                    default: str | None = None) -> JSON:
+    """A custom variable over ``values``: one ``default`` value, or (None) multi-select with All selected."""
+    if default is None:
+        current: JSON = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    else:
+        current = {"selected": True, "text": default, "value": default}
+    return {"name": name, "label": label, "description": description, "type": "custom",
+            "query": ",".join(values), "current": current, "includeAll": default is None,
+            "multi": default is None, "options": [], "hide": 0, "skipUrlSync": False}
+
+
+def textbox_variable(name: str, label: str, description: str, default: str = "") -> JSON:
+    """A free-text variable holding ``default`` until the viewer types something else."""
+    return {"name": name, "label": label, "description": description, "type": "textbox", "query": default,
+            "current": {"selected": False, "text": default, "value": default},
+            "options": [{"selected": True, "text": default, "value": default}] if default else [],
+            "hide": 0, "skipUrlSync": False}
+
+
+def api_variables(config: MonitoringConfig) -> list[JSON]:
+    """The variables of a dashboard reading Prometheus and the monitor's API: datasource, api, instance."""
+    return [datasource_variable(config), api_variable(config), instance_variable(config)]
 
 
 # -------------------------------------------------------------------------------- annotations

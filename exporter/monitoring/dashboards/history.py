@@ -6,22 +6,23 @@ from exporter.monitoring.config import MonitoringConfig
 from exporter.monitoring.dashboards.builder import (
     API,
     JSON,
-    PROMETHEUS,
     QUEUE_PAUSED_ANNOTATION,
     api_get,
-    api_variable,
+    api_variables,
     by_name,
     column,
+    custom_variable,
     dashboard,
-    datasource_variable,
     field_config,
+    fixed_color,
     grid,
-    instance_variable,
-    options,
     panel,
     prom,
+    stat_panel,
     steps,
+    timeseries_panel,
 )
+from exporter.monitoring.dashboards.panels import job_table, per_hour, per_second, timestamps, units
 
 DESCRIPTION = (
     'What Bulletproof did over time: jobs finished by outcome, duration distribution, queue wait, realtime '
@@ -29,35 +30,39 @@ DESCRIPTION = (
 )
 
 
+def _completed_jobs_table(id_: int, title: str, description: str, x: int, *, sort: str, sort_by: str) -> JSON:
+    """The 10 completed jobs of the time range first by ``sort`` (an API sort key), sorted by ``sort_by``."""
+    return job_table(
+        id_, title, description, grid(x, 29, 12, 8),
+        params={'state': 'completed', 'sort': sort, 'order': 'desc', 'limit': '10',
+                'since': '${__from:date:seconds}', 'until': '${__to:date:seconds}'},
+        columns=['id', 'file', 'profile', 'duration', 'media', 'input', 'output', 'finished'],
+        overrides=[*units('s', 'duration', 'media', decimals=1), *units('bytes', 'input', 'output'),
+                   *timestamps('finished')],
+        no_value='no job completed',
+        sort_by=sort_by,
+    )
+
+
 def build(config: MonitoringConfig) -> JSON:
     """The dashboard as Grafana's JSON model."""
     return dashboard(
         "history", DESCRIPTION, time_from='now-24h', refresh='1m',
         variables=[
-            datasource_variable(config),
-            api_variable(config),
-            instance_variable(config),
-            {
-                'name': 'bucket',
-                'label': 'Bucket',
-                'description': (
+            *api_variables(config),
+            custom_variable(
+                'bucket', 'Bucket',
+                (
                     "Bucket size of the job-history chart (the API's step; at least 1 minute, at most 2000 "
                     'buckets in the time range).'
                 ),
-                'type': 'custom',
-                'query': '5m,15m,1h,6h,1d',
-                'current': {'selected': True, 'text': '1h', 'value': '1h'},
-                'includeAll': False,
-                'multi': False,
-                'options': [],
-                'hide': 0,
-                'skipUrlSync': False,
-            },
+                ['5m', '15m', '1h', '6h', '1d'],
+                default='1h',
+            ),
         ],
         annotations=[QUEUE_PAUSED_ANNOTATION],
         panels=[
-            panel(
-                'timeseries',
+            timeseries_panel(
                 1,
                 'Jobs finished per hour by outcome',
                 (
@@ -65,73 +70,22 @@ def build(config: MonitoringConfig) -> JSON:
                     "(reset when a monitor restarts; Prometheus' rate() handles that)."
                 ),
                 grid(0, 0, 12, 8),
-                targets=[
-                    prom(
-                        (
-                            'sum(rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$__rate_interva'
-                            'l])) * 3600'
-                        ),
-                        legend='completed',
-                    ),
-                    prom(
-                        (
-                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])'
-                            ') * 3600'
-                        ),
-                        'B',
-                        legend='failed attempts',
-                    ),
-                    prom(
-                        (
-                            'sum(rate(bulletproof_jobs_cancelled_total{instance=~"$instance"}[$__rate_interva'
-                            'l])) * 3600'
-                        ),
-                        'C',
-                        legend='cancelled',
-                    ),
-                    prom(
-                        (
-                            'sum(rate(bulletproof_jobs_skipped_total{instance=~"$instance"}[$__rate_interval]'
-                            ')) * 3600'
-                        ),
-                        'D',
-                        legend='skipped',
-                    ),
+                [
+                    prom(per_hour('bulletproof_jobs_completed_total'), legend='completed'),
+                    prom(per_hour('bulletproof_jobs_failed_total'), 'B', legend='failed attempts'),
+                    prom(per_hour('bulletproof_jobs_cancelled_total'), 'C', legend='cancelled'),
+                    prom(per_hour('bulletproof_jobs_skipped_total'), 'D', legend='skipped'),
                 ],
-                field_config=field_config(
-                    'suffix:/h',
-                    overrides=[
-                        by_name('completed', {'color': {'mode': 'fixed', 'fixedColor': 'green'}}),
-                        by_name('failed attempts', {'color': {'mode': 'fixed', 'fixedColor': 'red'}}),
-                        by_name('cancelled', {'color': {'mode': 'fixed', 'fixedColor': 'gray'}}),
-                    ],
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'bars',
-                        'lineWidth': 1,
-                        'fillOpacity': 80,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'normal', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                'suffix:/h',
+                decimals=1,
+                stacked_bars=True,
+                overrides=[
+                    fixed_color('completed', 'green'),
+                    fixed_color('failed attempts', 'red'),
+                    fixed_color('cancelled', 'gray'),
+                ],
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 2,
                 'Jobs finished per bucket (job history)',
                 (
@@ -141,7 +95,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'axis.'
                 ),
                 grid(12, 0, 12, 8),
-                targets=[
+                [
                     api_get(
                         '/api/v1/stats/history',
                         root='buckets',
@@ -160,50 +114,27 @@ def build(config: MonitoringConfig) -> JSON:
                         ],
                     ),
                 ],
+                'short',
+                decimals=0,
+                stacked_bars=True,
                 datasource=API,
-                field_config=field_config(
-                    'short',
-                    overrides=[
-                        by_name('completed', {'color': {'mode': 'fixed', 'fixedColor': 'green'}}),
-                        by_name('failed', {'color': {'mode': 'fixed', 'fixedColor': 'red'}}),
-                        by_name('cancelled', {'color': {'mode': 'fixed', 'fixedColor': 'gray'}}),
-                        by_name('skipped', {'color': {'mode': 'fixed', 'fixedColor': 'purple'}}),
-                        by_name(
-                            'mean duration',
-                            {
-                                'unit': 's',
-                                'custom.drawStyle': 'line',
-                                'custom.axisPlacement': 'right',
-                                'custom.stacking': {'mode': 'none', 'group': 'A'},
-                                'custom.fillOpacity': 0,
-                                'decimals': 1,
-                            },
-                        ),
-                    ],
-                    color={'mode': 'palette-classic'},
-                    decimals=0,
-                    custom={
-                        'drawStyle': 'bars',
-                        'lineWidth': 1,
-                        'fillOpacity': 80,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'normal', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                overrides=[
+                    fixed_color('completed', 'green'),
+                    fixed_color('failed', 'red'),
+                    fixed_color('cancelled', 'gray'),
+                    fixed_color('skipped', 'purple'),
+                    by_name(
+                        'mean duration',
+                        {
+                            'unit': 's',
+                            'custom.drawStyle': 'line',
+                            'custom.axisPlacement': 'right',
+                            'custom.stacking': {'mode': 'none', 'group': 'A'},
+                            'custom.fillOpacity': 0,
+                            'decimals': 1,
+                        },
+                    ),
+                ],
             ),
             panel(
                 'heatmap',
@@ -215,19 +146,14 @@ def build(config: MonitoringConfig) -> JSON:
                 ),
                 grid(0, 8, 12, 9),
                 targets=[
-                    {
-                        'datasource': PROMETHEUS,
-                        'editorMode': 'code',
-                        'expr': (
+                    prom(
+                        (
                             'sum by (le) (increase(bulletproof_job_duration_seconds_bucket{instance=~"$instan'
                             'ce"}[$__rate_interval]))'
                         ),
-                        'instant': False,
-                        'legendFormat': '{{le}}',
-                        'range': True,
-                        'refId': 'A',
-                        'format': 'heatmap',
-                    },
+                        legend='{{le}}',
+                        format_='heatmap',
+                    ),
                 ],
                 field_config=field_config(
                     'short',
@@ -259,8 +185,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'showValue': 'auto',
                 },
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 4,
                 'Job duration p50 / p95',
                 (
@@ -270,7 +195,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'hour.'
                 ),
                 grid(12, 8, 12, 9),
-                targets=[
+                [
                     prom(
                         'instance:bulletproof_job_duration_seconds:p50_rate1h{instance=~"$instance"}',
                         legend='p50 {{instance}}',
@@ -281,35 +206,10 @@ def build(config: MonitoringConfig) -> JSON:
                         legend='p95 {{instance}}',
                     ),
                 ],
-                field_config=field_config(
-                    's',
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                's',
+                decimals=1,
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 5,
                 'Queue wait p50 / p95',
                 (
@@ -317,7 +217,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'over the rate interval). Rising while the workers are all busy or the queue is paused.'
                 ),
                 grid(0, 17, 8, 8),
-                targets=[
+                [
                     prom(
                         (
                             'histogram_quantile(0.5, sum by (le) (rate(bulletproof_job_queue_wait_seconds_buc'
@@ -334,35 +234,10 @@ def build(config: MonitoringConfig) -> JSON:
                         legend='p95',
                     ),
                 ],
-                field_config=field_config(
-                    's',
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                's',
+                decimals=1,
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 6,
                 'Realtime factor',
                 (
@@ -372,7 +247,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'interval.'
                 ),
                 grid(8, 17, 8, 8),
-                targets=[
+                [
                     prom(
                         (
                             'sum(rate(bulletproof_media_seconds_total{instance=~"$instance"}[$__rate_interval'
@@ -387,79 +262,29 @@ def build(config: MonitoringConfig) -> JSON:
                         legend='{{profile}} ({{instance}})',
                     ),
                 ],
-                field_config=field_config(
-                    'suffix:×',
-                    color={'mode': 'palette-classic'},
-                    decimals=2,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                'suffix:×',
+                decimals=2,
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 7,
                 'Input / output bytes',
                 'Bytes per second read from the sources and written to the outputs of successful jobs.',
                 grid(16, 17, 8, 8),
-                targets=[
+                [
                     prom(
-                        'sum(rate(bulletproof_input_bytes_total{instance=~"$instance"}[$__rate_interval]))',
+                        per_second('bulletproof_input_bytes_total'),
                         legend='input (sources)',
                     ),
                     prom(
-                        'sum(rate(bulletproof_output_bytes_total{instance=~"$instance"}[$__rate_interval]))',
+                        per_second('bulletproof_output_bytes_total'),
                         'B',
                         legend='output',
                     ),
                 ],
-                field_config=field_config(
-                    'Bps',
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                'Bps',
+                decimals=1,
             ),
-            panel(
-                'stat',
+            stat_panel(
                 8,
                 'Space saved in the time range',
                 (
@@ -467,7 +292,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'outputs are bigger than their sources).'
                 ),
                 grid(0, 25, 6, 4),
-                targets=[
+                [
                     prom(
                         (
                             'sum(increase(bulletproof_input_bytes_total{instance=~"$instance"}[$__range])) - '
@@ -477,17 +302,14 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config('bytes'
-, thresholds=steps(('orange', None), ('green', 0)), decimals=1),
-                options=options('stat'),
+                field_config('bytes', thresholds=steps(('orange', None), ('green', 0)), decimals=1),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 9,
                 'Output size / input size',
                 'Output bytes as a share of input bytes for the jobs completed in the time range.',
                 grid(6, 25, 6, 4),
-                targets=[
+                [
                     prom(
                         (
                             'sum(increase(bulletproof_output_bytes_total{instance=~"$instance"}[$__range])) /'
@@ -497,32 +319,28 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
+                field_config(
                     'percentunit',
                     thresholds=steps(('green', None), ('orange', 1)),
                     decimals=0,
                     noValue='nothing completed',
                 ),
-                options=options('stat'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 10,
                 'Media transcoded in the time range',
                 'Seconds of media transcoded successfully in the time range.',
                 grid(12, 25, 6, 4),
-                targets=[
+                [
                     prom(
                         'sum(increase(bulletproof_media_seconds_total{instance=~"$instance"}[$__range]))',
                         legend='media',
                         instant=True,
                     ),
                 ],
-                field_config=field_config('s', decimals=0),
-                options=options('stat'),
+                field_config('s', decimals=0),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 11,
                 'All-time totals (job history)',
                 (
@@ -531,7 +349,7 @@ def build(config: MonitoringConfig) -> JSON:
                     ' whole history, whatever the time range.'
                 ),
                 grid(18, 25, 6, 4),
-                targets=[
+                [
                     api_get(
                         '/api/v1/stats/summary',
                         columns=[
@@ -543,8 +361,7 @@ def build(config: MonitoringConfig) -> JSON:
                         ],
                     ),
                 ],
-                datasource=API,
-                field_config=field_config(
+                field_config(
                     'short',
                     overrides=[
                         by_name('average time', {'unit': 's', 'decimals': 1}),
@@ -552,116 +369,32 @@ def build(config: MonitoringConfig) -> JSON:
                     ],
                     decimals=0,
                 ),
-                options=options('stat', textMode='value_and_name'),
+                datasource=API,
+                textMode='value_and_name',
             ),
-            panel(
-                'table',
+            _completed_jobs_table(
                 12,
                 'Longest jobs in the time range',
                 (
                     'The 10 completed jobs that took longest among those finished in the time range (GET '
                     '/api/v1/jobs?state=completed&sort=duration).'
                 ),
-                grid(0, 29, 12, 8),
-                targets=[
-                    api_get(
-                        '/api/v1/jobs',
-                        root='jobs',
-                        params={
-                            'state': 'completed',
-                            'sort': 'duration',
-                            'order': 'desc',
-                            'limit': '10',
-                            'since': '${__from:date:seconds}',
-                            'until': '${__to:date:seconds}',
-                        },
-                        columns=[
-                            column('id', 'id', 'number'),
-                            column('filename', 'file'),
-                            column('profile'),
-                            column('duration', 'duration', 'number'),
-                            column('media_duration', 'media', 'number'),
-                            column('input_bytes', 'input', 'number'),
-                            column('output_bytes', 'output', 'number'),
-                            column('finished_at', 'finished', 'timestamp_epoch_s'),
-                        ],
-                    ),
-                ],
-                datasource=API,
-                field_config=field_config(
-                    'short',
-                    overrides=[
-                        by_name('duration', {'unit': 's', 'decimals': 1}),
-                        by_name('media', {'unit': 's', 'decimals': 1}),
-                        by_name('input', {'unit': 'bytes'}),
-                        by_name('output', {'unit': 'bytes'}),
-                        by_name('finished', {'unit': 'dateTimeAsIso'}),
-                    ],
-                    noValue='no job completed',
-                    custom={
-                        'align': 'auto',
-                        'cellOptions': {'type': 'auto'},
-                        'inspect': False,
-                        'filterable': True,
-                    },
-                ),
-                options=options('table', sortBy=[{'displayName': 'duration', 'desc': True}]),
+                0,
+                sort='duration',
+                sort_by='duration',
             ),
-            panel(
-                'table',
+            _completed_jobs_table(
                 13,
                 'Largest jobs in the time range',
                 (
                     'The 10 completed jobs with the biggest sources among those finished in the time range '
                     '(GET /api/v1/jobs?state=completed&sort=size).'
                 ),
-                grid(12, 29, 12, 8),
-                targets=[
-                    api_get(
-                        '/api/v1/jobs',
-                        root='jobs',
-                        params={
-                            'state': 'completed',
-                            'sort': 'size',
-                            'order': 'desc',
-                            'limit': '10',
-                            'since': '${__from:date:seconds}',
-                            'until': '${__to:date:seconds}',
-                        },
-                        columns=[
-                            column('id', 'id', 'number'),
-                            column('filename', 'file'),
-                            column('profile'),
-                            column('duration', 'duration', 'number'),
-                            column('media_duration', 'media', 'number'),
-                            column('input_bytes', 'input', 'number'),
-                            column('output_bytes', 'output', 'number'),
-                            column('finished_at', 'finished', 'timestamp_epoch_s'),
-                        ],
-                    ),
-                ],
-                datasource=API,
-                field_config=field_config(
-                    'short',
-                    overrides=[
-                        by_name('duration', {'unit': 's', 'decimals': 1}),
-                        by_name('media', {'unit': 's', 'decimals': 1}),
-                        by_name('input', {'unit': 'bytes'}),
-                        by_name('output', {'unit': 'bytes'}),
-                        by_name('finished', {'unit': 'dateTimeAsIso'}),
-                    ],
-                    noValue='no job completed',
-                    custom={
-                        'align': 'auto',
-                        'cellOptions': {'type': 'auto'},
-                        'inspect': False,
-                        'filterable': True,
-                    },
-                ),
-                options=options('table', sortBy=[{'displayName': 'input', 'desc': True}]),
+                12,
+                sort='size',
+                sort_by='input',
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 14,
                 'Output quality (SSIM) p10 / p50 by profile',
                 (
@@ -670,7 +403,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'profiles without a gate; psnr and vmaf gates have their own metrics (docs/metrics.md).'
                 ),
                 grid(0, 37, 12, 8),
-                targets=[
+                [
                     prom(
                         (
                             'histogram_quantile(0.1, sum by (le, profile) (rate(bulletproof_quality_ssim_rati'
@@ -687,38 +420,13 @@ def build(config: MonitoringConfig) -> JSON:
                         legend='p50 {{profile}}',
                     ),
                 ],
-                field_config=field_config(
-                    'percentunit',
-                    thresholds=steps(('red', None), ('orange', 0.9), ('green', 0.95)),
-                    color={'mode': 'palette-classic'},
-                    decimals=3,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                    min=0,
-                    max=1,
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                'percentunit',
+                decimals=3,
+                thresholds=steps(('red', None), ('orange', 0.9), ('green', 0.95)),
+                min=0,
+                max=1,
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 15,
                 'Output checks by result',
                 (
@@ -727,42 +435,9 @@ def build(config: MonitoringConfig) -> JSON:
                     'early), disabled (verify.level off).'
                 ),
                 grid(12, 37, 12, 8),
-                targets=[
-                    prom(
-                        (
-                            'sum by (result) '
-                            '(rate(bulletproof_verifications_total{instance=~"$instance"}[$__rate_interval]))'
-                            ' * 3600'
-                        ),
-                        legend='{{result}}',
-                    ),
-                ],
-                field_config=field_config(
-                    'suffix:/h',
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                [prom(per_hour('bulletproof_verifications_total', by='result'), legend='{{result}}')],
+                'suffix:/h',
+                decimals=1,
             ),
         ],
     )

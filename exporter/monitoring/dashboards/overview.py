@@ -392,7 +392,7 @@ def build(config: MonitoringConfig) -> JSON:
                             '"worker"))'
                         ),
                         instant=True,
-                        table=True,
+                        format_='table',
                     ),
                     prom(
                         (
@@ -402,7 +402,7 @@ def build(config: MonitoringConfig) -> JSON:
                         ),
                         'B',
                         instant=True,
-                        table=True,
+                        format_='table',
                     ),
                     prom(
                         (
@@ -412,7 +412,7 @@ def build(config: MonitoringConfig) -> JSON:
                         ),
                         'C',
                         instant=True,
-                        table=True,
+                        format_='table',
                     ),
                     prom(
                         (
@@ -423,7 +423,7 @@ def build(config: MonitoringConfig) -> JSON:
                         ),
                         'D',
                         instant=True,
-                        table=True,
+                        format_='table',
                     ),
                     prom(
                         (
@@ -433,7 +433,7 @@ def build(config: MonitoringConfig) -> JSON:
                         ),
                         'E',
                         instant=True,
-                        table=True,
+                        format_='table',
                     ),
                 ],
                 field_config=field_config(
