@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from exporter.monitoring.config import MonitoringConfig
 from exporter.monitoring.dashboards.builder import (
     API,
     JSON,
     api_get,
-    api_variable,
+    api_variables,
     by_name,
     column,
     dashboard,
-    datasource_variable,
     field_config,
     grid,
-    instance_variable,
-    options,
     panel,
     prom,
-    steps,
+    stat_panel,
+    table_field_config,
+    table_options,
+    textbox_variable,
     value_map,
 )
+from exporter.monitoring.dashboards.panels import config_reload_stat, state_colors
 
 DESCRIPTION = (
     "Edit the monitor's settings (validated before they are saved), reset them to the defaults, list the "
@@ -28,25 +31,32 @@ DESCRIPTION = (
 )
 
 
+def _form_element(id_: str, title: str, type_: str, tooltip: str, *, unit: str = '', **extra: Any) -> JSON:
+    """A field of the Settings form bound to the setting ``id_`` (uid bp-<id with dashes>)."""
+    return {'uid': 'bp-' + id_.replace('_', '-'), 'id': id_, 'title': title, 'type': type_, 'labelWidth': 24,
+            'width': 60, 'tooltip': tooltip, 'section': '', 'unit': unit, 'value': None, **extra}
+
+
+def _config_table(id_: int, title: str, description: str, pos: JSON, targets: list[JSON], *,
+                  overrides: list[JSON] | None = None, transformations: list[JSON] | None = None) -> JSON:
+    """A table of what the monitor's API says about its config (unsorted, unit short)."""
+    return panel('table', id_, title, description, pos, targets=targets, datasource=API,
+                 field_config=table_field_config(overrides=overrides), options=table_options(),
+                 transformations=transformations)
+
+
 def build(config: MonitoringConfig) -> JSON:
     """The dashboard as Grafana's JSON model."""
     return dashboard(
         "config", DESCRIPTION, time_from='now-1h', refresh='',
         variables=[
-            datasource_variable(config),
-            api_variable(config),
-            instance_variable(config),
-            {
-                'name': 'file',
-                'label': 'File to test',
-                'description': 'A file name or a path relative to a watch folder, for the Rule tester.',
-                'type': 'textbox',
-                'query': 'holiday/clip.mp4',
-                'current': {'selected': False, 'text': 'holiday/clip.mp4', 'value': 'holiday/clip.mp4'},
-                'options': [{'selected': True, 'text': 'holiday/clip.mp4', 'value': 'holiday/clip.mp4'}],
-                'hide': 0,
-                'skipUrlSync': False,
-            },
+            *api_variables(config),
+            textbox_variable(
+                'file',
+                'File to test',
+                'A file name or a path relative to a watch folder, for the Rule tester.',
+                'holiday/clip.mp4',
+            ),
         ],
         annotations=[],
         panels=[
@@ -76,97 +86,63 @@ def build(config: MonitoringConfig) -> JSON:
                         'sectionVariant': 'default',
                     },
                     'elements': [
-                        {
-                            'uid': 'bp-monitor-folder',
-                            'id': 'monitor_folder',
-                            'title': 'Watch folder(s)',
-                            'type': 'textarea',
-                            'labelWidth': 24,
-                            'width': 60,
-                            'tooltip': (
+                        _form_element(
+                            'monitor_folder',
+                            'Watch folder(s)',
+                            'textarea',
+                            (
                                 'monitor_folder: one folder per line (absolute, or relative to monitor.yaml).'
                                 ' Existing folders keep their recursive/polling settings.'
                             ),
-                            'section': '',
-                            'unit': '',
-                            'value': None,
-                            'rows': 3,
-                        },
-                        {
-                            'uid': 'bp-output-folder',
-                            'id': 'output_folder',
-                            'title': 'Output folder',
-                            'type': 'string',
-                            'labelWidth': 24,
-                            'width': 60,
-                            'tooltip': 'output_folder: where finished files go (must not be a watch folder).',
-                            'section': '',
-                            'unit': '',
-                            'value': None,
-                            'hidden': False,
-                        },
-                        {
-                            'uid': 'bp-max-workers',
-                            'id': 'max_workers',
-                            'title': 'Max workers',
-                            'type': 'number',
-                            'labelWidth': 24,
-                            'width': 60,
-                            'tooltip': 'max_workers: ffmpeg processes at once (1-64).',
-                            'section': '',
-                            'unit': '',
-                            'value': None,
-                            'min': 1,
-                            'max': 64,
-                        },
-                        {
-                            'uid': 'bp-stability-seconds',
-                            'id': 'stability_seconds',
-                            'title': 'Stability window',
-                            'type': 'number',
-                            'labelWidth': 24,
-                            'width': 60,
-                            'tooltip': (
+                            rows=3,
+                        ),
+                        _form_element(
+                            'output_folder',
+                            'Output folder',
+                            'string',
+                            'output_folder: where finished files go (must not be a watch folder).',
+                            hidden=False,
+                        ),
+                        _form_element(
+                            'max_workers',
+                            'Max workers',
+                            'number',
+                            'max_workers: ffmpeg processes at once (1-64).',
+                            min=1,
+                            max=64,
+                        ),
+                        _form_element(
+                            'stability_seconds',
+                            'Stability window',
+                            'number',
+                            (
                                 'stability_seconds: a file is queued once its size and mtime have not changed'
                                 ' for this long (0-3600 s).'
                             ),
-                            'section': '',
-                            'unit': 's',
-                            'value': None,
-                            'min': 0,
-                            'max': 3600,
-                        },
-                        {
-                            'uid': 'bp-retry-max-attempts',
-                            'id': 'retry_max_attempts',
-                            'title': 'Retry: max attempts',
-                            'type': 'number',
-                            'labelWidth': 24,
-                            'width': 60,
-                            'tooltip': 'retry.max_attempts: attempts per job before it stays failed (1-100).',
-                            'section': '',
-                            'unit': '',
-                            'value': None,
-                            'min': 1,
-                            'max': 100,
-                        },
-                        {
-                            'uid': 'bp-retry-backoff-seconds',
-                            'id': 'retry_backoff_seconds',
-                            'title': 'Retry: backoff',
-                            'type': 'number',
-                            'labelWidth': 24,
-                            'width': 60,
-                            'tooltip': (
+                            unit='s',
+                            min=0,
+                            max=3600,
+                        ),
+                        _form_element(
+                            'retry_max_attempts',
+                            'Retry: max attempts',
+                            'number',
+                            'retry.max_attempts: attempts per job before it stays failed (1-100).',
+                            min=1,
+                            max=100,
+                        ),
+                        _form_element(
+                            'retry_backoff_seconds',
+                            'Retry: backoff',
+                            'number',
+                            (
                                 'retry.backoff_seconds: wait before the second attempt, multiplied by '
                                 'retry.backoff_factor for each further one (0-86400 s).'
                             ),
-                            'section': '',
-                            'unit': 's',
-                            'value': None,
-                            'min': 0,
-                            'max': 86400,
-                        },
+                            unit='s',
+                            min=0,
+                            max=86400,
+                        ),
                     ],
                     'sync': True,
                     'initial': {
@@ -347,8 +323,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'saveDefault': {'variant': 'hidden', 'icon': 'save', 'text': 'Save Default'},
                 },
             ),
-            panel(
-                'stat',
+            config_reload_stat(
                 2,
                 'Config reload',
                 (
@@ -356,22 +331,8 @@ def build(config: MonitoringConfig) -> JSON:
                     'in force).'
                 ),
                 grid(12, 0, 6, 4),
-                targets=[
-                    prom(
-                        'min(bulletproof_config_last_reload_successful{instance=~"$instance"})',
-                        legend='config',
-                        instant=True,
-                    ),
-                ],
-                field_config=field_config(
-                    'none',
-                    thresholds=steps(('red', None), ('green', 1)),
-                    mappings=[value_map(('0', 'red', 'reload failed'), ('1', 'green', 'ok'))],
-                ),
-                options=options('stat', colorMode='background'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 3,
                 'Config in force since',
                 (
@@ -379,7 +340,7 @@ def build(config: MonitoringConfig) -> JSON:
                     ' this dashboard).'
                 ),
                 grid(18, 0, 6, 4),
-                targets=[
+                [
                     prom(
                         (
                             'time() - max(bulletproof_config_last_reload_success_timestamp_seconds{instance=~'
@@ -389,11 +350,9 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config('s', decimals=0),
-                options=options('stat'),
+                field_config('s', decimals=0),
             ),
-            panel(
-                'table',
+            _config_table(
                 4,
                 'Rule tester',
                 (
@@ -403,7 +362,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'would be ignored (no_rule).'
                 ),
                 grid(0, 14, 12, 5),
-                targets=[
+                [
                     api_get(
                         '/api/v1/rules/match',
                         params={'path': '${file}'},
@@ -417,31 +376,13 @@ def build(config: MonitoringConfig) -> JSON:
                         ],
                     ),
                 ],
-                datasource=API,
-                field_config=field_config(
-                    'short',
-                    overrides=[
-                        by_name(
-                            'matched',
-                            {
-                                'mappings': [
-                                    value_map(('true', 'green', 'yes'), ('false', 'red', 'no (ignored)')),
-                                ],
-                                'custom.cellOptions': {'type': 'color-text'},
-                            },
-                        ),
-                    ],
-                    custom={
-                        'align': 'auto',
-                        'cellOptions': {'type': 'auto'},
-                        'inspect': False,
-                        'filterable': True,
-                    },
-                ),
-                options=options('table', sortBy=[]),
+                overrides=[
+                    state_colors(
+                        'matched', value_map(('true', 'green', 'yes'), ('false', 'red', 'no (ignored)')),
+                    ),
+                ],
             ),
-            panel(
-                'table',
+            _config_table(
                 5,
                 'Profiles',
                 (
@@ -449,7 +390,7 @@ def build(config: MonitoringConfig) -> JSON:
                     ' extension and the rules that use it (GET /api/v1/profiles).'
                 ),
                 grid(0, 19, 24, 8),
-                targets=[
+                [
                     api_get(
                         '/api/v1/profiles',
                         root='profiles.@keys',
@@ -472,21 +413,9 @@ def build(config: MonitoringConfig) -> JSON:
                         ],
                     ),
                 ],
-                datasource=API,
-                field_config=field_config(
-                    'short',
-                    custom={
-                        'align': 'auto',
-                        'cellOptions': {'type': 'auto'},
-                        'inspect': False,
-                        'filterable': True,
-                    },
-                ),
-                options=options('table', sortBy=[]),
                 transformations=[{'id': 'concatenate', 'options': {'frameNameMode': 'drop'}}],
             ),
-            panel(
-                'table',
+            _config_table(
                 6,
                 'Rules',
                 (
@@ -494,7 +423,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'which profile they give (GET /api/v1/config).'
                 ),
                 grid(0, 27, 12, 7),
-                targets=[
+                [
                     api_get(
                         '/api/v1/config',
                         root='config.rules',
@@ -508,20 +437,8 @@ def build(config: MonitoringConfig) -> JSON:
                         ],
                     ),
                 ],
-                datasource=API,
-                field_config=field_config(
-                    'short',
-                    custom={
-                        'align': 'auto',
-                        'cellOptions': {'type': 'auto'},
-                        'inspect': False,
-                        'filterable': True,
-                    },
-                ),
-                options=options('table', sortBy=[]),
             ),
-            panel(
-                'table',
+            _config_table(
                 7,
                 'Watch folders',
                 (
@@ -529,7 +446,7 @@ def build(config: MonitoringConfig) -> JSON:
                     "Overview's Watch folders panel says whether each is up."
                 ),
                 grid(12, 27, 12, 7),
-                targets=[
+                [
                     api_get(
                         '/api/v1/config',
                         root='config.monitor_folder',
@@ -541,18 +458,7 @@ def build(config: MonitoringConfig) -> JSON:
                         ],
                     ),
                 ],
-                datasource=API,
-                field_config=field_config(
-                    'short',
-                    overrides=[by_name('poll interval', {'unit': 's'})],
-                    custom={
-                        'align': 'auto',
-                        'cellOptions': {'type': 'auto'},
-                        'inspect': False,
-                        'filterable': True,
-                    },
-                ),
-                options=options('table', sortBy=[]),
+                overrides=[by_name('poll interval', {'unit': 's'})],
             ),
         ],
     )

@@ -17,14 +17,33 @@ from exporter.monitoring.dashboards.builder import (
     panel,
     prom,
     row,
+    stat_panel,
     steps,
+    table_field_config,
+    table_options,
+    timeseries_panel,
     value_map,
+)
+from exporter.monitoring.dashboards.panels import (
+    FAILED_JOBS_LINK,
+    config_reload_stat,
+    job_actions,
+    per_hour,
+    progress_gauge,
+    state_colors,
+    status_field_config,
 )
 
 DESCRIPTION = (
     'Bulletproof at a glance: totals, live counts, queue controls, worker progress, throughput, failures and '
     'firing alerts. docs/dashboards.md describes every panel and button.'
 )
+
+
+def _per_busy_slot(series: str) -> str:
+    """PromQL: ``series`` of the busy worker slots, labelled slot="<instance>/<worker>"."""
+    return (f'max by (slot) (label_join({series} and on (instance, worker) '
+            'bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", "/", "instance", "worker"))')
 
 
 def build(config: MonitoringConfig) -> JSON:
@@ -38,8 +57,7 @@ def build(config: MonitoringConfig) -> JSON:
         annotations=[QUEUE_PAUSED_ANNOTATION],
         panels=[
             row(1, 'Totals', 0),
-            panel(
-                'stat',
+            stat_panel(
                 2,
                 'Total jobs',
                 (
@@ -47,34 +65,24 @@ def build(config: MonitoringConfig) -> JSON:
                     'jobs are deleted from the history.'
                 ),
                 grid(0, 1, 4, 4),
-                targets=[
-                    prom(
-                        'sum(bulletproof_jobs{instance=~"$instance"})',
-                        legend='total',
-                        instant=True,
-                    ),
-                ],
-                field_config=field_config('short', decimals=0),
-                options=options('stat'),
+                [prom('sum(bulletproof_jobs{instance=~"$instance"})', legend='total', instant=True)],
+                field_config('short', decimals=0),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 3,
                 'Successful',
                 "Jobs in the history whose last attempt completed.",
                 grid(4, 1, 4, 4),
-                targets=[
+                [
                     prom(
                         'sum(bulletproof_jobs{instance=~"$instance", state="completed"})',
                         legend='completed',
                         instant=True,
                     ),
                 ],
-                field_config=field_config('short', decimals=0),
-                options=options('stat'),
+                field_config('short', decimals=0),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 4,
                 'Failed',
                 (
@@ -82,28 +90,21 @@ def build(config: MonitoringConfig) -> JSON:
                     "the failed jobs; 'Retry all failed' on the Queue panel queues them again."
                 ),
                 grid(8, 1, 4, 4),
-                targets=[
+                [
                     prom(
                         'sum(bulletproof_jobs{instance=~"$instance", state="failed"})',
                         legend='failed',
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
+                field_config(
                     'short',
                     thresholds=steps(('green', None), ('red', 1)),
                     decimals=0,
-                    links=[
-                        {
-                            'title': 'Failed jobs',
-                            'url': '/d/bulletproof-jobs?var-state=failed&${__url_time_range}',
-                        },
-                    ],
+                    links=[FAILED_JOBS_LINK],
                 ),
-                options=options('stat'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 5,
                 'Average time',
                 (
@@ -111,7 +112,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'bulletproof_job_duration_seconds histogram; pauses excluded).'
                 ),
                 grid(12, 1, 4, 4),
-                targets=[
+                [
                     prom(
                         (
                             'sum(rate(bulletproof_job_duration_seconds_sum{instance=~"$instance"}[$__range]))'
@@ -122,16 +123,14 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
+                field_config(
                     's',
                     thresholds=steps(('green', None), ('orange', 3600), ('red', 14400)),
                     decimals=1,
                     noValue='no job completed',
                 ),
-                options=options('stat'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 6,
                 'Success ratio',
                 (
@@ -139,7 +138,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'failed and was retried counts as a failure here.'
                 ),
                 grid(16, 1, 4, 4),
-                targets=[
+                [
                     prom(
                         (
                             'sum(increase(bulletproof_jobs_completed_total{instance=~"$instance"}[$__range]))'
@@ -151,7 +150,7 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
+                field_config(
                     'percentunit',
                     thresholds=steps(('red', None), ('orange', 0.9), ('green', 0.98)),
                     decimals=1,
@@ -159,28 +158,23 @@ def build(config: MonitoringConfig) -> JSON:
                     min=0,
                     max=1,
                 ),
-                options=options('stat'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 7,
                 'Uptime',
                 'Time since the monitor process started (the shortest when several are selected).',
                 grid(20, 1, 4, 4),
-                targets=[
+                [
                     prom(
                         'min(time() - process_start_time_seconds{job="bulletproof", instance=~"$instance"})',
                         legend='uptime',
                         instant=True,
                     ),
                 ],
-                field_config=field_config('s'
-, thresholds=steps(('orange', None), ('green', 600)), decimals=0),
-                options=options('stat'),
+                field_config('s', thresholds=steps(('orange', None), ('green', 600)), decimals=0),
             ),
             row(8, 'Now', 5),
-            panel(
-                'stat',
+            stat_panel(
                 9,
                 'Jobs by state',
                 (
@@ -188,14 +182,14 @@ def build(config: MonitoringConfig) -> JSON:
                     'skipped.'
                 ),
                 grid(0, 6, 8, 5),
-                targets=[
+                [
                     prom(
                         'sum by (state) (bulletproof_jobs{instance=~"$instance"})',
                         legend='{{state}}',
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
+                field_config(
                     'short',
                     overrides=[
                         by_name('failed', {'thresholds': steps(('green', None), ('red', 1))}),
@@ -203,7 +197,7 @@ def build(config: MonitoringConfig) -> JSON:
                     ],
                     decimals=0,
                 ),
-                options=options('stat', textMode='value_and_name'),
+                textMode='value_and_name',
             ),
             # A state timeline, not a stat: Grafana 12 shows actions only on some panel types
             # (a stat's would be invisible). Clicking the bar pins its tooltip with the buttons.
@@ -246,8 +240,7 @@ def build(config: MonitoringConfig) -> JSON:
                 ),
                 options=options('state-timeline'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 11,
                 'Paused for',
                 (
@@ -255,7 +248,7 @@ def build(config: MonitoringConfig) -> JSON:
                     ' alert fires after a long pause.'
                 ),
                 grid(12, 6, 4, 5),
-                targets=[
+                [
                     prom(
                         (
                             'time() - '
@@ -265,26 +258,20 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
+                field_config(
                     's',
                     thresholds=steps(('green', None), ('orange', 1800), ('red', 14400)),
                     decimals=0,
                     noValue='not paused',
                 ),
-                options=options('stat'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 12,
                 'Workers busy',
                 'Worker slots holding a job (running or paused) and configured slots (max_workers).',
                 grid(16, 6, 4, 5),
-                targets=[
-                    prom(
-                        'sum(bulletproof_workers_busy{instance=~"$instance"})',
-                        legend='busy',
-                        instant=True,
-                    ),
+                [
+                    prom('sum(bulletproof_workers_busy{instance=~"$instance"})', legend='busy', instant=True),
                     prom(
                         'sum(bulletproof_workers_max{instance=~"$instance"})',
                         'B',
@@ -292,11 +279,10 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config('short', decimals=0),
-                options=options('stat', textMode='value_and_name'),
+                field_config('short', decimals=0),
+                textMode='value_and_name',
             ),
-            panel(
-                'stat',
+            stat_panel(
                 13,
                 'Oldest queued job waiting',
                 (
@@ -304,7 +290,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'Grows while the queue is paused or the workers are all busy.'
                 ),
                 grid(20, 6, 4, 5),
-                targets=[
+                [
                     prom(
                         (
                             'time() - '
@@ -314,13 +300,12 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
+                field_config(
                     's',
                     thresholds=steps(('green', None), ('orange', 1800), ('red', 7200)),
                     decimals=0,
                     noValue='queue empty',
                 ),
-                options=options('stat'),
             ),
             row(14, 'Workers', 11),
             panel(
@@ -352,24 +337,7 @@ def build(config: MonitoringConfig) -> JSON:
                     min=0,
                     max=1,
                 ),
-                options={
-                    'orientation': 'horizontal',
-                    'displayMode': 'gradient',
-                    'valueMode': 'color',
-                    'namePlacement': 'top',
-                    'showUnfilled': True,
-                    'sizing': 'auto',
-                    'minVizHeight': 16,
-                    'minVizWidth': 8,
-                    'maxVizHeight': 300,
-                    'reduceOptions': {'calcs': ['lastNotNull'], 'fields': '', 'values': False},
-                    'legend': {
-                        'showLegend': False,
-                        'displayMode': 'list',
-                        'placement': 'bottom',
-                        'calcs': [],
-                    },
-                },
+                options=options('bargauge', displayMode='gradient', namePlacement='top', minVizHeight=16),
             ),
             panel(
                 'table',
@@ -394,106 +362,30 @@ def build(config: MonitoringConfig) -> JSON:
                         instant=True,
                         format_='table',
                     ),
-                    prom(
-                        (
-                            'max by (slot) (label_join(bulletproof_worker_speed_ratio{instance=~"$instance"} '
-                            'and on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
-                            '"slot", "/", "instance", "worker"))'
-                        ),
-                        'B',
-                        instant=True,
-                        format_='table',
-                    ),
-                    prom(
-                        (
-                            'max by (slot) (label_join(bulletproof_worker_eta_seconds{instance=~"$instance"} '
-                            'and on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
-                            '"slot", "/", "instance", "worker"))'
-                        ),
-                        'C',
-                        instant=True,
-                        format_='table',
-                    ),
-                    prom(
-                        (
-                            'max by (slot) (label_join(time() - '
-                            'bulletproof_worker_job_started_timestamp_seconds{instance=~"$instance"} and on '
-                            '(instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", '
-                            '"/", "instance", "worker"))'
-                        ),
-                        'D',
-                        instant=True,
-                        format_='table',
-                    ),
-                    prom(
-                        (
-                            'max by (slot) (label_join(bulletproof_worker_paused{instance=~"$instance"} and '
-                            'on (instance, worker) bulletproof_worker_busy{instance=~"$instance"} == 1, '
-                            '"slot", "/", "instance", "worker"))'
-                        ),
-                        'E',
-                        instant=True,
-                        format_='table',
-                    ),
+                    prom(_per_busy_slot('bulletproof_worker_speed_ratio{instance=~"$instance"}'), 'B',
+                         instant=True, format_='table'),
+                    prom(_per_busy_slot('bulletproof_worker_eta_seconds{instance=~"$instance"}'), 'C',
+                         instant=True, format_='table'),
+                    prom(_per_busy_slot('time() - bulletproof_worker_job_started_timestamp_seconds'
+                                        '{instance=~"$instance"}'), 'D',
+                         instant=True, format_='table'),
+                    prom(_per_busy_slot('bulletproof_worker_paused{instance=~"$instance"}'), 'E',
+                         instant=True, format_='table'),
                 ],
-                field_config=field_config(
-                    'short',
+                field_config=table_field_config(
                     overrides=[
-                        by_name(
-                            'progress',
-                            {
-                                'unit': 'percentunit',
-                                'min': 0,
-                                'max': 1,
-                                'decimals': 0,
-                                'custom.cellOptions'
-: {'type': 'gauge', 'mode': 'basic', 'valueDisplayMode': 'text'},
-                            },
-                        ),
+                        progress_gauge(),
                         by_name('speed', {'unit': 'suffix:×', 'decimals': 2}),
                         by_name('ETA', {'unit': 's', 'decimals': 0}),
                         by_name('running for', {'unit': 's', 'decimals': 0}),
-                        by_name(
-                            'paused',
-                            {
-                                'mappings': [value_map(('0', 'green', 'running'), ('1', 'orange', 'paused'))],
-                                'custom.cellOptions': {'type': 'color-text'},
-                            },
+                        state_colors(
+                            'paused', value_map(('0', 'green', 'running'), ('1', 'orange', 'paused')),
                         ),
                     ],
                     noValue='all workers idle',
-                    actions=[
-                        fetch(
-                            'Cancel job',
-                            '/api/v1/jobs/${__data.fields.job_id}/cancel',
-                            confirmation=(
-                                'Cancel job ${__data.fields.job_id} (${__data.fields.file})? A running '
-                                'transcode is stopped and its partial output is deleted; a queued job will '
-                                'not run.'
-                            ),
-                        ),
-                        fetch(
-                            'Pause job',
-                            '/api/v1/jobs/${__data.fields.job_id}/pause',
-                            confirmation=(
-                                'Pause job ${__data.fields.job_id} (${__data.fields.file})? ffmpeg is '
-                                'suspended and keeps its worker slot.'
-                            ),
-                        ),
-                        fetch(
-                            'Resume job',
-                            '/api/v1/jobs/${__data.fields.job_id}/resume',
-                            confirmation='Resume job ${__data.fields.job_id} (${__data.fields.file})?',
-                        ),
-                    ],
-                    custom={
-                        'align': 'auto',
-                        'cellOptions': {'type': 'auto'},
-                        'inspect': False,
-                        'filterable': True,
-                    },
+                    actions=job_actions('cancel', 'pause', 'resume', id_field='job_id'),
                 ),
-                options=options('table', sortBy=[]),
+                options=table_options(),
                 transformations=[
                     {'id': 'joinByField', 'options': {'byField': 'slot', 'mode': 'outer'}},
                     {
@@ -530,8 +422,7 @@ def build(config: MonitoringConfig) -> JSON:
                 ],
             ),
             row(17, 'Throughput and failures', 19),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 18,
                 'Throughput',
                 (
@@ -539,60 +430,18 @@ def build(config: MonitoringConfig) -> JSON:
                     'per hour in the watch folders.'
                 ),
                 grid(0, 20, 12, 8),
-                targets=[
+                [
                     prom(
-                        (
-                            'sum by (profile) (rate(bulletproof_jobs_completed_total{instance=~"$instance"}[$'
-                            '__rate_interval])) * 3600'
-                        ),
+                        per_hour('bulletproof_jobs_completed_total', by='profile'),
                         legend='{{profile}} completed',
                     ),
-                    prom(
-                        (
-                            'sum(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])'
-                            ') * 3600'
-                        ),
-                        'B',
-                        legend='failed attempts',
-                    ),
-                    prom(
-                        (
-                            'sum(rate(bulletproof_files_detected_total{instance=~"$instance"}[$__rate_interva'
-                            'l])) * 3600'
-                        ),
-                        'C',
-                        legend='files detected',
-                    ),
+                    prom(per_hour('bulletproof_jobs_failed_total'), 'B', legend='failed attempts'),
+                    prom(per_hour('bulletproof_files_detected_total'), 'C', legend='files detected'),
                 ],
-                field_config=field_config(
-                    'suffix:/h',
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                'suffix:/h',
+                decimals=1,
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 19,
                 'Failures by reason',
                 (
@@ -600,43 +449,11 @@ def build(config: MonitoringConfig) -> JSON:
                     ' stalled, output_error, interrupted). Retried attempts count too.'
                 ),
                 grid(12, 20, 12, 8),
-                targets=[
-                    prom(
-                        (
-                            'sum by (reason) '
-                            '(rate(bulletproof_jobs_failed_total{instance=~"$instance"}[$__rate_interval])) *'
-                            ' 3600'
-                        ),
-                        legend='{{reason}}',
-                    ),
-                ],
-                field_config=field_config(
-                    'suffix:/h',
-                    thresholds=steps(('green', None), ('red', 1)),
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'bars',
-                        'lineWidth': 1,
-                        'fillOpacity': 80,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'normal', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                [prom(per_hour('bulletproof_jobs_failed_total', by='reason'), legend='{{reason}}')],
+                'suffix:/h',
+                decimals=1,
+                stacked_bars=True,
+                thresholds=steps(('green', None), ('red', 1)),
             ),
             panel(
                 'bargauge',
@@ -658,78 +475,27 @@ def build(config: MonitoringConfig) -> JSON:
                     'short',
                     thresholds=steps(('green', None), ('orange', 1), ('red', 5)),
                     decimals=0,
-                    links=[
-                        {
-                            'title': 'Failed jobs',
-                            'url': '/d/bulletproof-jobs?var-state=failed&${__url_time_range}',
-                        },
-                    ],
+                    links=[FAILED_JOBS_LINK],
                 ),
-                options={
-                    'orientation': 'horizontal',
-                    'displayMode': 'basic',
-                    'valueMode': 'color',
-                    'namePlacement': 'left',
-                    'showUnfilled': True,
-                    'sizing': 'auto',
-                    'minVizHeight': 10,
-                    'minVizWidth': 8,
-                    'maxVizHeight': 300,
-                    'reduceOptions': {'calcs': ['lastNotNull'], 'fields': '', 'values': False},
-                    'legend': {
-                        'showLegend': False,
-                        'displayMode': 'list',
-                        'placement': 'bottom',
-                        'calcs': [],
-                    },
-                },
+                options=options('bargauge'),
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 21,
                 'Backlog',
                 'Jobs waiting (queued) and in flight (processing or paused) over time.',
                 grid(8, 28, 8, 7),
-                targets=[
-                    prom(
-                        'sum(bulletproof_jobs{instance=~"$instance", state="queued"})',
-                        legend='queued',
-                    ),
+                [
+                    prom('sum(bulletproof_jobs{instance=~"$instance", state="queued"})', legend='queued'),
                     prom(
                         'sum(bulletproof_jobs{instance=~"$instance", state=~"processing|paused"})',
                         'B',
                         legend='in flight',
                     ),
                 ],
-                field_config=field_config(
-                    'short',
-                    color={'mode': 'palette-classic'},
-                    decimals=0,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                'short',
+                decimals=0,
             ),
-            panel(
-                'timeseries',
+            timeseries_panel(
                 22,
                 'Files ignored by reason',
                 (
@@ -738,42 +504,9 @@ def build(config: MonitoringConfig) -> JSON:
                     'watch folder).'
                 ),
                 grid(16, 28, 8, 7),
-                targets=[
-                    prom(
-                        (
-                            'sum by (reason) '
-                            '(rate(bulletproof_files_ignored_total{instance=~"$instance"}[$__rate_interval]))'
-                            ' * 3600'
-                        ),
-                        legend='{{reason}}',
-                    ),
-                ],
-                field_config=field_config(
-                    'suffix:/h',
-                    color={'mode': 'palette-classic'},
-                    decimals=1,
-                    custom={
-                        'drawStyle': 'line',
-                        'lineWidth': 1,
-                        'fillOpacity': 10,
-                        'gradientMode': 'none',
-                        'showPoints': 'never',
-                        'pointSize': 4,
-                        'spanNulls': False,
-                        'axisPlacement': 'auto',
-                        'axisLabel': '',
-                        'axisSoftMin': 0,
-                        'stacking': {'mode': 'none', 'group': 'A'},
-                        'thresholdsStyle': {'mode': 'off'},
-                        'lineInterpolation': 'linear',
-                        'barAlignment': 0,
-                        'hideFrom': {'legend': False, 'tooltip': False, 'viz': False},
-                    },
-                ),
-                options={
-                    'legend': {'displayMode': 'list', 'placement': 'bottom', 'showLegend': True, 'calcs': []},
-                    'tooltip': {'mode': 'multi', 'sort': 'desc'},
-                },
+                [prom(per_hour('bulletproof_files_ignored_total', by='reason'), legend='{{reason}}')],
+                'suffix:/h',
+                decimals=1,
             ),
             row(23, 'Alerts and health', 35),
             panel(
@@ -793,8 +526,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'labels': 'alertname=~Bulletproof.+',
                 },
             ),
-            panel(
-                'stat',
+            stat_panel(
                 25,
                 'Watch folders',
                 (
@@ -802,19 +534,16 @@ def build(config: MonitoringConfig) -> JSON:
                     'unreadable (BulletproofWatchFolderDown).'
                 ),
                 grid(12, 36, 6, 4),
-                targets=[
+                [
                     prom(
                         'bulletproof_watch_folder_up{instance=~"$instance"}',
                         legend='{{folder}}',
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
-                    'none',
-                    thresholds=steps(('red', None), ('green', 1)),
-                    mappings=[value_map(('0', 'red', 'down'), ('1', 'green', 'up'))],
-                ),
-                options=options('stat', textMode='value_and_name', colorMode='background'),
+                status_field_config('down', 'up'),
+                textMode='value_and_name',
+                colorMode='background',
             ),
             panel(
                 'gauge',
@@ -852,8 +581,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'minVizWidth': 75,
                 },
             ),
-            panel(
-                'stat',
+            config_reload_stat(
                 27,
                 'Config',
                 (
@@ -861,38 +589,24 @@ def build(config: MonitoringConfig) -> JSON:
                     'in force; BulletproofConfigReloadFailed).'
                 ),
                 grid(0, 44, 6, 4),
-                targets=[
-                    prom(
-                        'min(bulletproof_config_last_reload_successful{instance=~"$instance"})',
-                        legend='config',
-                        instant=True,
-                    ),
-                ],
-                field_config=field_config(
-                    'none',
-                    thresholds=steps(('red', None), ('green', 1)),
-                    mappings=[value_map(('0', 'red', 'reload failed'), ('1', 'green', 'ok'))],
-                ),
-                options=options('stat', colorMode='background'),
             ),
-            panel(
-                'stat',
+            stat_panel(
                 28,
                 'Version',
                 "The monitor's version and the ffmpeg it runs, per instance.",
                 grid(6, 44, 6, 4),
-                targets=[
+                [
                     prom(
                         'bulletproof_build_info{instance=~"$instance"}',
                         legend='{{version}} · ffmpeg {{ffmpeg_version}}',
                         instant=True,
                     ),
                 ],
-                field_config=field_config('none'),
-                options=options('stat', textMode='name', colorMode='none'),
+                field_config('none'),
+                textMode='name',
+                colorMode='none',
             ),
-            panel(
-                'stat',
+            stat_panel(
                 29,
                 'Health by component',
                 (
@@ -902,19 +616,16 @@ def build(config: MonitoringConfig) -> JSON:
                     'docs/runbook.md says what to do for each.'
                 ),
                 grid(12, 40, 12, 4),
-                targets=[
+                [
                     prom(
                         'min by (component) (bulletproof_component_healthy{instance=~"$instance"})',
                         legend='{{component}}',
                         instant=True,
                     ),
                 ],
-                field_config=field_config(
-                    'none',
-                    thresholds=steps(('red', None), ('green', 1)),
-                    mappings=[value_map(('0', 'red', 'unhealthy'), ('1', 'green', 'healthy'))],
-                ),
-                options=options('stat', textMode='value_and_name', colorMode='background'),
+                status_field_config('unhealthy', 'healthy'),
+                textMode='value_and_name',
+                colorMode='background',
             ),
         ],
     )

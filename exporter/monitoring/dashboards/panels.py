@@ -163,3 +163,7 @@ def config_reload_stat(id_: int, title: str, description: str, pos: JSON) -> JSO
                       [prom('min(bulletproof_config_last_reload_successful{instance=~"$instance"})',
                             legend="config", instant=True)],
                       status_field_config("reload failed", "ok"), colorMode="background")
+
+
+# The link from a failure count to the Jobs dashboard showing the failed jobs.
+FAILED_JOBS_LINK = {"title": "Failed jobs", "url": "/d/bulletproof-jobs?var-state=failed&${__url_time_range}"}
