@@ -22,7 +22,14 @@ from exporter.monitoring.dashboards.builder import (
     steps,
     timeseries_panel,
 )
-from exporter.monitoring.dashboards.panels import job_table, per_hour, per_second, timestamps, units
+from exporter.monitoring.dashboards.panels import (
+    flag_from_one,
+    job_table,
+    per_hour,
+    per_second,
+    timestamps,
+    units,
+)
 
 DESCRIPTION = (
     'What Bulletproof did over time: jobs finished by outcome, duration distribution, queue wait, realtime '
@@ -365,7 +372,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'short',
                     overrides=[
                         by_name('average time', {'unit': 's', 'decimals': 1}),
-                        by_name('failed', {'thresholds': steps(('green', None), ('red', 1))}),
+                        flag_from_one('failed', 'red'),
                     ],
                     decimals=0,
                 ),

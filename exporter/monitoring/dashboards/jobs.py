@@ -13,13 +13,13 @@ from exporter.monitoring.dashboards.builder import (
     grid,
     prom,
     stat_panel,
-    steps,
     textbox_variable,
 )
 from exporter.monitoring.dashboards.panels import (
     JOB_STATE_COLORS,
     job_actions,
     job_table,
+    jobs_by_state_stat,
     progress_gauge,
     state_colors,
     timestamps,
@@ -51,24 +51,11 @@ def build(config: MonitoringConfig) -> JSON:
         ],
         annotations=[],
         panels=[
-            stat_panel(
+            jobs_by_state_stat(
                 1,
-                'Jobs by state',
                 'Jobs in each state now, from Prometheus (all selected monitors).',
                 grid(0, 0, 16, 4),
-                [
-                    prom(
-                        'sum by (state) (bulletproof_jobs{instance=~"$instance"})',
-                        legend='{{state}}',
-                        instant=True,
-                    ),
-                ],
-                field_config(
-                    'short',
-                    overrides=[by_name('failed', {'thresholds': steps(('green', None), ('red', 1))})],
-                    decimals=0,
-                ),
-                textMode='value_and_name',
+                flagged={'failed': 'red'},
             ),
             stat_panel(
                 2,

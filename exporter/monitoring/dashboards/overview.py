@@ -28,6 +28,7 @@ from exporter.monitoring.dashboards.panels import (
     FAILED_JOBS_LINK,
     config_reload_stat,
     job_actions,
+    jobs_by_state_stat,
     per_hour,
     progress_gauge,
     state_colors,
@@ -174,30 +175,14 @@ def build(config: MonitoringConfig) -> JSON:
                 field_config('s', thresholds=steps(('orange', None), ('green', 600)), decimals=0),
             ),
             row(8, 'Now', 5),
-            stat_panel(
+            jobs_by_state_stat(
                 9,
-                'Jobs by state',
                 (
                     'Jobs in each state now: queued, processing, paused, completed, failed, cancelled, '
                     'skipped.'
                 ),
                 grid(0, 6, 8, 5),
-                [
-                    prom(
-                        'sum by (state) (bulletproof_jobs{instance=~"$instance"})',
-                        legend='{{state}}',
-                        instant=True,
-                    ),
-                ],
-                field_config(
-                    'short',
-                    overrides=[
-                        by_name('failed', {'thresholds': steps(('green', None), ('red', 1))}),
-                        by_name('paused', {'thresholds': steps(('green', None), ('orange', 1))}),
-                    ],
-                    decimals=0,
-                ),
-                textMode='value_and_name',
+                flagged={'failed': 'red', 'paused': 'orange'},
             ),
             # A state timeline, not a stat: Grafana 12 shows actions only on some panel types
             # (a stat's would be invisible). Clicking the bar pins its tooltip with the buttons.

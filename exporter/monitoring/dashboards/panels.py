@@ -150,6 +150,24 @@ def job_actions(*verbs: str, id_field: str = "id") -> list[JSON]:
 
 # ------------------------------------------------------------------------------- status stats
 
+# The link from a failure count to the Jobs dashboard showing the failed jobs.
+FAILED_JOBS_LINK = {"title": "Failed jobs", "url": "/d/bulletproof-jobs?var-state=failed&${__url_time_range}"}
+
+
+def flag_from_one(name: str, color: str) -> JSON:
+    """A field override for a count that should stay 0: green at 0, ``color`` from 1 up."""
+    return by_name(name, {"thresholds": steps(("green", None), (color, 1))})
+
+
+def jobs_by_state_stat(id_: int, description: str, pos: JSON, *, flagged: dict[str, str]) -> JSON:
+    """A stat of the jobs in each state now, each ``flagged`` state in its colour from one job up."""
+    return stat_panel(id_, "Jobs by state", description, pos,
+                      [prom('sum by (state) (bulletproof_jobs{instance=~"$instance"})', legend="{{state}}",
+                            instant=True)],
+                      field_config("short", overrides=[flag_from_one(state, color)
+                                                       for state, color in flagged.items()], decimals=0),
+                      textMode="value_and_name")
+
 
 def status_field_config(down: str, up: str) -> JSON:
     """fieldConfig of a 0/1 status: 0 red with the text ``down``, 1 green with the text ``up``."""
@@ -163,7 +181,3 @@ def config_reload_stat(id_: int, title: str, description: str, pos: JSON) -> JSO
                       [prom('min(bulletproof_config_last_reload_successful{instance=~"$instance"})',
                             legend="config", instant=True)],
                       status_field_config("reload failed", "ok"), colorMode="background")
-
-
-# The link from a failure count to the Jobs dashboard showing the failed jobs.
-FAILED_JOBS_LINK = {"title": "Failed jobs", "url": "/d/bulletproof-jobs?var-state=failed&${__url_time_range}"}
