@@ -25,8 +25,8 @@ from exporter.monitoring.dashboards.builder import (
     value_map,
 )
 from exporter.monitoring.dashboards.panels import (
-    FAILED_JOBS_LINK,
     config_reload_stat,
+    failed_jobs_link,
     job_actions,
     jobs_by_state_stat,
     per_hour,
@@ -102,7 +102,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'short',
                     thresholds=steps(('green', None), ('red', 1)),
                     decimals=0,
-                    links=[FAILED_JOBS_LINK],
+                    links=[failed_jobs_link()],
                 ),
             ),
             stat_panel(
@@ -460,7 +460,7 @@ def build(config: MonitoringConfig) -> JSON:
                     'short',
                     thresholds=steps(('green', None), ('orange', 1), ('red', 5)),
                     decimals=0,
-                    links=[FAILED_JOBS_LINK],
+                    links=[failed_jobs_link()],
                 ),
                 options=options('bargauge'),
             ),

@@ -78,7 +78,7 @@ JOB_STATE_COLORS = value_map(
 
 def job_columns(*names: str) -> list[JSON]:
     """The Infinity columns of a job table, by the names the table shows (keys of JOB_COLUMNS)."""
-    return [JOB_COLUMNS[name] for name in names]
+    return [dict(JOB_COLUMNS[name]) for name in names]
 
 
 def units(unit: str, *names: str, decimals: int | None = None) -> list[JSON]:
@@ -150,8 +150,9 @@ def job_actions(*verbs: str, id_field: str = "id") -> list[JSON]:
 
 # ------------------------------------------------------------------------------- status stats
 
-# The link from a failure count to the Jobs dashboard showing the failed jobs.
-FAILED_JOBS_LINK = {"title": "Failed jobs", "url": "/d/bulletproof-jobs?var-state=failed&${__url_time_range}"}
+def failed_jobs_link() -> JSON:
+    """A data link from a failure count to the Jobs dashboard showing the failed jobs (same time range)."""
+    return {"title": "Failed jobs", "url": "/d/bulletproof-jobs?var-state=failed&${__url_time_range}"}
 
 
 def flag_from_one(name: str, color: str) -> JSON:
