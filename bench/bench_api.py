@@ -184,7 +184,7 @@ async def bench(args: argparse.Namespace) -> None:
 
         monitor = Monitor(config, config_path=config_path, binaries=binaries)
         await monitor.start()
-        plugin = ExporterPlugin(monitor)
+        plugin = ExporterPlugin(monitor.context())
         await plugin.start()
         try:
             for i in range(args.workers * 3):
