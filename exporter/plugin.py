@@ -14,7 +14,7 @@ from aiohttp import web
 from exporter.api.app import SECURITY, create_app
 from exporter.security.middleware import resolve_token
 from exporter.security.origins import resolve_public_url
-from exporter.settings import SECTION, ApiSettings, api_settings
+from exporter.settings import SECTION, api_settings
 
 if TYPE_CHECKING:
     from bulletproof.plugins import PluginContext
@@ -31,9 +31,9 @@ class ExporterPlugin:
     """The observability plugin: one aiohttp server on `api.listen`."""
 
     name = "exporter"
-    #: The config section this plugin owns; the core validates it with `settings_model`.
+    #: The config section this plugin owns (its model is registered in the
+    #: `bulletproof.config_sections` entry-point group: `exporter.settings:ApiSettings`).
     config_section = SECTION
-    settings_model = ApiSettings
 
     def __init__(self, context: PluginContext) -> None:
         self.context = context
