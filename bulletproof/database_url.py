@@ -1,0 +1,42 @@
+"""Database locations: telling a PostgreSQL URL from a SQLite path, and keeping passwords out of text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+POSTGRES_SCHEMES: tuple[str, ...] = ("postgresql://", "postgres://")
+
+# The `password=` keyword of a libpq connection string or URL query, in any message.
+_PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+
+
+def is_postgres_url(value: Path | str) -> bool:
+    """True when `value` names a PostgreSQL server (a `postgresql://` URL), not a file."""
+    return isinstance(value, str) and value.lower().startswith(POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***` (safe to log and to show)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    return _PASSWORD_PARAM.sub(r"\1***", urlunsplit(parts._replace(netloc=netloc)))
+
+
+def url_password(url: str) -> str | None:
+    """The password a URL carries, if any (to scrub it from driver messages)."""
+    return urlsplit(url).password
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with the URL's password (and any `password=` value) removed."""
+    password = url_password(url)
+    if password:
+        text = text.replace(password, "***")
+    return _PASSWORD_PARAM.sub(r"\1***", text)
