@@ -17,6 +17,19 @@ def is_postgres_url(value: Path | str) -> bool:
     return isinstance(value, str) and value.lower().startswith(POSTGRES_SCHEMES)
 
 
+def check_postgres_url(url: str) -> str:
+    """The URL when it names a database on a server; ValueError (without the password) if not."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as exc:
+        raise ValueError(f"not a valid PostgreSQL URL ({redact_url(url)}): {exc}") from None
+    if not parts.path.strip("/"):
+        raise ValueError(f"the PostgreSQL URL {redact_url(url)} names no database "
+                         "(postgresql://user@host:5432/DATABASE)")
+    return url
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by `***` (safe to log and to show)."""
     parts = urlsplit(url)
@@ -40,3 +53,10 @@ def scrub(text: str, url: str) -> str:
     if password:
         text = text.replace(password, "***")
     return _PASSWORD_PARAM.sub(r"\1***", text)
+
+
+def store_identity(url: str) -> str:
+    """Which database a URL names, without user or password: `postgresql://host:port/db`."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"postgresql://{host}:{parts.port or 5432}/{parts.path.strip('/')}"

@@ -1,0 +1,73 @@
+"""A monitor on a PostgreSQL store: the `database` URL, the shared output folder, a real transcode."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bulletproof.config import load_config
+from bulletproof.database_url import redact_url, store_identity
+from bulletproof.errors import ConfigError, StoreLocked
+from bulletproof.models import JobState
+from bulletproof.owner import FolderLock
+from tests.conftest import until, write_config
+
+pytest.importorskip("psycopg", reason="psycopg is not installed (the postgres extra)")
+
+
+def test_a_postgresql_url_selects_the_shared_store(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, database="postgresql://bp:pw@db.example:5433/jobs"))
+    assert config.database == "postgresql://bp:pw@db.example:5433/jobs"
+    shown = config.model_dump(mode="json")["database"]
+    assert shown == "postgresql://bp:***@db.example:5433/jobs"  # the API and logs never see it
+    plain = load_config(write_config(tmp_path, database="state/jobs.db"))
+    assert plain.database == tmp_path / "state" / "jobs.db"
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql://bp:topsecret@db:notaport/jobs", "not a valid PostgreSQL URL"),
+    ("postgresql://bp:topsecret@db:5432/", "names no database"),
+])
+def test_a_bad_database_url_is_refused_without_its_password(tmp_path: Path, url: str,
+                                                             says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(write_config(tmp_path, database=url))
+    assert says in str(refused.value)
+    assert "topsecret" not in str(refused.value)
+
+
+def test_redaction_and_identity() -> None:
+    assert redact_url("postgresql://u:p%40ss@h/db?password=x&sslmode=require") == \
+        "postgresql://u:***@h/db?password=***&sslmode=require"
+    assert store_identity("postgresql://a:b@h:6000/db") == store_identity("postgresql://c@h:6000/db")
+    assert store_identity("postgresql://h/db") == "postgresql://h:5432/db"
+
+
+def test_monitors_share_an_output_folder_only_on_one_shared_store(tmp_path: Path) -> None:
+    store = "postgresql://db:5432/jobs"
+    first = FolderLock(tmp_path, shared_store=store)
+    second = FolderLock(tmp_path, shared_store=store)
+    assert first.held and second.held and first.alone and not second.alone
+    with pytest.raises(StoreLocked, match="another job store"):
+        FolderLock(tmp_path, shared_store="postgresql://db:5432/other")
+    with pytest.raises(StoreLocked, match="in use by another monitor"):
+        FolderLock(tmp_path)  # a SQLite monitor: never beside others
+    first.release()
+    second.release()
+    alone = FolderLock(tmp_path)
+    with pytest.raises(StoreLocked):
+        FolderLock(tmp_path, shared_store=store)
+    alone.release()
+
+
+async def test_a_monitor_transcodes_on_a_postgresql_store(tmp_path: Path, postgres_url: str,
+                                                          monitor_factory, clip_cache) -> None:
+    config = load_config(write_config(tmp_path, database=postgres_url))
+    monitor = await monitor_factory(config)
+    shutil.copy(clip_cache(), config.monitor_folder[0].path / "clip.mp4")
+    await until(lambda: monitor.view.counts()[JobState.COMPLETED] == 1, timeout=60)
+    job = monitor.view.list_jobs()[0][0]
+    assert job.state is JobState.COMPLETED and Path(job.output_path).exists()
+    assert not (tmp_path / "state").exists()  # no SQLite file, no lock file beside one
