@@ -24,10 +24,10 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Loader
 
-from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
 from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreError
-from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.models import JOB_FIELDS, FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
 from bulletproof.queries import SqliteJobQueries
@@ -788,10 +788,64 @@ class PostgresJobStore:
         """How many audit entries are kept."""
         return int(self._execute("SELECT COUNT(*) FROM audit")[0][0])
 
+    # -- copying a history in (bulletproof store migrate --from-sqlite) -------------------------
 
-AUDIT_COLUMNS: tuple[str, ...] = ("at", "action", "method", "route", "status", "result",
-                                  "address", "principal_kind", "principal", "role", "job_id",
-                                  "code")
+    def is_empty(self) -> bool:
+        """True when the store holds no job, done file version or audit entry."""
+        row = self._execute("SELECT EXISTS (SELECT 1 FROM jobs) OR EXISTS (SELECT 1 FROM done_files) "
+                            "OR EXISTS (SELECT 1 FROM audit)")
+        return not row[0][0]
+
+    def import_history(self, *, jobs: list[dict[str, Any]], done_files: list[tuple[str, int, int]],
+                       audit: list[dict[str, Any]], meta: dict[str, str],
+                       replace_existing: bool = False) -> None:
+        """Copy another store's history in, in one transaction, ids kept. A store that holds
+        anything is refused (StoreError) unless `replace_existing`, which empties it first."""
+        with self._tx() as db:
+            db.execute("LOCK TABLE jobs, done_files, audit, meta IN EXCLUSIVE MODE")
+            if not replace_existing and not self.is_empty():
+                raise StoreError(f"job store {self.path} already holds a history; copying into it "
+                                 "would mix two (--force replaces it)", path=self.path)
+            db.execute("TRUNCATE jobs, done_files, audit")
+            unfinished: set[tuple[str, int, int]] = set()
+            with db.cursor() as cur:
+                for job in sorted(jobs, key=lambda j: j["id"]):
+                    version = (job["source_path"], job["size"], job["mtime_ns"])
+                    # The first unfinished job of a version holds it; any later one (queued on
+                    # request beside it) is explicit, as force would have made it here.
+                    explicit = job["state"] in ("queued", "processing", "paused") and \
+                        version in unfinished
+                    if job["state"] in ("queued", "processing", "paused"):
+                        unfinished.add(version)
+                    cur.execute(
+                        f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, explicit) "
+                        f"VALUES ({', '.join('%s' for _ in JOB_COLUMNS)}, %s)",
+                        [*(job[c] for c in JOB_COLUMNS), explicit])
+                cur.executemany("INSERT INTO done_files (source_path, size, mtime_ns) "
+                                "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", done_files)
+                cur.executemany(
+                    f"INSERT INTO audit (id, {', '.join(AUDIT_COLUMNS)}) "
+                    f"VALUES (%s, {', '.join('%s' for _ in AUDIT_COLUMNS)})",
+                    [[a["id"], *(a[c] for c in AUDIT_COLUMNS)] for a in audit])
+                for key, value in meta.items():
+                    if key not in LOCAL_META_KEYS:
+                        cur.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT "
+                                    "(key) DO UPDATE SET value = EXCLUDED.value", (key, value))
+            # New rows continue after the copied ones.
+            db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
+                       "COALESCE((SELECT MAX(id) FROM jobs), 0) + 1, false)")
+            db.execute("SELECT setval(pg_get_serial_sequence('audit', 'id'), "
+                       "COALESCE((SELECT MAX(id) FROM audit), 0) + 1, false)")
+            db.execute("SELECT setval('jobs_seq_counter', "
+                       "CAST(GREATEST(CEIL(COALESCE((SELECT MAX(seq) FROM jobs), 0)), 0) AS BIGINT) + 1, false)")
+
+
+# The jobs table's columns a copied history carries: a Job's fields and the claim columns.
+JOB_COLUMNS: tuple[str, ...] = (*JOB_FIELDS, "seq", "claim_token", "claimed_by", "lease_until")
+# Settings that belong to one database, never copied from another.
+LOCAL_META_KEYS = frozenset({"schema_version", "health_probe"})
+
+
 
 
 def _change_payload(change: StoreChange) -> str:

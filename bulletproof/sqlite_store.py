@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreCorrupt, StoreError
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
@@ -116,8 +116,6 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
-_AUDIT_COLUMNS = ("at", "action", "method", "route", "status", "result", "address",
-                  "principal_kind", "principal", "role", "job_id", "code")
 _AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 
 _CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
@@ -783,12 +781,12 @@ class SqliteJobStore:
     def record_audit(self, entry: AuditEntry) -> int:
         """Keep one audit entry; returns its id. Past AUDIT_MAX_ROWS the oldest go; every
         _AUDIT_PRUNE_EVERY inserts, entries older than AUDIT_MAX_AGE_SECONDS go too."""
-        values = [getattr(entry, c) for c in _AUDIT_COLUMNS]
+        values = [getattr(entry, c) for c in AUDIT_COLUMNS]
         try:
             with self._tx() as db:
                 cursor = db.execute(
-                    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' for _ in _AUDIT_COLUMNS)})", values)
+                    f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in AUDIT_COLUMNS)})", values)
                 new_id = int(cursor.lastrowid or 0)
                 db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
                 if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
@@ -801,7 +799,7 @@ class SqliteJobStore:
     def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         """The newest audit entries first, at most `limit`, with ids below `before` if given."""
         rows = self._query(
-            f"SELECT id, {', '.join(_AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
             (before if before is not None else 2**63 - 1, limit))
         return [AuditEntry(**dict(row)) for row in rows]
 
