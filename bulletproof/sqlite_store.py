@@ -30,6 +30,7 @@ INTERNAL_COLUMNS: tuple[str, ...] = ("seq", "claim_token", "claimed_by", "lease_
 # 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
 # store that may hold states they do not know.
 SCHEMA_VERSION = 2
+_STEPS_BEFORE_NUMBERING = 2  # steps that re-run on every open (see SqliteJobStore._migrate)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -156,13 +157,7 @@ class SqliteJobStore:
             # roll back the last commits, which the rescan then finds again.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            self._check_version()
-            self._migrate_audit()
-            self._migrate_outputs()
-            self._migrate_claims()
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+            self._migrate()
             self._recount()
         except StoreError:
             self._release_owner()
@@ -177,6 +172,42 @@ class SqliteJobStore:
         self._reads = SqliteJobQueries(self._query)
         self._listeners: list[ChangeListener] = []
         self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+
+    def _migrate(self) -> None:
+        """Apply the numbered schema steps the file has not had, then record the version.
+
+        Step n takes the schema from version n-1 to n and runs once. Steps 1 and 2 predate the
+        numbering and grew indexes and columns without a version bump, so a file at version 2
+        may still lack some: they are idempotent and run on every open.
+        """
+        steps: tuple[Callable[[], None], ...] = (
+            lambda: self._db.executescript(_SCHEMA),  # 1: jobs, done files, meta, job counts
+            self._migrate_to_2,  # 2: the audit trail, trusted outputs, claims
+        )
+        assert len(steps) == SCHEMA_VERSION
+        current = self._stored_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"job store {self.path} has schema {current}, newer than this version supports "
+                f"({SCHEMA_VERSION})", path=self.path)
+        for number, step in enumerate(steps, start=1):
+            if number > current or number <= _STEPS_BEFORE_NUMBERING:
+                step()
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+
+    def _stored_version(self) -> int:
+        """The schema version the file records (0 for a new file)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+                            ).fetchone() is None:
+            return 0
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def _migrate_to_2(self) -> None:
+        self._migrate_audit()
+        self._migrate_outputs()
+        self._migrate_claims()
 
     def _migrate_audit(self) -> None:
         """Create the audit table and its index when missing (idempotent, additive)."""
@@ -193,15 +224,6 @@ class SqliteJobStore:
         found = [str(r[0]) for r in rows]
         if found != ["ok"]:
             raise StoreCorrupt(_corrupt_message(self.path, "; ".join(found)), path=self.path)
-
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"job store {self.path} has schema {row[0]}, newer than this version supports "
-                f"({SCHEMA_VERSION})",
-                path=self.path,
-            )
 
     def _migrate_outputs(self) -> None:
         """Columns for trusted outputs: the source's inode as read, the quality score."""
