@@ -35,7 +35,7 @@ from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreCh
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "bulletproof_changes"
+NOTIFY_CHANNEL = "bp_job_store"
 CONNECT_TIMEOUT_SECONDS = 5
 # The advisory lock every output-name reservation takes: two monitors never pick one name.
 _RESERVATION_LOCK = 0x6270_6F75  # "bpou"
