@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 POSTGRES_SCHEMES: tuple[str, ...] = ("postgresql://", "postgres://")
 
@@ -50,8 +50,8 @@ def url_password(url: str) -> str | None:
 def scrub(text: str, url: str) -> str:
     """`text` with the URL's password (and any `password=` value) removed."""
     password = url_password(url)
-    if password:
-        text = text.replace(password, "***")
+    if password:  # as written in the URL, and as the driver decoded it
+        text = text.replace(password, "***").replace(unquote(password), "***")
     return _PASSWORD_PARAM.sub(r"\1***", text)
 
 

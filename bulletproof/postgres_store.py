@@ -40,6 +40,7 @@ CONNECT_TIMEOUT_SECONDS = 5
 # The advisory lock every output-name reservation takes: two monitors never pick one name.
 _RESERVATION_LOCK = 0x6270_6F75  # "bpou"
 _AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
+_LISTEN_RETRY_SECONDS = 5.0  # between the listener's reconnects while the server is away
 _UNFINISHED = "('queued', 'processing', 'paused')"
 
 
@@ -249,7 +250,7 @@ class PostgresJobStore:
             except psycopg.Error as exc:
                 log.warning("the store's change listener lost its connection; retrying",
                             extra={"database": self.path, "error": self._message(exc)})
-                self._stop.wait(1.0)
+                self._stop.wait(_LISTEN_RETRY_SECONDS)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         return self._execute(_qmark_to_format(sql), params)

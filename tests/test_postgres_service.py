@@ -71,3 +71,18 @@ async def test_a_monitor_transcodes_on_a_postgresql_store(tmp_path: Path, postgr
     job = monitor.view.list_jobs()[0][0]
     assert job.state is JobState.COMPLETED and Path(job.output_path).exists()
     assert not (tmp_path / "state").exists()  # no SQLite file, no lock file beside one
+
+
+async def test_two_monitors_on_one_store_share_the_folders_and_do_each_file_once(
+        tmp_path: Path, postgres_url: str, monitor_factory, clip_cache) -> None:
+    config = load_config(write_config(tmp_path, database=postgres_url))
+    first = await monitor_factory(config)
+    second = await monitor_factory(config)  # the same output folder: allowed on one shared store
+    for i in range(4):
+        shutil.copy(clip_cache(), config.monitor_folder[0].path / f"clip-{i}.mp4")
+    await until(lambda: first.view.counts()[JobState.COMPLETED] == 4, timeout=90)
+    jobs, total = second.view.list_jobs()
+    assert total == 4  # each file version queued once, by whichever monitor saw it first
+    outputs = sorted(Path(job.output_path).name for job in jobs)
+    assert outputs == [f"clip-{i}.mp4" for i in range(4)]
+    assert all(Path(job.output_path).exists() for job in jobs)
