@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 POSTGRES_SCHEMES: tuple[str, ...] = ("postgresql://", "postgres://")
@@ -60,3 +61,12 @@ def store_identity(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "localhost"
     return f"postgresql://{host}:{parts.port or 5432}/{parts.path.strip('/')}"
+
+
+def with_database_secret(data: Any, current: Path | str) -> Any:
+    """A submitted config with a redacted `database` URL (as the API shows it) given back the
+    password of the one in force, so a config read, edited and applied keeps its secret."""
+    if (isinstance(data, dict) and is_postgres_url(current) and isinstance(current, str)
+            and data.get("database") == redact_url(current) != current):
+        return {**data, "database": current}
+    return data

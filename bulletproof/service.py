@@ -36,7 +36,7 @@ from bulletproof.errors import (
 from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
-from bulletproof.database_url import store_identity
+from bulletproof.database_url import store_identity, with_database_secret
 from bulletproof.owner import FolderLock
 from bulletproof.paths import (
     excluded_folders,
@@ -463,6 +463,7 @@ class Monitor:
     def validate_config(self, data: Any) -> Config:
         """Validate a config submitted from outside (a dry run): the model, what the API may
         change (`config_policy`), and whether its folders can be created. Raises ConfigError."""
+        data = with_database_secret(data, self.config.database)
         new = parse_config(data, base_dir=self._base_dir(), source=self.config_path or "request")
         issues = (self.change_policy.check(self.config, new) + check_folders(new, self.config)
                   + check_against_ffmpeg(new, self.binaries))
@@ -473,6 +474,7 @@ class Monitor:
     async def update_config(self, data: Any) -> Config:
         """Validate whole, pre-flight the folders, write atomically (keeping a .bak), then apply;
         if applying fails, the old config and the old file are put back."""
+        data = with_database_secret(data, self.config.database)
         new = self.validate_config(data)
         created = await asyncio.to_thread(prepare_folders, new, self.config)
         try:

@@ -86,3 +86,15 @@ async def test_two_monitors_on_one_store_share_the_folders_and_do_each_file_once
     outputs = sorted(Path(job.output_path).name for job in jobs)
     assert outputs == [f"clip-{i}.mp4" for i in range(4)]
     assert all(Path(job.output_path).exists() for job in jobs)
+
+
+async def test_a_config_read_and_applied_keeps_the_database_password(
+        tmp_path: Path, postgres_cluster, monitor_factory) -> None:
+    url = postgres_cluster.database().replace("postgres@", "postgres:pw-kept@")  # trust: any works
+    path = write_config(tmp_path, database=url)
+    monitor = await monitor_factory(load_config(path), path)
+    shown = monitor.config.model_dump(mode="json")  # what GET /api/v1/config answers
+    assert "pw-kept" not in str(shown)
+    await monitor.update_config({**shown, "max_workers": 2})
+    assert monitor.config.max_workers == 2 and monitor.config.database == url
+    assert url in path.read_text(encoding="utf-8")  # the file keeps the secret, not ***
