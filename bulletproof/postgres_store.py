@@ -30,7 +30,7 @@ from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, Store
 from bulletproof.models import JOB_FIELDS, FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
-from bulletproof.queries import SqliteJobQueries
+from bulletproof.queries import JobQueries
 from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
 
 log = logging.getLogger(__name__)
@@ -81,29 +81,10 @@ class _WholeNumericLoader(Loader):
             return float(text)
 
 
-class PostgresJobQueries(SqliteJobQueries):
-    """The read queries of the SQLite store, which are portable SQL, with PostgreSQL's bucketing."""
+class PostgresJobQueries(JobQueries):
+    """The portable reads, with PostgreSQL's bucketing (its CAST to integer rounds)."""
 
-    def history(self, *, since: float, until: float, step: float) -> list[dict[str, Any]]:
-        """Jobs finished per time bucket, by outcome, with their mean duration."""
-        buckets: dict[int, dict[str, Any]] = {}
-        count = max(1, int((until - since + step - 1e-9) // step))
-        for i in range(count):
-            buckets[i] = {"start": since + i * step, "completed": 0, "failed": 0,
-                          "cancelled": 0, "skipped": 0, "avg_duration": None}
-        # FLOOR: PostgreSQL's CAST to integer rounds where SQLite's truncates.
-        rows = self._query(
-            "SELECT CAST(FLOOR((finished_at - ?) / ?) AS INTEGER) AS b, state, COUNT(*), "
-            "AVG(finished_at - started_at) FROM jobs WHERE finished_at >= ? AND finished_at < ? "
-            "AND state IN ('completed', 'failed', 'cancelled', 'skipped') GROUP BY b, state",
-            (since, step, since, until),
-        )
-        for bucket, state, n, avg in rows:
-            if bucket in buckets:
-                buckets[bucket][state] = n
-                if state == "completed":
-                    buckets[bucket]["avg_duration"] = avg
-        return list(buckets.values())
+    BUCKET = "CAST(FLOOR((finished_at - ?) / ?) AS INTEGER)"
 
 
 def _qmark_to_format(sql: str) -> str:

@@ -18,7 +18,7 @@ from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, Store
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
-from bulletproof.queries import SqliteJobQueries
+from bulletproof.queries import JobQueries
 from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class SqliteJobStore:
             raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
         self._lock = threading.RLock()
         self._audit_inserts = 0
-        self._reads = SqliteJobQueries(self._query)
+        self._reads = JobQueries(self._query)
         self._listeners: list[ChangeListener] = []
         self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
 
@@ -739,7 +739,7 @@ class SqliteJobStore:
             (now,), token=token,
         )
 
-    # -- reads (SqliteJobQueries over this store's connection) -----------------------------------
+    # -- reads (JobQueries over this store's connection) -----------------------------------
 
     def get(self, job_id: int) -> Job:
         """One job by id."""
