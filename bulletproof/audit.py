@@ -7,7 +7,7 @@ The exporter records every call on a control or config route (allowed or refused
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 AUDIT_MAX_ROWS = 100_000
@@ -54,3 +54,7 @@ class AuditEntry:
     def to_dict(self) -> dict[str, Any]:
         """The entry as plain data (the API's and the CLI's JSON)."""
         return asdict(self)
+
+
+# The stored columns of an entry, in order (its fields but the store's id).
+AUDIT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(AuditEntry) if f.name != "id")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from bulletproof import __version__
+from bulletproof import __version__, store_migrate
 from bulletproof.config import default_config_text, load_config
 from bulletproof.config_checks import check_against_ffmpeg, config_warnings
 from bulletproof.demo import run_demo
@@ -144,6 +144,42 @@ def demo(folder: Path, clips: int, seconds: float, listen: str, keep_running: bo
     except (BulletproofError, StoreError) as exc:
         _fail(exc)
     sys.exit(0 if ok else EXIT_RUNTIME)
+
+
+@cli.group()
+def store() -> None:
+    """The job store: its schema, and moving a history between stores."""
+
+
+@store.command("migrate")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default="monitor.yaml", show_default=True, help="The monitor.yaml naming the store.")
+@click.option("--from-sqlite", "from_sqlite", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Copy this SQLite store's history into the configured "
+                                 "PostgreSQL store.")
+@click.option("--force", is_flag=True, help="Replace a history the PostgreSQL store holds already.")
+def migrate_command(config_path: Path, from_sqlite: Path | None, force: bool) -> None:
+    """Create or upgrade the configured store's schema; optionally copy a SQLite history in."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        _fail(exc)
+    try:
+        if from_sqlite is not None:
+            store_migrate.require_postgres(config.database)
+        opened = store_migrate.migrate_store(config.database)
+        try:
+            click.echo(f"{opened.path}: schema version {opened.get_meta('schema_version')}")
+            if from_sqlite is not None:
+                copied = store_migrate.copy_sqlite_history(from_sqlite, opened,  # type: ignore[arg-type]
+                                                       force=force)
+                click.echo(f"copied from {from_sqlite}: {copied.jobs} jobs, {copied.done_files} "
+                           f"done file versions, {copied.audit} audit entries, "
+                           f"{copied.meta} settings")
+        finally:
+            opened.close()
+    except BulletproofError as exc:
+        _fail(exc)
 
 
 def _add_plugin_commands() -> None:

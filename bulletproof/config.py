@@ -22,11 +22,13 @@ from pydantic import (
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     create_model,
+    field_serializer,
     field_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bulletproof.config_sections import plugin_sections
+from bulletproof.database_url import check_postgres_url, is_postgres_url, redact_url
 from bulletproof.errors import ConfigError, ConfigIssue
 from bulletproof.patterns import compile_rule_regex, glob_to_regex
 from bulletproof.profiles import BUILTIN_PROFILES, Profile
@@ -233,7 +235,8 @@ class Config(ConfigModel):
     ffmpeg: FfmpegSettings = Field(default_factory=FfmpegSettings)
     on_success: Literal["keep", "move", "delete"] = "keep"
     done_folder: Path | None = None
-    database: Path = Path("bulletproof.db")
+    # A SQLite file, or a `postgresql://` URL: the store several monitors can share.
+    database: Path | str = Path("bulletproof.db")
     log: LogSettings = Field(default_factory=LogSettings)
     profiles: dict[str, Profile] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
@@ -247,10 +250,24 @@ class Config(ConfigModel):
             return [{"path": v} if isinstance(v, (str, Path)) else v for v in value]
         return value
 
-    @field_validator("output_folder", "database")
+    @field_validator("output_folder")
     @classmethod
     def _resolve_paths(cls, value: Path, info: ValidationInfo) -> Path:
         return resolve_config_path(value, info)
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database(cls, value: Any, info: ValidationInfo) -> Path | str:
+        if is_postgres_url(value):
+            return check_postgres_url(value)
+        if not isinstance(value, (str, Path)):
+            raise ValueError("must be a file path or a postgresql:// URL")
+        return resolve_config_path(Path(value), info)
+
+    @field_serializer("database", when_used="json")
+    def _database_shown(self, value: Path | str) -> str:
+        # What the API shows and logs: never a password.
+        return redact_url(value) if isinstance(value, str) else str(value)
 
     @field_validator("done_folder")
     @classmethod

@@ -7,7 +7,8 @@ is left in place, because deleting it would let two processes lock two different
 
 The output folder is locked too (a flock on the directory itself, so no file is added there):
 two monitors with different databases but one output folder would otherwise delete each other's
-temporaries at start and race for the same output names.
+temporaries at start and race for the same output names. Monitors sharing one PostgreSQL store
+share the folder (a shared flock): their store reserves output names across them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 from bulletproof.errors import BulletproofError, StoreError, StoreLocked
 
 _HOLDER_MAX_BYTES = 4096  # a lock file is a few dozen bytes; never read a huge one
+# Which shared job store the monitors holding an output folder use (see FolderLock).
+_STORE_XATTR = "user.bulletproof.store"
 
 
 def lock_path_for(database: Path) -> Path:
@@ -102,18 +105,27 @@ def _flock_holder(fd: int) -> int | None:
 
 
 class FolderLock:
-    """An exclusive, non-blocking flock on a folder; a file system without flock only warns."""
+    """A non-blocking flock on a folder; a file system without flock only warns.
 
-    def __init__(self, folder: Path) -> None:
+    Exclusive by default. With `shared_store` (the identity of a shared PostgreSQL store) the
+    lock is shared, and only with monitors of that same store: the identity is kept in the
+    folder's `user.bulletproof.store` extended attribute by whoever took the folder first.
+    """
+
+    def __init__(self, folder: Path, *, shared_store: str | None = None) -> None:
         self.path = folder
         self._fd: int | None = None
+        self.alone = True  # no other monitor held the folder when this one took it
         try:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise BulletproofError(f"cannot open the output folder {folder}: "
                                    f"{exc.strerror or exc}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if shared_store is None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                self.alone = self._lock_shared(fd, folder, shared_store)
         except BlockingIOError:
             pid = _flock_holder(fd)
             os.close(fd)
@@ -121,11 +133,39 @@ class FolderLock:
             raise StoreLocked(
                 f"the output folder {folder} is in use by another monitor"
                 f"{f' (pid {pid})' if pid is not None else ''}; two monitors must not share "
-                "an output folder", path=folder, holder=holder) from None
+                "an output folder unless they share one PostgreSQL job store",
+                path=folder, holder=holder) from None
+        except StoreLocked:
+            os.close(fd)
+            raise
         except OSError:  # e.g. a network share without flock: nothing to hold, nothing to fear
             os.close(fd)
             return
         self._fd = fd
+
+    @staticmethod
+    def _lock_shared(fd: int, folder: Path, store: str) -> bool:
+        """Share the folder with monitors of `store` only (BlockingIOError: held exclusively);
+        True when no other monitor held it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # others hold it: join them, if ours
+            try:
+                holder_store = os.getxattr(fd, _STORE_XATTR).decode("utf-8", "replace")
+            except OSError:
+                holder_store = None
+            if holder_store is not None and holder_store != store:
+                raise StoreLocked(
+                    f"the output folder {folder} is in use by monitors of another job store "
+                    f"({holder_store}); monitors share an output folder only when they share "
+                    "one PostgreSQL job store", path=folder, holder={"store": holder_store}) from None
+            return False
+        # Alone: say which store the folder is shared with, then let that store's monitors in.
+        with contextlib.suppress(OSError):  # no xattrs here: sharing stays possible, unchecked
+            os.setxattr(fd, _STORE_XATTR, store.encode())
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
 
     @property
     def held(self) -> bool:

@@ -1,8 +1,7 @@
-"""SqliteJobQueries: the read side of the SQLite job store (lookups, the queue order, lists, statistics)."""
+"""JobQueries: the read side of the job stores (lookups, the queue order, lists, statistics), in portable SQL."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,11 +22,15 @@ SORT_EXPRESSIONS = {
 }
 _NULLABLE_SORTS = frozenset({"finished", "started", "duration", "size"})
 
-Query = Callable[[str, Iterable[Any]], list[sqlite3.Row]]
+# Runs one read with `?` placeholders; rows are read by position and by column name.
+Query = Callable[[str, Iterable[Any]], list[Any]]
 
 
-class SqliteJobQueries:
+class JobQueries:
     """Read-only queries over the jobs table, run through the store's `query` function."""
+
+    # The history bucket of a finish time (never before `since`, so truncating is flooring).
+    BUCKET = "CAST((finished_at - ?) / ? AS INTEGER)"
 
     def __init__(self, query: Query) -> None:
         self._query = query
@@ -183,7 +186,7 @@ class SqliteJobQueries:
             buckets[i] = {"start": since + i * step, "completed": 0, "failed": 0,
                           "cancelled": 0, "skipped": 0, "avg_duration": None}
         rows = self._query(
-            "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, state, COUNT(*), "
+            f"SELECT {self.BUCKET} AS b, state, COUNT(*), "
             "AVG(finished_at - started_at) FROM jobs WHERE finished_at >= ? AND finished_at < ? "
             "AND state IN ('completed', 'failed', 'cancelled', 'skipped') GROUP BY b, state",
             (since, step, since, until),

@@ -36,6 +36,7 @@ from bulletproof.errors import (
 from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
+from bulletproof.database_url import store_identity, with_database_secret
 from bulletproof.owner import FolderLock
 from bulletproof.paths import (
     excluded_folders,
@@ -49,7 +50,7 @@ from bulletproof.plugins import PluginContext
 from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch
-from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.store_factory import is_shared, open_store
 from bulletproof.state import ConfigState, Lifecycle, QueueState
 from bulletproof.store import JobStore, NewJob
 from bulletproof.view import MonitorView
@@ -77,7 +78,7 @@ class Monitor:
         self._check_against_ffmpeg(config, source=config_path or "config")
         self.version = __version__
         self.lifecycle = Lifecycle()
-        self.store: JobStore = SqliteJobStore(config.database)
+        self.store: JobStore = open_store(config.database)
         self.store_closed = False
         self.queue = QueueState(self.store)
         self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries, self.queue)
@@ -125,16 +126,21 @@ class Monitor:
                                     "ffmpeg_source": self.binaries.source,
                                     "ffmpeg_version": self.binaries.version,
                                     "quality_metrics": ",".join(available_metrics(self.binaries.filters))})
-        recovered = self.store.recover_interrupted(
-            now=now, max_attempts=self.config.retry.max_attempts,
-            retry_interrupted="interrupted" in self.config.retry.retry_on)
+        if is_shared(self.config.database):  # others' attempts run on: only lapsed leases
+            recovered = self.store.requeue_expired(now=now,
+                                                   max_attempts=self.config.retry.max_attempts)
+        else:
+            recovered = self.store.recover_interrupted(
+                now=now, max_attempts=self.config.retry.max_attempts,
+                retry_interrupted="interrupted" in self.config.retry.retry_on)
         for job in recovered:
             if job.state is JobState.QUEUED:
                 self.bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
             else:  # out of attempts: the crash ended it
                 self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
                                                 reason=FailureReason.INTERRUPTED, busy_seconds=0.0))
-        await asyncio.to_thread(self._remove_stale_temporaries)
+        if self._output_lock is None or self._output_lock.alone:  # not another node's work
+            await asyncio.to_thread(self._remove_stale_temporaries)
         self._pool.resize(self.config.max_workers)
         await self._start_watcher()
         self._health_task = asyncio.get_running_loop().create_task(
@@ -194,7 +200,8 @@ class Monitor:
         except OSError as exc:
             log.error("cannot create folder", extra={"folder": str(folder), "error": str(exc)})
             return
-        self._output_lock = FolderLock(folder)
+        shared = store_identity(str(self.config.database)) if is_shared(self.config.database) else None
+        self._output_lock = FolderLock(folder, shared_store=shared)
         if not self._output_lock.held:
             log.warning("cannot lock the output folder (no flock on its file system); make sure "
                         "no other monitor writes there", extra={"folder": str(folder)})
@@ -456,6 +463,7 @@ class Monitor:
     def validate_config(self, data: Any) -> Config:
         """Validate a config submitted from outside (a dry run): the model, what the API may
         change (`config_policy`), and whether its folders can be created. Raises ConfigError."""
+        data = with_database_secret(data, self.config.database)
         new = parse_config(data, base_dir=self._base_dir(), source=self.config_path or "request")
         issues = (self.change_policy.check(self.config, new) + check_folders(new, self.config)
                   + check_against_ffmpeg(new, self.binaries))
@@ -466,6 +474,7 @@ class Monitor:
     async def update_config(self, data: Any) -> Config:
         """Validate whole, pre-flight the folders, write atomically (keeping a .bak), then apply;
         if applying fails, the old config and the old file are put back."""
+        data = with_database_secret(data, self.config.database)
         new = self.validate_config(data)
         created = await asyncio.to_thread(prepare_folders, new, self.config)
         try:

@@ -13,12 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreCorrupt, StoreError
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
-from bulletproof.queries import SqliteJobQueries
+from bulletproof.queries import JobQueries
 from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ INTERNAL_COLUMNS: tuple[str, ...] = ("seq", "claim_token", "claimed_by", "lease_
 # 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
 # store that may hold states they do not know.
 SCHEMA_VERSION = 2
+_STEPS_BEFORE_NUMBERING = 2  # steps that re-run on every open (see SqliteJobStore._migrate)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -116,8 +117,6 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
-_AUDIT_COLUMNS = ("at", "action", "method", "route", "status", "result", "address",
-                  "principal_kind", "principal", "role", "job_id", "code")
 _AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 
 _CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
@@ -158,13 +157,7 @@ class SqliteJobStore:
             # roll back the last commits, which the rescan then finds again.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            self._check_version()
-            self._migrate_audit()
-            self._migrate_outputs()
-            self._migrate_claims()
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+            self._migrate()
             self._recount()
         except StoreError:
             self._release_owner()
@@ -176,9 +169,45 @@ class SqliteJobStore:
             raise StoreError(f"cannot open job store {path}: {exc}", path=path) from None
         self._lock = threading.RLock()
         self._audit_inserts = 0
-        self._reads = SqliteJobQueries(self._query)
+        self._reads = JobQueries(self._query)
         self._listeners: list[ChangeListener] = []
         self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+
+    def _migrate(self) -> None:
+        """Apply the numbered schema steps the file has not had, then record the version.
+
+        Step n takes the schema from version n-1 to n and runs once. Steps 1 and 2 predate the
+        numbering and grew indexes and columns without a version bump, so a file at version 2
+        may still lack some: they are idempotent and run on every open.
+        """
+        steps: tuple[Callable[[], None], ...] = (
+            lambda: self._db.executescript(_SCHEMA),  # 1: jobs, done files, meta, job counts
+            self._migrate_to_2,  # 2: the audit trail, trusted outputs, claims
+        )
+        assert len(steps) == SCHEMA_VERSION
+        current = self._stored_version()
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"job store {self.path} has schema {current}, newer than this version supports "
+                f"({SCHEMA_VERSION})", path=self.path)
+        for number, step in enumerate(steps, start=1):
+            if number > current or number <= _STEPS_BEFORE_NUMBERING:
+                step()
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+
+    def _stored_version(self) -> int:
+        """The schema version the file records (0 for a new file)."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+                            ).fetchone() is None:
+            return 0
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def _migrate_to_2(self) -> None:
+        self._migrate_audit()
+        self._migrate_outputs()
+        self._migrate_claims()
 
     def _migrate_audit(self) -> None:
         """Create the audit table and its index when missing (idempotent, additive)."""
@@ -195,15 +224,6 @@ class SqliteJobStore:
         found = [str(r[0]) for r in rows]
         if found != ["ok"]:
             raise StoreCorrupt(_corrupt_message(self.path, "; ".join(found)), path=self.path)
-
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"job store {self.path} has schema {row[0]}, newer than this version supports "
-                f"({SCHEMA_VERSION})",
-                path=self.path,
-            )
 
     def _migrate_outputs(self) -> None:
         """Columns for trusted outputs: the source's inode as read, the quality score."""
@@ -719,7 +739,7 @@ class SqliteJobStore:
             (now,), token=token,
         )
 
-    # -- reads (SqliteJobQueries over this store's connection) -----------------------------------
+    # -- reads (JobQueries over this store's connection) -----------------------------------
 
     def get(self, job_id: int) -> Job:
         """One job by id."""
@@ -783,12 +803,12 @@ class SqliteJobStore:
     def record_audit(self, entry: AuditEntry) -> int:
         """Keep one audit entry; returns its id. Past AUDIT_MAX_ROWS the oldest go; every
         _AUDIT_PRUNE_EVERY inserts, entries older than AUDIT_MAX_AGE_SECONDS go too."""
-        values = [getattr(entry, c) for c in _AUDIT_COLUMNS]
+        values = [getattr(entry, c) for c in AUDIT_COLUMNS]
         try:
             with self._tx() as db:
                 cursor = db.execute(
-                    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' for _ in _AUDIT_COLUMNS)})", values)
+                    f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in AUDIT_COLUMNS)})", values)
                 new_id = int(cursor.lastrowid or 0)
                 db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
                 if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
@@ -801,7 +821,7 @@ class SqliteJobStore:
     def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         """The newest audit entries first, at most `limit`, with ids below `before` if given."""
         rows = self._query(
-            f"SELECT id, {', '.join(_AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
             (before if before is not None else 2**63 - 1, limit))
         return [AuditEntry(**dict(row)) for row in rows]
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bulletproof.config import Config, FfmpegSettings, load_config
+from tests import postgres
 
 
 def write_config(folder: Path, **overrides: Any) -> Path:
@@ -106,3 +107,20 @@ async def monitor_factory(ffmpeg_binaries) -> AsyncIterator[Callable[..., Awaita
     for monitor in started:
         if not monitor.store_closed:
             await monitor.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A PostgreSQL cluster of its own for the whole session (skips when PostgreSQL is missing)."""
+    reason = postgres.skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = postgres.start_cluster()
+    yield cluster
+    postgres.remove_cluster(cluster)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster) -> str:
+    """The URL of a fresh empty database on the session's cluster."""
+    return postgres_cluster.database()

@@ -157,3 +157,19 @@ def test_every_sqlite_error_is_a_store_error_and_the_health_says_so(tmp_path: Pa
     s.close()
     with pytest.raises(StoreError):  # a closed store too: never a bare sqlite3 error
         s.get_meta("queue_paused")
+
+
+def test_a_file_at_an_older_schema_gets_the_later_steps(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    SqliteJobStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE audit")  # as a version-1 file was: no audit trail yet
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    store = SqliteJobStore(path)
+    try:
+        assert store.get_meta("schema_version") == "2"
+        assert store.audit_count() == 0
+    finally:
+        store.close()

@@ -1,0 +1,846 @@
+"""PostgresJobStore: the job queue and history on a PostgreSQL server, a JobStore several monitors share.
+
+One connection behind a lock (the callers are on the monitor's loop thread, and every call is
+one short statement or transaction), reopened on the next call after the server went away.
+Claims take the next job with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on
+each other nor get the same job; a partial unique index makes one unfinished job per file
+version a rule of the database; committed changes are sent with NOTIFY and a listener thread
+hands other connections' changes to the subscribers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Loader
+
+from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.database_url import redact_url, scrub
+from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreError
+from bulletproof.models import JOB_FIELDS, FailureReason, Job, JobState, SkipReason
+from bulletproof.paths import candidate_paths
+from bulletproof.postgres_schema import migrate
+from bulletproof.queries import JobQueries
+from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "bp_job_store"
+CONNECT_TIMEOUT_SECONDS = 5
+# The advisory lock every output-name reservation takes: two monitors never pick one name.
+_RESERVATION_LOCK = 0x6270_6F75  # "bpou"
+_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
+_LISTEN_RETRY_SECONDS = 5.0  # between the listener's reconnects while the server is away
+_UNFINISHED = "('queued', 'processing', 'paused')"
+
+
+class _Record(tuple):  # type: ignore[type-arg]
+    """A result row readable by position and by column name (like sqlite3.Row)."""
+
+    _index: dict[str, int]
+
+    def __new__(cls, values: Iterable[Any], index: dict[str, int]) -> _Record:
+        row = super().__new__(cls, values)
+        row._index = index
+        return row
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return super().__getitem__(self._index[key])
+        return super().__getitem__(key)
+
+    def keys(self) -> list[str]:
+        """The column names, in order."""
+        return list(self._index)
+
+
+def _record_rows(cursor: Any) -> Callable[[Any], _Record]:
+    names = [c.name for c in cursor.description or ()]
+    index = {name: i for i, name in enumerate(names)}
+    return lambda values: _Record(values, index)
+
+
+class _WholeNumericLoader(Loader):
+    """SUM over bigint is numeric: read whole numbers as int, others as float (JSON-ready)."""
+
+    def load(self, data: Any) -> int | float:
+        text = bytes(data).decode()
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+
+class PostgresJobQueries(JobQueries):
+    """The portable reads, with PostgreSQL's bucketing (its CAST to integer rounds)."""
+
+    BUCKET = "CAST(FLOOR((finished_at - ?) / ?) AS INTEGER)"
+
+
+def _qmark_to_format(sql: str) -> str:
+    """SQLite-style `?` placeholders as psycopg's `%s` (the portable reads use `?`)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresJobStore:
+    """Every job of a fleet, and its history, on one PostgreSQL database; safe from several threads."""
+
+    def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
+        self._url = url
+        self.path = redact_url(url)
+        self._health = StoreHealth()
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._audit_inserts = 0
+        self._reads = PostgresJobQueries(self._query)
+        self._listeners: list[ChangeListener] = []
+        self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+        self._listener_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        try:
+            conn = self._connection()
+            if migrate_schema:
+                migrate(conn, self.path)
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open job store {self.path}: {self._message(exc)}",
+                             path=self.path) from None
+        except StoreError:
+            self.close()
+            raise
+
+    # -- the connection: opened lazily, reopened after the server went away --------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                               application_name="bulletproof", row_factory=_record_rows)
+        conn.adapters.register_loader("numeric", _WholeNumericLoader)
+        return conn
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                with suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
+            self._conn = self._connect()
+        return self._conn
+
+    def _message(self, exc: BaseException) -> str:
+        """The driver's message, one line, without credentials."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return scrub(text, self._url)
+
+    def close(self) -> None:
+        """Stop the listener thread and close the connection."""
+        self._stop.set()
+        thread, self._listener_thread = self._listener_thread, None
+        if thread is not None:
+            thread.join(timeout=5)
+        with self._lock:
+            if self._conn is not None:
+                with suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
+
+    # -- transactions, health and change notifications ----------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    yield conn
+                    for change in self._changes:  # delivered by the server after the commit
+                        conn.execute("SELECT pg_notify(%s, %s)",
+                                     (NOTIFY_CHANNEL, _change_payload(change)))
+            except BaseException as exc:
+                self._changes.clear()  # rolled back: nothing happened to tell
+                if isinstance(exc, psycopg.Error):
+                    message = self._message(exc)
+                    self._health.write_failed(message)
+                    raise StoreError(f"job store write failed: {message}", path=self.path) from None
+                raise
+            self._health.write_ok()
+            changes, self._changes = self._changes, []
+            listeners = list(self._listeners)
+        # Outside the lock: a listener may read the store (or write to it) without deadlock.
+        self._tell(changes, listeners)
+
+    @staticmethod
+    def _tell(changes: list[StoreChange], listeners: list[ChangeListener]) -> None:
+        for change in changes:
+            for listener in listeners:
+                try:
+                    listener(change)
+                except Exception:  # a listener's bug must not undo or hide a committed write
+                    log.exception("a store change listener failed", extra={"job": change.job_id})
+
+    def _note(self, job_id: int, state: JobState | None) -> None:
+        self._changes.append(StoreChange(kind=ChangeKind.JOB, job_id=job_id, state=state))
+
+    def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call `listener` after each committed change: this store's in the writing thread,
+        other connections' (other monitors') in the store's listener thread."""
+        with self._lock:
+            self._listeners.append(listener)
+            if self._listener_thread is None and not self._stop.is_set():
+                self._listener_thread = threading.Thread(
+                    target=self._listen, name="bulletproof-store-listen", daemon=True)
+                self._listener_thread.start()
+
+        def unsubscribe() -> None:
+            with self._lock, suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _own_pid(self) -> int | None:
+        with self._lock:
+            conn = self._conn
+            return None if conn is None or conn.closed else conn.info.backend_pid
+
+    def _listen(self) -> None:
+        """LISTEN on a connection of its own; hand other connections' changes to the listeners."""
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True,
+                                     connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                     application_name="bulletproof-listen") as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=0.5):
+                            if notify.pid == self._own_pid():
+                                continue  # our own commit: told already, in the writing thread
+                            change = _change_from_payload(notify.payload)
+                            if change is not None:
+                                with self._lock:
+                                    listeners = list(self._listeners)
+                                self._tell([change], listeners)
+            except psycopg.Error as exc:
+                log.warning("the store's change listener lost its connection; retrying",
+                            extra={"database": self.path, "error": self._message(exc)})
+                self._stop.wait(_LISTEN_RETRY_SECONDS)
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        return self._execute(_qmark_to_format(sql), params)
+
+    def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._connection().execute(sql, tuple(params)).fetchall()
+            except psycopg.Error as exc:
+                raise StoreError(f"job store query failed: {self._message(exc)}",
+                                 path=self.path) from None
+
+    def health(self) -> StoreHealth:
+        """The outcome of the last write (a copy; `probe` refreshes it)."""
+        with self._lock:
+            return replace(self._health)
+
+    def probe(self) -> bool:
+        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO meta (key, value) VALUES ('health_probe', %s) "
+                           "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                           (repr(time.time()),))
+        except StoreError:
+            return False
+        return True
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A persisted setting (e.g. whether the queue is paused)."""
+        rows = self._execute("SELECT value FROM meta WHERE key = %s", (key,))
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Persist a setting."""
+        with self._tx() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (%s, %s) "
+                       "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, value))
+            self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
+
+    # -- adding jobs ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _known(db: psycopg.Connection[Any], new: NewJob) -> bool:
+        row = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = %(p)s AND size = %(s)s "
+            "AND mtime_ns = %(m)s) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = %(p)s "
+            "AND size = %(s)s AND mtime_ns = %(m)s)",
+            {"p": new.source_path, "s": new.size, "m": new.mtime_ns}).fetchone()
+        return bool(row and row[0])
+
+    def _insert(self, db: psycopg.Connection[Any], new: NewJob, output_path: str, now: float,
+                *, explicit: bool) -> int | None:
+        """Insert a queued job; None when another connection queued this version meanwhile
+        (the partial unique index refuses a second unfinished job that was not asked for)."""
+        row = db.execute(
+            "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
+            "rule, output_path, state, priority, created_at, queued_at, input_bytes, explicit) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'queued', %s, %s, %s, %s, %s) "
+            f"ON CONFLICT (source_path, size, mtime_ns) WHERE state IN {_UNFINISHED} "
+            "AND NOT explicit DO NOTHING RETURNING id",
+            (new.source_path, new.rel_path, new.watch_folder, new.size, new.mtime_ns,
+             new.profile, new.rule, output_path, new.priority, now, now, new.size, explicit),
+        ).fetchone()
+        if row is None:
+            return None
+        self._note(row[0], JobState.QUEUED)
+        return int(row[0])
+
+    def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
+        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None
+            job_id = self._insert(db, new, new.output_path, now, explicit=force)
+        return None if job_id is None else self.get(job_id)
+
+    @staticmethod
+    def _output_taken(db: psycopg.Connection[Any], path: str, source_path: str,
+                      job_id: int = -1) -> bool:
+        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
+        row = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = %s AND source_path != %s "
+            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
+            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
+            (path, source_path)).fetchone()
+        if row is not None and row[0]:
+            return True
+        if not os.path.lexists(path):
+            return False
+        # A file is there: ours only when an earlier job of this same source wrote to that name.
+        row = db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = %s AND source_path = %s "
+            "AND id != %s AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
+            (path, source_path, job_id)).fetchone()
+        return not (row is not None and row[0])
+
+    @staticmethod
+    def _lock_reservations(db: psycopg.Connection[Any]) -> None:
+        """Serialise output-name choices across every connection until this transaction ends."""
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_RESERVATION_LOCK,))
+
+    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
+                      force: bool = False) -> tuple[Job | None, str | None]:
+        """Queue a job as `add` does, with an output name no other source holds (see
+        SqliteJobStore.add_reserving for the policies); race-free across monitors."""
+        now = time.time() if now is None else now
+        desired = new.output_path
+        with self._tx() as db:
+            self._lock_reservations(db)
+            if self._known(db, new) and not force:
+                return None, None
+            if not self._output_taken(db, desired, new.source_path):
+                job_id = self._insert(db, new, desired, now, explicit=force)
+                return (None if job_id is None else self._reads.get(job_id)), None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
+                             if not self._output_taken(db, str(p), new.source_path)), None)
+                if free is not None:
+                    job_id = self._insert(db, new, free, now, explicit=force)
+                    return (None if job_id is None else self._reads.get(job_id)), policy
+                policy = "fail"  # ten thousand namesakes: nothing sensible is left
+            job_id = self._insert(db, new, desired, now, explicit=force)
+            if job_id is None:
+                return None, None
+            if policy == "skip":
+                db.execute(
+                    "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s "
+                    "WHERE id = %s",
+                    (now, SkipReason.OUTPUT_EXISTS.value,
+                     f"the output {desired} already exists; output_conflict is skip", job_id))
+                self._note(job_id, JobState.SKIPPED)
+            elif policy == "fail":
+                db.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = %s, reason = %s, error = %s "
+                    "WHERE id = %s",
+                    (now, FailureReason.OUTPUT_CONFLICT.value,
+                     f"the output {desired} already exists or belongs to another source", job_id))
+                self._note(job_id, JobState.FAILED)
+            return self._reads.get(job_id), policy
+
+    def reserve_again(self, job_id: int, *, policy: str,
+                      path: str | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim, apply the output policy again to a name taken since queueing."""
+        with self._tx() as db:
+            self._lock_reservations(db)
+            if path is not None:
+                db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (path, job_id))
+            job = self._reads.get(job_id)
+            if policy == "overwrite" or not self._output_taken(
+                    db, job.output_path, job.source_path, job_id):
+                return job, None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
+                             if not self._output_taken(db, str(p), job.source_path, job_id)), None)
+                if free is None:
+                    return job, "fail"
+                db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (free, job_id))
+                return self._reads.get(job_id), policy
+            return job, policy
+
+    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
+                   now: float | None = None, force: bool = False) -> Job | None:
+        """Record a job that cannot run at all (say its output path is invalid) as failed."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None
+            job_id = self._insert(db, new, new.output_path, now, explicit=force)
+            if job_id is None:
+                return None
+            db.execute("UPDATE jobs SET state = 'failed', finished_at = %s, reason = %s, "
+                       "error = %s WHERE id = %s", (now, reason.value, error, job_id))
+            self._note(job_id, JobState.FAILED)
+            return self._reads.get(job_id)
+
+    # -- claims -----------------------------------------------------------------------------------
+
+    _START = ("state = 'processing', attempts = attempts + 1, started_at = %s, finished_at = NULL, "
+              "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
+              "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
+    _FRONT = "(SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1"
+
+    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`; rows
+        another claimer holds are skipped, not waited for."""
+        until = now + lease_seconds
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR "
+                "not_before <= %s) ORDER BY priority DESC, seq, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                (now,)).fetchone()
+            if row is None:
+                return None
+            job_id = row[0]
+            token = db.execute(f"UPDATE jobs SET {self._START}, claimed_by = %s, lease_until = %s "
+                               "WHERE id = %s RETURNING claim_token",
+                               (now, node, until, job_id)).fetchone()[0]
+            job = self._reads.get(job_id)
+            self._note(job_id, job.state)
+        return Claim(job=job, token=int(token), node=node, lease_until=until)
+
+    def _state_for(self, db: psycopg.Connection[Any], job_id: int, action: str,
+                   token: int | None) -> JobState:
+        """The job's state (its row locked till commit), checked against `token` when given."""
+        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = %s FOR UPDATE",
+                         (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        state = JobState(row[0])
+        if token is not None and row[1] != token:
+            raise StaleClaim(job_id, token=token, action=action,
+                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
+                                 "claimed again")
+        if token is not None and not state.is_active:
+            raise StaleClaim(job_id, token=token, action=action,
+                             why=f"the attempt is over: the job is {state.value}")
+        return state
+
+    def renew(self, job_id: int, token: int, *, until: float) -> None:
+        """Extend the lease of a current claim; StaleClaim when the token is not current."""
+        with self._tx() as db:
+            self._state_for(db, job_id, "renew", token)
+            db.execute("UPDATE jobs SET lease_until = %s WHERE id = %s", (until, job_id))
+
+    def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
+        """Jobs whose lease ran out go back to the front of the queue (the attempt counted), or
+        fail `interrupted` at `max_attempts`; their claims become stale. Rows another
+        connection is writing are left to the next sweep."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, attempts, claimed_by FROM jobs WHERE state IN ('processing', 'paused') "
+                "AND lease_until IS NOT NULL AND lease_until < %s FOR UPDATE SKIP LOCKED",
+                (now,)).fetchall()
+            for job_id, attempts, node in rows:
+                error = f"the lease of {node} ran out during the attempt"
+                if max_attempts is None or attempts < max_attempts:
+                    db.execute(
+                        "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, "
+                        "speed = NULL, eta_seconds = NULL, reason = 'interrupted', error = %s, "
+                        f"lease_until = NULL, claim_token = claim_token + 1, seq = {self._FRONT} "
+                        "WHERE id = %s", (now, error, job_id))
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state = 'failed', finished_at = %s, reason = 'interrupted', "
+                        "error = %s, lease_until = NULL, claim_token = claim_token + 1 WHERE id = %s",
+                        (now, error, job_id))
+            jobs = [self._reads.get(r[0]) for r in rows]
+            for job in jobs:
+                self._note(job.id, job.state)
+        return jobs
+
+    def next_queued(self, *, now: float) -> Job | None:
+        """The job a free worker would take now (a read; `claim` takes it)."""
+        return self._reads.next_queued(now=now)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time a backed-off queued job becomes runnable."""
+        return self._reads.next_wakeup()
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
+                    params: tuple[Any, ...], *, token: int | None = None,
+                    done: bool = False) -> Job:
+        """Check the state (and the claim), run `sql`; `done` remembers the file version."""
+        with self._tx() as db:
+            state = self._state_for(db, job_id, action, token)
+            if state not in allowed:
+                raise InvalidTransition(job_id, action=action, state=state)
+            db.execute(sql, (*params, job_id))
+            if done:
+                db.execute("INSERT INTO done_files (source_path, size, mtime_ns) "
+                           "SELECT source_path, size, mtime_ns FROM jobs WHERE id = %s "
+                           "ON CONFLICT DO NOTHING", (job_id,))
+            job = self._reads.get(job_id)
+            self._note(job_id, job.state)
+            return job
+
+    def mark_started(self, job_id: int, *, now: float) -> Job:
+        """Take a queued job by id: processing, one more attempt (held without a lease)."""
+        return self._transition(
+            job_id, "start", {JobState.QUEUED},
+            f"UPDATE jobs SET {self._START}, claimed_by = NULL, lease_until = NULL WHERE id = %s",
+            (now,))
+
+    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
+        """Record that a running job's process was stopped or continued."""
+        if paused:
+            return self._transition(job_id, "pause", {JobState.PROCESSING},
+                                    "UPDATE jobs SET state = 'paused' WHERE id = %s", (),
+                                    token=token)
+        return self._transition(job_id, "resume", {JobState.PAUSED},
+                                "UPDATE jobs SET state = 'processing' WHERE id = %s", (),
+                                token=token)
+
+    def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
+                       media_duration: float | None, stderr_tail: str = "",
+                       token: int | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done (one transaction)."""
+        return self._transition(
+            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'completed', finished_at = %s, progress = 1, "
+            "eta_seconds = 0, output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
+            "stderr_tail = %s, lease_until = NULL WHERE id = %s",
+            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True)
+
+    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
+                     output_bytes: int | None, media_duration: float | None,
+                     token: int | None = None) -> Job:
+        """The job needed no work (or its result was not kept); the version counts as done."""
+        return self._transition(
+            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s, "
+            "output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
+            "eta_seconds = NULL, lease_until = NULL WHERE id = %s",
+            (now, reason.value, message, output_bytes, media_duration), token=token, done=True)
+
+    def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
+                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
+                    token: int | None = None) -> Job:
+        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good."""
+        if retry_at is not None:
+            state = JobState.QUEUED
+        elif reason is FailureReason.CANCELLED:
+            state = JobState.CANCELLED
+        else:
+            state = JobState.FAILED
+        # PostgreSQL cannot type a NULL parameter tested in a CASE: two statements instead.
+        if retry_at is not None:
+            sql = ("UPDATE jobs SET state = %s, finished_at = %s, reason = %s, error = %s, "
+                   "stderr_tail = %s, not_before = %s, queued_at = %s, "
+                   "progress = COALESCE(%s, progress), lease_until = NULL WHERE id = %s")
+            params: tuple[Any, ...] = (state.value, now, reason.value, error, stderr_tail or None,
+                                       retry_at, retry_at, progress)
+        else:
+            sql = ("UPDATE jobs SET state = %s, finished_at = %s, reason = %s, error = %s, "
+                   "stderr_tail = %s, not_before = NULL, progress = COALESCE(%s, progress), "
+                   "lease_until = NULL WHERE id = %s")
+            params = (state.value, now, reason.value, error, stderr_tail or None, progress)
+        return self._transition(job_id, "fail", {JobState.PROCESSING, JobState.PAUSED}, sql,
+                                params, token=token)
+
+    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
+        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
+        return self._transition(
+            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, speed = NULL, "
+            "eta_seconds = NULL, attempts = GREATEST(attempts - 1, 0), started_at = NULL, "
+            f"lease_until = NULL, seq = {self._FRONT} WHERE id = %s",
+            (now,), token=token)
+
+    def cancel_queued(self, job_id: int, *, now: float) -> Job:
+        """Cancel a job that is waiting in the queue."""
+        return self._transition(
+            job_id, "cancel", {JobState.QUEUED},
+            "UPDATE jobs SET state = 'cancelled', finished_at = %s, reason = 'cancelled', "
+            "error = 'cancelled while queued' WHERE id = %s", (now,))
+
+    def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
+        """Put a finished job back into the queue (manual retry: an explicit request, so another
+        unfinished job of the version does not refuse it)."""
+        return self._transition(
+            job_id, "retry", {JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED,
+                              JobState.SKIPPED},
+            "UPDATE jobs SET state = 'queued', queued_at = %s, not_before = NULL, reason = NULL, "
+            "error = NULL, stderr_tail = NULL, progress = 0, speed = NULL, eta_seconds = NULL, "
+            "started_at = NULL, finished_at = NULL, output_bytes = NULL, quality_score = NULL, "
+            "attempts = CASE WHEN %s THEN 0 ELSE attempts END, explicit = TRUE, "
+            "seq = nextval('jobs_seq_counter') WHERE id = %s",
+            (now, reset_attempts))
+
+    def prioritize(self, job_id: int) -> Job:
+        """Move a queued job to the front of the queue."""
+        return self._transition(
+            job_id, "prioritize", {JobState.QUEUED},
+            "UPDATE jobs SET not_before = NULL, "
+            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
+            f"seq = {self._FRONT} WHERE id = %s", ())
+
+    def delete(self, job_id: int) -> None:
+        """Remove a finished job from history (its file version stays done)."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE",
+                             (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            state = JobState(row[0])
+            if not state.is_finished:
+                raise InvalidTransition(job_id, action="delete", state=state)
+            db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
+            self._note(job_id, None)
+
+    def clear_queue(self, *, now: float) -> list[int]:
+        """Cancel every queued job; returns their ids."""
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = %s, reason = 'cancelled', "
+                "error = 'queue cleared' WHERE state = 'queued' RETURNING id", (now,)).fetchall()
+            ids = sorted(int(r[0]) for r in rows)
+            for job_id in ids:
+                self._note(job_id, JobState.CANCELLED)
+        return ids
+
+    def recover_interrupted(self, *, now: float, max_attempts: int,
+                            retry_interrupted: bool) -> list[Job]:
+        """After a crash: jobs left processing or paused go back to the queue (or fail).
+
+        On a shared store this takes every unfinished attempt, a fleet's too: a monitor that
+        shares one recovers by lease (`requeue_expired`) instead.
+        """
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, attempts FROM jobs WHERE state IN ('processing', 'paused') "
+                "ORDER BY id FOR UPDATE").fetchall()
+            for job_id, attempts in rows:
+                if retry_interrupted and attempts < max_attempts:
+                    db.execute(
+                        "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, "
+                        "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
+                        f"claim_token = claim_token + 1, seq = {self._FRONT} WHERE id = %s",
+                        (now, job_id))
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state = 'failed', finished_at = %s, reason = 'interrupted', "
+                        "error = 'the monitor stopped during the last attempt', "
+                        "claim_token = claim_token + 1 WHERE id = %s", (now, job_id))
+            jobs = [self._reads.get(r[0]) for r in rows]
+            for job in jobs:
+                self._note(job.id, job.state)
+        return jobs
+
+    # -- details of a running attempt -----------------------------------------------------------
+
+    def _update(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._tx() as db:
+            db.execute(sql, params)
+
+    def set_progress(self, job_id: int, progress: float, speed: float | None,
+                     eta_seconds: float | None) -> None:
+        """Save the last progress report (called at a bounded rate by the monitor)."""
+        self._update("UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
+                     (progress, speed, eta_seconds, job_id))
+
+    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
+        """Remember the source's media duration once probed."""
+        self._update("UPDATE jobs SET media_duration = %s WHERE id = %s", (seconds, job_id))
+
+    def set_source_inode(self, job_id: int, inode: int) -> None:
+        """Remember which file (inode) the job's attempt read."""
+        self._update("UPDATE jobs SET source_inode = %s WHERE id = %s", (inode, job_id))
+
+    def set_quality_score(self, job_id: int, score: float | None) -> None:
+        """Remember the quality score the output got against its source."""
+        self._update("UPDATE jobs SET quality_score = %s WHERE id = %s", (score, job_id))
+
+    # -- reads (the portable queries over this store's connection) ------------------------------
+
+    def get(self, job_id: int) -> Job:
+        """One job by id."""
+        return self._reads.get(job_id)
+
+    def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """The newest job for exactly this version of a file, if any."""
+        return self._reads.find(source_path, size, mtime_ns)
+
+    def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
+        """A job of exactly this version of a file that has not finished (queued, running, paused)."""
+        return self._reads.unfinished_job(source_path, size, mtime_ns)
+
+    def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
+        """Queued jobs in the order they will run."""
+        return self._reads.queued(limit, offset)
+
+    def list_jobs(self, *, states: list[JobState] | None = None, profile: str | None = None,
+                  search: str | None = None, since: float | None = None,
+                  until: float | None = None, sort: str = "created", descending: bool = True,
+                  limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
+        """A filtered page of jobs sorted by one of SORT_KEYS, and the total matching count."""
+        return self._reads.list_jobs(states=states, profile=profile, search=search, since=since,
+                                     until=until, sort=sort, descending=descending, limit=limit,
+                                     offset=offset)
+
+    def counts_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state present, zeros included)."""
+        return self._reads.counts_by_state()
+
+    def oldest_queued_at(self) -> float | None:
+        """When the longest-waiting queued job was queued."""
+        return self._reads.oldest_queued_at()
+
+    def last_finished_at(self) -> dict[JobState, float | None]:
+        """The latest finish time per terminal state."""
+        return self._reads.last_finished_at()
+
+    def summary(self, *, now: float) -> dict[str, Any]:
+        """Totals, average duration, space saved, and the last 24 h by hour."""
+        return self._reads.summary(now=now)
+
+    def space_saved(self) -> dict[str, Any]:
+        """Input, output and saved bytes over completed jobs whose sizes are both known."""
+        return self._reads.space_saved()
+
+    def history(self, *, since: float, until: float, step: float) -> list[dict[str, Any]]:
+        """Jobs finished per time bucket, by outcome, with their mean duration."""
+        return self._reads.history(since=since, until=until, step=step)
+
+    # -- the audit trail ------------------------------------------------------------------------
+
+    def record_audit(self, entry: AuditEntry) -> int:
+        """Keep one audit entry; returns its id (the oldest go past the retention bounds)."""
+        columns = AUDIT_COLUMNS
+        with self._tx() as db:
+            row = db.execute(
+                f"INSERT INTO audit ({', '.join(columns)}) "
+                f"VALUES ({', '.join('%s' for _ in columns)}) RETURNING id",
+                [getattr(entry, c) for c in columns]).fetchone()
+            new_id = int(row[0])
+            db.execute("DELETE FROM audit WHERE id <= %s", (new_id - AUDIT_MAX_ROWS,))
+            if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
+                db.execute("DELETE FROM audit WHERE at < %s", (entry.at - AUDIT_MAX_AGE_SECONDS,))
+            self._audit_inserts += 1
+        return new_id
+
+    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
+        rows = self._execute(
+            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < %s "
+            "ORDER BY id DESC LIMIT %s", (before if before is not None else 2**63 - 1, limit))
+        return [AuditEntry(**dict(row)) for row in rows]
+
+    def audit_count(self) -> int:
+        """How many audit entries are kept."""
+        return int(self._execute("SELECT COUNT(*) FROM audit")[0][0])
+
+    # -- copying a history in (bulletproof store migrate --from-sqlite) -------------------------
+
+    def is_empty(self) -> bool:
+        """True when the store holds no job, done file version or audit entry."""
+        row = self._execute("SELECT EXISTS (SELECT 1 FROM jobs) OR EXISTS (SELECT 1 FROM done_files) "
+                            "OR EXISTS (SELECT 1 FROM audit)")
+        return not row[0][0]
+
+    def import_history(self, *, jobs: list[dict[str, Any]], done_files: list[tuple[str, int, int]],
+                       audit: list[dict[str, Any]], meta: dict[str, str],
+                       replace_existing: bool = False) -> None:
+        """Copy another store's history in, in one transaction, ids kept. A store that holds
+        anything is refused (StoreError) unless `replace_existing`, which empties it first."""
+        with self._tx() as db:
+            db.execute("LOCK TABLE jobs, done_files, audit, meta IN EXCLUSIVE MODE")
+            if not replace_existing and not self.is_empty():
+                raise StoreError(f"job store {self.path} already holds a history; copying into it "
+                                 "would mix two (--force replaces it)", path=self.path)
+            db.execute("TRUNCATE jobs, done_files, audit")
+            unfinished: set[tuple[str, int, int]] = set()
+            with db.cursor() as cur:
+                for job in sorted(jobs, key=lambda j: j["id"]):
+                    version = (job["source_path"], job["size"], job["mtime_ns"])
+                    # The first unfinished job of a version holds it; any later one (queued on
+                    # request beside it) is explicit, as force would have made it here.
+                    explicit = job["state"] in ("queued", "processing", "paused") and \
+                        version in unfinished
+                    if job["state"] in ("queued", "processing", "paused"):
+                        unfinished.add(version)
+                    cur.execute(
+                        f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, explicit) "
+                        f"VALUES ({', '.join('%s' for _ in JOB_COLUMNS)}, %s)",
+                        [*(job[c] for c in JOB_COLUMNS), explicit])
+                cur.executemany("INSERT INTO done_files (source_path, size, mtime_ns) "
+                                "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", done_files)
+                cur.executemany(
+                    f"INSERT INTO audit (id, {', '.join(AUDIT_COLUMNS)}) "
+                    f"VALUES (%s, {', '.join('%s' for _ in AUDIT_COLUMNS)})",
+                    [[a["id"], *(a[c] for c in AUDIT_COLUMNS)] for a in audit])
+                for key, value in meta.items():
+                    if key not in LOCAL_META_KEYS:
+                        cur.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT "
+                                    "(key) DO UPDATE SET value = EXCLUDED.value", (key, value))
+            # New rows continue after the copied ones.
+            db.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
+                       "COALESCE((SELECT MAX(id) FROM jobs), 0) + 1, false)")
+            db.execute("SELECT setval(pg_get_serial_sequence('audit', 'id'), "
+                       "COALESCE((SELECT MAX(id) FROM audit), 0) + 1, false)")
+            db.execute("SELECT setval('jobs_seq_counter', "
+                       "CAST(GREATEST(CEIL(COALESCE((SELECT MAX(seq) FROM jobs), 0)), 0) AS BIGINT) + 1, false)")
+
+
+# The jobs table's columns a copied history carries: a Job's fields and the claim columns.
+JOB_COLUMNS: tuple[str, ...] = (*JOB_FIELDS, "seq", "claim_token", "claimed_by", "lease_until")
+# Settings that belong to one database, never copied from another.
+LOCAL_META_KEYS = frozenset({"schema_version", "health_probe"})
+
+
+
+
+def _change_payload(change: StoreChange) -> str:
+    return json.dumps({"kind": change.kind.value, "job_id": change.job_id,
+                       "state": change.state.value if change.state else None, "key": change.key})
+
+
+def _change_from_payload(payload: str) -> StoreChange | None:
+    """The change a NOTIFY payload describes (None for one this version cannot read)."""
+    try:
+        data = json.loads(payload)
+        return StoreChange(kind=ChangeKind(data["kind"]), job_id=data.get("job_id"),
+                           state=JobState(data["state"]) if data.get("state") else None,
+                           key=data.get("key"))
+    except (ValueError, KeyError, TypeError):
+        return None
