@@ -39,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_metrics import add_queued, fill_fast  # noqa: E402
+from bulletproof.postgres_store import PostgresJobStore  # noqa: E402 (the postgres extra)
 from bulletproof.sqlite_store import SqliteJobStore  # noqa: E402
 from bulletproof.store import JobStore, NewJob  # noqa: E402
-from bulletproof.postgres_store import PostgresJobStore  # noqa: E402 (the postgres extra)
 from tests.postgres import remove_cluster, start_cluster  # noqa: E402
 
 

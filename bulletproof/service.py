@@ -25,6 +25,7 @@ from bulletproof.config import (
 from bulletproof.config_checks import check_against_ffmpeg
 from bulletproof.config_file import updated_config_text
 from bulletproof.config_policy import ApiChangePolicy, keep_file_settings
+from bulletproof.database_url import store_identity, with_database_secret
 from bulletproof.errors import (
     ConfigError,
     ConfigIssue,
@@ -36,7 +37,6 @@ from bulletproof.errors import (
 from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
-from bulletproof.database_url import store_identity, with_database_secret
 from bulletproof.owner import FolderLock
 from bulletproof.paths import (
     excluded_folders,
@@ -50,9 +50,9 @@ from bulletproof.plugins import PluginContext
 from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch
-from bulletproof.store_factory import is_shared, open_store
 from bulletproof.state import ConfigState, Lifecycle, QueueState
 from bulletproof.store import JobStore, NewJob
+from bulletproof.store_factory import is_shared, open_store
 from bulletproof.view import MonitorView
 from bulletproof.watcher import FolderWatcher, StableFile
 from bulletproof.workers import WorkerPool

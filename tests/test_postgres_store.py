@@ -87,7 +87,7 @@ def test_one_unfinished_job_per_file_version_even_from_two_instances_at_once(
     first, second = two
     for round_ in range(10):
         version = new("a.mp4", mtime=round_)
-        got = at_once([lambda: first.add(version), lambda: second.add(version)])
+        got = at_once([lambda v=version: first.add(v), lambda v=version: second.add(v)])
         assert sum(job is not None for job in got) == 1, got
     assert first.counts_by_state()["queued"] == 10
 
