@@ -31,7 +31,12 @@ def job_rows(db: Path) -> list[tuple]:
     if not db.exists():
         return []
     with sqlite3.connect(db, timeout=5) as conn:
-        return conn.execute("SELECT id, state, attempts, rel_path FROM jobs ORDER BY id").fetchall()
+        try:
+            return conn.execute("SELECT id, state, attempts, rel_path FROM jobs ORDER BY id").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the monitor has created the file, not yet its schema
+                return []
+            raise
 
 
 def test_init_writes_a_valid_config(tmp_path: Path) -> None:
