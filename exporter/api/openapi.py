@@ -204,7 +204,7 @@ def _paths() -> dict[str, Any]:
                                       "status", {"200": _json(ref("Status"), "status")})},
         "/api/v1/stats/summary": {"get": _op(
             "getStatsSummary", "Totals, average duration, last 24 h by hour", "stats",
-            {"200": _json(ref("Stats"), "the plan's Stats model")})},
+            {"200": _json(ref("Stats"), "totals, space saved and the last 24 h")})},
         "/api/v1/stats/history": {"get": _op(
             "getStatsHistory", "Jobs finished per time bucket, by outcome", "stats",
             {"200": _json(ref("History"), "buckets from since to until")}, errors=("422",),
