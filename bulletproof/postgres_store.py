@@ -30,7 +30,7 @@ from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, Store
 from bulletproof.models import JOB_FIELDS, FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
-from bulletproof.queries import JobQueries
+from bulletproof.queries import JobQueries, StoreReads
 from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _qmark_to_format(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-class PostgresJobStore:
+class PostgresJobStore(StoreReads):
     """Every job of a fleet, and its history, on one PostgreSQL database; safe from several threads."""
 
     def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
@@ -487,14 +487,6 @@ class PostgresJobStore:
                 self._note(job.id, job.state)
         return jobs
 
-    def next_queued(self, *, now: float) -> Job | None:
-        """The job a free worker would take now (a read; `claim` takes it)."""
-        return self._reads.next_queued(now=now)
-
-    def next_wakeup(self) -> float | None:
-        """The earliest time a backed-off queued job becomes runnable."""
-        return self._reads.next_wakeup()
-
     # -- transitions ----------------------------------------------------------------------------
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
@@ -690,57 +682,6 @@ class PostgresJobStore:
     def set_quality_score(self, job_id: int, score: float | None) -> None:
         """Remember the quality score the output got against its source."""
         self._update("UPDATE jobs SET quality_score = %s WHERE id = %s", (score, job_id))
-
-    # -- reads (the portable queries over this store's connection) ------------------------------
-
-    def get(self, job_id: int) -> Job:
-        """One job by id."""
-        return self._reads.get(job_id)
-
-    def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
-        """The newest job for exactly this version of a file, if any."""
-        return self._reads.find(source_path, size, mtime_ns)
-
-    def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
-        """A job of exactly this version of a file that has not finished (queued, running, paused)."""
-        return self._reads.unfinished_job(source_path, size, mtime_ns)
-
-    def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
-        """Queued jobs in the order they will run."""
-        return self._reads.queued(limit, offset)
-
-    def list_jobs(self, *, states: list[JobState] | None = None, profile: str | None = None,
-                  search: str | None = None, since: float | None = None,
-                  until: float | None = None, sort: str = "created", descending: bool = True,
-                  limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
-        """A filtered page of jobs sorted by one of SORT_KEYS, and the total matching count."""
-        return self._reads.list_jobs(states=states, profile=profile, search=search, since=since,
-                                     until=until, sort=sort, descending=descending, limit=limit,
-                                     offset=offset)
-
-    def counts_by_state(self) -> dict[JobState, int]:
-        """How many jobs are in each state (every state present, zeros included)."""
-        return self._reads.counts_by_state()
-
-    def oldest_queued_at(self) -> float | None:
-        """When the longest-waiting queued job was queued."""
-        return self._reads.oldest_queued_at()
-
-    def last_finished_at(self) -> dict[JobState, float | None]:
-        """The latest finish time per terminal state."""
-        return self._reads.last_finished_at()
-
-    def summary(self, *, now: float) -> dict[str, Any]:
-        """Totals, average duration, space saved, and the last 24 h by hour."""
-        return self._reads.summary(now=now)
-
-    def space_saved(self) -> dict[str, Any]:
-        """Input, output and saved bytes over completed jobs whose sizes are both known."""
-        return self._reads.space_saved()
-
-    def history(self, *, since: float, until: float, step: float) -> list[dict[str, Any]]:
-        """Jobs finished per time bucket, by outcome, with their mean duration."""
-        return self._reads.history(since=since, until=until, step=step)
 
     # -- the audit trail ------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, Store
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
-from bulletproof.queries import JobQueries
+from bulletproof.queries import JobQueries, StoreReads
 from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def _corrupt_message(path: Path, detail: str) -> str:
             "\"The state database is damaged\")")
 
 
-class SqliteJobStore:
+class SqliteJobStore(StoreReads):
     """Every job the monitor has queued, and its history, in SQLite; safe to call from several threads."""
 
     def __init__(self, path: Path | str) -> None:
@@ -738,65 +738,6 @@ class SqliteJobStore:
             "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
             (now,), token=token,
         )
-
-    # -- reads (JobQueries over this store's connection) -----------------------------------
-
-    def get(self, job_id: int) -> Job:
-        """One job by id."""
-        return self._reads.get(job_id)
-
-    def find(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
-        """The newest job for exactly this version of a file, if any."""
-        return self._reads.find(source_path, size, mtime_ns)
-
-    def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
-        """A job of exactly this version of a file that has not finished (queued, running, paused)."""
-        return self._reads.unfinished_job(source_path, size, mtime_ns)
-
-    def next_queued(self, *, now: float) -> Job | None:
-        """The job a free worker would take now (FIFO within priority, honouring backoff)."""
-        return self._reads.next_queued(now=now)
-
-    def next_wakeup(self) -> float | None:
-        """The earliest time a backed-off queued job becomes runnable."""
-        return self._reads.next_wakeup()
-
-    def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
-        """Queued jobs in the order they will run."""
-        return self._reads.queued(limit, offset)
-
-    def list_jobs(self, *, states: list[JobState] | None = None, profile: str | None = None,
-                  search: str | None = None, since: float | None = None,
-                  until: float | None = None, sort: str = "created", descending: bool = True,
-                  limit: int = 100, offset: int = 0) -> tuple[list[Job], int]:
-        """A filtered, sorted page of jobs and the total matching count."""
-        return self._reads.list_jobs(states=states, profile=profile, search=search, since=since,
-                                     until=until, sort=sort, descending=descending, limit=limit,
-                                     offset=offset)
-
-    def counts_by_state(self) -> dict[JobState, int]:
-        """How many jobs are in each state (every state present, zeros included)."""
-        return self._reads.counts_by_state()
-
-    def oldest_queued_at(self) -> float | None:
-        """When the longest-waiting queued job was queued."""
-        return self._reads.oldest_queued_at()
-
-    def last_finished_at(self) -> dict[JobState, float | None]:
-        """The latest finish time per terminal state."""
-        return self._reads.last_finished_at()
-
-    def summary(self, *, now: float) -> dict[str, Any]:
-        """Totals, average duration, space saved, and the last 24 h by hour."""
-        return self._reads.summary(now=now)
-
-    def space_saved(self) -> dict[str, Any]:
-        """Input, output and saved bytes over completed jobs whose sizes are both known."""
-        return self._reads.space_saved()
-
-    def history(self, *, since: float, until: float, step: float) -> list[dict[str, Any]]:
-        """Jobs finished per time bucket, by outcome, with their mean duration."""
-        return self._reads.history(since=since, until=until, step=step)
 
     # -- audit trail ----------------------------------------------------------------------------
 
