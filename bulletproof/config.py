@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
+import socket
 import string
 import tempfile
 import types
@@ -175,6 +177,33 @@ class VerifySettings(ConfigModel):
         return max(self.duration_tolerance_seconds, self.duration_tolerance_ratio * expected)
 
 
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+
+
+def host_node_name() -> str:
+    """This host's name as a node name (characters a node name cannot hold become '-')."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].lstrip("-._")
+    return name or "node"
+
+
+class FleetSettings(ConfigModel):
+    """How the monitors sharing one store keep track of each other and of their claims."""
+
+    # A node writes its heartbeat, renews its leases and sweeps lapsed ones this often.
+    heartbeat_seconds: float = Field(default=10.0, ge=1, le=300)
+    # How long a claim holds without renewal: a dead node's job returns to the queue after it.
+    lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_outlasts_heartbeats(cls, value: float, info: ValidationInfo) -> float:
+        beat = info.data.get("heartbeat_seconds")
+        if beat is not None and value < 3 * beat:
+            raise ValueError(f"must be at least 3 × heartbeat_seconds ({3 * beat:g}): the "
+                             "heartbeat renews the leases, and one late beat must not lose them")
+        return value
+
+
 class LogSettings(ConfigModel):
     """Log format and level."""
 
@@ -237,6 +266,9 @@ class Config(ConfigModel):
     done_folder: Path | None = None
     # A SQLite file, or a `postgresql://` URL: the store several monitors can share.
     database: Path | str = Path("bulletproof.db")
+    # This monitor's name among those sharing the store (status, claims, metrics' `node` label).
+    node_name: str = Field(default_factory=host_node_name)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     profiles: dict[str, Profile] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
@@ -263,6 +295,14 @@ class Config(ConfigModel):
         if not isinstance(value, (str, Path)):
             raise ValueError("must be a file path or a postgresql:// URL")
         return resolve_config_path(Path(value), info)
+
+    @field_validator("node_name")
+    @classmethod
+    def _node_name(cls, value: str) -> str:
+        if not re.fullmatch(NODE_NAME_PATTERN, value):
+            raise ValueError("must be 1 to 63 letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit")
+        return value
 
     @field_serializer("database", when_used="json")
     def _database_shown(self, value: Path | str) -> str:

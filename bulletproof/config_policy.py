@@ -67,6 +67,8 @@ KEY_POLICY: dict[str, KeyPolicy] = {
     "on_success": _API_LIVE,  # and at most as destructive as the file's (DESTRUCTIVENESS)
     "done_folder": _FOLDER,
     "database": _FILE_RESTART,
+    "node_name": _FILE_RESTART,  # who holds the claims: changing it under running jobs orphans them
+    "fleet": _FILE_RESTART,
     "log": _FILE_RESTART,  # the operator's record of what happened, API changes included
     "profiles": _API_LIVE,
     "rules": _API_LIVE,

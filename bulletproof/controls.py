@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from bulletproof.audit import AuditEntry
 from bulletproof.config import Config
 from bulletproof.models import Job
+from bulletproof.store import NodeInfo
 
 
 class Controls(Protocol):
@@ -53,6 +54,14 @@ class Controls(Protocol):
 
     def delete_job(self, job_id: int) -> None:
         """Remove a finished job from history."""
+
+    # -- the fleet
+
+    def drain_node(self, name: str, draining: bool = True) -> NodeInfo:
+        """Let a node of the store finish its jobs and take no more (or take jobs again)."""
+
+    def advertise_api(self, address: str) -> None:
+        """Publish this node's API address (host:port) in the node registry, for discovery."""
 
     # -- the config
 

@@ -4,11 +4,13 @@ BulletproofError
 ├── ConfigError            a config file or value is invalid (carries every issue found)
 ├── StoreError             the state database cannot be opened or written
 │   ├── StoreLocked        another monitor holds the database or the output folder
+│   │   └── NodeNameTaken  another running monitor of the store has this node name
 │   └── StoreCorrupt       the database file is damaged (quick_check or a "malformed" error)
 ├── JobError               a control call names a job that cannot take it
 │   ├── JobNotFound        no job has that id
 │   ├── InvalidTransition  the job's state does not allow the action
 │   └── StaleClaim         a write for an attempt whose claim is no longer current
+├── NodeNotFound           no node of that name is in the store's registry
 ├── PathError              a path is outside the watch folders, missing, or not a file
 │   └── UnknownProfile     a request names a profile the config does not have
 ├── FfmpegNotFound         neither PATH nor the bundled build has an ffmpeg
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bulletproof.models import FailureReason, JobState
+    from bulletproof.store import NodeInfo
 
 
 class BulletproofError(Exception):
@@ -105,6 +108,26 @@ class StaleClaim(JobError):
         self.action = action
         super().__init__(f"cannot {action} job {job_id}: claim {token} is stale ({why})",
                          job_id=job_id)
+
+
+class NodeNotFound(BulletproofError):
+    """No node of that name is in the store's registry."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no node named {name!r} is known to the job store")
+        self.name = name
+
+
+class NodeNameTaken(StoreLocked):
+    """Another running monitor already uses this node name on the same store."""
+
+    def __init__(self, node: NodeInfo, *, path: Path | str, seen_ago: float) -> None:
+        super().__init__(
+            f"node name {node.name!r} is in use by another running monitor on {path} (host "
+            f"{node.host}, pid {node.pid}, last seen {seen_ago:.0f} s ago); give each monitor "
+            "its own node_name in monitor.yaml",
+            path=path, holder={"node": node.name, "host": node.host, "pid": node.pid})
+        self.node = node
 
 
 class PathError(BulletproofError):

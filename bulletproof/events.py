@@ -194,6 +194,15 @@ class WorkerRestarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseExpired(Event):
+    """A node's claim on a running job ran out unrenewed (the node died, froze or lost the
+    store); this node's sweep put the job back in the queue, or failed it out of attempts."""
+
+    job: Job
+    node: str  # the node whose lease ran out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoreStatus(Event):
     """The job store stopped or started taking writes (`corrupt` once SQLite reported damage)."""
 

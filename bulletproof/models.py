@@ -126,6 +126,7 @@ class Job:
     stderr_tail: str | None = None
     source_inode: int | None = None
     quality_score: float | None = None
+    claimed_by: str | None = None  # the node that holds (or last held) the job's claim
 
     @property
     def filename(self) -> str:

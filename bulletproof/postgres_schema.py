@@ -110,6 +110,24 @@ _STEPS: tuple[str, ...] = (
         FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
         EXECUTE FUNCTION job_counts_keep();
     """,
+    # 2: the node registry: one row per monitor of the fleet, written by its heartbeat.
+    """
+    CREATE TABLE IF NOT EXISTS nodes (
+        name              TEXT PRIMARY KEY,
+        instance          TEXT    NOT NULL,
+        host              TEXT    NOT NULL,
+        pid               INTEGER NOT NULL,
+        version           TEXT    NOT NULL,
+        workers           INTEGER NOT NULL,
+        busy              INTEGER NOT NULL,
+        started_at        DOUBLE PRECISION NOT NULL,
+        last_seen         DOUBLE PRECISION NOT NULL,
+        heartbeat_seconds DOUBLE PRECISION NOT NULL,
+        draining          BOOLEAN NOT NULL DEFAULT FALSE,
+        stopped_at        DOUBLE PRECISION,
+        api_address       TEXT
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(_STEPS)

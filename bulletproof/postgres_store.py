@@ -24,14 +24,23 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Loader
 
+from bulletproof import node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
-from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreError
+from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
 from bulletproof.models import JOB_FIELDS, FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
 from bulletproof.queries import JobQueries, StoreReads
-from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
+from bulletproof.store import (
+    ChangeKind,
+    ChangeListener,
+    Claim,
+    NewJob,
+    NodeInfo,
+    StoreChange,
+    StoreHealth,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +282,36 @@ class PostgresJobStore(StoreReads):
             db.execute("INSERT INTO meta (key, value) VALUES (%s, %s) "
                        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, value))
             self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
+
+    # -- the node registry --------------------------------------------------------------------
+
+    def heartbeat(self, node: NodeInfo) -> NodeInfo:
+        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
+        with self._tx() as db:
+            db.execute(_qmark_to_format(node_rows.HEARTBEAT), node_rows.heartbeat_params(node))
+        return node_rows.read_node(self._query, node.name)
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node the store knows, by name."""
+        return node_rows.read_nodes(self._query)
+
+    def set_draining(self, name: str, draining: bool) -> NodeInfo:
+        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound.
+
+        The other nodes hear it at once (NOTIFY); the node itself also reads it at its heartbeat.
+        """
+        with self._tx() as db:
+            if db.execute(_qmark_to_format(node_rows.SET_DRAINING), (draining, name)).rowcount == 0:
+                raise NodeNotFound(name)
+            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
+        return node_rows.read_node(self._query, name)
+
+    def forget_node(self, name: str) -> None:
+        """Remove a node from the registry (NodeNotFound when there is none)."""
+        with self._tx() as db:
+            if db.execute(_qmark_to_format(node_rows.FORGET), (name,)).rowcount == 0:
+                raise NodeNotFound(name)
+            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
 
     # -- adding jobs ----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from bulletproof.errors import (
     UnknownProfile,
 )
 from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
+from bulletproof.fleet import NodePresence, publish_recovered
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.owner import FolderLock
@@ -51,7 +52,7 @@ from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch
 from bulletproof.state import ConfigState, Lifecycle, QueueState
-from bulletproof.store import JobStore, NewJob
+from bulletproof.store import JobStore, NewJob, NodeInfo
 from bulletproof.store_factory import is_shared, open_store
 from bulletproof.view import MonitorView
 from bulletproof.watcher import FolderWatcher, StableFile
@@ -82,13 +83,16 @@ class Monitor:
         self.store_closed = False
         self.queue = QueueState(self.store)
         self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries, self.queue)
+        self.presence = NodePresence(self.store, self.bus, lambda: self.config, self._pool,
+                                     version=self.version, shared=is_shared(config.database))
         self._watcher: FolderWatcher | None = None
         self._stopped = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
         self._output_lock: FolderLock | None = None
         self.view = MonitorView(version=self.version, binaries=self.binaries, store=self.store,
                                 settings=self.settings, queue=self.queue, lifecycle=self.lifecycle,
-                                pool=self._pool, watcher=lambda: self._watcher)
+                                pool=self._pool, watcher=lambda: self._watcher,
+                                presence=self.presence)
         self.bus.subscribe(TransitionLogger())
 
     @property
@@ -126,25 +130,20 @@ class Monitor:
                                     "ffmpeg_source": self.binaries.source,
                                     "ffmpeg_version": self.binaries.version,
                                     "quality_metrics": ",".join(available_metrics(self.binaries.filters))})
+        self.presence.claim_name(now)  # a second monitor under this name stops here
         if is_shared(self.config.database):  # others' attempts run on: only lapsed leases
-            recovered = self.store.requeue_expired(now=now,
-                                                   max_attempts=self.config.retry.max_attempts)
+            self.presence.sweep(now)
         else:
-            recovered = self.store.recover_interrupted(
+            publish_recovered(self.bus, self.store.recover_interrupted(
                 now=now, max_attempts=self.config.retry.max_attempts,
-                retry_interrupted="interrupted" in self.config.retry.retry_on)
-        for job in recovered:
-            if job.state is JobState.QUEUED:
-                self.bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
-            else:  # out of attempts: the crash ended it
-                self.bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
-                                                reason=FailureReason.INTERRUPTED, busy_seconds=0.0))
+                retry_interrupted="interrupted" in self.config.retry.retry_on))
         if self._output_lock is None or self._output_lock.alone:  # not another node's work
             await asyncio.to_thread(self._remove_stale_temporaries)
         self._pool.resize(self.config.max_workers)
         await self._start_watcher()
         self._health_task = asyncio.get_running_loop().create_task(
             self._watch_store(), name="bulletproof-store-health")
+        await self.presence.start()
 
     async def stop(self) -> None:
         """Stop watching, end running ffmpeg processes and put their jobs back in the queue."""
@@ -154,6 +153,7 @@ class Monitor:
         if self._watcher is not None:
             await self._watcher.stop()
         await self._pool.stop()
+        await self.presence.stop()
         self.store.close()
         self.store_closed = True
         if self._output_lock is not None:
@@ -423,6 +423,20 @@ class Monitor:
         job = self.store.prioritize(job_id)
         self._wake()
         return job
+
+    # -- the fleet ----------------------------------------------------------------------------
+
+    def drain_node(self, name: str, draining: bool = True) -> NodeInfo:
+        """Let a node of the store finish its jobs and take no more (or take jobs again)."""
+        node = self.store.set_draining(name, draining)
+        if name == self.presence.name:  # this node: at once (others hear it from the store)
+            self.presence.follow(node)
+        log.info("node draining" if draining else "node draining ended", extra={"node": name})
+        return node
+
+    def advertise_api(self, address: str) -> None:
+        """Publish this node's API address (host:port) in the node registry, for discovery."""
+        self.presence.api_address = address
 
     # -- audit trail --------------------------------------------------------------------------
 

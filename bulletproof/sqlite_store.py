@@ -13,23 +13,39 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bulletproof import node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
-from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreCorrupt, StoreError
+from bulletproof.errors import (
+    InvalidTransition,
+    JobNotFound,
+    NodeNotFound,
+    StaleClaim,
+    StoreCorrupt,
+    StoreError,
+)
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
 from bulletproof.queries import JobQueries, StoreReads
-from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
+from bulletproof.store import (
+    ChangeKind,
+    ChangeListener,
+    Claim,
+    NewJob,
+    NodeInfo,
+    StoreChange,
+    StoreHealth,
+)
 
 log = logging.getLogger(__name__)
 
 # Columns of the jobs table that are the store's own, not fields of a Job: the queue position
 # and the claim (fencing token, node, lease). Every other column is a Job field (JOB_FIELDS).
-INTERNAL_COLUMNS: tuple[str, ...] = ("seq", "claim_token", "claimed_by", "lease_until")
+INTERNAL_COLUMNS: tuple[str, ...] = ("seq", "claim_token", "lease_until")
 
 # 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
 # store that may hold states they do not know.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _STEPS_BEFORE_NUMBERING = 2  # steps that re-run on every open (see SqliteJobStore._migrate)
 
 _SCHEMA = """
@@ -99,6 +115,25 @@ CREATE TABLE IF NOT EXISTS done_files (
 """
 
 # The audit trail of control calls (bulletproof.audit); added without a schema version bump.
+# The node registry (schema step 3): one row per monitor that ran on this store.
+_NODES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    name              TEXT PRIMARY KEY,
+    instance          TEXT    NOT NULL,
+    host              TEXT    NOT NULL,
+    pid               INTEGER NOT NULL,
+    version           TEXT    NOT NULL,
+    workers           INTEGER NOT NULL,
+    busy              INTEGER NOT NULL,
+    started_at        REAL    NOT NULL,
+    last_seen         REAL    NOT NULL,
+    heartbeat_seconds REAL    NOT NULL,
+    draining          INTEGER NOT NULL DEFAULT 0,
+    stopped_at        REAL,
+    api_address       TEXT
+);
+"""
+
 _AUDIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -183,6 +218,7 @@ class SqliteJobStore(StoreReads):
         steps: tuple[Callable[[], None], ...] = (
             lambda: self._db.executescript(_SCHEMA),  # 1: jobs, done files, meta, job counts
             self._migrate_to_2,  # 2: the audit trail, trusted outputs, claims
+            lambda: self._db.executescript(_NODES_SCHEMA),  # 3: the node registry
         )
         assert len(steps) == SCHEMA_VERSION
         current = self._stored_version()
@@ -342,6 +378,33 @@ class SqliteJobStore(StoreReads):
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
             self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
+
+    # -- the node registry --------------------------------------------------------------------
+
+    def heartbeat(self, node: NodeInfo) -> NodeInfo:
+        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
+        with self._tx() as db:
+            db.execute(node_rows.HEARTBEAT, node_rows.heartbeat_params(node))
+        return node_rows.read_node(self._query, node.name)
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node the store knows, by name."""
+        return node_rows.read_nodes(self._query)
+
+    def set_draining(self, name: str, draining: bool) -> NodeInfo:
+        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound."""
+        with self._tx() as db:
+            if db.execute(node_rows.SET_DRAINING, (draining, name)).rowcount == 0:
+                raise NodeNotFound(name)
+            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
+        return node_rows.read_node(self._query, name)
+
+    def forget_node(self, name: str) -> None:
+        """Remove a node from the registry (NodeNotFound when there is none)."""
+        with self._tx() as db:
+            if db.execute(node_rows.FORGET, (name,)).rowcount == 0:
+                raise NodeNotFound(name)
+            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -52,11 +52,38 @@ class Claim:
     lease_until: float
 
 
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One monitor of the store, as its last heartbeat told it (and whether it is draining).
+
+    A lone monitor is a fleet of one: its store lists it too.
+    """
+
+    name: str
+    instance: str  # this run of the process: a second process under the same name differs
+    host: str
+    pid: int
+    version: str
+    workers: int  # worker slots configured
+    busy: int  # slots running a job at the last heartbeat
+    started_at: float
+    last_seen: float  # unix time of the last heartbeat, by the node's clock
+    heartbeat_seconds: float  # how often the node beats: readers judge "gone" by it
+    draining: bool = False  # takes no new jobs (set by anyone; survives restarts)
+    stopped_at: float | None = None  # a clean stop; None while running (or after a crash)
+    api_address: str | None = None  # host:port of its API, as the node advertises it
+
+    def alive(self, now: float, *, missed: int = 3) -> bool:
+        """Running and heard from within `missed` heartbeats."""
+        return self.stopped_at is None and now - self.last_seen <= missed * self.heartbeat_seconds
+
+
 class ChangeKind(StrEnum):
     """What a store change notification is about."""
 
     JOB = "job"  # a job was added, changed state, or was deleted (state None)
     META = "meta"  # a persisted setting changed
+    NODE = "node"  # a node's registry row changed in a way others act on (draining); key: name
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +160,24 @@ class JobStore(Protocol):
 
     def set_meta(self, key: str, value: str) -> None:
         """Persist a setting."""
+        ...
+
+    # -- the node registry ----------------------------------------------------------------------
+
+    def heartbeat(self, node: NodeInfo) -> NodeInfo:
+        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
+        ...
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node the store knows, by name."""
+        ...
+
+    def set_draining(self, name: str, draining: bool) -> NodeInfo:
+        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound."""
+        ...
+
+    def forget_node(self, name: str) -> None:
+        """Remove a node from the registry (NodeNotFound when there is none)."""
         ...
 
     # -- adding jobs ----------------------------------------------------------------------------

@@ -17,12 +17,13 @@ from typing import Any
 from bulletproof.audit import AuditEntry
 from bulletproof.config import Config
 from bulletproof.ffmpeg import FfmpegBinaries
+from bulletproof.fleet import NodePresence
 from bulletproof.models import Job, JobState, WorkerSnapshot
 from bulletproof.paths import output_path_for
 from bulletproof.profiles import Profile
 from bulletproof.rules import RuleMatch
 from bulletproof.state import ConfigState, Lifecycle, QueueState
-from bulletproof.store import JobStore
+from bulletproof.store import JobStore, NodeInfo
 from bulletproof.watcher import FolderWatcher
 from bulletproof.workers import WorkerPool
 
@@ -37,7 +38,8 @@ class MonitorView:
 
     def __init__(self, *, version: str, binaries: FfmpegBinaries, store: JobStore,
                  settings: ConfigState, queue: QueueState, lifecycle: Lifecycle,
-                 pool: WorkerPool, watcher: Callable[[], FolderWatcher | None]) -> None:
+                 pool: WorkerPool, watcher: Callable[[], FolderWatcher | None],
+                 presence: NodePresence) -> None:
         self._version = version
         self._binaries = binaries
         self._store = store
@@ -46,6 +48,21 @@ class MonitorView:
         self._lifecycle = lifecycle
         self._pool = pool
         self._watcher = watcher  # replaced when the watch folders change, so asked each time
+        self._presence = presence
+
+    @property
+    def node_name(self) -> str:
+        """This monitor's name among the nodes of its store."""
+        return self._presence.name
+
+    @property
+    def draining(self) -> bool:
+        """True while this node finishes its jobs and takes no new ones."""
+        return self._pool.draining
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node of the store (this one included), by name, as their heartbeats told."""
+        return self._store.nodes()
 
     @property
     def version(self) -> str:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,9 +47,6 @@ log = logging.getLogger(__name__)
 _IDLE_POLL = 1.0  # upper bound on how long an idle worker sleeps without a wake-up
 _BACKOFF_FIRST = 0.5  # seconds a slot waits after an error, doubled on each one in a row...
 _BACKOFF_MAX = 30.0  # ...up to this
-# A claim's lease, renewed with the progress saves; only a store shared by several monitors
-# sweeps expired leases (a lone monitor recovers its own jobs at start).
-_LEASE_SECONDS = 120.0
 
 
 @dataclass
@@ -61,6 +55,7 @@ class _Slot:
     job: Job | None = None
     token: int | None = None  # the claim's fencing token, carried by every write of the attempt
     lease_until: float | None = None
+    claim_lost: bool = False  # the lease ran out and another claim owns the job: stop, record nothing
     run: RunningTranscode | None = None
     started_at: float | None = None
     progress: Progress | None = None
@@ -119,10 +114,11 @@ class WorkerPool:
     """Runs up to `size` jobs at once; a paused pool finishes running jobs but starts none."""
 
     def __init__(self, store: JobStore, bus: ev.EventBus, config: Callable[[], Config],
-                 binaries: FfmpegBinaries, queue: QueueState, *, node: str | None = None) -> None:
+                 binaries: FfmpegBinaries, queue: QueueState) -> None:
         self._store = store
         self._queue = queue  # the owner of the pause state; the pool only reads it
-        self.node = node or f"{socket.gethostname()}:{os.getpid()}"  # who holds the claims
+        # A draining node finishes its jobs and claims none (NodePresence sets it from the store).
+        self._draining = False
         self._bus = bus
         self._config = config
         self._binaries = binaries
@@ -161,6 +157,17 @@ class WorkerPool:
     def started(self) -> bool:
         """True once the slots run (the first `resize`)."""
         return self._started
+
+    @property
+    def draining(self) -> bool:
+        """True while this node takes no new jobs."""
+        return self._draining
+
+    def set_draining(self, draining: bool) -> None:
+        """Stop claiming jobs (running ones finish), or claim again."""
+        if draining != self._draining:
+            self._draining = draining
+            self.wake()
 
     def queue_resumed(self) -> None:
         """The queue was resumed: look at it now (and the stall clock starts over)."""
@@ -311,7 +318,8 @@ class WorkerPool:
         if slot.pending is not None:
             await self._flush_pending(slot)
             return
-        job = None if self._queue.paused or self._store.health().corrupt else self._claim(slot)
+        idle = self._queue.paused or self._draining or self._store.health().corrupt
+        job = None if idle else self._claim(slot)
         if job is None:
             self._work.clear()
             await self._sleep_until_work()
@@ -365,7 +373,8 @@ class WorkerPool:
 
     def _claim(self, slot: _Slot) -> Job | None:
         now = time.time()
-        claim = self._store.claim(self.node, now=now, lease_seconds=_LEASE_SECONDS)
+        config = self._config()
+        claim = self._store.claim(config.node_name, now=now, lease_seconds=config.fleet.lease_seconds)
         if claim is None:
             return None
         job = claim.job
@@ -547,20 +556,31 @@ class WorkerPool:
         # was reached when the attempt ends.
         now = time.time()
         slot.progress, slot.last_progress_at = progress, now
-        self._renew(slot, now)  # cheap: it writes only once half of the lease is gone
         self._bus.publish(ev.JobProgress(job_id=slot.job.id, worker=slot.index, progress=progress.ratio,
                                          speed=progress.speed, eta_seconds=progress.eta_seconds))
 
-    def _renew(self, slot: _Slot, now: float) -> None:
-        """Extend the claim's lease once half of it is gone (a lost claim shows at the outcome)."""
-        if slot.job is None or slot.token is None or slot.lease_until is None:
-            return
-        if slot.lease_until - now > _LEASE_SECONDS / 2:
-            return
-        until = now + _LEASE_SECONDS
-        with contextlib.suppress(StoreError, StaleClaim):
-            self._store.renew(slot.job.id, slot.token, until=until)
+    def renew_leases(self, now: float) -> list[int]:
+        """Extend the lease of every running attempt (the heartbeat calls it); returns the jobs
+        whose claim was lost meanwhile: their ffmpeg is stopped and their outcome not recorded."""
+        lost: list[int] = []
+        until = now + self._config().fleet.lease_seconds
+        for slot in list(self._slots.values()):
+            if slot.job is None or slot.token is None or slot.claim_lost:
+                continue
+            try:
+                self._store.renew(slot.job.id, slot.token, until=until)
+            except StoreError:
+                continue  # the store is away: the next beat tries again, the lease may still hold
+            except StaleClaim as exc:
+                log.warning("the claim on the job was lost (its lease ran out); stopping its ffmpeg",
+                            extra={"job": slot.job.id, "worker": slot.index, "error": str(exc)})
+                slot.claim_lost = True
+                if slot.run is not None:
+                    slot.run.cancel()
+                lost.append(slot.job.id)
+                continue
             slot.lease_until = until
+        return lost
 
     # -- outcomes -----------------------------------------------------------------------------
 

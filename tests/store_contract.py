@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AuditEntry
-from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, StoreError
+from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
-from bulletproof.store import SORT_KEYS, ChangeKind, JobStore, NewJob, StoreChange
+from bulletproof.store import SORT_KEYS, ChangeKind, JobStore, NewJob, NodeInfo, StoreChange
 
 
 @dataclass
@@ -517,3 +517,44 @@ class JobStoreContract:
         harness.allow_writes()
         assert store.probe() and store.health().writable and store.health().outages == 1
         assert store.health().last_error == health.error
+
+    # -- the node registry --------------------------------------------------------------------
+
+    def test_a_heartbeat_registers_a_node_and_keeps_its_draining(self, harness: StoreHarness) -> None:
+        store = harness.store
+        beat = node("encoder-1", last_seen=1000.0)
+        assert store.nodes() == []
+        assert store.heartbeat(beat) == beat
+        with pytest.raises(NodeNotFound, match="no node named 'encoder-9'"):
+            store.set_draining("encoder-9", True)
+        assert store.set_draining("encoder-1", True).draining
+        later = replace(beat, busy=2, last_seen=1010.0, api_address="10.0.0.5:8080")
+        row = store.heartbeat(later)  # a heartbeat never ends draining: only set_draining does
+        assert row == replace(later, draining=True)
+        store.heartbeat(node("alpha", last_seen=1005.0))
+        store = harness.reopen()
+        assert [n.name for n in store.nodes()] == ["alpha", "encoder-1"]
+        assert store.nodes()[1].draining and store.nodes()[1].api_address == "10.0.0.5:8080"
+        assert not store.set_draining("encoder-1", False).draining
+        store.forget_node("alpha")
+        assert [n.name for n in store.nodes()] == ["encoder-1"]
+        with pytest.raises(NodeNotFound):
+            store.forget_node("alpha")
+
+    def test_draining_is_told_to_listeners(self, store: JobStore) -> None:
+        store.heartbeat(node("encoder-1"))
+        told: list[StoreChange] = []
+        store.subscribe(told.append)
+        store.set_draining("encoder-1", True)
+        assert StoreChange(kind=ChangeKind.NODE, key="encoder-1") in told
+
+    def test_a_node_is_alive_until_it_misses_three_heartbeats_or_stops(self) -> None:
+        beat = node("n", last_seen=1000.0)  # every 10 s
+        assert beat.alive(1030.0) and not beat.alive(1030.5)
+        assert not replace(beat, stopped_at=1001.0).alive(1001.0)
+
+
+def node(name: str, *, last_seen: float = 1000.0) -> NodeInfo:
+    return NodeInfo(name=name, instance="i-1", host="host-a", pid=4242, version="1.0",
+                    workers=2, busy=0, started_at=900.0, last_seen=last_seen,
+                    heartbeat_seconds=10.0)

@@ -76,8 +76,9 @@ async def test_a_monitor_transcodes_on_a_postgresql_store(tmp_path: Path, postgr
 async def test_two_monitors_on_one_store_share_the_folders_and_do_each_file_once(
         tmp_path: Path, postgres_url: str, monitor_factory, clip_cache) -> None:
     config = load_config(write_config(tmp_path, database=postgres_url))
-    first = await monitor_factory(config)
-    second = await monitor_factory(config)  # the same output folder: allowed on one shared store
+    first = await monitor_factory(config.model_copy(update={"node_name": "first"}))
+    # The same output folder: allowed on one shared store.
+    second = await monitor_factory(config.model_copy(update={"node_name": "second"}))
     for i in range(4):
         shutil.copy(clip_cache(), config.monitor_folder[0].path / f"clip-{i}.mp4")
     await until(lambda: first.view.counts()[JobState.COMPLETED] == 4, timeout=90)

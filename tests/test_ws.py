@@ -206,7 +206,7 @@ WIRE_TYPES = [
     "snapshot", "pong", "job_queued", "job_started", "job_progress", "job_paused", "job_resumed",
     "job_finished", "output_conflict", "output_verified", "quality_scored", "job_removed",
     "queue_paused", "queue_resumed", "queue_cleared", "config_reloaded", "watch_folder_status",
-    "worker_restarted", "store_status",
+    "worker_restarted", "store_status", "lease_expired",
 ]
 NOT_STREAMED = {ev.FileDetected, ev.FileIgnored}  # a rescan reports thousands (counted in /metrics)
 

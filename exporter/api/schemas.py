@@ -67,6 +67,7 @@ _JOB_FIELD_INFO: dict[str, Any] = {
     "stderr_tail": Field(description="the last lines of ffmpeg's stderr"),
     "quality_score": Field(description="the output's score against its source when the profile has "
                                        "a quality gate (ssim 0..1, psnr in dB, vmaf 0..100)"),
+    "claimed_by": Field(description="the node (node_name) that runs the job, or ran its last attempt"),
 }
 
 
@@ -424,6 +425,7 @@ EVENT_TYPES: dict[type[ev.Event], str] = {
     ev.WatchFolderStatus: "watch_folder_status",
     ev.WorkerRestarted: "worker_restarted",
     ev.StoreStatus: "store_status",
+    ev.LeaseExpired: "lease_expired",
 }
 
 

@@ -1,0 +1,165 @@
+"""NodePresence: this monitor in its store's node registry.
+
+Every `fleet.heartbeat_seconds` the node writes its heartbeat (version, workers, busy slots),
+renews the leases of the jobs it runs and, on a store several monitors share, returns the jobs
+of nodes whose lease ran out to the queue. Whether the node is draining lives in the store, so
+anyone may set it; the node follows it at its next beat, or at once on a store notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from bulletproof import events as ev
+from bulletproof.config import Config
+from bulletproof.errors import NodeNameTaken, NodeNotFound, StoreError
+from bulletproof.models import FailureReason, Job, JobState, QueueTrigger
+from bulletproof.store import ChangeKind, JobStore, NodeInfo, StoreChange
+from bulletproof.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+def publish_recovered(bus: ev.EventBus, jobs: Iterable[Job]) -> None:
+    """Tell what recovery did to each job: back in the queue, or failed out of attempts."""
+    for job in jobs:
+        if job.state is JobState.QUEUED:
+            bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
+        else:
+            bus.publish(ev.JobFinished(job=job, worker=None, outcome=ev.Outcome.FAILED,
+                                       reason=FailureReason.INTERRUPTED, busy_seconds=0.0))
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+class NodePresence:
+    """This node's registry row: the heartbeat, its leases, the sweep of lapsed ones, draining."""
+
+    def __init__(self, store: JobStore, bus: ev.EventBus, config: Callable[[], Config],
+                 pool: WorkerPool, *, version: str, shared: bool) -> None:
+        self._store = store
+        self._bus = bus
+        self._config = config
+        self._pool = pool
+        self._version = version
+        self._shared = shared  # other monitors run on the store: sweep their lapsed leases
+        self.name = config().node_name
+        self.instance = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.started_at: float | None = None
+        self.api_address: str | None = None
+        self.last_beat: float | None = None  # when the store last took this node's heartbeat
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- the registry row ---------------------------------------------------------------------
+
+    def _info(self, now: float, *, stopped: bool = False) -> NodeInfo:
+        return NodeInfo(
+            name=self.name, instance=self.instance, host=self.host, pid=os.getpid(),
+            version=self._version, workers=self._config().max_workers, busy=self._pool.busy_count(),
+            started_at=self.started_at or now, last_seen=now,
+            heartbeat_seconds=self._config().fleet.heartbeat_seconds,
+            stopped_at=now if stopped else None, api_address=self.api_address)
+
+    def claim_name(self, now: float) -> None:
+        """Take this node's name in the registry; NodeNameTaken while another running monitor
+        holds it (a process on this host that is gone, or a row gone quiet, is taken over)."""
+        self.started_at = now
+        held = next((n for n in self._store.nodes() if n.name == self.name), None)
+        if held is not None and held.instance != self.instance and held.alive(now):
+            same_host_and_gone = held.host == self.host and not _process_running(held.pid)
+            if not same_host_and_gone:
+                raise NodeNameTaken(held, path=self._store.path, seen_ago=max(0.0, now - held.last_seen))
+        self.follow(self._store.heartbeat(self._info(now)))
+        if held is not None and held.draining:
+            log.info("this node is draining: it takes no new jobs (bulletproof node drain "
+                     "--undo to end it)", extra={"node": self.name})
+
+    def beat(self, now: float) -> None:
+        """One heartbeat: the row, the leases of running jobs, the sweep of lapsed ones."""
+        self.follow(self._store.heartbeat(self._info(now)))
+        self.last_beat = now
+        self._pool.renew_leases(now)
+        if self._shared:
+            self.sweep(now)
+
+    def sweep(self, now: float) -> list[Job]:
+        """Return the jobs whose lease ran out to the queue (or fail them out of attempts)."""
+        jobs = self._store.requeue_expired(now=now, max_attempts=self._config().retry.max_attempts)
+        for job in jobs:
+            log.warning("a lease ran out: the job goes back to the queue" if job.state is JobState.QUEUED
+                        else "a lease ran out and the job is out of attempts",
+                        extra={"job": job.id, "error": job.error})
+            self._bus.publish(ev.LeaseExpired(job=job, node=job.claimed_by or ""))
+        publish_recovered(self._bus, jobs)
+        return jobs
+
+    def follow(self, row: NodeInfo) -> None:
+        """Act on this node's registry row as read from the store (draining or not)."""
+        if row.draining != self._pool.draining:
+            log.info("draining: running jobs finish, no new job starts" if row.draining
+                     else "draining ended: taking jobs again", extra={"node": self.name})
+        self._pool.set_draining(row.draining)
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Beat every `fleet.heartbeat_seconds`; follow draining changes as they are notified."""
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = self._store.subscribe(self._on_change)
+        self._task = self._loop.create_task(self._run(), name="bulletproof-heartbeat")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._config().fleet.heartbeat_seconds)
+            try:
+                self.beat(time.time())
+            except StoreError as exc:  # the store's health watch reports it; the next beat retries
+                log.debug("heartbeat not recorded", extra={"error": str(exc)})
+            except Exception:  # the heartbeat must outlive any one bug
+                log.exception("heartbeat failed")
+
+    def _on_change(self, change: StoreChange) -> None:
+        # Called in the writing thread, or the store's listener thread for other nodes' writes.
+        if change.kind is ChangeKind.NODE and change.key == self.name and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to follow
+                self._loop.call_soon_threadsafe(self._refresh)
+
+    def _refresh(self) -> None:
+        try:
+            row = next((n for n in self._store.nodes() if n.name == self.name), None)
+        except StoreError:
+            return
+        if row is not None:
+            self.follow(row)
+
+    async def stop(self) -> None:
+        """Stop beating and record a clean stop (other nodes then know it left, not died)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.started_at is not None:
+            with contextlib.suppress(StoreError, NodeNotFound):
+                self._store.heartbeat(self._info(time.time(), stopped=True))
+
