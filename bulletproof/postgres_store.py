@@ -28,10 +28,10 @@ from bulletproof import node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
 from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
-from bulletproof.models import JOB_FIELDS, FailureReason, Job, JobState, SkipReason
+from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
-from bulletproof.queries import JobQueries, StoreReads
+from bulletproof.queries import STORED_COLUMNS, JobQueries, StoreReads
 from bulletproof.store import (
     ChangeKind,
     ChangeListener,
@@ -780,9 +780,9 @@ class PostgresJobStore(StoreReads):
                     if job["state"] in ("queued", "processing", "paused"):
                         unfinished.add(version)
                     cur.execute(
-                        f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}, explicit) "
-                        f"VALUES ({', '.join('%s' for _ in JOB_COLUMNS)}, %s)",
-                        [*(job[c] for c in JOB_COLUMNS), explicit])
+                        f"INSERT INTO jobs ({', '.join(STORED_COLUMNS)}, explicit) "
+                        f"VALUES ({', '.join('%s' for _ in STORED_COLUMNS)}, %s)",
+                        [*(job[c] for c in STORED_COLUMNS), explicit])
                 cur.executemany("INSERT INTO done_files (source_path, size, mtime_ns) "
                                 "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", done_files)
                 cur.executemany(
@@ -803,7 +803,6 @@ class PostgresJobStore(StoreReads):
 
 
 # The jobs table's columns a copied history carries: a Job's fields and the claim columns.
-JOB_COLUMNS: tuple[str, ...] = (*JOB_FIELDS, "seq", "claim_token", "claimed_by", "lease_until")
 # Settings that belong to one database, never copied from another.
 LOCAL_META_KEYS = frozenset({"schema_version", "health_probe"})
 

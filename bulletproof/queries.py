@@ -9,6 +9,10 @@ from bulletproof.errors import JobNotFound
 from bulletproof.models import JOB_FIELDS, Job, JobState
 
 # The SELECT list of a job: the Job record's fields, nothing spelled twice.
+# Columns every store's jobs table has beyond the Job's fields: the queue order and the claim.
+INTERNAL_COLUMNS: tuple[str, ...] = ("seq", "claim_token", "lease_until")
+# Every column of a job row, as a history copy moves it between stores.
+STORED_COLUMNS: tuple[str, ...] = (*JOB_FIELDS, *INTERNAL_COLUMNS)
 COLUMNS = ", ".join(JOB_FIELDS)
 
 # SORT_KEYS (bulletproof.store) as SQL expressions.

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 # Columns of the jobs table that are the store's own, not fields of a Job: the queue position
 # and the claim (fencing token, node, lease). Every other column is a Job field (JOB_FIELDS).
-INTERNAL_COLUMNS: tuple[str, ...] = ("seq", "claim_token", "lease_until")
 
 # 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
 # store that may hold states they do not know.

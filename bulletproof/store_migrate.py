@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from bulletproof.audit import AUDIT_COLUMNS
 from bulletproof.database_url import is_postgres_url
 from bulletproof.errors import StoreError
-from bulletproof.models import JOB_FIELDS
-from bulletproof.sqlite_store import INTERNAL_COLUMNS, SqliteJobStore
+from bulletproof.queries import STORED_COLUMNS
+from bulletproof.sqlite_store import SqliteJobStore
 from bulletproof.store import JobStore
 from bulletproof.store_factory import open_store
 
@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # psycopg is optional: the module loads without it
     from bulletproof.postgres_store import PostgresJobStore
 
 # A stored job: its fields and the store's own columns (queue position, claim).
-JOB_COLUMNS: tuple[str, ...] = (*JOB_FIELDS, *INTERNAL_COLUMNS)
 
 
 # Settings that belong to one database (the PostgreSQL store does not take them either).
@@ -48,7 +47,7 @@ def read_sqlite_history(path: Path) -> tuple[list[dict[str, Any]], list[tuple[st
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         db.row_factory = sqlite3.Row
         try:
-            jobs = [dict(r) for r in db.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs")]
+            jobs = [dict(r) for r in db.execute(f"SELECT {', '.join(STORED_COLUMNS)} FROM jobs")]
             done = [(r[0], r[1], r[2]) for r in
                     db.execute("SELECT source_path, size, mtime_ns FROM done_files")]
             audit = [dict(r) for r in

@@ -15,7 +15,8 @@ import pytest
 
 from bulletproof.errors import StoreError, StoreLocked
 from bulletproof.models import JOB_FIELDS, FailureReason, JobState
-from bulletproof.sqlite_store import INTERNAL_COLUMNS, SqliteJobStore
+from bulletproof.queries import INTERNAL_COLUMNS
+from bulletproof.sqlite_store import SqliteJobStore
 from bulletproof.store import JobStore, NewJob
 
 

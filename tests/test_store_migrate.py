@@ -10,6 +10,7 @@ import pytest
 
 from bulletproof.audit import AuditEntry
 from bulletproof.models import JobState
+from bulletproof.postgres_schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from bulletproof.sqlite_store import SqliteJobStore
 from bulletproof.store_factory import open_store
 from tests.conftest import write_config
@@ -51,7 +52,7 @@ def test_a_sqlite_history_is_copied_into_postgresql(tmp_path: Path, postgres_url
     config = write_config(tmp_path, database=postgres_url)
     result = bulletproof("store", "migrate", "--config", config, "--from-sqlite", tmp_path / "old.db")
     assert result.returncode == 0, result.stderr
-    assert "schema version 1" in result.stdout
+    assert f"schema version {PG_SCHEMA_VERSION}" in result.stdout
     assert "3 jobs, 2 done file versions, 1 audit entries, 1 settings" in result.stdout
 
     store = open_store(postgres_url)
@@ -87,7 +88,7 @@ def test_a_sqlite_history_is_copied_into_postgresql(tmp_path: Path, postgres_url
 def test_migrate_creates_the_configured_schema(tmp_path: Path, postgres_url: str) -> None:
     result = bulletproof("store", "migrate", "--config", write_config(tmp_path, database=postgres_url))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("schema version 1")
+    assert result.stdout.strip().endswith(f"schema version {PG_SCHEMA_VERSION}")
     sqlite = bulletproof("store", "migrate", "--config",
                          write_config(tmp_path, database="state/jobs.db"))
     assert sqlite.returncode == 0, sqlite.stderr
