@@ -84,8 +84,11 @@ class NodePresence:
         self.started_at = now
         held = next((n for n in self._store.nodes() if n.name == self.name), None)
         if held is not None and held.instance != self.instance and held.alive(now):
-            same_host_and_gone = held.host == self.host and not _process_running(held.pid)
-            if not same_host_and_gone:
+            # On this host a process that is gone, or that is us (a container restarted under
+            # its old host name and pid 1), held it before: this is its restart.
+            earlier_run = held.host == self.host and (held.pid == os.getpid()
+                                                      or not _process_running(held.pid))
+            if not earlier_run:
                 raise NodeNameTaken(held, path=self._store.path, seen_ago=max(0.0, now - held.last_seen))
         self.follow(self._store.heartbeat(self._info(now)))
         if held is not None and held.draining:

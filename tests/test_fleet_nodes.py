@@ -3,8 +3,12 @@ and the sweep that returns a dead node's job to the queue (SQLite and a real Pos
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,8 @@ from bulletproof.config import Config, load_config
 from bulletproof.errors import NodeNameTaken, NodeNotFound
 from bulletproof.models import JobState
 from bulletproof.postgres_store import PostgresJobStore
-from bulletproof.store import NewJob
+from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.store import NewJob, NodeInfo
 from tests.conftest import until, write_config
 
 FAST = {"heartbeat_seconds": 1, "lease_seconds": 5}
@@ -32,11 +37,12 @@ async def test_a_monitor_lists_itself_and_says_when_it_stopped(tmp_path: Path,
     first_seen = me.last_seen
     await until(lambda: monitor.view.nodes()[0].last_seen > first_seen, timeout=10)  # it beats
     await monitor.stop()
-    store_path = monitor.config.database
-    reopened = load_config(write_config(tmp_path, node_name="solo", fleet=FAST))
-    assert reopened.database == store_path
-    again = await monitor_factory(reopened)  # a clean stop was recorded: the name is free
-    assert [n.name for n in again.view.nodes()] == ["solo"]
+    store = SqliteJobStore(Path(monitor.config.database))
+    try:
+        [after] = store.nodes()
+        assert after.stopped_at is not None and not after.alive(time.time())  # left, not died
+    finally:
+        store.close()
 
 
 async def test_a_draining_node_finishes_nothing_new_until_drain_ends(
@@ -54,13 +60,37 @@ async def test_a_draining_node_finishes_nothing_new_until_drain_ends(
     await until(lambda: monitor.view.counts()[JobState.COMPLETED] == 1, timeout=60)
 
 
-async def test_a_second_monitor_under_a_running_name_is_refused(
+async def test_a_name_another_running_monitor_holds_is_refused_a_gone_ones_taken_over(
         tmp_path: Path, postgres_url: str, monitor_factory) -> None:
-    await monitor_factory(fleet_config(tmp_path / "a", "encoder", database=postgres_url))
-    with pytest.raises(NodeNameTaken, match="node name 'encoder' is in use by another running"):
-        await monitor_factory(fleet_config(tmp_path / "b", "encoder", database=postgres_url))
-    other = await monitor_factory(fleet_config(tmp_path / "b", "encoder-2", database=postgres_url))
-    assert [n.name for n in other.view.nodes()] == ["encoder", "encoder-2"]
+    other = PostgresJobStore(postgres_url)  # another host's monitor, beating now
+    try:
+        other.heartbeat(replace(node("encoder", last_seen=time.time()), host="elsewhere"))
+        with pytest.raises(NodeNameTaken,
+                           match="node name 'encoder' is in use by another running monitor"):
+            await monitor_factory(fleet_config(tmp_path / "a", "encoder", database=postgres_url))
+        # A monitor of this host whose process is gone (a crash, then a restart): taken over.
+        dead_pid = _a_dead_pid()
+        other.heartbeat(replace(node("crashed", last_seen=time.time()), host=socket.gethostname(),
+                                pid=dead_pid))
+        restarted = await monitor_factory(fleet_config(tmp_path / "b", "crashed",
+                                                       database=postgres_url))
+        [row] = [n for n in restarted.view.nodes() if n.name == "crashed"]
+        assert row.pid == os.getpid() and row.instance == restarted.presence.instance
+    finally:
+        other.close()
+
+
+def _a_dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def node(name: str, *, last_seen: float) -> NodeInfo:
+    return NodeInfo(name=name, instance="other", host="elsewhere", pid=1, version="0.0.1",
+                    workers=1, busy=0, started_at=last_seen - 60, last_seen=last_seen,
+                    heartbeat_seconds=10.0)
 
 
 async def test_draining_set_on_one_node_reaches_the_other_at_once(
