@@ -67,6 +67,7 @@ KEY_POLICY: dict[str, KeyPolicy] = {
     "on_success": _API_LIVE,  # and at most as destructive as the file's (DESTRUCTIVENESS)
     "done_folder": _FOLDER,
     "database": _FILE_RESTART,
+    "libraries": _FILE_RESTART,  # where this node mounts the fleet's storage; jobs name it
     "log": _FILE_RESTART,  # the operator's record of what happened, API changes included
     "profiles": _API_LIVE,
     "rules": _API_LIVE,

@@ -19,7 +19,15 @@ from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
 from bulletproof.queries import JobQueries, StoreReads
-from bulletproof.store import ChangeKind, ChangeListener, Claim, NewJob, StoreChange, StoreHealth
+from bulletproof.store import (
+    ChangeKind,
+    ChangeListener,
+    Claim,
+    FileExists,
+    NewJob,
+    StoreChange,
+    StoreHealth,
+)
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +391,8 @@ class SqliteJobStore(StoreReads):
     # -- output names (reserved in the transaction that adds the job) ---------------------------
 
     @staticmethod
-    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1) -> bool:
+    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1,
+                      file_exists: FileExists = os.path.lexists) -> bool:
         """True when another source's job holds `path`, or a file there belongs to no job of ours."""
         held = db.execute(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path != ?2 "
@@ -392,7 +401,7 @@ class SqliteJobStore(StoreReads):
             (path, source_path)).fetchone()[0]
         if held:
             return True
-        if not os.path.lexists(path):
+        if not file_exists(path):  # the stored form, asked of this node's file system
             return False
         # A file is there: ours only when an earlier job of this same source wrote to that name.
         return not db.execute(
@@ -401,7 +410,8 @@ class SqliteJobStore(StoreReads):
             (path, source_path, job_id)).fetchone()[0]
 
     def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False) -> tuple[Job | None, str | None]:
+                      force: bool = False,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
         """Queue a job as `add` does, with an output name no other source holds.
 
         `policy` says what happens when `new.output_path` is taken (by another source's job or
@@ -415,11 +425,12 @@ class SqliteJobStore(StoreReads):
         with self._tx() as db:
             if self._known(db, new) and not force:
                 return None, None
-            if not self._output_taken(db, desired, new.source_path):
+            if not self._output_taken(db, desired, new.source_path, file_exists=file_exists):
                 return self.get(self._insert(db, new, desired, now)), None
             if policy == "rename":
                 free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path)), None)
+                             if not self._output_taken(db, str(p), new.source_path,
+                                                      file_exists=file_exists)), None)
                 if free is not None:
                     return self.get(self._insert(db, new, free, now)), policy
                 policy = "fail"  # ten thousand namesakes: nothing sensible is left
@@ -440,7 +451,8 @@ class SqliteJobStore(StoreReads):
                 self._note(job_id, JobState.FAILED)
             return self.get(job_id), policy
 
-    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None) -> tuple[Job, str | None]:
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
         """On a job's first claim: if a file appeared at its output name since it was queued,
         apply `policy` again (`rename` records the next free name on the job). `path` gives the
         job an output name first (one that could not be made when it was queued). Returns the
@@ -450,11 +462,12 @@ class SqliteJobStore(StoreReads):
                 db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
             job = self.get(job_id)
             if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id):
+                    db, job.output_path, job.source_path, job_id, file_exists):
                 return job, None
             if policy == "rename":
                 free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id)), None)
+                             if not self._output_taken(db, str(p), job.source_path, job_id,
+                                                      file_exists)), None)
                 if free is None:
                     return job, "fail"
                 db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))

@@ -9,6 +9,7 @@ attempt. `tests/store_contract.py` is the behaviour every implementation must sh
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from bulletproof.audit import AuditEntry
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
+
+# Whether something is at a stored output path on this node's file system. The store compares
+# stored forms only (bulletproof.libraries): the caller says how to look one up on disk.
+FileExists = Callable[[str], bool]
 
 # The keys a job list can be sorted by (the implementations map them to their own columns).
 SORT_KEYS: tuple[str, ...] = ("created", "finished", "started", "duration", "size", "id")
@@ -142,12 +147,13 @@ class JobStore(Protocol):
         ...
 
     def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False) -> tuple[Job | None, str | None]:
+                      force: bool = False,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
         """Queue a job with an output name no other source holds; the job and the policy applied."""
         ...
 
-    def reserve_again(self, job_id: int, *, policy: str,
-                      path: str | None = None) -> tuple[Job, str | None]:
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
         """On a job's first claim, apply the output policy again to a name taken since queueing."""
         ...
 
