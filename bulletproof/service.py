@@ -290,9 +290,9 @@ class Monitor:
         if job is None:
             return None
         if applied is not None:
-            log.warning("output name taken", extra={"job": job.id, "wanted": str(output),
+            log.warning("output name taken", extra={"job": job.id, "wanted": new.output_path,
                                                     "output": job.output_path, "policy": applied})
-            self.bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=str(output)))
+            self.bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=new.output_path))
         if job.state is JobState.QUEUED:
             self.bus.publish(ev.JobQueued(job=job, trigger=trigger))
             self._wake()

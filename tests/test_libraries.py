@@ -298,10 +298,20 @@ async def test_two_nodes_on_postgresql_through_two_mounts_queue_each_version_onc
 
     for node, names in zip(nodes, seen, strict=True):
         node.bus.subscribe(recorder(names))
-    files = {f"clip-{i}.mp4" for i in range(3)}
+    (storage / "out").mkdir(exist_ok=True)
+    (storage / "out" / "clip-2.mp4").write_bytes(b"no job wrote this")  # a name taken on disk
+    files = {"clip-0.mp4", "clip-1.mp4", "clip-2.mp4"}
     for name in files:
         shutil.copy(clip_cache(), storage / "incoming" / name)
+    shutil.copy(clip_cache(suffix=".mov"), storage / "incoming" / "clip-0.mov")  # -> clip-0.mp4
+    files.add("clip-0.mov")
     await until(lambda: seen[0] == files and seen[1] == files, timeout=30)
     jobs, total = nodes[1].view.list_jobs()
-    assert total == 3
+    assert total == 4  # each version once, whichever mount it was seen through
     assert sorted(j.source_path for j in jobs) == sorted(f"media:incoming/{n}" for n in files)
+    # Output names are reserved across nodes, and a file on disk is found through this mount.
+    outputs = {j.rel_path: j.output_path for j in jobs}
+    assert outputs["clip-2.mp4"] == "media:out/clip-2 (1).mp4"
+    assert outputs["clip-1.mp4"] == "media:out/clip-1.mp4"
+    assert sorted([outputs["clip-0.mp4"], outputs["clip-0.mov"]]) == [
+        "media:out/clip-0 (1).mp4", "media:out/clip-0.mp4"]
