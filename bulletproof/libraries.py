@@ -98,6 +98,12 @@ class PathMap:
             raise PathError(f"the library path {fleet!r} leaves {root}", path=fleet)
         return local
 
+    def claim_prefixes(self) -> list[str]:
+        """How the stored paths this node can resolve begin: `/` (local paths) and `id:` for
+        each of its libraries; the worker claims only such jobs (`JobStore.claim(within=)`),
+        leaving those of other libraries to the nodes that mount them."""
+        return ["/", *(f"{name}:" for name in self._roots)]
+
     def exists(self, fleet: str) -> bool:
         """True when something (a file, a dangling symlink) is at a stored path on this node."""
         return os.path.lexists(self.to_local(fleet))

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +30,7 @@ from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, Store
 from bulletproof.models import JOB_FIELDS, FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
-from bulletproof.queries import JobQueries, StoreReads
+from bulletproof.queries import JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
     ChangeKind,
     ChangeListener,
@@ -429,15 +429,18 @@ class PostgresJobStore(StoreReads):
               "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
     _FRONT = "(SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1"
 
-    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
-        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`; rows
-        another claimer holds are skipped, not waited for."""
+    def claim(self, node: str, *, now: float, lease_seconds: float,
+              within: Sequence[str] | None = None) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`,
+        `within` the path prefixes given (see JobStore.claim); rows another claimer holds are
+        skipped, not waited for."""
         until = now + lease_seconds
+        only, params = within_prefixes(within, mark="%s")
         with self._tx() as db:
             row = db.execute(
                 "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR "
-                "not_before <= %s) ORDER BY priority DESC, seq, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                (now,)).fetchone()
+                f"not_before <= %s){only} ORDER BY priority DESC, seq, id LIMIT 1 "
+                "FOR UPDATE SKIP LOCKED", (now, *params)).fetchone()
             if row is None:
                 return None
             job_id = row[0]

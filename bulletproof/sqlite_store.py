@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +18,7 @@ from bulletproof.errors import InvalidTransition, JobNotFound, StaleClaim, Store
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
-from bulletproof.queries import JobQueries, StoreReads
+from bulletproof.queries import JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
     ChangeKind,
     ChangeListener,
@@ -535,13 +535,17 @@ class SqliteJobStore(StoreReads):
               "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
               "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
 
-    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
-        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`."""
+    def claim(self, node: str, *, now: float, lease_seconds: float,
+              within: Sequence[str] | None = None) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`,
+        `within` the path prefixes given (see JobStore.claim)."""
         until = now + lease_seconds
+        only, params = within_prefixes(within)
         with self._tx() as db:
             row = db.execute(
                 "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR "
-                "not_before <= ?) ORDER BY priority DESC, seq LIMIT 1", (now,)).fetchone()
+                f"not_before <= ?){only} ORDER BY priority DESC, seq LIMIT 1",
+                (now, *params)).fetchone()
             if row is None:
                 return None
             job_id = row[0]

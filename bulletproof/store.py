@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -164,8 +164,11 @@ class JobStore(Protocol):
 
     # -- claims: the queue order, leases, fencing -----------------------------------------------
 
-    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
-        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`."""
+    def claim(self, node: str, *, now: float, lease_seconds: float,
+              within: Sequence[str] | None = None) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`;
+        `within`: only one whose stored paths start with one of these prefixes (the libraries
+        the node mounts; `queries.within_prefixes`), the others are left for other nodes."""
         ...
 
     def renew(self, job_id: int, token: int, *, until: float) -> None:
@@ -177,7 +180,7 @@ class JobStore(Protocol):
         or fail them `interrupted` once they had `max_attempts`."""
         ...
 
-    def next_queued(self, *, now: float) -> Job | None:
+    def next_queued(self, *, now: float, within: Sequence[str] | None = None) -> Job | None:
         """The job a free worker would take now (a read; `claim` takes it)."""
         ...
 

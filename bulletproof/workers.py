@@ -162,6 +162,11 @@ class WorkerPool:
         return self._size
 
     @property
+    def claim_prefixes(self) -> list[str]:
+        """How the stored paths of the jobs this pool may claim begin (its node's libraries)."""
+        return self._paths.claim_prefixes()
+
+    @property
     def started(self) -> bool:
         """True once the slots run (the first `resize`)."""
         return self._started
@@ -369,7 +374,8 @@ class WorkerPool:
 
     def _claim(self, slot: _Slot) -> Job | None:
         now = time.time()
-        claim = self._store.claim(self.node, now=now, lease_seconds=_LEASE_SECONDS)
+        claim = self._store.claim(self.node, now=now, lease_seconds=_LEASE_SECONDS,
+                                  within=self.claim_prefixes)
         if claim is None:
             return None
         job = claim.job
