@@ -23,6 +23,7 @@ from bulletproof.models import FailureReason, IgnoreReason, JobState
 from bulletproof.state import QueueState
 from bulletproof.store import NewJob
 from bulletproof.store_factory import open_store
+from tests.api_fixtures import Api, ApiFactory, api_factory_fixture  # noqa: F401
 from tests.conftest import until, write_config
 
 MAP_A = PathMap({"media": Path("/mnt/nas/media"), "tv": Path("/srv/tv")})
@@ -312,3 +313,25 @@ async def test_two_nodes_on_postgresql_through_two_mounts_queue_each_version_onc
     assert outputs["clip-1.mp4"] == "media:out/clip-1.mp4"
     assert sorted([outputs["clip-0.mp4"], outputs["clip-0.mov"]]) == [
         "media:out/clip-0 (1).mp4", "media:out/clip-0.mp4"]
+
+
+async def test_the_api_takes_local_paths_and_shows_fleet_paths(
+        tmp_path: Path, api_factory: ApiFactory, clip_cache) -> None:
+    api: Api = await api_factory(libraries={"media": str(tmp_path)})
+    await api.post("/api/v1/queue/pause")
+    (api.incoming / "sub").mkdir()
+    shutil.copy(clip_cache(), api.incoming / "sub" / "manual.mp4")
+    status, job = await api.post("/api/v1/jobs", json={"path": "sub/manual.mp4"})
+    assert status == 201, job
+    status, detail = await api.get(f"/api/v1/jobs/{job['id']}")
+    assert status == 200
+    assert (detail["source_path"], detail["watch_folder"], detail["output_path"]) == (
+        "media:incoming/sub/manual.mp4", "media:incoming", "media:processed/sub/manual.mp4")
+    assert detail["rel_path"] == "sub/manual.mp4" and detail["filename"] == "manual.mp4"
+    # The same file by its absolute local path: the version already waits (the lookup compares
+    # fleet forms), and a fleet path is no path the API takes.
+    absolute = str(api.incoming / "sub" / "manual.mp4")
+    status, body = await api.post("/api/v1/jobs", json={"path": absolute})
+    assert status == 409, body
+    status, body = await api.post("/api/v1/jobs", json={"path": "media:incoming/sub/manual.mp4"})
+    assert status == 422 and body["error"]["code"] == "invalid_path", body
