@@ -98,6 +98,11 @@ class PathMap:
             raise PathError(f"the library path {fleet!r} leaves {root}", path=fleet)
         return local
 
+    def former_form(self, local: Path | str) -> str | None:
+        """The absolute local path a job of `local` was stored by before its library was
+        configured, when that differs from the fleet form now stored (else None)."""
+        return str(local) if self.library_of(local) is not None else None
+
     def claim_prefixes(self) -> list[str]:
         """How the stored paths this node can resolve begin: `/` (local paths) and `id:` for
         each of its libraries; the worker claims only such jobs (`JobStore.claim(within=)`),

@@ -77,6 +77,17 @@ class JobQueries:
         )
         return Job.from_record(dict(rows[0])) if rows else None
 
+    def seen(self, source_path: str, size: int, mtime_ns: int) -> bool:
+        """True when this version of a file has a job, or had one that completed or was skipped
+        (`done_files` outlives deleting the job): what the stores' insert checks."""
+        rows = self._query(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE source_path = ? AND size = ? "
+            "AND mtime_ns = ?) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ? "
+            "AND size = ? AND mtime_ns = ?) THEN 1 ELSE 0 END",
+            (source_path, size, mtime_ns) * 2,
+        )
+        return bool(rows[0][0])
+
     def next_queued(self, *, now: float, within: Sequence[str] | None = None) -> Job | None:
         """The job a free worker should take now (FIFO within priority, honouring backoff;
         `within`: of those whose paths start so, see `within_prefixes`)."""
@@ -238,6 +249,10 @@ class StoreReads:
     def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
         """A job of exactly this version of a file that has not finished (queued, running, paused)."""
         return self._reads.unfinished_job(source_path, size, mtime_ns)
+
+    def seen(self, source_path: str, size: int, mtime_ns: int) -> bool:
+        """True when this version of a file has a job, or had one that completed or was skipped."""
+        return self._reads.seen(source_path, size, mtime_ns)
 
     def next_queued(self, *, now: float, within: Sequence[str] | None = None) -> Job | None:
         """The job a free worker would take now (FIFO within priority, honouring backoff)."""

@@ -261,6 +261,11 @@ class Monitor:
         if match is None:
             self._on_ignored(found.path, IgnoreReason.NO_RULE)
             return
+        former = self.paths.former_form(found.path)
+        if former is not None and self.store.seen(former, found.size, found.mtime_ns):
+            # Queued or done before its library was configured: the same version, not a new file.
+            self._on_ignored(found.path, IgnoreReason.ALREADY_DONE)
+            return
         try:
             job = self._add_job(found, match, force=False)
         except StoreError as exc:

@@ -278,6 +278,10 @@ class JobStore(Protocol):
         """A job of exactly this version of a file that has not finished (queued, running, paused)."""
         ...
 
+    def seen(self, source_path: str, size: int, mtime_ns: int) -> bool:
+        """True when this version of a file has a job, or had one that completed or was skipped."""
+        ...
+
     def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:
         """Queued jobs in the order they will run."""
         ...

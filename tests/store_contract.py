@@ -78,6 +78,15 @@ class JobStoreContract:
         store.mark_completed(older.id, now=3, output_bytes=10, media_duration=1.0)
         assert store.unfinished_job("/in/a.mp4", 100, 1) is None
 
+    def test_seen_tells_a_version_that_had_a_job(self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        assert store.seen("/in/a", 100, 1) and not store.seen("/in/a", 100, 2)
+        assert not store.seen("/in/b", 100, 1)
+        store.mark_started(job.id, now=1)
+        store.mark_completed(job.id, now=2, output_bytes=1, media_duration=1.0)
+        store.delete(job.id)
+        assert store.seen("/in/a", 100, 1)  # done_files outlives the job
+
     def test_done_files_survive_deleting_the_job(self, store: JobStore) -> None:
         job = added(store, new("a.mp4"))
         store.mark_started(job.id, now=1)

@@ -20,6 +20,7 @@ from bulletproof.config import Config, load_config
 from bulletproof.errors import ConfigError, PathError, UnknownLibrary
 from bulletproof.libraries import PathMap, split_fleet_path
 from bulletproof.models import FailureReason, IgnoreReason, JobState
+from bulletproof.service import Monitor
 from bulletproof.state import QueueState
 from bulletproof.store import NewJob
 from bulletproof.store_factory import open_store
@@ -270,6 +271,30 @@ async def test_without_libraries_the_store_keeps_absolute_local_paths(
         rows = db.execute("SELECT source_path, watch_folder, output_path FROM jobs").fetchall()
     assert rows == [(str(tmp_path / "incoming" / "clip.mp4"), str(tmp_path / "incoming"),
                      str(tmp_path / "processed" / "clip.mp4"))]
+
+
+async def test_configuring_a_library_later_does_not_redo_what_was_done(
+        tmp_path: Path, monitor_factory, clip_cache, ffmpeg_binaries) -> None:
+    path = write_config(tmp_path)
+    shutil.copy(clip_cache(), tmp_path / "incoming" / "clip.mp4")
+    before = await monitor_factory(load_config(path))
+    await until(lambda: before.view.counts()[JobState.COMPLETED] == 1, timeout=60)
+    await before.stop()
+    # The same node, now with a library over its folders: the file is not queued again.
+    ignored: list[str] = []
+    bus = ev.EventBus()
+    bus.subscribe(lambda e: ignored.append(Path(e.path).name)
+                  if isinstance(e, ev.FileIgnored) and e.reason is IgnoreReason.ALREADY_DONE
+                  else None)
+    node = Monitor(load_config(write_config(tmp_path, libraries={"media": str(tmp_path)})),
+                   binaries=ffmpeg_binaries, bus=bus)
+    await node.start()
+    try:
+        await until(lambda: "clip.mp4" in ignored)
+        jobs, total = node.view.list_jobs()
+    finally:
+        await node.stop()
+    assert total == 1 and jobs[0].source_path == str(tmp_path / "incoming" / "clip.mp4")
 
 
 async def test_two_nodes_on_postgresql_through_two_mounts_queue_each_version_once(
