@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from bulletproof.config import LIBRARY_ID
 from bulletproof.errors import PathError, UnknownLibrary
-from bulletproof.paths import is_within, relative_posix
+from bulletproof.paths import is_within
 
 _FLEET_FORM = re.compile(rf"(?P<library>{LIBRARY_ID.pattern}):(?P<rel>.*)", re.DOTALL)
 
@@ -62,26 +62,36 @@ class PathMap:
     def __init__(self, libraries: Mapping[str, Path] | None = None) -> None:
         self._roots: dict[str, Path] = {name: Path(os.path.normpath(root))
                                         for name, root in (libraries or {}).items()}
+        # What a path below each root starts with, as text: `to_fleet` runs once per path
+        # queued, so it compares strings rather than building Path objects per library.
+        self._heads = {name: str(root).rstrip("/") + "/" for name, root in self._roots.items()}
 
     @property
     def libraries(self) -> dict[str, Path]:
         """Library id -> this node's root folder of it."""
         return dict(self._roots)
 
+    def _split_local(self, local: Path | str) -> tuple[str, str] | None:
+        """(library id, relative part) of a local path under a library, else None."""
+        norm = os.path.normpath(os.fspath(local))
+        for name, head in self._heads.items():
+            if norm.startswith(head):
+                return name, norm[len(head):]
+            if norm == head.rstrip("/") or norm + "/" == head:
+                return name, ""
+        return None
+
     def library_of(self, local: Path | str) -> str | None:
         """The id of the library a local path lies in (roots are never nested), or None."""
-        for name, root in self._roots.items():
-            if is_within(Path(local), root):
-                return name
-        return None
+        found = self._split_local(local)
+        return None if found is None else found[0]
 
     def to_fleet(self, local: Path | str) -> str:
         """The form the store keeps: `id:relative/path` under a library, else `str(local)`."""
-        name = self.library_of(local)
-        if name is None:
+        found = self._split_local(local)
+        if found is None:
             return str(local)
-        rel = relative_posix(Path(local), self._roots[name])
-        return f"{name}:" if rel == "." else f"{name}:{rel}"
+        return f"{found[0]}:{found[1]}"
 
     def to_local(self, fleet: str) -> Path:
         """This node's path for a stored one. Raises UnknownLibrary (a library not mounted
