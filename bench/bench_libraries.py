@@ -10,8 +10,8 @@
   jobs of a library it lacks wait *ahead* of them in the queue (the worst case: each claim
   skips them all).
 
-Goal: translation in microseconds (tens at most); a filtered claim in the low milliseconds even behind
-ten thousand foreign jobs.
+Goal: translation in microseconds (tens at most); a filtered claim in the low milliseconds
+even behind ten thousand foreign jobs.
 """
 
 from __future__ import annotations
