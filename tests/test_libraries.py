@@ -20,6 +20,7 @@ from bulletproof.config import Config, load_config
 from bulletproof.errors import ConfigError, PathError, UnknownLibrary
 from bulletproof.libraries import PathMap, split_fleet_path
 from bulletproof.models import FailureReason, IgnoreReason, JobState
+from bulletproof.safe_yaml import load_yaml
 from bulletproof.service import Monitor
 from bulletproof.state import QueueState
 from bulletproof.store import NewJob
@@ -139,6 +140,16 @@ def test_a_library_id_given_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_config(path)
     assert "invalid YAML: the key 'media' is given twice (first on line" in str(refused.value)
+
+
+def test_a_key_given_twice_anywhere_is_refused_but_merge_keys_may_be_overridden(
+        tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + "retry:\n  max_attempts: 2\n")  # `retry` is there already
+    with pytest.raises(ConfigError, match=r"the key 'retry' is given twice \(first on line \d+\)"):
+        load_config(path)
+    merged = load_yaml("base: &b {nice: 5, threads: 2}\nffmpeg:\n  <<: *b\n  nice: 0\n")
+    assert merged["ffmpeg"] == {"nice": 0, "threads": 2}
 
 
 # -- nodes on one store --------------------------------------------------------------------------
