@@ -41,6 +41,9 @@ TEMPLATE_FIELDS = frozenset({"stem", "name", "ext", "profile", "rule", "source_e
 # is refused by the OS only when first used; the config refuses it up front instead.
 NAME_MAX = 255
 PATH_MAX = 4096
+# A library id (the `libraries` key): short, lower case, no `:` or `/`, so the fleet form of a
+# path (`id:relative/path`, bulletproof.libraries) never reads as a local path.
+LIBRARY_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def _text_problem(text: str) -> str | None:
@@ -269,6 +272,9 @@ class Config(ConfigModel):
     # This monitor's name among those sharing the store (status, claims, metrics' `node` label).
     node_name: str = Field(default_factory=host_node_name)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+    # Library id -> this node's mount point of a shared root (bulletproof.libraries): jobs in
+    # the store name `id:relative/path`, so nodes mounting the share elsewhere share them.
+    libraries: dict[str, Path] = Field(default_factory=dict)
     log: LogSettings = Field(default_factory=LogSettings)
     profiles: dict[str, Profile] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
@@ -308,6 +314,45 @@ class Config(ConfigModel):
     def _database_shown(self, value: Path | str) -> str:
         # What the API shows and logs: never a password.
         return redact_url(value) if isinstance(value, str) else str(value)
+
+    @field_validator("libraries", mode="after")
+    @classmethod
+    def _library_roots(cls, value: dict[str, Path]) -> dict[str, Path]:
+        errors: list[InitErrorDetails] = []
+        roots: dict[str, Path] = {}
+
+        def refuse(name: str, message: str) -> None:
+            errors.append(InitErrorDetails(
+                type=PydanticCustomError("library", "{message}", {"message": message}),
+                loc=(name,), input=str(value[name])))
+
+        for name, root in value.items():
+            if LIBRARY_ID.fullmatch(name) is None:
+                refuse(name, "not a library id: lower-case letters, digits, '-' and '_', "
+                             "starting with a letter or a digit")
+            elif not root.is_absolute():
+                refuse(name, f"must be an absolute path (this node's mount point of the "
+                             f"library), not {str(root)!r}")
+            else:
+                try:
+                    check_os_path(root)
+                except ValueError as exc:
+                    refuse(name, str(exc))
+                else:
+                    roots[name] = Path(os.path.normpath(root))
+        for name, root in roots.items():
+            for other, other_root in roots.items():
+                if other == name:
+                    continue
+                if root == other_root and name > other:
+                    refuse(name, f"the same folder as library {other!r} ({other_root}): "
+                                 "each library needs a root of its own")
+                elif root != other_root and root.is_relative_to(other_root):
+                    refuse(name, f"{root} lies inside library {other!r} ({other_root}): "
+                                 "library roots must not be nested")
+        if errors:
+            raise ValidationError.from_exception_data("libraries", errors)
+        return roots
 
     @field_validator("done_folder")
     @classmethod

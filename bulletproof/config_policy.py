@@ -69,6 +69,7 @@ KEY_POLICY: dict[str, KeyPolicy] = {
     "database": _FILE_RESTART,
     "node_name": _FILE_RESTART,  # who holds the claims: changing it under running jobs orphans them
     "fleet": _FILE_RESTART,
+    "libraries": _FILE_RESTART,  # where this node mounts the fleet's storage; jobs name it
     "log": _FILE_RESTART,  # the operator's record of what happened, API changes included
     "profiles": _API_LIVE,
     "rules": _API_LIVE,

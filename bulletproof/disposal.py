@@ -11,7 +11,7 @@ from pathlib import Path
 from bulletproof.config import Config
 from bulletproof.errors import PathError
 from bulletproof.models import Job
-from bulletproof.paths import candidate_paths, confine, done_path_for
+from bulletproof.paths import candidate_paths, confine, done_path_for, is_within
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,18 @@ def free_done_path(config: Config, job: Job) -> Path:
     raise PathError(f"no free name for {wanted} in the done folder", path=str(wanted))
 
 
-def dispose_source(config: Config, job: Job) -> SourceCheck:
-    """Delete or move a completed job's source as `on_success` says, if it is the file read.
+def dispose_source(config: Config, job: Job, source: Path) -> SourceCheck:
+    """Delete or move a completed job's source (`source`: its path on this node) as `on_success`
+    says, if it is the file read and lies in one of this node's watch folders.
 
     Returns what the check found; only `SAME` sources are touched. Raises OSError or PathError
-    when the delete or move itself fails.
+    when the delete or move itself fails, or the source lies in no watch folder.
     """
-    source = Path(job.source_path)
+    # A row of a shared store names the source: only what this node watches may be removed.
+    if not any(is_within(source, folder.path) and source != folder.path
+               for folder in config.monitor_folder):
+        raise PathError(f"the source {source} lies in none of this node's watch folders; "
+                        "it is left in place", path=str(source))
     found = check_source(job, source)
     if found is not SourceCheck.SAME:
         if found is not SourceCheck.GONE:

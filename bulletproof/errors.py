@@ -12,7 +12,8 @@ BulletproofError
 │   └── StaleClaim         a write for an attempt whose claim is no longer current
 ├── NodeNotFound           no node of that name is in the store's registry
 ├── PathError              a path is outside the watch folders, missing, or not a file
-│   └── UnknownProfile     a request names a profile the config does not have
+│   ├── UnknownProfile     a request names a profile the config does not have
+│   └── UnknownLibrary     a fleet path names a library this node does not mount
 ├── FfmpegNotFound         neither PATH nor the bundled build has an ffmpeg
 ├── PluginError            a plugin could not start (e.g. its port is taken)
 └── TranscodeError         one transcode attempt failed (carries the FailureReason)
@@ -145,6 +146,18 @@ class UnknownProfile(PathError):
         self.profile = profile
         self.known = list(known)
         super().__init__(f"unknown profile {profile[:200]!r}", path=path)
+
+
+class UnknownLibrary(PathError):
+    """A fleet path (`media:incoming/a.mp4`) names a library this node's config does not have."""
+
+    def __init__(self, library: str, *, path: str, known: list[str]) -> None:
+        self.library = library
+        self.known = list(known)
+        here = ", ".join(self.known) or "none"
+        super().__init__(f"the library {library!r} of {path} is not configured on this node "
+                         f"(its libraries: {here}); add it under `libraries` to use the path here",
+                         path=path)
 
 
 class FfmpegNotFound(BulletproofError):

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -31,11 +31,12 @@ from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, Sta
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
-from bulletproof.queries import STORED_COLUMNS, JobQueries, StoreReads
+from bulletproof.queries import STORED_COLUMNS, JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
+    FileExists,
     NewJob,
     NodeInfo,
     StoreChange,
@@ -353,7 +354,7 @@ class PostgresJobStore(StoreReads):
 
     @staticmethod
     def _output_taken(db: psycopg.Connection[Any], path: str, source_path: str,
-                      job_id: int = -1) -> bool:
+                      job_id: int = -1, file_exists: FileExists = os.path.lexists) -> bool:
         """True when another source's job holds `path`, or a file there belongs to no job of ours."""
         row = db.execute(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = %s AND source_path != %s "
@@ -362,7 +363,7 @@ class PostgresJobStore(StoreReads):
             (path, source_path)).fetchone()
         if row is not None and row[0]:
             return True
-        if not os.path.lexists(path):
+        if not file_exists(path):  # the stored form, asked of this node's file system
             return False
         # A file is there: ours only when an earlier job of this same source wrote to that name.
         row = db.execute(
@@ -377,7 +378,8 @@ class PostgresJobStore(StoreReads):
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_RESERVATION_LOCK,))
 
     def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False) -> tuple[Job | None, str | None]:
+                      force: bool = False,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
         """Queue a job as `add` does, with an output name no other source holds (see
         SqliteJobStore.add_reserving for the policies); race-free across monitors."""
         now = time.time() if now is None else now
@@ -386,12 +388,13 @@ class PostgresJobStore(StoreReads):
             self._lock_reservations(db)
             if self._known(db, new) and not force:
                 return None, None
-            if not self._output_taken(db, desired, new.source_path):
+            if not self._output_taken(db, desired, new.source_path, file_exists=file_exists):
                 job_id = self._insert(db, new, desired, now, explicit=force)
                 return (None if job_id is None else self._reads.get(job_id)), None
             if policy == "rename":
                 free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path)), None)
+                             if not self._output_taken(db, str(p), new.source_path,
+                                                      file_exists=file_exists)), None)
                 if free is not None:
                     job_id = self._insert(db, new, free, now, explicit=force)
                     return (None if job_id is None else self._reads.get(job_id)), policy
@@ -415,8 +418,8 @@ class PostgresJobStore(StoreReads):
                 self._note(job_id, JobState.FAILED)
             return self._reads.get(job_id), policy
 
-    def reserve_again(self, job_id: int, *, policy: str,
-                      path: str | None = None) -> tuple[Job, str | None]:
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
         """On a job's first claim, apply the output policy again to a name taken since queueing."""
         with self._tx() as db:
             self._lock_reservations(db)
@@ -424,11 +427,12 @@ class PostgresJobStore(StoreReads):
                 db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (path, job_id))
             job = self._reads.get(job_id)
             if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id):
+                    db, job.output_path, job.source_path, job_id, file_exists):
                 return job, None
             if policy == "rename":
                 free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id)), None)
+                             if not self._output_taken(db, str(p), job.source_path, job_id,
+                                                      file_exists)), None)
                 if free is None:
                     return job, "fail"
                 db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (free, job_id))
@@ -457,15 +461,18 @@ class PostgresJobStore(StoreReads):
               "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
     _FRONT = "(SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1"
 
-    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
-        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`; rows
-        another claimer holds are skipped, not waited for."""
+    def claim(self, node: str, *, now: float, lease_seconds: float,
+              within: Sequence[str] | None = None) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`,
+        `within` the path prefixes given (see JobStore.claim); rows another claimer holds are
+        skipped, not waited for."""
         until = now + lease_seconds
+        only, params = within_prefixes(within, mark="%s")
         with self._tx() as db:
             row = db.execute(
                 "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR "
-                "not_before <= %s) ORDER BY priority DESC, seq, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                (now,)).fetchone()
+                f"not_before <= %s){only} ORDER BY priority DESC, seq, id LIMIT 1 "
+                "FOR UPDATE SKIP LOCKED", (now, *params)).fetchone()
             if row is None:
                 return None
             job_id = row[0]

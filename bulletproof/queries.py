@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bulletproof.errors import JobNotFound
@@ -28,6 +28,23 @@ _NULLABLE_SORTS = frozenset({"finished", "started", "duration", "size"})
 
 # Runs one read with `?` placeholders; rows are read by position and by column name.
 Query = Callable[[str, Iterable[Any]], list[Any]]
+
+
+def within_prefixes(prefixes: Sequence[str] | None, mark: str = "?") -> tuple[str, list[Any]]:
+    """An ` AND ...` condition keeping jobs whose source and output paths, as stored, start with
+    one of `prefixes` (a job with no output path yet passes), and its parameters; nothing for
+    None. A node passes the prefixes of the paths it can resolve (`PathMap.claim_prefixes`)."""
+    if prefixes is None:
+        return "", []
+    if not prefixes:
+        return " AND 1 = 0", []
+
+    def starts(column: str) -> str:
+        return "(" + " OR ".join(f"substr({column}, 1, {mark}) = {mark}" for _ in prefixes) + ")"
+
+    pairs = [value for prefix in prefixes for value in (len(prefix), prefix)]
+    return (f" AND {starts('source_path')} AND (output_path = '' OR {starts('output_path')})",
+            pairs + pairs)
 
 
 class JobQueries:
@@ -64,12 +81,25 @@ class JobQueries:
         )
         return Job.from_record(dict(rows[0])) if rows else None
 
-    def next_queued(self, *, now: float) -> Job | None:
-        """The job a free worker should take now (FIFO within priority, honouring backoff)."""
+    def seen(self, source_path: str, size: int, mtime_ns: int) -> bool:
+        """True when this version of a file has a job, or had one that completed or was skipped
+        (`done_files` outlives deleting the job): what the stores' insert checks."""
+        rows = self._query(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE source_path = ? AND size = ? "
+            "AND mtime_ns = ?) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ? "
+            "AND size = ? AND mtime_ns = ?) THEN 1 ELSE 0 END",
+            (source_path, size, mtime_ns) * 2,
+        )
+        return bool(rows[0][0])
+
+    def next_queued(self, *, now: float, within: Sequence[str] | None = None) -> Job | None:
+        """The job a free worker should take now (FIFO within priority, honouring backoff;
+        `within`: of those whose paths start so, see `within_prefixes`)."""
+        only, params = within_prefixes(within)
         rows = self._query(
             f"SELECT {COLUMNS} FROM jobs WHERE state = 'queued' "
-            "AND (not_before IS NULL OR not_before <= ?) ORDER BY priority DESC, seq LIMIT 1",
-            (now,),
+            f"AND (not_before IS NULL OR not_before <= ?){only} ORDER BY priority DESC, seq LIMIT 1",
+            (now, *params),
         )
         return Job.from_record(dict(rows[0])) if rows else None
 
@@ -224,9 +254,13 @@ class StoreReads:
         """A job of exactly this version of a file that has not finished (queued, running, paused)."""
         return self._reads.unfinished_job(source_path, size, mtime_ns)
 
-    def next_queued(self, *, now: float) -> Job | None:
+    def seen(self, source_path: str, size: int, mtime_ns: int) -> bool:
+        """True when this version of a file has a job, or had one that completed or was skipped."""
+        return self._reads.seen(source_path, size, mtime_ns)
+
+    def next_queued(self, *, now: float, within: Sequence[str] | None = None) -> Job | None:
         """The job a free worker would take now (FIFO within priority, honouring backoff)."""
-        return self._reads.next_queued(now=now)
+        return self._reads.next_queued(now=now, within=within)
 
     def next_wakeup(self) -> float | None:
         """The earliest time a backed-off queued job becomes runnable."""

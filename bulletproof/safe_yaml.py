@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 # A monitor.yaml has a few hundred values; this leaves room for big rule lists and still stops a
 # document whose aliases would expand to millions of values before anything is built from it.
@@ -27,6 +27,21 @@ class _LimitedLoader(yaml.SafeLoader):
         if node is not None:
             _check_expanded_size(node, self.max_nodes)
         return node
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Build a mapping, refusing a key given twice (YAML would keep the last one silently)."""
+        seen: dict[Any, Node] = {}
+        for key_node, _value in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` keys may be overridden: that is what they are for
+            key = self.construct_object(key_node)
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (first on line {first})",
+                    key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def _check_expanded_size(root: Node, limit: int) -> None:

@@ -36,6 +36,7 @@ from bulletproof.errors import (
 )
 from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.fleet import NodePresence, publish_recovered
+from bulletproof.libraries import PathMap
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
 from bulletproof.owner import FolderLock
@@ -82,7 +83,10 @@ class Monitor:
         self.store: JobStore = open_store(config.database)
         self.store_closed = False
         self.queue = QueueState(self.store)
-        self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries, self.queue)
+        # Where this node mounts the fleet's libraries (restart-only): the store keeps fleet forms.
+        self.paths = PathMap(config.libraries)
+        self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries, self.queue,
+                                paths=self.paths)
         self.presence = NodePresence(self.store, self.bus, lambda: self.config, self._pool,
                                      version=self.version, shared=is_shared(config.database))
         self._watcher: FolderWatcher | None = None
@@ -257,6 +261,11 @@ class Monitor:
         if match is None:
             self._on_ignored(found.path, IgnoreReason.NO_RULE)
             return
+        former = self.paths.former_form(found.path)
+        if former is not None and self.store.seen(former, found.size, found.mtime_ns):
+            # Queued or done before its library was configured: the same version, not a new file.
+            self._on_ignored(found.path, IgnoreReason.ALREADY_DONE)
+            return
         try:
             job = self._add_job(found, match, force=False)
         except StoreError as exc:
@@ -270,8 +279,9 @@ class Monitor:
     def _add_job(self, found: StableFile, match: RuleMatch, *, force: bool,
                  priority: int | None = None, trigger: QueueTrigger = QueueTrigger.DETECTED) -> Job | None:
         new = NewJob(
-            source_path=str(found.path), rel_path=found.rel_path,
-            watch_folder=str(found.watch_folder), size=found.size, mtime_ns=found.mtime_ns,
+            source_path=self.paths.to_fleet(found.path), rel_path=found.rel_path,
+            watch_folder=self.paths.to_fleet(found.watch_folder), size=found.size,
+            mtime_ns=found.mtime_ns,
             profile=match.profile_name, rule=match.rule_name, output_path="",
             priority=match.priority if priority is None else priority)
         try:
@@ -279,14 +289,15 @@ class Monitor:
                                      match.rule_name)
         except PathError as exc:
             return self._add_unrunnable(new, str(exc), force=force)
-        new = dataclasses.replace(new, output_path=str(output))
-        job, applied = self.store.add_reserving(new, policy=self.config.output_conflict, force=force)
+        new = dataclasses.replace(new, output_path=self.paths.to_fleet(output))
+        job, applied = self.store.add_reserving(new, policy=self.config.output_conflict, force=force,
+                                                file_exists=self.paths.exists)
         if job is None:
             return None
         if applied is not None:
-            log.warning("output name taken", extra={"job": job.id, "wanted": str(output),
+            log.warning("output name taken", extra={"job": job.id, "wanted": new.output_path,
                                                     "output": job.output_path, "policy": applied})
-            self.bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=str(output)))
+            self.bus.publish(ev.OutputConflict(job=job, policy=applied, wanted=new.output_path))
         if job.state is JobState.QUEUED:
             self.bus.publish(ev.JobQueued(job=job, trigger=trigger))
             self._wake()
@@ -347,7 +358,8 @@ class Monitor:
             if found is None:
                 raise PathError(f"no rule matches {rel!r} and no profile was given", path=path)
             match = found
-        existing = self.store.unfinished_job(str(source), stat.st_size, stat.st_mtime_ns)
+        existing = self.store.unfinished_job(self.paths.to_fleet(source), stat.st_size,
+                                             stat.st_mtime_ns)
         if existing is not None:
             raise InvalidTransition(existing.id, action="enqueue", state=existing.state)
         found_file = StableFile(path=source, watch_folder=folder, rel_path=rel,

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -26,11 +26,12 @@ from bulletproof.errors import (
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
-from bulletproof.queries import JobQueries, StoreReads
+from bulletproof.queries import JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
+    FileExists,
     NewJob,
     NodeInfo,
     StoreChange,
@@ -445,7 +446,8 @@ class SqliteJobStore(StoreReads):
     # -- output names (reserved in the transaction that adds the job) ---------------------------
 
     @staticmethod
-    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1) -> bool:
+    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1,
+                      file_exists: FileExists = os.path.lexists) -> bool:
         """True when another source's job holds `path`, or a file there belongs to no job of ours."""
         held = db.execute(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path != ?2 "
@@ -454,7 +456,7 @@ class SqliteJobStore(StoreReads):
             (path, source_path)).fetchone()[0]
         if held:
             return True
-        if not os.path.lexists(path):
+        if not file_exists(path):  # the stored form, asked of this node's file system
             return False
         # A file is there: ours only when an earlier job of this same source wrote to that name.
         return not db.execute(
@@ -463,7 +465,8 @@ class SqliteJobStore(StoreReads):
             (path, source_path, job_id)).fetchone()[0]
 
     def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False) -> tuple[Job | None, str | None]:
+                      force: bool = False,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
         """Queue a job as `add` does, with an output name no other source holds.
 
         `policy` says what happens when `new.output_path` is taken (by another source's job or
@@ -477,11 +480,12 @@ class SqliteJobStore(StoreReads):
         with self._tx() as db:
             if self._known(db, new) and not force:
                 return None, None
-            if not self._output_taken(db, desired, new.source_path):
+            if not self._output_taken(db, desired, new.source_path, file_exists=file_exists):
                 return self.get(self._insert(db, new, desired, now)), None
             if policy == "rename":
                 free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path)), None)
+                             if not self._output_taken(db, str(p), new.source_path,
+                                                      file_exists=file_exists)), None)
                 if free is not None:
                     return self.get(self._insert(db, new, free, now)), policy
                 policy = "fail"  # ten thousand namesakes: nothing sensible is left
@@ -502,7 +506,8 @@ class SqliteJobStore(StoreReads):
                 self._note(job_id, JobState.FAILED)
             return self.get(job_id), policy
 
-    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None) -> tuple[Job, str | None]:
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
         """On a job's first claim: if a file appeared at its output name since it was queued,
         apply `policy` again (`rename` records the next free name on the job). `path` gives the
         job an output name first (one that could not be made when it was queued). Returns the
@@ -512,11 +517,12 @@ class SqliteJobStore(StoreReads):
                 db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
             job = self.get(job_id)
             if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id):
+                    db, job.output_path, job.source_path, job_id, file_exists):
                 return job, None
             if policy == "rename":
                 free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id)), None)
+                             if not self._output_taken(db, str(p), job.source_path, job_id,
+                                                      file_exists)), None)
                 if free is None:
                     return job, "fail"
                 db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))
@@ -584,13 +590,17 @@ class SqliteJobStore(StoreReads):
               "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
               "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
 
-    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
-        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`."""
+    def claim(self, node: str, *, now: float, lease_seconds: float,
+              within: Sequence[str] | None = None) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`,
+        `within` the path prefixes given (see JobStore.claim)."""
         until = now + lease_seconds
+        only, params = within_prefixes(within)
         with self._tx() as db:
             row = db.execute(
                 "SELECT id FROM jobs WHERE state = 'queued' AND (not_before IS NULL OR "
-                "not_before <= ?) ORDER BY priority DESC, seq LIMIT 1", (now,)).fetchone()
+                f"not_before <= ?){only} ORDER BY priority DESC, seq LIMIT 1",
+                (now, *params)).fetchone()
             if row is None:
                 return None
             job_id = row[0]

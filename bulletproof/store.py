@@ -9,8 +9,9 @@ attempt. `tests/store_contract.py` is the behaviour every implementation must sh
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from bulletproof.audit import AuditEntry
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
+
+# Whether something is at a stored output path on this node's file system. The store compares
+# stored forms only (bulletproof.libraries): the caller says how to look one up on disk.
+FileExists = Callable[[str], bool]
 
 # The keys a job list can be sorted by (the implementations map them to their own columns).
 SORT_KEYS: tuple[str, ...] = ("created", "finished", "started", "duration", "size", "id")
@@ -187,12 +192,13 @@ class JobStore(Protocol):
         ...
 
     def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False) -> tuple[Job | None, str | None]:
+                      force: bool = False,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
         """Queue a job with an output name no other source holds; the job and the policy applied."""
         ...
 
-    def reserve_again(self, job_id: int, *, policy: str,
-                      path: str | None = None) -> tuple[Job, str | None]:
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
         """On a job's first claim, apply the output policy again to a name taken since queueing."""
         ...
 
@@ -203,8 +209,11 @@ class JobStore(Protocol):
 
     # -- claims: the queue order, leases, fencing -----------------------------------------------
 
-    def claim(self, node: str, *, now: float, lease_seconds: float) -> Claim | None:
-        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`."""
+    def claim(self, node: str, *, now: float, lease_seconds: float,
+              within: Sequence[str] | None = None) -> Claim | None:
+        """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`;
+        `within`: only one whose stored paths start with one of these prefixes (the libraries
+        the node mounts; `queries.within_prefixes`), the others are left for other nodes."""
         ...
 
     def renew(self, job_id: int, token: int, *, until: float) -> None:
@@ -216,7 +225,7 @@ class JobStore(Protocol):
         or fail them `interrupted` once they had `max_attempts`."""
         ...
 
-    def next_queued(self, *, now: float) -> Job | None:
+    def next_queued(self, *, now: float, within: Sequence[str] | None = None) -> Job | None:
         """The job a free worker would take now (a read; `claim` takes it)."""
         ...
 
@@ -312,6 +321,10 @@ class JobStore(Protocol):
 
     def unfinished_job(self, source_path: str, size: int, mtime_ns: int) -> Job | None:
         """A job of exactly this version of a file that has not finished (queued, running, paused)."""
+        ...
+
+    def seen(self, source_path: str, size: int, mtime_ns: int) -> bool:
+        """True when this version of a file has a job, or had one that completed or was skipped."""
         ...
 
     def queued(self, limit: int = 1000, offset: int = 0) -> list[Job]:

@@ -261,7 +261,7 @@ class MonitorView:
         if not pool.started or self._queue.paused or pool.busy_count() >= pool.size:
             return []
         try:
-            job = self._store.next_queued(now=time.time())
+            job = self._store.next_queued(now=time.time(), within=pool.claim_prefixes)
         except Exception:  # reported by the store check
             return []
         if job is None:

@@ -22,9 +22,11 @@ from bulletproof.errors import (
     StaleClaim,
     StoreError,
     TranscodeError,
+    UnknownLibrary,
 )
 from bulletproof.ffmpeg import FfmpegRunner, RunningTranscode
 from bulletproof.ffprobe import FfmpegBinaries, MediaInfo, Progress, probe
+from bulletproof.libraries import PathMap
 from bulletproof.models import (
     FailureReason,
     Job,
@@ -114,8 +116,10 @@ class WorkerPool:
     """Runs up to `size` jobs at once; a paused pool finishes running jobs but starts none."""
 
     def __init__(self, store: JobStore, bus: ev.EventBus, config: Callable[[], Config],
-                 binaries: FfmpegBinaries, queue: QueueState) -> None:
+                 binaries: FfmpegBinaries, queue: QueueState, *,
+                 paths: PathMap | None = None) -> None:
         self._store = store
+        self._paths = paths or PathMap()  # jobs name fleet forms; files are touched by local paths
         self._queue = queue  # the owner of the pause state; the pool only reads it
         # A draining node finishes its jobs and claims none (NodePresence sets it from the store).
         self._draining = False
@@ -152,6 +156,11 @@ class WorkerPool:
     def size(self) -> int:
         """The configured number of slots."""
         return self._size
+
+    @property
+    def claim_prefixes(self) -> list[str]:
+        """How the stored paths of the jobs this pool may claim begin (its node's libraries)."""
+        return self._paths.claim_prefixes()
 
     @property
     def started(self) -> bool:
@@ -374,7 +383,8 @@ class WorkerPool:
     def _claim(self, slot: _Slot) -> Job | None:
         now = time.time()
         config = self._config()
-        claim = self._store.claim(config.node_name, now=now, lease_seconds=config.fleet.lease_seconds)
+        claim = self._store.claim(config.node_name, now=now, lease_seconds=config.fleet.lease_seconds,
+                                  within=self.claim_prefixes)
         if claim is None:
             return None
         job = claim.job
@@ -400,11 +410,13 @@ class WorkerPool:
                                  f"profile {job.profile!r} is no longer configured", "")
             return
         try:
+            source = self._local_source(job)
+            if job.output_path:  # its library must be mounted here before a name is settled
+                self._local_output(job.output_path)
             job = self._settle_output(slot, job, config)
             if job is None:
                 return
-            output = self._confined(Path(job.output_path), config.output_folder)
-            source = Path(job.source_path)
+            output = self._confined(self._local_output(job.output_path), config.output_folder)
             self._note_source_inode(job, source)
             info = await probe(self._binaries, source)
             if profile.video_codec is not None and not info.has_video:
@@ -444,6 +456,22 @@ class WorkerPool:
             return
         self._record_success(slot, result.output_bytes, result.stderr_tail)
 
+    def _local_source(self, job: Job) -> Path:
+        """This node's path of the job's source; a library not mounted here fails the job."""
+        try:
+            return self._paths.to_local(job.source_path)
+        except UnknownLibrary as exc:
+            raise TranscodeError(str(exc), reason=FailureReason.INPUT_MISSING) from None
+        except PathError as exc:
+            raise TranscodeError(str(exc), reason=FailureReason.INPUT_INVALID) from None
+
+    def _local_output(self, stored: str) -> Path:
+        """This node's path of a stored output name (OUTPUT_PATH_INVALID when it has none)."""
+        try:
+            return self._paths.to_local(stored)
+        except PathError as exc:
+            raise TranscodeError(str(exc), reason=FailureReason.OUTPUT_PATH_INVALID) from None
+
     @staticmethod
     def _confined(path: Path, folder: Path) -> Path:
         """`path` checked again just before use: a symlink may have been planted since queueing."""
@@ -461,14 +489,16 @@ class WorkerPool:
         path = None
         if not job.output_path:  # none could be made when it was queued: try again (a retry)
             try:
-                path = str(output_path_for(config, job.rel_path, job.profile,
-                                           config.all_profiles()[job.profile], job.rule))
+                path = self._paths.to_fleet(output_path_for(config, job.rel_path, job.profile,
+                                                            config.all_profiles()[job.profile],
+                                                            job.rule))
             except PathError as exc:
                 raise TranscodeError(str(exc), reason=FailureReason.OUTPUT_PATH_INVALID) from None
         elif not _first_claim(job):
             return job
         wanted = path or job.output_path
-        job, applied = self._store.reserve_again(job.id, policy=config.output_conflict, path=path)
+        job, applied = self._store.reserve_again(job.id, policy=config.output_conflict, path=path,
+                                                 file_exists=self._paths.exists)
         slot.job = job
         if applied is None:
             return job
@@ -498,7 +528,8 @@ class WorkerPool:
         assert slot.job is not None
         job = slot.job
         try:
-            verdict = await verify_output(self._binaries, temp, plan, source=Path(job.source_path),
+            verdict = await verify_output(self._binaries, temp, plan,
+                                          source=self._paths.to_local(job.source_path),
                                           stderr_tail=tail)
         except TranscodeError as exc:
             self._bus.publish(ev.OutputVerified(
@@ -522,7 +553,7 @@ class WorkerPool:
         if output.width is None or output.height is None:
             raise TranscodeError("cannot score the output: its picture size is unknown",
                                  reason=FailureReason.VERIFICATION_FAILED)
-        value = await score(self._binaries, temp, Path(job.source_path), gate.metric,
+        value = await score(self._binaries, temp, self._paths.to_local(job.source_path), gate.metric,
                             width=output.width, height=output.height, duration=output.duration)
         self._store.set_quality_score(job.id, value)
         passed = value >= gate.min
@@ -542,7 +573,8 @@ class WorkerPool:
         if profile is not None and output is not None:
             try:
                 output_bytes = keep_source_as_output(
-                    Path(job.source_path), output, temp_path_for(output, job.id), profile.skip_action)
+                    self._paths.to_local(job.source_path), output, temp_path_for(output, job.id),
+                    profile.skip_action)
             except FileExistsError:
                 message += f"; {output} already exists and is left alone"
             except OSError as exc:
@@ -641,7 +673,7 @@ class WorkerPool:
         if config.on_success == "keep":
             return
         try:
-            found = dispose_source(config, job)
+            found = dispose_source(config, job, self._paths.to_local(job.source_path))
         except (OSError, PathError) as exc:  # the output is done; a source we cannot move is a warning
             log.warning("could not %s the source after success", config.on_success,
                         extra={"job": job.id, "error": str(exc)})
@@ -654,7 +686,8 @@ class WorkerPool:
                      watch_folder=job.watch_folder, size=job.size, mtime_ns=job.mtime_ns,
                      profile=job.profile, rule=job.rule, output_path=job.output_path,
                      priority=job.priority)
-        queued, _ = self._store.add_reserving(new, policy=self._config().output_conflict, force=True)
+        queued, _ = self._store.add_reserving(new, policy=self._config().output_conflict, force=True,
+                                              file_exists=self._paths.exists)
         if queued is not None:
             self._bus.publish(ev.JobQueued(job=queued, trigger=QueueTrigger.DETECTED))
 

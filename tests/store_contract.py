@@ -78,6 +78,15 @@ class JobStoreContract:
         store.mark_completed(older.id, now=3, output_bytes=10, media_duration=1.0)
         assert store.unfinished_job("/in/a.mp4", 100, 1) is None
 
+    def test_seen_tells_a_version_that_had_a_job(self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        assert store.seen("/in/a", 100, 1) and not store.seen("/in/a", 100, 2)
+        assert not store.seen("/in/b", 100, 1)
+        store.mark_started(job.id, now=1)
+        store.mark_completed(job.id, now=2, output_bytes=1, media_duration=1.0)
+        store.delete(job.id)
+        assert store.seen("/in/a", 100, 1)  # done_files outlives the job
+
     def test_done_files_survive_deleting_the_job(self, store: JobStore) -> None:
         job = added(store, new("a.mp4"))
         store.mark_started(job.id, now=1)
@@ -184,6 +193,39 @@ class JobStoreContract:
         assert [c.job.id for c in order if c] == [urgent.id, a.id, b.id]
         assert store.claim("n1", now=1, lease_seconds=10) is None
         assert all(c.job.state is JobState.PROCESSING and c.job.attempts == 1 for c in order if c)
+
+    def test_claims_within_path_prefixes_leave_other_jobs_queued(self, store: JobStore) -> None:
+        # A node claims only jobs whose stored paths it can resolve (bulletproof.libraries).
+        def stored(name: str, source: str, output: str) -> Job:
+            return added(store, replace(new(name), source_path=source, output_path=output))
+
+        tv = stored("t", "tv:show/e1.mkv", "tv:out/e1.mp4")
+        media = stored("m", "media:in/a.mp4", "media:out/a.mp4")
+        local = stored("l", "/in/l.mp4", "/out/l.mp4")
+        unnamed = stored("u", "media:in/u.mp4", "")  # no output name yet: the source decides
+        mixed = stored("x", "media:in/x.mp4", "tv:out/x.mp4")  # its output is in a library too
+        tricky = stored("p", "media_2:in/p.mp4", "media_2:out/p.mp4")  # `_` is no wildcard
+        within = ["/", "media:"]
+        assert store.next_queued(now=1, within=within).id == media.id
+        claimed = [store.claim("n1", now=1, lease_seconds=10, within=within) for _ in range(4)]
+        assert [c.job.id for c in claimed if c] == [media.id, local.id, unnamed.id]
+        assert store.next_queued(now=1, within=within) is None
+        assert store.claim("n2", now=1, lease_seconds=10, within=["tv:"]).job.id == tv.id
+        assert store.claim("n2", now=1, lease_seconds=10, within=[]) is None
+        assert [store.get(j.id).state for j in (mixed, tricky)] == [JobState.QUEUED] * 2
+        assert store.claim("n3", now=1, lease_seconds=10).job.id == mixed.id  # None: any job
+
+    def test_output_names_are_looked_up_through_the_callers_file_system(
+            self, store: JobStore, tmp_path: Path) -> None:
+        # Stored output paths may be fleet forms: the caller says what exists on its disk.
+        on_disk = {"media:out/clip.mp4"}
+        job, applied = store.add_reserving(
+            replace(new("clip.mp4"), source_path="media:in/clip.mp4", output_path="media:out/clip.mp4"),
+            policy="rename", file_exists=on_disk.__contains__)
+        assert job is not None and applied == "rename" and job.output_path == "media:out/clip (1).mp4"
+        on_disk.add("media:out/clip (1).mp4")
+        moved, applied = store.reserve_again(job.id, policy="rename", file_exists=on_disk.__contains__)
+        assert applied == "rename" and moved.output_path == "media:out/clip (1) (1).mp4"
 
     # -- transitions -------------------------------------------------------------------------
 

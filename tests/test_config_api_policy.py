@@ -299,7 +299,8 @@ def test_every_model_key_has_a_policy_and_every_policy_key_exists() -> None:
     for key in [k for k in every if not any(o.startswith(k + ".") for o in every)]:
         policy_for(key)  # KeyError when a leaf key is not covered
     assert set(KEY_POLICY) <= set(every)
-    assert set(RESTART_KEYS) == {"ffmpeg.path", "ffmpeg.ffprobe_path", "database", "node_name", "fleet", "log", "api"}
+    assert set(RESTART_KEYS) == {"ffmpeg.path", "ffmpeg.ffprobe_path", "database", "node_name",
+                                 "fleet", "libraries", "log", "api"}
     # What the API may change always applies live: a PUT never leaves a change waiting silently.
     assert all(p.applies is Applies.LIVE for p in KEY_POLICY.values() if p.owner is Owner.API)
 
