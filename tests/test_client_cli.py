@@ -299,7 +299,8 @@ def test_pause_and_resume_one_job(bp: Runner, server: Server, workload: Workload
                                   clip_cache) -> None:
     incoming = server.root / "incoming"
     part = incoming / ".long.mp4.part"
-    shutil.copyfile(clip_cache(seconds=20, size="640x480"), part)
+    # Long enough that the one unsuspended stretch (resume, then a status read) ends before it.
+    shutil.copyfile(clip_cache(seconds=60, size="640x480"), part)
     part.rename(incoming / "long.mp4")
     deadline = time.monotonic() + 30
     while not (found := server.get("/api/v1/jobs?q=long.mp4")["jobs"]):
@@ -317,6 +318,7 @@ def test_pause_and_resume_one_job(bp: Runner, server: Server, workload: Workload
         assert f"cannot pause job {job_id}" in again.stderr
         assert bp("resume", str(job_id)).stdout.strip() == f"job {job_id} (long.mp4) resumed"
         assert bp.json("job", str(job_id))["state"] == "processing"
+        bp("pause", str(job_id))  # suspended again: the cancel below cannot come after its end
     finally:
         bp("cancel", str(job_id), expect=None)
     wait_job(server, job_id, "cancelled")
