@@ -1,5 +1,6 @@
 """The API client's commands: `bulletproof status | jobs | job | pause | resume | clear | cancel |
-retry | retry-failed | prioritize | enqueue | config get|validate|apply | audit`.
+retry | retry-failed | prioritize | enqueue | config get|validate|apply | audit |
+node list|drain|undrain|forget`.
 
 Added to the core's `bulletproof` group through the `bulletproof.commands` entry point
 (`client = "exporter.client.cli:register"`). Every command talks to a running monitor's control API
@@ -27,6 +28,7 @@ from exporter.client.api_client import JSON, ApiError
 from exporter.client.audit import audit_cmd
 from exporter.client.command import EXIT_ERROR, EXIT_INVALID, Api, Output, api_command, fail
 from exporter.client.follow import EventFilter, follow_events
+from exporter.client.nodes import node_group, nodes_table
 from exporter.client.formatting import (
     STATES,
     event_line,
@@ -48,7 +50,7 @@ SORTS = ["created", "finished", "started", "duration", "size", "id"]
 @click.command("status")
 @api_command
 def status_cmd(api: Api) -> None:
-    """Show the queue, the workers and the job counts of a running monitor."""
+    """Show the queue, the workers, the job counts and the nodes of a running monitor."""
     data = api.client.status()
     if api.out.as_json:
         api.out.json(data)
@@ -58,6 +60,10 @@ def status_cmd(api: Api) -> None:
     if workers is not None:
         api.out.print("")
         api.out.print(workers)
+    nodes = data.get("nodes") or []
+    if nodes:
+        api.out.print("")
+        api.out.print(nodes_table(nodes, data.get("node")))
 
 
 @click.command("jobs")
@@ -335,7 +341,7 @@ def config_apply(api: Api, file: Path) -> None:
 
 COMMANDS: list[click.Command] = [
     status_cmd, jobs_cmd, job_cmd, pause_cmd, resume_cmd, clear_cmd, cancel_cmd, retry_cmd,
-    retry_failed_cmd, prioritize_cmd, enqueue_cmd, config_group, audit_cmd,
+    retry_failed_cmd, prioritize_cmd, enqueue_cmd, config_group, audit_cmd, node_group,
 ]
 
 

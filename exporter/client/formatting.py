@@ -125,6 +125,11 @@ def status_view(data: JSON, summary: JSON | None = None) -> Table:
     else:
         queue = "[green]running[/green]"
     grid.add_row("Queue", queue)
+    if data.get("node"):
+        draining = any(n.get("name") == data["node"] and n.get("draining")
+                       for n in data.get("nodes") or [])
+        grid.add_row("Node", _e(data["node"]) + (" ([yellow]draining[/yellow]: takes no new jobs)"
+                                                 if draining else ""))
     workers = data.get("workers") or {}
     grid.add_row("Workers", f"{workers.get('busy', 0)} busy / {workers.get('max', '?')} max")
     counts = data.get("counts") or {}
