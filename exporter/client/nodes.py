@@ -86,10 +86,10 @@ def wait_drained(api: Api, name: str, drained_at: float) -> None:
         if node.get("last_seen", 0) > drained_at and not node.get("busy") and not running:
             api.out.line(f"node {name} drained: it runs no job")
             return
-        if running != shown:
+        if running and running != shown:  # (none: only its next heartbeat is awaited)
             listed = ", ".join(str(i) for i in running)
             api.out.line(f"waiting: node {name} runs {len(running)} job"
-                         f"{'s' if len(running) != 1 else ''}" + (f" ({listed})" if listed else ""))
+                         f"{'s' if len(running) != 1 else ''} ({listed})")
             shown = running
         time.sleep(POLL_SECONDS)
 
