@@ -28,16 +28,17 @@ from exporter.client.api_client import JSON, ApiError
 from exporter.client.audit import audit_cmd
 from exporter.client.command import EXIT_ERROR, EXIT_INVALID, Api, Output, api_command, fail
 from exporter.client.follow import EventFilter, follow_events
-from exporter.client.nodes import node_group, nodes_table
 from exporter.client.formatting import (
     STATES,
     event_line,
     job_view,
     jobs_table,
+    nodes_table,
     status_view,
     when,
     workers_table,
 )
+from exporter.client.nodes import node_group
 
 __all__ = ["COMMANDS", "EventFilter", "event_line", "register"]
 

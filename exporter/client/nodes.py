@@ -1,63 +1,18 @@
-"""`bulletproof node list | drain | undrain | forget`: the monitors sharing one job store, and the
-nodes table `bulletproof status` prints."""
+"""`bulletproof node list | drain | undrain | forget`: the monitors sharing one job store."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from exporter.client.api_client import JSON
 from exporter.client.command import Api, api_command
-from exporter.client.formatting import when
-
-if TYPE_CHECKING:  # rich is imported when a command prints (the core loads this module always)
-    from rich.table import Table
+from exporter.client.formatting import nodes_table
 
 # Jobs that hold a worker slot: what a draining node still runs.
 ACTIVE_STATES = ("processing", "paused")
 POLL_SECONDS = 1.0
-
-
-def _text(value: Any) -> str:
-    from rich.markup import escape
-
-    return "-" if value is None else escape(str(value))
-
-
-def node_state(node: JSON) -> str:
-    """up, draining, gone (no heartbeat for three beats) or stopped, with rich markup."""
-    draining = " (draining)" if node.get("draining") else ""
-    if node.get("stopped_at") is not None:
-        return f"[dim]stopped{draining}[/dim]"
-    if not node.get("alive"):
-        return f"[red]GONE{draining}[/red]"
-    return "[yellow]draining[/yellow]" if node.get("draining") else "[green]up[/green]"
-
-
-def _ago(ts: Any) -> str:
-    if not isinstance(ts, (int, float)):
-        return "-"
-    seconds = max(0.0, time.time() - ts)
-    return f"{seconds:.0f}s ago" if seconds < 120 else when(ts)
-
-
-def nodes_table(nodes: list[JSON], this: str | None = None) -> Table:
-    """One row per node of the store; the node that answered is marked `*`."""
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in (("NODE", "left"), ("STATE", "left"), ("BUSY", "right"),
-                          ("HOST", "left"), ("VERSION", "left"), ("LAST SEEN", "left"),
-                          ("API", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for node in nodes:
-        name = _text(node.get("name")) + (" *" if node.get("name") == this else "")
-        table.add_row(name, node_state(node), f"{node.get('busy', 0)}/{node.get('workers', '?')}",
-                      _text(node.get("host")), _text(node.get("version")),
-                      _ago(node.get("last_seen")), _text(node.get("api_address")))
-    return table
 
 
 def _find(data: JSON, name: str) -> JSON | None:
