@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from exporter.client.command import Output
+from exporter.client.formatting import nodes_table
 from tests.test_client_cli import CLI, TOKEN, LineReader, Runner, Server, cli_env, start_server
 
 NAME = "encoder-1"
@@ -110,3 +112,25 @@ def test_node_errors_say_what_is_wrong(bp: Runner) -> None:
     assert body["error"]["code"] == "node_not_found"
     assert bp.json("node", "list")["nodes"][0]["name"] == NAME  # the registry is intact
     assert "authentication required" in bp("node", "drain", NAME, token=None, expect=5).stderr
+
+
+def test_the_nodes_table_marks_draining_gone_and_stopped_nodes() -> None:
+    now = time.time()
+    base = {"host": "h", "version": "1", "workers": 2, "busy": 0, "started_at": now - 60,
+            "last_seen": now, "alive": True, "draining": False, "stopped_at": None,
+            "api_address": None}
+    nodes = [{**base, "name": "up-1", "busy": 1, "api_address": "up-1.lan:8080"},
+             {**base, "name": "drain-1", "draining": True},
+             {**base, "name": "gone-1", "alive": False, "last_seen": now - 45},
+             {**base, "name": "gone-2", "alive": False, "draining": True, "last_seen": now - 7200},
+             {**base, "name": "stop-1", "alive": False, "stopped_at": now}]
+    out = Output(as_json=False)
+    with out.console.capture() as capture:
+        out.console.print(nodes_table(nodes, this="up-1"))
+    rows = [line.split() for line in capture.get().splitlines()[1:]]
+    assert rows[0] == ["up-1", "*", "up", "1/2", "h", "1", "0s", "ago", "up-1.lan:8080"]
+    assert rows[1][:3] == ["drain-1", "draining", "0/2"] and rows[1][-1] == "-"
+    assert rows[2][:2] == ["gone-1", "GONE"] and rows[2][5:7] == ["45s", "ago"]
+    assert rows[3][:3] == ["gone-2", "GONE", "(draining)"]
+    assert rows[3][6] == time.strftime("%Y-%m-%d", time.localtime(now - 7200))
+    assert rows[4][:2] == ["stop-1", "stopped"]
