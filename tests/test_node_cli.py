@@ -4,6 +4,7 @@ status`, as real subprocesses against `bulletproof run` (real ffmpeg) on a loopb
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -128,9 +129,11 @@ def test_the_nodes_table_marks_draining_gone_and_stopped_nodes() -> None:
     with out.console.capture() as capture:
         out.console.print(nodes_table(nodes, this="up-1"))
     rows = [line.split() for line in capture.get().splitlines()[1:]]
-    assert rows[0] == ["up-1", "*", "up", "1/2", "h", "1", "0s", "ago", "up-1.lan:8080"]
+    assert rows[0][:6] == ["up-1", "*", "up", "1/2", "h", "1"]
+    assert re.fullmatch(r"\d+s", rows[0][6]) and rows[0][7:] == ["ago", "up-1.lan:8080"]
     assert rows[1][:3] == ["drain-1", "draining", "0/2"] and rows[1][-1] == "-"
-    assert rows[2][:2] == ["gone-1", "GONE"] and rows[2][5:7] == ["45s", "ago"]
+    assert rows[2][:2] == ["gone-1", "GONE"] and re.fullmatch(r"4\d+s", rows[2][5]) \
+        and rows[2][6] == "ago"
     assert rows[3][:3] == ["gone-2", "GONE", "(draining)"]
     assert rows[3][6] == time.strftime("%Y-%m-%d", time.localtime(now - 7200))
     assert rows[4][:2] == ["stop-1", "stopped"]
