@@ -19,7 +19,7 @@ from bulletproof.store import NodeInfo
 from exporter.plugin import ExporterPlugin
 from exporter.settings import ApiSettings
 from tests.api_fixtures import TEST_API, Api, api_factory_fixture  # noqa: F401 (fixtures)
-from tests.conftest import write_config
+from tests.conftest import until, write_config
 from tests.test_api import assert_error
 
 FAST = {"heartbeat_seconds": 1, "lease_seconds": 5}
@@ -237,3 +237,27 @@ def test_a_bad_advertise_address_is_refused_with_its_reason(tmp_path, value: str
         load_config(path)
     assert [(i.location, i.message) for i in caught.value.issues] == [
         ("api.advertise_address", message)]
+
+
+# -- across nodes on one PostgreSQL store ----------------------------------------------------
+
+
+async def test_one_nodes_api_drains_and_forgets_another_node(api_factory, monitor_factory,
+                                                             postgres_url: str, tmp_path) -> None:
+    api = await fleet_api(api_factory, database=postgres_url)
+    beta = await monitor_factory(load_config(write_config(
+        tmp_path / "beta", node_name="beta", fleet=FAST, database=postgres_url)))
+    _, body = await api.get("/api/v1/status")
+    assert [(n["name"], n["alive"]) for n in body["nodes"]] == [("alpha", True), ("beta", True)]
+    status, node = await api.post("/api/v1/nodes/beta/drain")
+    assert status == 200 and node["draining"] is True
+    await until(lambda: beta.view.draining, timeout=10)  # beta follows (notification or beat)
+    assert not api.monitor.view.draining
+    status, body = await api.call("DELETE", "/api/v1/nodes/beta")
+    assert status == 409 and body["error"]["message"] == "node 'beta' is running; stop it first"
+    await beta.stop()
+    _, body = await api.get("/api/v1/nodes")
+    [gone] = [n for n in body["nodes"] if n["name"] == "beta"]
+    assert gone["alive"] is False and gone["stopped_at"] is not None and gone["draining"] is True
+    assert (await api.call("DELETE", "/api/v1/nodes/beta"))[0] == 204
+    assert [n["name"] for n in (await api.get("/api/v1/nodes"))[1]["nodes"]] == ["alpha"]
