@@ -61,6 +61,18 @@ _WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
 _ADVERTISE_FORM = "must be host:port (a host name or IP address and a port; no scheme, no path)"
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def own_host_name() -> str:
+    """This host's name as other hosts may know it: its fully qualified name, or its plain host
+    name when the resolver knows it only as loopback (an /etc/hosts mapping it to 127.0.0.1)."""
+    fqdn = socket.getfqdn()
+    if fqdn.lower().rstrip(".") in _LOOPBACK_NAMES or fqdn.lower().startswith("localhost."):
+        return socket.gethostname()
+    return fqdn
+
+
 def check_advertise_address(value: str) -> str:
     """A host:port others can reach this API on (IPv6 in brackets); raises ValueError otherwise."""
     text = value.strip()
@@ -159,12 +171,19 @@ class ApiSettings(ConfigModel):
         """Port part of `listen`."""
         return int(self.listen.rsplit(":", 1)[1])
 
+    def advertised_host(self) -> str:
+        """The host others reach this API by: that of `advertise_address`, else the host
+        `listen` binds (`own_host_name()` for a wildcard); no brackets."""
+        if self.advertise_address is not None:
+            return self.advertise_address.rsplit(":", 1)[0].strip("[]")
+        return own_host_name() if self.host in _WILDCARDS else self.host
+
     def advertised(self, bound_port: int) -> str:
-        """The host:port this node advertises: `advertise_address`, else the host `listen`
-        binds (this host's fully qualified name for a wildcard) and the port actually bound."""
+        """The host:port this node advertises: `advertise_address`, else `advertised_host()`
+        and the port actually bound."""
         if self.advertise_address is not None:
             return self.advertise_address
-        host = socket.getfqdn() if self.host in _WILDCARDS else self.host
+        host = self.advertised_host()
         return f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"
 
 

@@ -17,7 +17,8 @@ from bulletproof.config import load_config
 from bulletproof.errors import ConfigError
 from bulletproof.store import NodeInfo
 from exporter.plugin import ExporterPlugin
-from exporter.settings import ApiSettings
+from exporter.security.origins import OriginPolicy
+from exporter.settings import ApiSettings, own_host_name
 from tests.api_fixtures import TEST_API, Api, api_factory_fixture  # noqa: F401 (fixtures)
 from tests.conftest import until, write_config
 from tests.test_api import assert_error
@@ -200,12 +201,17 @@ async def test_the_advertised_address_is_the_configured_one(config_factory,
     try:
         # In the registry at once, not a heartbeat later.
         assert monitor.view.nodes()[0].api_address == "encoder-1.example.net:8443"
+        async with aiohttp.ClientSession() as session:  # a discovered scrape names that host
+            for host, expected in (("encoder-1.example.net:8443", 200), ("elsewhere.example", 421)):
+                async with session.get(f"{plugin.url}/metrics", headers={"Host": host}) as resp:
+                    assert resp.status == expected, host
     finally:
         await plugin.stop()
 
 
 def test_the_default_advertised_address_follows_listen() -> None:
-    fqdn = socket.getfqdn()
+    fqdn = own_host_name()
+    assert fqdn not in ("localhost", "") and fqdn in (socket.getfqdn(), socket.gethostname())
     assert ApiSettings(listen="127.0.0.1:0").advertised(41234) == "127.0.0.1:41234"
     assert ApiSettings(listen="[::1]:8080").advertised(8080) == "[::1]:8080"
     assert ApiSettings(listen="encoder-1.lan:8080").advertised(8080) == "encoder-1.lan:8080"
@@ -261,3 +267,13 @@ async def test_one_nodes_api_drains_and_forgets_another_node(api_factory, monito
     assert gone["alive"] is False and gone["stopped_at"] is not None and gone["draining"] is True
     assert (await api.call("DELETE", "/api/v1/nodes/beta"))[0] == 204
     assert [n["name"] for n in (await api.get("/api/v1/nodes"))[1]["nodes"]] == ["alpha"]
+
+
+def test_the_advertised_host_is_one_the_api_answers_for() -> None:
+    explicit = OriginPolicy(ApiSettings(listen="127.0.0.1:0",
+                                        advertise_address="encoder-1.example.net:8443"))
+    assert explicit.host_allowed("encoder-1.example.net:8443")  # Prometheus scrapes it so
+    assert not explicit.host_allowed("encoder-2.example.net:8443")
+    wildcard = OriginPolicy(ApiSettings(listen="0.0.0.0:8080"))
+    assert wildcard.host_allowed(f"{own_host_name()}:8080")
+    assert not wildcard.host_allowed("0.0.0.0:8080") and not wildcard.host_allowed("evil.example")
