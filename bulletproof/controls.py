@@ -63,6 +63,9 @@ class Controls(Protocol):
     def advertise_api(self, address: str) -> None:
         """Publish this node's API address (host:port) in the node registry, for discovery."""
 
+    def forget_node(self, name: str) -> None:
+        """Remove a node that is not alive from the registry (NodeRunning while it is)."""
+
     # -- the config
 
     def validate_config(self, data: Any) -> Config:

@@ -11,6 +11,7 @@ BulletproofError
 │   ├── InvalidTransition  the job's state does not allow the action
 │   └── StaleClaim         a write for an attempt whose claim is no longer current
 ├── NodeNotFound           no node of that name is in the store's registry
+├── NodeRunning            a node that is still running cannot be forgotten
 ├── PathError              a path is outside the watch folders, missing, or not a file
 │   ├── UnknownProfile     a request names a profile the config does not have
 │   └── UnknownLibrary     a fleet path names a library this node does not mount
@@ -116,6 +117,14 @@ class NodeNotFound(BulletproofError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no node named {name!r} is known to the job store")
+        self.name = name
+
+
+class NodeRunning(BulletproofError):
+    """The node is alive (running and heard from): it cannot be removed from the registry."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"node {name!r} is running; stop it first")
         self.name = name
 
 

@@ -92,8 +92,8 @@ class NodePresence:
                 raise NodeNameTaken(held, path=self._store.path, seen_ago=max(0.0, now - held.last_seen))
         self.follow(self._store.heartbeat(self._info(now)))
         if held is not None and held.draining:
-            log.info("this node is draining: it takes no new jobs (bulletproof node drain "
-                     "--undo to end it)", extra={"node": self.name})
+            log.info("this node is draining: it takes no new jobs (bulletproof node undrain "
+                     f"{self.name} ends it)", extra={"node": self.name})
 
     def beat(self, now: float) -> None:
         """One heartbeat: the row, the leases of running jobs, the sweep of lapsed ones."""

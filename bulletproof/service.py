@@ -30,6 +30,7 @@ from bulletproof.errors import (
     ConfigError,
     ConfigIssue,
     InvalidTransition,
+    NodeRunning,
     PathError,
     StoreError,
     UnknownProfile,
@@ -449,6 +450,19 @@ class Monitor:
     def advertise_api(self, address: str) -> None:
         """Publish this node's API address (host:port) in the node registry, for discovery."""
         self.presence.api_address = address
+        if self.presence.started_at is not None:  # now, not a heartbeat later: discovery waits on it
+            try:
+                self.presence.beat(time.time())
+            except StoreError as exc:  # the next heartbeat carries it
+                log.warning("API address not yet in the node registry", extra={"error": str(exc)})
+
+    def forget_node(self, name: str) -> None:
+        """Remove a node that is not alive from the registry (NodeRunning while it is)."""
+        node = next((n for n in self.store.nodes() if n.name == name), None)
+        if node is not None and node.alive(time.time()):
+            raise NodeRunning(name)
+        self.store.forget_node(name)  # NodeNotFound when there is none
+        log.info("node forgotten", extra={"node": name})
 
     # -- audit trail --------------------------------------------------------------------------
 

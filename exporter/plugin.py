@@ -67,10 +67,13 @@ class ExporterPlugin:
         self._runner = runner
         self.host = settings.host
         self.port = _bound_port(runner, settings.port)
+        advertised = settings.advertised(self.port)  # (a wildcard asks the resolver once)
+        self.context.controls.advertise_api(advertised)
         for warning in self.app[SECURITY].startup_warnings():
             log.warning(warning)
         log.info("api listening", extra={
             "url": self.url, "token": token is not None,
+            "advertised": advertised,
             "allowed_hosts": ",".join(["loopback", *self.app[SECURITY].origins.describe()])})
 
     async def stop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -55,6 +56,47 @@ def check_public_url(value: str) -> str:
     return text
 
 
+# `api.listen` hosts that bind every address: not an address another host can reach.
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
+_ADVERTISE_FORM = "must be host:port (a host name or IP address and a port; no scheme, no path)"
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def own_host_name() -> str:
+    """This host's name as other hosts may know it: its fully qualified name, or its plain host
+    name when the resolver knows it only as loopback (an /etc/hosts mapping it to 127.0.0.1)."""
+    fqdn = socket.getfqdn()
+    if fqdn.lower().rstrip(".") in _LOOPBACK_NAMES or fqdn.lower().startswith("localhost."):
+        return socket.gethostname()
+    return fqdn
+
+
+def check_advertise_address(value: str) -> str:
+    """A host:port others can reach this API on (IPv6 in brackets); raises ValueError otherwise."""
+    text = value.strip()
+    host, sep, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    name = host[1:-1] if bracketed else host
+    if not sep or not host or not port.isdigit() or len(port) > 5:
+        raise ValueError(f"{_ADVERTISE_FORM}: {value[:200]!r}")
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        if bracketed or not _HOST_NAME.fullmatch(name):
+            raise ValueError(f"{_ADVERTISE_FORM}: {value[:200]!r}") from None
+    else:
+        if address.version == 6 and not bracketed:
+            raise ValueError(f"an IPv6 address goes in brackets ([{name}]:{port}): {value[:200]!r}")
+        if address.is_unspecified:
+            raise ValueError(f"{name} is not an address others can reach: give this node's host "
+                             "name or IP address")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"the port must be 1 to 65535, not {port}")
+    return text
+
+
 class ApiSettings(ConfigModel):
     """The control API and /metrics server (served by the exporter plugin)."""
 
@@ -66,6 +108,8 @@ class ApiSettings(ConfigModel):
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
     public_url: str | None = None
     allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
+    # Where others (Prometheus's service discovery) reach this API; default: from `listen`.
+    advertise_address: str | None = None
     rate_limit_per_minute: int = Field(default=100, ge=1, le=1_000_000)
     auth_failures_per_minute: int = Field(default=100, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
@@ -91,6 +135,11 @@ class ApiSettings(ConfigModel):
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         return None if value is None else check_public_url(value)
+
+    @field_validator("advertise_address")
+    @classmethod
+    def _advertise_address(cls, value: str | None) -> str | None:
+        return None if value is None else check_advertise_address(value)
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -121,6 +170,21 @@ class ApiSettings(ConfigModel):
     def port(self) -> int:
         """Port part of `listen`."""
         return int(self.listen.rsplit(":", 1)[1])
+
+    def advertised_host(self) -> str:
+        """The host others reach this API by: that of `advertise_address`, else the host
+        `listen` binds (`own_host_name()` for a wildcard); no brackets."""
+        if self.advertise_address is not None:
+            return self.advertise_address.rsplit(":", 1)[0].strip("[]")
+        return own_host_name() if self.host in _WILDCARDS else self.host
+
+    def advertised(self, bound_port: int) -> str:
+        """The host:port this node advertises: `advertise_address`, else `advertised_host()`
+        and the port actually bound."""
+        if self.advertise_address is not None:
+            return self.advertise_address
+        host = self.advertised_host()
+        return f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"
 
 
 def api_settings(config: Config) -> ApiSettings:

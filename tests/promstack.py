@@ -193,8 +193,10 @@ def _spawn(name: str, argv: list[str], *, url: str, port: int, config_path: Path
 
 def prometheus_config(*, targets: Sequence[str], rule_files: Sequence[Path], port: int,
                       alertmanager_url: str | None = None, scrape_interval: str = "1s",
-                      evaluation_interval: str = "1s", self_scrape: bool = True) -> dict:
-    """The Prometheus config that ``run_prometheus`` writes."""
+                      evaluation_interval: str = "1s", self_scrape: bool = True,
+                      sd_urls: Sequence[str] = ()) -> dict:
+    """The Prometheus config that ``run_prometheus`` writes (``sd_urls``: the ``bulletproof`` job
+    also discovers its targets through these HTTP SD URLs, refreshed every second)."""
     interval = parse_duration(scrape_interval)
     config: dict[str, Any] = {
         "global": {
@@ -208,6 +210,9 @@ def prometheus_config(*, targets: Sequence[str], rule_files: Sequence[Path], por
              "static_configs": [{"targets": list(targets)}]},
         ],
     }
+    if sd_urls:
+        config["scrape_configs"][0]["http_sd_configs"] = [
+            {"url": url, "refresh_interval": "1s"} for url in sd_urls]
     if self_scrape:
         config["scrape_configs"].append(
             {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]})
@@ -226,7 +231,8 @@ def run_prometheus(workdir: Path, *, targets: Sequence[str] = (), alertmanager_u
                    factor: float = 60.0, min_range: float = 4.0,
                    rule_files: Sequence[Path] | None = None, scrape_interval: str = "1s",
                    evaluation_interval: str = "1s", resend_delay: str = "1s",
-                   extra_args: Sequence[str] = (), ready_timeout: float = 30.0) -> Iterator[Server]:
+                   extra_args: Sequence[str] = (), ready_timeout: float = 30.0,
+                   sd_urls: Sequence[str] = ()) -> Iterator[Server]:
     """Start the real ``prometheus`` scraping ``targets`` (job ``bulletproof``) with the test rules.
 
     ``rule_files`` defaults to a fresh test copy of the shipped rules, scaled by ``factor``
@@ -242,7 +248,7 @@ def run_prometheus(workdir: Path, *, targets: Sequence[str] = (), alertmanager_u
     port = free_port()
     config = prometheus_config(targets=targets, rule_files=rule_files, port=port,
                                alertmanager_url=alertmanager_url, scrape_interval=scrape_interval,
-                               evaluation_interval=evaluation_interval)
+                               evaluation_interval=evaluation_interval, sd_urls=sd_urls)
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     argv = [PROMETHEUS_BIN, f"--config.file={config_path}",

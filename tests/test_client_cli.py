@@ -50,10 +50,10 @@ class Server:
         return stop_process(self.proc, 20)
 
 
-def start_server(root: Path) -> Server:
+def start_server(root: Path, **overrides: Any) -> Server:
     port = free_port()
     config = write_config(root, api={"listen": f"127.0.0.1:{port}",
-                                     "rate_limit_per_minute": 100_000})
+                                     "rate_limit_per_minute": 100_000}, **overrides)
     log = root / "run.log"
     env = {**os.environ, "BULLETPROOF_API_TOKEN": TOKEN}
     proc = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=log.open("wb"),

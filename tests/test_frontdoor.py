@@ -563,7 +563,7 @@ def _credential_headers(credential: str, token: str) -> dict[str, str]:
 
 def _cell_request(rule: RouteRule) -> tuple[str, bytes | None]:
     """A URL path and body for the rule that changes nothing when let through."""
-    path = rule.path.replace("{id}", "987654321")
+    path = rule.path.replace("{id}", "987654321").replace("{name}", "no-such-node")
     if rule.path == "/api/v1/rules/match":
         path += "?path=a.mp4"
     if rule.path == "/api/v1/jobs" and rule.method == "POST":

@@ -108,6 +108,7 @@ async def test_real_responses_validate_against_the_document(api_factory, clip_ca
     api.drop(clip_cache(), "waiting.mp4")
     queued = await api.wait_job("waiting.mp4", JobState.QUEUED)
     config = (await api.get("/api/v1/config"))[1]["config"]
+    me = api.monitor.view.node_name
 
     calls: list[tuple[str, str, str, dict[str, Any]]] = [
         ("GET", "/healthz", "/healthz", {}),
@@ -153,6 +154,14 @@ async def test_real_responses_validate_against_the_document(api_factory, clip_ca
         ("PUT", "/api/v1/config", "/api/v1/config", {"json": {**config, "max_workers": 2}}),
         ("PUT", "/api/v1/config", "/api/v1/config", {"json": {**config, "max_workers": -1}}),
         ("POST", "/api/v1/config/reset", "/api/v1/config/reset", {}),
+        ("GET", "/api/v1/nodes", "/api/v1/nodes", {}),
+        ("GET", "/api/v1/sd", "/api/v1/sd", {}),
+        ("POST", "/api/v1/nodes/{name}/drain", "/api/v1/nodes/nobody/drain", {}),
+        ("POST", "/api/v1/nodes/{name}/drain", "/api/v1/nodes/%27%3B%20--/drain", {}),
+        ("POST", "/api/v1/nodes/{name}/drain", f"/api/v1/nodes/{me}/drain", {}),
+        ("POST", "/api/v1/nodes/{name}/undrain", f"/api/v1/nodes/{me}/undrain", {}),
+        ("DELETE", "/api/v1/nodes/{name}", f"/api/v1/nodes/{me}", {}),
+        ("DELETE", "/api/v1/nodes/{name}", "/api/v1/nodes/nobody", {}),
     ]
     seen: set[tuple[str, str, int]] = set()
     for method, template, path, kwargs in calls:

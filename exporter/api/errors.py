@@ -14,6 +14,8 @@ from bulletproof.errors import (
     ConfigError,
     InvalidTransition,
     JobNotFound,
+    NodeNotFound,
+    NodeRunning,
     PathError,
     StoreError,
     UnknownProfile,
@@ -66,6 +68,10 @@ def error_for(exc: BaseException) -> web.Response | None:
                           headers=exc.headers)
     if isinstance(exc, JobNotFound):
         return json_error(404, str(exc), code="job_not_found", details={"job_id": exc.job_id})
+    if isinstance(exc, NodeNotFound):
+        return json_error(404, str(exc), code="node_not_found", details={"name": exc.name})
+    if isinstance(exc, NodeRunning):
+        return json_error(409, str(exc), code="node_running", details={"name": exc.name})
     if isinstance(exc, InvalidTransition):
         return json_error(409, str(exc), code="invalid_state",
                           details={"job_id": exc.job_id, "action": exc.action, "state": exc.state.value})

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from bulletproof.config import config_model
+from bulletproof.config import NODE_NAME_PATTERN, config_model
 from bulletproof.models import JobState
 from bulletproof.store import SORT_KEYS
 from exporter.api.audit import MAX_PAGE as MAX_AUDIT_PAGE
@@ -105,12 +105,12 @@ def component_schemas() -> dict[str, Any]:
 # -- responses and parameters -------------------------------------------------------------------
 
 _ERRORS = {
-    "400": "Malformed request (unparseable JSON, missing body)",
+    "400": "Malformed request (unparseable JSON, missing body, an invalid node name)",
     "401": "Missing or wrong credentials",
     "403": "Not allowed: role too low, no token configured off loopback, or a foreign Origin",
-    "404": "No such job or route",
+    "404": "No such job, node or route",
     "405": "Method not allowed on this path",
-    "409": "The job's state does not allow the action",
+    "409": "The job's state does not allow the action (or the node is still running)",
     "413": "Body larger than api.max_body_bytes",
     "415": "Body is not application/json",
     "421": "The Host header names a host this API does not answer for (DNS rebinding)",
@@ -167,6 +167,9 @@ def _q(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dic
 _ID = {"name": "id", "in": "path", "required": True,
        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
        "description": "job id (a positive integer; anything else is 404)"}
+_NAME = {"name": "name", "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": NODE_NAME_PATTERN},
+         "description": "a node_name (anything else is 400 invalid_node_name)"}
 _TIME = {"anyOf": [{"type": "number", "minimum": 0, "maximum": 1e11},
                    {"type": "string", "format": "date-time"}]}
 _PAGE = [
@@ -184,6 +187,12 @@ def _job_action(op_id: str, summary: str, *, accepted: bool = False,
                           "outcome follows as a job_finished event")
     return {"post": _op(op_id, summary, "jobs", ok, errors=("404", "409"), params=[_ID],
                         mutating=True, description=description)}
+
+
+def _node_action(op_id: str, summary: str, description: str) -> dict[str, Any]:
+    return {"post": _op(op_id, summary, "nodes", {"200": _json(ref("Node"), "the node after the action")},
+                        errors=("400", "404"), params=[_NAME], mutating=True,
+                        description=description)}
 
 
 def _paths() -> dict[str, Any]:
@@ -269,6 +278,27 @@ def _paths() -> dict[str, Any]:
         "/api/v1/queue/clear": {"post": _op(
             "clearQueue", "Cancel every queued job", "queue",
             {"200": _json(ref("Cleared"), "how many were cancelled")}, mutating=True)},
+        "/api/v1/nodes": {"get": _op(
+            "listNodes", "Every node of the job store (this one included)", "nodes",
+            {"200": _json(ref("Nodes"), "the nodes by name, and the node that answered")})},
+        "/api/v1/nodes/{name}/drain": _node_action(
+            "drainNode", "Let a node finish its running jobs and take no new ones",
+            "Any node of the store; it follows at once (or at its next heartbeat). Draining "
+            "survives the node's restarts until undrain."),
+        "/api/v1/nodes/{name}/undrain": _node_action(
+            "undrainNode", "Let a draining node take jobs again", "Any node of the store."),
+        "/api/v1/nodes/{name}": {"delete": _op(
+            "forgetNode", "Remove a node that is not alive from the registry", "nodes",
+            {"204": {"description": "forgotten"}}, errors=("400", "404", "409"), params=[_NAME],
+            mutating=True, description="409 `node_running` while the node is alive (running and "
+                                       "heard from within three heartbeats).")},
+        "/api/v1/sd": {"get": _op(
+            "serviceDiscovery", "Prometheus HTTP service discovery: every alive node's API",
+            "nodes", {"200": _json(arr(ref("SdTargetGroup")),
+                                   "one target group per alive node that advertises its API "
+                                   "address (an empty list when none)")},
+            description="The http_sd_configs format: `[{\"targets\": [\"host:port\"], "
+                        "\"labels\": {\"node\": NAME, ...}}]`.")},
         "/api/v1/config": {
             "get": _op("getConfig", "The config in force and its file", "config",
                        {"200": _json(ref("ConfigInfo"), "effective config")}),
@@ -352,8 +382,8 @@ def _document(version: str) -> dict[str, Any]:
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": t} for t in ("health", "status", "stats", "jobs", "queue", "config",
-                                       "events", "meta")],
+        "tags": [{"name": t} for t in ("health", "status", "stats", "jobs", "queue", "nodes",
+                                       "config", "events", "meta")],
         "paths": _with_permissions(_paths()),
         "components": {
             "schemas": component_schemas(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from exporter.api import audit, config, jobs, service, ws
+from exporter.api import audit, config, jobs, nodes, service, ws
 
 
 def add_routes(app: web.Application) -> None:
@@ -16,5 +16,6 @@ def add_routes(app: web.Application) -> None:
     service.add_routes(app)
     jobs.add_routes(app)
     config.add_routes(app)
+    nodes.add_routes(app)
     app.router.add_get("/api/v1/audit", audit.list_audit)
     app.router.add_get("/ws/updates", ws.websocket_handler)

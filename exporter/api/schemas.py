@@ -18,6 +18,7 @@ from bulletproof import events as ev
 from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.config_policy import RESTART_KEYS
 from bulletproof.models import Job, JobState, WorkerSnapshot
+from bulletproof.store import NodeInfo
 from bulletproof.view import COMPONENTS
 from exporter.security.permissions import AUDITED_ACTIONS
 
@@ -183,8 +184,54 @@ class ConfigState(ApiModel):
     last_reload_success_at: OptionalTimestamp
 
 
+# -- nodes --------------------------------------------------------------------------------------
+
+# What the registry keeps for the nodes' own bookkeeping, not shown: the run's id, the process
+# id, the heartbeat interval (`alive` says what a reader concludes from it).
+_NODE_SKIP = ("instance", "pid", "heartbeat_seconds")
+_NODE_FIELD_INFO: dict[str, Any] = {
+    "name": Field(description="the node's node_name"),
+    "host": Field(description="the host name the node runs on"),
+    "version": Field(description="the node's bulletproof version"),
+    "workers": Field(ge=0, description="worker slots configured"),
+    "busy": Field(ge=0, description="slots running a job at the last heartbeat"),
+    "last_seen": Field(description="the last heartbeat (unix seconds, by the node's clock)"),
+    "draining": Field(description="finishes its jobs and takes no new ones"),
+    "stopped_at": Field(description="a clean stop (unix seconds); null while running or after a "
+                                    "crash"),
+    "api_address": Field(description="host:port of its API as the node advertises it "
+                                     "(api.advertise_address); null without an API"),
+}
+
+Node: type[ApiModel] = create_model(
+    "Node", __base__=ApiModel, __doc__="One monitor of the job store, as its heartbeats tell.",
+    **_record_fields(NodeInfo, _NODE_FIELD_INFO, skip=_NODE_SKIP),
+    alive=(bool, Field(description="running and heard from within three heartbeats")))
+
+
+def node_model(node: NodeInfo, now: float) -> ApiModel:
+    """One node as the API shows it (`alive` judged at `now`)."""
+    data = {f.name: getattr(node, f.name) for f in fields(NodeInfo) if f.name not in _NODE_SKIP}
+    return Node.model_validate({**data, "alive": node.alive(now)})
+
+
+class Nodes(ApiModel):
+    """Every node of the job store, by name, and the one that answers."""
+
+    node: str = Field(description="the node_name of the node that answered")
+    nodes: list[Node]  # type: ignore[valid-type]
+
+
+class SdTargetGroup(ApiModel):
+    """One target group of Prometheus's HTTP service discovery: an alive node's API address."""
+
+    targets: list[str] = Field(description="the node's advertised host:port")
+    labels: dict[str, str] = Field(description="`node` (its node_name) and __meta_bulletproof_* "
+                                               "labels for relabelling")
+
+
 class Status(ApiModel):
-    """GET /api/v1/status: queue, workers, counts, versions, uptime, watch folders."""
+    """GET /api/v1/status: queue, workers, counts, versions, uptime, watch folders, the nodes."""
 
     paused: bool
     paused_since: OptionalTimestamp
@@ -198,6 +245,8 @@ class Status(ApiModel):
     watch_folders: list[WatchFolderState]
     output_volume: OutputVolume | None
     config: ConfigState
+    node: str = Field(description="the node_name of the node that answered")
+    nodes: list[Node]  # type: ignore[valid-type]
     time: Timestamp
 
 
@@ -494,5 +543,6 @@ WS_TYPES: tuple[str, ...] = ("snapshot", "pong", *EVENT_TYPES.values())
 RESPONSE_MODELS: tuple[type[ApiModel], ...] = (
     Error, JobSummary, JobDetail, JobPage, QueuePage, WorkerSlot, Status, HistoryBucket, Stats,
     History, Health, Ready, RetryFailed, QueueState, Cleared, ConfigInfo, ConfigApplied,
-    ConfigValid, ConfigInvalid, Profiles, AuditEntry, AuditPage, RuleMatch,
+    ConfigValid, ConfigInvalid, Profiles, AuditEntry, AuditPage, RuleMatch, Node, Nodes,
+    SdTargetGroup,
 )

@@ -1,4 +1,4 @@
-"""The API's answers built from the monitor's view: jobs with live progress, the status."""
+"""The API's answers built from the monitor's view: jobs with live progress, the nodes, the status."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from bulletproof.models import Job, WorkerSnapshot
 from exporter.api.schemas import (
     ApiModel,
     ConfigState,
+    Nodes,
     OutputVolume,
     QueueSummary,
     Status,
     WatchFolderState,
     Workers,
     job_model,
+    node_model,
     slot_model,
 )
 
@@ -34,9 +36,15 @@ def job_answer(job: Job, live: dict[int, WorkerSnapshot] | None = None, *,
     return job_model(job, snap, detail=detail)
 
 
+def nodes_answer(view: MonitorView, now: float) -> Nodes:
+    """Every node of the store (this one included) and this node's name."""
+    return Nodes(node=view.node_name, nodes=[node_model(n, now) for n in view.nodes()])
+
+
 def status_model(view: MonitorView) -> Status:
     """GET /api/v1/status."""
     now = time.time()
+    fleet = nodes_answer(view, now)
     counts = {state.value: n for state, n in view.counts().items()}
     slots = view.workers()
     volume = view.output_volume()
@@ -57,5 +65,7 @@ def status_model(view: MonitorView) -> Status:
         output_volume=None if volume is None else OutputVolume(free_bytes=volume[0], size_bytes=volume[1]),
         config=ConfigState(path=str(view.config_path) if view.config_path else None,
                            last_reload_ok=reload_ok, last_reload_success_at=reload_at),
+        node=fleet.node,
+        nodes=fleet.nodes,
         time=now,
     )

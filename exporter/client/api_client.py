@@ -27,7 +27,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 if TYPE_CHECKING:  # imported for the event stream only: the core's CLI loads the client
     import aiohttp  # commands on every start, `bulletproof init` must not pay for aiohttp
@@ -323,6 +323,27 @@ class BulletproofClient:
     def clear_queue(self) -> JSON:
         """Cancel every queued job: `{"cleared": n}`."""
         return self.call("POST", f"{API}/queue/clear")
+
+    # -- nodes --------------------------------------------------------------------------------
+
+    def nodes(self) -> JSON:
+        """GET /api/v1/nodes: `{"node": this node's name, "nodes": [...]}`."""
+        return self.call("GET", f"{API}/nodes")
+
+    def _node_path(self, name: str) -> str:
+        return f"{API}/nodes/{quote(name, safe='')}"
+
+    def drain_node(self, name: str) -> JSON:
+        """Let a node finish its running jobs and take no new ones; the node."""
+        return self.call("POST", f"{self._node_path(name)}/drain")
+
+    def undrain_node(self, name: str) -> JSON:
+        """Let a draining node take jobs again; the node."""
+        return self.call("POST", f"{self._node_path(name)}/undrain")
+
+    def forget_node(self, name: str) -> None:
+        """Remove a node that is not alive from the registry."""
+        self.call("DELETE", self._node_path(name))
 
     # -- config -------------------------------------------------------------------------------
 

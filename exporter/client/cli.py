@@ -1,5 +1,6 @@
 """The API client's commands: `bulletproof status | jobs | job | pause | resume | clear | cancel |
-retry | retry-failed | prioritize | enqueue | config get|validate|apply | audit`.
+retry | retry-failed | prioritize | enqueue | config get|validate|apply | audit |
+node list|drain|undrain|forget`.
 
 Added to the core's `bulletproof` group through the `bulletproof.commands` entry point
 (`client = "exporter.client.cli:register"`). Every command talks to a running monitor's control API
@@ -32,10 +33,12 @@ from exporter.client.formatting import (
     event_line,
     job_view,
     jobs_table,
+    nodes_table,
     status_view,
     when,
     workers_table,
 )
+from exporter.client.nodes import node_group
 
 __all__ = ["COMMANDS", "EventFilter", "event_line", "register"]
 
@@ -48,7 +51,7 @@ SORTS = ["created", "finished", "started", "duration", "size", "id"]
 @click.command("status")
 @api_command
 def status_cmd(api: Api) -> None:
-    """Show the queue, the workers and the job counts of a running monitor."""
+    """Show the queue, the workers, the job counts and the nodes of a running monitor."""
     data = api.client.status()
     if api.out.as_json:
         api.out.json(data)
@@ -58,6 +61,10 @@ def status_cmd(api: Api) -> None:
     if workers is not None:
         api.out.print("")
         api.out.print(workers)
+    nodes = data.get("nodes") or []
+    if nodes:
+        api.out.print("")
+        api.out.print(nodes_table(nodes, data.get("node")))
 
 
 @click.command("jobs")
@@ -335,7 +342,7 @@ def config_apply(api: Api, file: Path) -> None:
 
 COMMANDS: list[click.Command] = [
     status_cmd, jobs_cmd, job_cmd, pause_cmd, resume_cmd, clear_cmd, cancel_cmd, retry_cmd,
-    retry_failed_cmd, prioritize_cmd, enqueue_cmd, config_group, audit_cmd,
+    retry_failed_cmd, prioritize_cmd, enqueue_cmd, config_group, audit_cmd, node_group,
 ]
 
 

@@ -1,5 +1,5 @@
-"""What the client commands print for people: cell values, tables of jobs, status and workers,
-and one line per event of the stream."""
+"""What the client commands print for people: cell values, tables of jobs, status, workers and
+nodes, and one line per event of the stream."""
 
 from __future__ import annotations
 
@@ -125,6 +125,11 @@ def status_view(data: JSON, summary: JSON | None = None) -> Table:
     else:
         queue = "[green]running[/green]"
     grid.add_row("Queue", queue)
+    if data.get("node"):
+        draining = any(n.get("name") == data["node"] and n.get("draining")
+                       for n in data.get("nodes") or [])
+        grid.add_row("Node", _e(data["node"]) + (" ([yellow]draining[/yellow]: takes no new jobs)"
+                                                 if draining else ""))
     workers = data.get("workers") or {}
     grid.add_row("Workers", f"{workers.get('busy', 0)} busy / {workers.get('max', '?')} max")
     counts = data.get("counts") or {}
@@ -170,6 +175,40 @@ def workers_table(slots: list[JSON]) -> Table | None:
                       _e(slot.get("profile")), _percent(slot.get("progress")),
                       _speed(slot.get("speed")), _duration(slot.get("eta_seconds")),
                       "[magenta]paused[/magenta]" if slot.get("paused") else "")
+    return table
+
+
+def node_state(node: JSON) -> str:
+    """up, draining, GONE (no heartbeat for three beats) or stopped, with rich markup."""
+    draining = " (draining)" if node.get("draining") else ""
+    if node.get("stopped_at") is not None:
+        return f"[dim]stopped{draining}[/dim]"
+    if not node.get("alive"):
+        return f"[red]GONE{draining}[/red]"
+    return "[yellow]draining[/yellow]" if node.get("draining") else "[green]up[/green]"
+
+
+def _ago(ts: Any) -> str:
+    if not isinstance(ts, (int, float)) or not math.isfinite(ts):
+        return "-"
+    seconds = max(0.0, time.time() - ts)
+    return f"{seconds:.0f}s ago" if seconds < 120 else when(ts)
+
+
+def nodes_table(nodes: list[JSON], this: str | None = None) -> Table:
+    """One row per node of the job store; the node that answered (`this`) is marked `*`."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in (("NODE", "left"), ("STATE", "left"), ("BUSY", "right"),
+                          ("HOST", "left"), ("VERSION", "left"), ("LAST SEEN", "left"),
+                          ("API", "left")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for node in nodes:
+        name = _e(node.get("name")) + (" *" if node.get("name") == this else "")
+        table.add_row(name, node_state(node), f"{node.get('busy', 0)}/{node.get('workers', '?')}",
+                      _e(node.get("host")), _e(node.get("version")), _ago(node.get("last_seen")),
+                      _e(node.get("api_address") or "-"))
     return table
 
 

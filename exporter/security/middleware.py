@@ -206,10 +206,11 @@ class Security:
                        "browser (it still needs the token)")
         if self._grafana_url and self._min_role == "Viewer":
             out.append("api.grafana.min_role is Viewer: every Grafana viewer can control the queue")
-        if not self._loopback_listen and not self.origins.hosts:
+        if not self._loopback_listen and not self.origins.declared:
             out.append(f"the API listens on {s.listen} but answers only for loopback host names "
-                       f"(others get 421): list the names it is called by (Prometheus targets, "
-                       f"the front door) in api.allowed_hosts or api.public_url")
+                       f"and the name it advertises ({', '.join(self.origins.describe())}; others "
+                       f"get 421): list the names it is called by (Prometheus targets, the front "
+                       f"door) in api.allowed_hosts or api.public_url")
         return out
 
     async def close(self) -> None:

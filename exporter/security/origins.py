@@ -8,8 +8,9 @@ is checked before anything else:
 
 - `Host` (when present) must name an allowed host, with any port: loopback names and addresses,
   the host of `api.listen` (unless it is a wildcard address), the host of the front door's URL
-  (`api.public_url`, or the environment variable BULLETPROOF_PUBLIC_URL, which wins), and
-  `api.allowed_hosts`. Otherwise: 421 `host_not_allowed`.
+  (`api.public_url`, or the environment variable BULLETPROOF_PUBLIC_URL, which wins), the host
+  this node advertises for discovery (`ApiSettings.advertised_host`: Prometheus scrapes it by
+  that name), and `api.allowed_hosts`. Otherwise: 421 `host_not_allowed`.
 - `Origin` (when present) must be one of `api.cors_origins` exactly, or name an allowed host.
   Otherwise (including the opaque origin `null`): 403 `origin_not_allowed`, before any
   WebSocket upgrade.
@@ -71,7 +72,10 @@ class OriginPolicy:
             if public_host:
                 hosts.add(normalise_host(public_host))
         hosts.update(normalise_host(h) for h in settings.allowed_hosts)
-        self.hosts = frozenset(hosts)
+        # What the operator named (the listen host, the front door, allowed_hosts)...
+        self.declared = frozenset(hosts)
+        # ...and the name this node publishes in the registry: its discovered scrapes carry it.
+        self.hosts = self.declared | {normalise_host(settings.advertised_host())}
         self._cors = frozenset(o.strip().rstrip("/") for o in settings.cors_origins if o.strip())
 
     def host_allowed(self, host_header: str) -> bool:

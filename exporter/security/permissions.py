@@ -44,6 +44,7 @@ class RouteRule:
 
 
 _JOB = "/api/v1/jobs/{id}"
+_NODE = "/api/v1/nodes/{name}"
 P = Permission
 
 ROUTES: tuple[RouteRule, ...] = (
@@ -60,6 +61,8 @@ ROUTES: tuple[RouteRule, ...] = (
     RouteRule("GET", "/api/v1/profiles", P.READ),
     RouteRule("GET", "/api/v1/rules/match", P.READ),
     RouteRule("GET", "/api/v1/openapi.json", P.READ),
+    RouteRule("GET", "/api/v1/nodes", P.READ),
+    RouteRule("GET", "/api/v1/sd", P.READ),
     RouteRule("GET", "/ws/updates", P.READ),
     RouteRule("POST", "/api/v1/jobs", P.CONTROL, "job.enqueue"),
     RouteRule("POST", "/api/v1/jobs/retry-failed", P.CONTROL, "jobs.retry_failed"),
@@ -72,6 +75,9 @@ ROUTES: tuple[RouteRule, ...] = (
     RouteRule("POST", "/api/v1/queue/pause", P.CONTROL, "queue.pause"),
     RouteRule("POST", "/api/v1/queue/resume", P.CONTROL, "queue.resume"),
     RouteRule("POST", "/api/v1/queue/clear", P.CONTROL, "queue.clear"),
+    RouteRule("POST", _NODE + "/drain", P.CONTROL, "node.drain"),
+    RouteRule("POST", _NODE + "/undrain", P.CONTROL, "node.undrain"),
+    RouteRule("DELETE", _NODE, P.CONTROL, "node.forget"),
     RouteRule("PUT", "/api/v1/config", P.CONFIG, "config.update"),
     RouteRule("POST", "/api/v1/config/validate", P.CONFIG, "config.validate"),
     RouteRule("POST", "/api/v1/config/reset", P.CONFIG, "config.reset"),
