@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -1089,6 +1090,12 @@ def test_dockerfile_has_a_builder_and_a_slim_runtime_on_the_same_pinned_base() -
         assert tool not in runs, f"the runtime stage must not install or use {tool}"
     install = [run for run in runtime.all("RUN") if "pip install" in run]
     assert len(install) == 1 and "--no-index" in install[0] and "from=builder" in install[0]
+    # With the `postgres` extra (psycopg's binary wheel, libpq inside): any container of the
+    # image can be a fleet node. Built as a wheel in the builder, installed offline here.
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("psycopg[binary]") for dep in extras["postgres"])
+    assert any('pip wheel --wheel-dir /wheels ".[postgres]"' in run for run in builder.all("RUN"))
+    assert '"bulletproof[postgres]"' in install[0] and "import psycopg" in install[0]
 
 
 def test_dockerfile_runs_the_monitor_safely() -> None:
