@@ -20,6 +20,10 @@ The monitor's own share of a job, per job, in two parts measured separately:
      minute of transcoding; tiny jobs need none, so it is shown apart and not in the total);
    - *complete*: `mark_completed` with the claim's token (the outcome, the done file version).
 
+   Apart from the jobs, *idle* is what an idle worker slot costs the store per wake-up: an empty
+   `claim` and `next_wakeup`, which it repeats every second at most (bulletproof/workers.py's
+   idle poll) while the queue is empty, measured with all the workers idle together.
+
    Each step is shown as its mean over the jobs (what throughput and sizing add up; on a busy
    machine the medians are a half to a third of it, the tail is the machine's). *total* is queue
    + claim + start + complete for one job (the sum of its own calls' latencies while the others
@@ -69,6 +73,7 @@ STEPS = ("queue", "again", "claim", "start", "renew", "complete")
 # further node watching the folder.
 APART = ("again", "renew")
 LEASE_SECONDS = 120.0  # the workers' lease (bulletproof/workers.py)
+IDLE_POLLS = 50  # idle wake-ups per worker
 
 
 @dataclass
@@ -76,6 +81,7 @@ class Timings:
     """Per-job milliseconds of each step, keyed by the job's source path."""
 
     steps: dict[str, dict[str, float]] = field(default_factory=dict)
+    idle: list[float] = field(default_factory=list)  # ms of each idle wake-up
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, source: str, step: str, ms: float) -> None:
@@ -157,9 +163,19 @@ def drive(stores: list[JobStore], jobs: int, tag: str) -> tuple[Timings, float]:
             assert job is None, "a file already queued was queued twice"
             timings.add(new.source_path, "again", ms)
 
+    def idle(index: int) -> None:
+        store, node = stores[index], f"node-{index}"
+        for _ in range(IDLE_POLLS):
+            t0 = time.perf_counter()
+            assert store.claim(node, now=time.time(), lease_seconds=LEASE_SECONDS) is None
+            store.next_wakeup()
+            with timings.lock:
+                timings.idle.append((time.perf_counter() - t0) * 1000)
+
     run_workers(workers, queue)
     run_workers(workers, again)
     seconds = run_workers(workers, drain)
+    run_workers(workers, idle)
     missing = [s for s, steps in timings.steps.items() if set(steps) != set(STEPS)]
     assert len(timings.steps) == jobs and not missing, f"{len(missing)} jobs did not go through"
     return timings, seconds
@@ -179,6 +195,7 @@ def summarize(backend: str, workers: int, timings: Timings, seconds: float) -> d
     row["total_p50"] = statistics.median(totals)
     row["total_p99"] = percentile(totals, 0.99)
     row["total_mean"] = statistics.fmean(totals)
+    row["idle"] = statistics.fmean(timings.idle)
     return row
 
 
@@ -246,12 +263,12 @@ def main() -> None:
           "(queue + claim + start + complete)")
     print(f"{'store':>8} {'workers':>7} {'queue':>7} {'claim':>7} {'start':>7} {'complete':>8} "
           f"{'total p50':>9} {'total p99':>9} {'total mean':>10} {'again':>7} {'renew':>7} "
-          f"{'jobs/s':>7}")
+          f"{'jobs/s':>7} {'idle':>6}")
     for r in rows:
         print(f"{r['backend']:>8} {r['workers']:>7} {r['queue']:>7.2f} {r['claim']:>7.2f} "
               f"{r['start']:>7.2f} {r['complete']:>8.2f} {r['total_p50']:>9.2f} "
               f"{r['total_p99']:>9.2f} {r['total_mean']:>10.2f} {r['again']:>7.2f} {r['renew']:>7.2f} "
-              f"{r['jobs_per_s']:>7.0f}")
+              f"{r['jobs_per_s']:>7.0f} {r['idle']:>6.2f}")
     around = bench_around_ffmpeg(args.clip_seconds, repeats)
     print(f"\naround ffmpeg, on a {args.clip_seconds:g} s clip (median of {repeats}): ffmpeg -c copy "
           f"{around['ffmpeg_copy']:.1f} ms" + (f", ffprobe {around['ffprobe']:.1f} ms"
