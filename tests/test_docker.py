@@ -609,6 +609,12 @@ def test_the_monitor_service_matches_the_image_and_its_config() -> None:
         ipaddress.ip_network(f"{door}/32")]
     gateway = next(subnets[0].hosts())
     assert not any(gateway in ipaddress.ip_network(p) for p in config.api.trusted_proxies)
+    # The other containers' addresses come from a range without the front door's: Docker hands
+    # them out in order, and the tenth container (workers of a fleet) would take it otherwise.
+    (pool,) = load_compose()["networks"]["default"]["ipam"]["config"]
+    dynamic = ipaddress.ip_network(pool["ip_range"])
+    assert dynamic.subnet_of(subnets[0]) and door not in dynamic and gateway not in dynamic
+    assert dynamic.num_addresses >= 64, "room for the stack and dozens of fleet workers"
     # Runs as the host user, with the image's group for /data and /config.
     assert svc["user"] == "1000:1000"
     assert [str(g) for g in svc["group_add"]] == [runtime.args["BULLETPROOF_GID"]]
