@@ -48,13 +48,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
 
-from bulletproof.config import parse_config_text
+from bulletproof.config import config_model, parse_config_text
+from bulletproof.samples import make_clip
 from exporter.security.origins import OriginPolicy, resolve_public_url
+from tests.postgres import psycopg
 from tests.promstack import PROMETHEUS_BIN, PROMTOOL_BIN, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1076,6 +1078,92 @@ def test_the_fleet_prometheus_runs_through_the_override_entrypoint(tmp_path: Pat
         stop_process(proc)
         log.close()
         sd.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_nodes_run_the_fleet_config_on_one_postgresql(tmp_path: Path, postgres_cluster) -> None:
+    """The worker service's command with examples/fleet/monitor.yaml, twice, on one real
+    PostgreSQL: only the container paths, the listen port and the database's address are mapped
+    (the compose service `postgres` becomes the test cluster). Both nodes share the output
+    folder, every clip is transcoded once, and each node's API shows the whole queue."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the image has Debian's ffmpeg; this machine has none on PATH")
+    url = urlsplit(fleet_config().database)  # type: ignore[arg-type]
+    database = urlsplit(postgres_cluster.database()).path.strip("/")
+    with psycopg.connect(postgres_cluster.url(database), autocommit=True) as conn:
+        # The fleet's role (POSTGRES_USER), owning the database as the image's init makes it.
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (url.username,)).fetchone():
+            conn.execute(f'CREATE ROLE "{url.username}" LOGIN')
+        conn.execute(f'ALTER DATABASE "{database}" OWNER TO "{url.username}"')
+    # The compose service `postgres` becomes the test cluster; the role and the rest stay.
+    test_database = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{postgres_cluster.port}",
+                                            path=f"/{database}"))
+    folders = {path: tmp_path / path.strip("/") for path in (CONTAINER_WATCH, CONTAINER_OUTPUT)}
+    for folder in folders.values():
+        folder.mkdir()
+    text = FLEET_CONFIG.read_text(encoding="utf-8")
+    for container, host in folders.items():
+        text = re.sub(rf"(?<![\w/]){re.escape(container)}(?=/|\b|$)", str(host), text)
+    worker = fleet_services()["worker"]
+    token = FLEET_ENV["BULLETPROOF_API_TOKEN"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PYTHONUNBUFFERED": "1", "BULLETPROOF_API_TOKEN": token,
+           "PGPASSWORD": worker["environment"]["PGPASSWORD"]}
+    nodes: list[tuple[subprocess.Popen, str, Path]] = []
+    try:
+        for index in range(2):
+            data = yaml.safe_load(text)
+            port = free_port()
+            data["api"]["listen"] = f"127.0.0.1:{port}"
+            data["database"] = test_database
+            if "node_name" in config_model().model_fields:  # two nodes on one host: two names
+                data["node_name"] = f"node-{index}"
+            config_file = tmp_path / f"node-{index}.yaml"
+            config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+            # ENTRYPOINT `bulletproof` + the worker's command, with the config path mapped.
+            command = list(worker["command"])
+            command[command.index("--config") + 1] = str(config_file)
+            log_path = tmp_path / f"node-{index}.log"
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "bulletproof", *command], env=env,
+                                        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            nodes.append((proc, f"http://127.0.0.1:{port}", log_path))
+        for proc, base, _ in nodes:
+            _wait(lambda base=base: _get(f"{base}/readyz")[0] == 200, 60, "/readyz", proc)
+        ffmpeg = shutil.which("ffmpeg")
+        assert ffmpeg is not None
+        names = [f"clip-{i}.mp4" for i in range(4)]
+        for name in names:  # written beside, then renamed in: whole files only
+            made = make_clip(ffmpeg, tmp_path / name, seconds=1.0)
+            made.rename(folders[CONTAINER_WATCH] / name)
+
+        def completed(base: str) -> list[dict[str, Any]]:
+            status, body = _get(f"{base}/api/v1/jobs?state=completed", token)
+            return json.loads(body)["jobs"] if status == 200 else []
+
+        jobs = _wait(lambda: len(completed(nodes[0][1])) == len(names) and completed(nodes[0][1]),
+                     180, "every clip transcoded", nodes[0][0])
+        assert sorted(j["filename"] for j in jobs) == names, "each clip once"
+        assert sorted(p.name for p in folders[CONTAINER_OUTPUT].iterdir()) == names, \
+            "one output per clip, no temporary left"
+        # The other node serves the same queue (why Grafana may talk to one node only).
+        assert sorted(j["id"] for j in completed(nodes[1][1])) == sorted(j["id"] for j in jobs)
+        for proc, _, log_path in nodes:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        for proc, _, _ in nodes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = []
+        for proc, _, _ in nodes:
+            try:
+                codes.append(proc.wait(timeout=60))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes.append(proc.wait())
+    assert codes == [0, 0], [log.read_text()[-3000:] for _, _, log in nodes]
 
 
 # == the Dockerfile ==============================================================================
