@@ -20,7 +20,9 @@ No Docker engine runs on our machines, so this checks everything around one:
   address or port) and wait for a healthy database, the single-monitor stack asking for no
   PostgreSQL setting, the fleet's config (examples/fleet/monitor.yaml) valid and naming that
   database, and prometheus/fleet.yml accepted by promtool and, run by the real Prometheus
-  through the override's entrypoint, discovering nodes over HTTP SD with the API token;
+  through the override's entrypoint, discovering nodes over HTTP SD with the API token; two
+  nodes running the worker's command with that config on one real PostgreSQL share the output
+  folder and transcode each clip once;
 * the image's command works as-is: the wheel built from exactly the builder stage's inputs,
   installed in a fresh virtual environment, runs `bulletproof run --config <the image's config>`
   with the container paths mapped to temporary folders; /healthz and the image's HEALTHCHECK
@@ -960,7 +962,8 @@ def test_prometheus_in_the_fleet_discovers_the_nodes_through_http_sd() -> None:
     # override's entrypoint writes on the tmpfs.
     assert config.api.require_token_for_reads
     credentials = sd["authorization"]["credentials_file"]
-    assert sd["authorization"].get("type", "Bearer") == "Bearer"
+    # Explicit: an http_sd authorization without `type` sends the bare token (Prometheus 2.42).
+    assert sd["authorization"]["type"] == "Bearer"
     script = svc["entrypoint"][2]
     assert f"> {credentials} " in script and "umask 077" in script
     assert any(credentials.startswith(mount.rstrip("/") + "/") for mount in svc["tmpfs"])
