@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -89,11 +90,18 @@ class Timings:
             self.steps.setdefault(source, {})[step] = ms
 
 
-def timed(action: Callable[[], object]) -> tuple[object, float]:
-    """The action's result and its wall time in milliseconds."""
+def timed(action: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """`action(*args, **kwargs)`'s result and its wall time in milliseconds."""
     t0 = time.perf_counter()
-    result = action()
+    result = action(*args, **kwargs)
     return result, (time.perf_counter() - t0) * 1000
+
+
+def start_writes(store: JobStore, job_id: int) -> None:
+    """What a worker writes as it starts a job: the output name re-checked, inode, duration."""
+    store.reserve_again(job_id, policy="rename")
+    store.set_source_inode(job_id, 4242 + job_id)
+    store.set_media_duration(job_id, 0.2)
 
 
 def new_job(tag: str, index: int) -> NewJob:
@@ -130,27 +138,20 @@ def drive(stores: list[JobStore], jobs: int, tag: str) -> tuple[Timings, float]:
         store = stores[index]
         for i in range(index, jobs, workers):
             new = new_job(tag, i)
-            _, ms = timed(lambda: store.add_reserving(new, policy="rename"))
+            _, ms = timed(store.add_reserving, new, policy="rename")
             timings.add(new.source_path, "queue", ms)
 
     def drain(index: int) -> None:
         store, node = stores[index], f"node-{index}"
         while True:
-            claim, claim_ms = timed(lambda: store.claim(node, now=time.time(),
-                                                        lease_seconds=LEASE_SECONDS))
+            claim, claim_ms = timed(store.claim, node, now=time.time(), lease_seconds=LEASE_SECONDS)
             if claim is None:
                 return
-            job, token = claim.job, claim.token  # type: ignore[attr-defined]
-
-            def start() -> None:
-                store.reserve_again(job.id, policy="rename")
-                store.set_source_inode(job.id, 4242 + job.id)
-                store.set_media_duration(job.id, 0.2)
-
-            _, start_ms = timed(start)
-            _, renew_ms = timed(lambda: store.renew(job.id, token, until=time.time() + LEASE_SECONDS))
-            _, complete_ms = timed(lambda: store.mark_completed(
-                job.id, now=time.time(), output_bytes=50_000, media_duration=0.2, token=token))
+            job, token = claim.job, claim.token
+            _, start_ms = timed(start_writes, store, job.id)
+            _, renew_ms = timed(store.renew, job.id, token, until=time.time() + LEASE_SECONDS)
+            _, complete_ms = timed(store.mark_completed, job.id, now=time.time(), output_bytes=50_000,
+                                   media_duration=0.2, token=token)
             for step, ms in (("claim", claim_ms), ("start", start_ms), ("renew", renew_ms),
                              ("complete", complete_ms)):
                 timings.add(job.source_path, step, ms)
@@ -159,7 +160,7 @@ def drive(stores: list[JobStore], jobs: int, tag: str) -> tuple[Timings, float]:
         store = stores[(index + 1) % workers]  # another node finds the files this one queued
         for i in range(index, jobs, workers):
             new = new_job(tag, i)
-            (job, _), ms = timed(lambda: store.add_reserving(new, policy="rename"))
+            (job, _), ms = timed(store.add_reserving, new, policy="rename")
             assert job is None, "a file already queued was queued twice"
             timings.add(new.source_path, "again", ms)
 
@@ -235,12 +236,12 @@ def bench_around_ffmpeg(seconds: float, repeats: int) -> dict[str, float]:
                 str(clip), "-map", "0", "-c", "copy", str(out)]
         times: dict[str, list[float]] = {"ffmpeg_copy": [], "ffprobe": []}
         for _ in range(repeats):
-            _, ms = timed(lambda: subprocess.run(copy, check=True, capture_output=True))
+            _, ms = timed(subprocess.run, copy, check=True, capture_output=True)
             times["ffmpeg_copy"].append(ms)
             if binaries.ffprobe:
                 probe = [binaries.ffprobe, "-v", "error", "-print_format", "json", "-show_format",
                          "-show_streams", str(clip)]
-                _, ms = timed(lambda: subprocess.run(probe, check=True, capture_output=True))
+                _, ms = timed(subprocess.run, probe, check=True, capture_output=True)
                 times["ffprobe"].append(ms)
     return {k: statistics.median(v) for k, v in times.items() if v}
 

@@ -1002,7 +1002,8 @@ class _SdStandIn:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
                 outer.seen.append(self.headers.get("Authorization"))
-                ok = self.path == "/api/v1/sd" and self.headers.get("Authorization") == f"Bearer {outer.token}"
+                ok = (self.path == "/api/v1/sd"
+                      and self.headers.get("Authorization") == f"Bearer {outer.token}")
                 body = json.dumps([{"targets": outer.targets, "labels": {"fleet": "compose"}}] if ok
                                   else {"error": "unauthorized"}).encode()
                 self.send_response(200 if ok else 401)
