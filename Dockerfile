@@ -25,9 +25,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bulletproof/ bulletproof/
 COPY exporter/ exporter/
-# bulletproof-*.whl plus every dependency as a wheel (all of them publish manylinux wheels).
-RUN pip wheel --wheel-dir /wheels . \
-    && ls /wheels/bulletproof-*.whl
+# bulletproof-*.whl plus every dependency as a wheel (all of them publish manylinux wheels),
+# with the `postgres` extra (psycopg 3 and its binary wheel, libpq included) so that the image
+# can be a node of a fleet sharing a PostgreSQL queue (docker-compose.fleet.yml).
+RUN pip wheel --wheel-dir /wheels ".[postgres]" \
+    && ls /wheels/bulletproof-*.whl /wheels/psycopg_binary-*.whl
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG BULLETPROOF_UID=10001
@@ -53,8 +55,9 @@ RUN groupadd --system --gid "${BULLETPROOF_GID}" bulletproof \
 
 # Install from the builder's wheels only (--no-index): nothing is compiled or fetched here.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels bulletproof \
+    pip install --no-cache-dir --no-index --find-links=/wheels "bulletproof[postgres]" \
     && bulletproof --version \
+    && python -c "import psycopg; print('psycopg', psycopg.__version__, 'libpq', psycopg.pq.version())" \
     && ffmpeg -hide_banner -version | head -n 1
 
 # The default config: the container's paths, the API on 0.0.0.0:8080, no secret.
@@ -64,7 +67,8 @@ RUN mkdir -p /data /watch /output \
     && chmod 0775 /config /data /watch /output \
     && chmod 0664 /config/monitor.yaml
 
-# /data holds the SQLite queue and history; /watch and /output are the video folders.
+# /data holds the SQLite queue and history (a fleet node keeps them on PostgreSQL instead);
+# /watch and /output are the video folders.
 VOLUME ["/data", "/watch", "/output"]
 WORKDIR /data
 USER ${BULLETPROOF_UID}:${BULLETPROOF_GID}

@@ -28,6 +28,11 @@ from bulletproof.errors import BulletproofError, StoreError, StoreLocked
 _HOLDER_MAX_BYTES = 4096  # a lock file is a few dozen bytes; never read a huge one
 # Which shared job store the monitors holding an output folder use (see FolderLock).
 _STORE_XATTR = "user.bulletproof.store"
+# How long a node joining a shared output folder waits out the first node's moment of holding
+# it exclusively (while it marks the folder with its store), before taking that for a
+# monitor that holds it for good: nodes of a fleet start at the same moment.
+_JOIN_SECONDS = 2.0
+_JOIN_POLL = 0.01
 
 
 def lock_path_for(database: Path) -> Path:
@@ -150,7 +155,7 @@ class FolderLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # others hold it: join them, if ours
+            FolderLock._join(fd)  # others hold it: join them, if ours
             try:
                 holder_store = os.getxattr(fd, _STORE_XATTR).decode("utf-8", "replace")
             except OSError:
@@ -166,6 +171,20 @@ class FolderLock:
             os.setxattr(fd, _STORE_XATTR, store.encode())
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return True
+
+    @staticmethod
+    def _join(fd: int) -> None:
+        """Take the shared lock the folder's other holders have; BlockingIOError when one holds
+        it exclusively for longer than a first node marking the folder does."""
+        deadline = time.monotonic() + _JOIN_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(_JOIN_POLL)
 
     @property
     def held(self) -> bool:

@@ -15,6 +15,14 @@ No Docker engine runs on our machines, so this checks everything around one:
   ffmpeg, a wheel installed offline, a non-root user, the volumes, EXPOSE 8080, a HEALTHCHECK on
   /healthz, exec-form ENTRYPOINT/CMD, STOPSIGNAL SIGTERM and no secret in ENV or ARG; every COPY
   source is in the build context that .dockerignore lets through;
+* the fleet (the `fleet` profile with the override docker-compose.fleet.yml): `postgres` on a
+  pinned image with a health check and a volume, `worker` nodes that scale (no fixed name,
+  address or port) and wait for a healthy database, the single-monitor stack asking for no
+  PostgreSQL setting, the fleet's config (examples/fleet/monitor.yaml) valid and naming that
+  database, and prometheus/fleet.yml accepted by promtool and, run by the real Prometheus
+  through the override's entrypoint, discovering nodes over HTTP SD with the API token; two
+  nodes running the worker's command with that config on one real PostgreSQL share the output
+  folder and transcode each clip once;
 * the image's command works as-is: the wheel built from exactly the builder stage's inputs,
   installed in a fresh virtual environment, runs `bulletproof run --config <the image's config>`
   with the container paths mapped to temporary folders; /healthz and the image's HEALTHCHECK
@@ -25,6 +33,7 @@ No Docker engine runs on our machines, so this checks everything around one:
 from __future__ import annotations
 
 import hashlib
+import http.server
 import ipaddress
 import json
 import os
@@ -34,22 +43,29 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
 
-from bulletproof.config import parse_config_text
+from bulletproof.config import config_model, parse_config_text
+from bulletproof.samples import make_clip
 from exporter.security.origins import OriginPolicy, resolve_public_url
-from tests.promstack import free_port
+from tests.postgres import psycopg
+from tests.promstack import PROMETHEUS_BIN, PROMTOOL_BIN, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+FLEET_FILE = REPO / "docker-compose.fleet.yml"
+FLEET_CONFIG = REPO / "examples" / "fleet" / "monitor.yaml"
+PROM_FLEET_CONFIG = REPO / "prometheus" / "fleet.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -66,11 +82,15 @@ NGINX_TEMPLATES = REPO / "grafana" / "nginx"
 # Values for the variables the compose file requires (`${VAR:?...}`), as a user's .env would.
 TEST_ENV = {"BULLETPROOF_API_TOKEN": "test-token-not-a-secret",
             "GF_SECURITY_ADMIN_PASSWORD": "test-password-not-a-secret"}
+# ... and what the fleet's override requires on top.
+FLEET_ENV = {**TEST_ENV, "POSTGRES_PASSWORD": "test-db-password-not-a-secret"}
 # Host folders that are the user's data, created by the user (README, docs/deployment.md).
 DATA_FOLDERS = {"videos/incoming", "videos/processed"}
 # The container paths of the image's config (examples/monitor.compose.yaml) and their volumes.
 CONTAINER_WATCH, CONTAINER_OUTPUT, CONTAINER_DATA, CONTAINER_CONFIG = (
     "/watch", "/output", "/data", "/config")
+# Where the fleet's nodes find their config (the read-only mount of examples/fleet/).
+FLEET_CONFIG_DIR = "/etc/bulletproof"
 SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|API_?KEY|PRIVATE|CREDENTIAL", re.I)
 VERSION_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)?([.-][0-9A-Za-z.-]+)?$")
 
@@ -113,12 +133,42 @@ def interpolate(value: Any, env: dict[str, str] | None = None) -> Any:
 
 
 def compose_variables() -> dict[str, str | None]:
-    """Every variable the compose file reads, with its operator (None, ':-', ':?'...)."""
-    return {m["name"]: m["op"] for m in _VAR.finditer(COMPOSE_FILE.read_text(encoding="utf-8"))}
+    """Every variable the compose files read, with its operator (None, ':-', ':?'...)."""
+    return {m["name"]: m["op"] for path in (COMPOSE_FILE, FLEET_FILE)
+            for m in _VAR.finditer(path.read_text(encoding="utf-8"))}
 
 
 def services() -> dict[str, dict[str, Any]]:
     return interpolate(load_compose()["services"])
+
+
+def load_fleet_override() -> dict[str, Any]:
+    return yaml.safe_load(FLEET_FILE.read_text(encoding="utf-8"))
+
+
+def _merge_service(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge of an override into a service: mappings (environment, depends_on) merge,
+    volumes merge by target, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key in ("environment", "depends_on") and isinstance(value, dict):
+            merged[key] = {**(base.get(key) or {}), **value}
+        elif key == "volumes":
+            by_target = {item.split(":")[1]: item for item in base.get(key) or []}
+            by_target.update({item.split(":")[1]: item for item in value})
+            merged[key] = list(by_target.values())
+        else:
+            merged[key] = value
+    return merged
+
+
+def fleet_services() -> dict[str, dict[str, Any]]:
+    """The services as `-f docker-compose.yml -f docker-compose.fleet.yml --profile fleet` runs them."""
+    base = interpolate(load_compose()["services"], FLEET_ENV)
+    override = interpolate(load_fleet_override()["services"], FLEET_ENV)
+    assert set(override) <= set(base), f"the override names unknown services: {set(override) - set(base)}"
+    return {name: _merge_service(svc, override.get(name, {})) for name, svc in base.items()
+            if "profiles" not in svc or "fleet" in svc["profiles"]}
 
 
 def service_env(service: dict[str, Any]) -> dict[str, str]:
@@ -214,12 +264,19 @@ def listen_ports() -> dict[str, int]:
         "alertmanager": port_of(flag_value(svc["alertmanager"], "--web.listen-address") or ":9093"),
         "grafana": int(service_env(svc["grafana"]).get("GF_SERVER_HTTP_PORT", "3000")),
         "frontdoor": int(service_env(svc["frontdoor"])["FRONTDOOR_PORT"]),
+        "worker": fleet_config().api.port,
+        "postgres": 5432,  # the official image's default (no PGPORT, no `-c port=`)
     }
 
 
 def monitor_config():
     return parse_config_text(MONITOR_CONFIG.read_text(encoding="utf-8"),
                              base_dir=Path(CONTAINER_CONFIG), source=MONITOR_CONFIG)
+
+
+def fleet_config():
+    return parse_config_text(FLEET_CONFIG.read_text(encoding="utf-8"),
+                             base_dir=Path(FLEET_CONFIG_DIR), source=FLEET_CONFIG)
 
 
 def published(service: dict[str, Any]) -> list[tuple[str | None, int, int]]:
@@ -399,10 +456,11 @@ def _docker_compose(*args: str, env: dict[str, str], tmp_path: Path) -> subproce
 def test_docker_compose_config_accepts_the_file_and_demands_the_secrets(tmp_path: Path) -> None:
     done = _docker_compose("config", "-q", env=TEST_ENV, tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
-    done = _docker_compose("--profile", "demo", "config", "--services", env=TEST_ENV,
-                           tmp_path=tmp_path)
+    done = _docker_compose("--profile", "demo", "--profile", "fleet", "config", "--services",
+                           env=TEST_ENV, tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     assert set(done.stdout.split()) == set(load_compose()["services"])
+    assert "POSTGRES_PASSWORD" not in done.stderr, "the single-monitor stack needs no database password"
     for missing in TEST_ENV:
         env = {k: v for k, v in TEST_ENV.items() if k != missing}
         done = _docker_compose("config", "-q", env=env, tmp_path=tmp_path)
@@ -411,9 +469,13 @@ def test_docker_compose_config_accepts_the_file_and_demands_the_secrets(tmp_path
 
 def test_the_stack_has_the_expected_services() -> None:
     svc = services()
-    assert set(svc) == {"bulletproof", "prometheus", "alertmanager", "grafana", "frontdoor", "demo"}
+    assert set(svc) == {"bulletproof", "prometheus", "alertmanager", "grafana", "frontdoor", "demo",
+                        "postgres", "worker"}
     assert svc["demo"].get("profiles") == ["demo"], "the demo feeder is optional"
-    assert all("profiles" not in s for name, s in svc.items() if name != "demo")
+    assert svc["postgres"].get("profiles") == ["fleet"] and svc["worker"].get("profiles") == ["fleet"]
+    optional = {"demo", "postgres", "worker"}
+    assert all("profiles" not in s for name, s in svc.items() if name not in optional), \
+        "`docker compose up` starts the single-monitor stack exactly as before"
 
 
 def test_everything_built_or_mounted_exists_in_the_repository() -> None:
@@ -447,7 +509,14 @@ def test_everything_built_or_mounted_exists_in_the_repository() -> None:
             assert (REPO / path).is_file(), f"{name}: env_file {path} does not exist"
     assert used_volumes == declared_volumes, "declared volumes that no service uses"
     assert declared_volumes == {"bulletproof-data", "bulletproof-config", "prometheus-data",
-                                "alertmanager-data", "grafana-data"}
+                                "alertmanager-data", "grafana-data", "postgres-data"}
+    # The override mounts repository files only, read-only, and declares no volume of its own.
+    override = load_fleet_override()
+    assert not override.get("volumes") and not override.get("networks")
+    for name, service in override["services"].items():
+        for source, target, mode in short_volumes(service):
+            assert is_bind(source) and (REPO / source).exists() and mode == "ro", \
+                f"{name} (docker-compose.fleet.yml): {source}:{target}:{mode}"
 
 
 def test_images_are_pinned_to_versions() -> None:
@@ -474,7 +543,10 @@ def test_every_service_has_a_healthcheck_and_depends_on_healthy_services() -> No
         for other, condition in (service.get("depends_on") or {}).items():
             assert other in svc, f"{name} depends on unknown {other}"
             assert condition == {"condition": "service_healthy"}, f"{name} -> {other}: {condition}"
-            assert "profiles" not in svc[other], f"{name} depends on optional {other}"
+            # A service of a profile may wait for one of the same profile, never an always-on
+            # service for an optional one (`docker compose up` would refuse the file).
+            assert set(svc[other].get("profiles", [])) <= set(service.get("profiles", [])), \
+                f"{name} depends on optional {other}"
     # No cycle: a topological order exists.
     remaining = {n: set(s.get("depends_on") or {}) for n, s in svc.items()}
     while remaining:
@@ -490,7 +562,7 @@ def test_every_service_has_a_healthcheck_and_depends_on_healthy_services() -> No
 def test_health_checks_probe_each_service_on_its_own_port() -> None:
     ports = listen_ports()
     for name, service in services().items():
-        if name == "demo":
+        if name in ("demo", "postgres"):  # a heartbeat file; pg_isready (its own test below)
             continue
         text = " ".join(service["healthcheck"]["test"][1:])
         urls = re.findall(r"https?://[^\s'\"]+", text)
@@ -541,6 +613,12 @@ def test_the_monitor_service_matches_the_image_and_its_config() -> None:
         ipaddress.ip_network(f"{door}/32")]
     gateway = next(subnets[0].hosts())
     assert not any(gateway in ipaddress.ip_network(p) for p in config.api.trusted_proxies)
+    # The other containers' addresses come from a range without the front door's: Docker hands
+    # them out in order, and the tenth container (workers of a fleet) would take it otherwise.
+    (pool,) = load_compose()["networks"]["default"]["ipam"]["config"]
+    dynamic = ipaddress.ip_network(pool["ip_range"])
+    assert dynamic.subnet_of(subnets[0]) and door not in dynamic and gateway not in dynamic
+    assert dynamic.num_addresses >= 64, "room for the stack and dozens of fleet workers"
     # Runs as the host user, with the image's group for /data and /config.
     assert svc["user"] == "1000:1000"
     assert [str(g) for g in svc["group_add"]] == [runtime.args["BULLETPROOF_GID"]]
@@ -717,6 +795,381 @@ def test_env_example_documents_every_variable_and_holds_no_secret() -> None:
     assert ".env" in gitignore, ".env holds the secrets: it must stay out of git"
 
 
+# == the fleet ===================================================================================
+
+
+def fleet_database_url() -> Any:
+    config = fleet_config()
+    assert isinstance(config.database, str), "the fleet's config must name a PostgreSQL database"
+    return urlsplit(config.database)
+
+
+def test_fleet_files_validate_against_the_compose_specification_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
+    for document, what in ((load_fleet_override(), FLEET_FILE.name),
+                           ({"services": fleet_services()}, "the merged fleet")):
+        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
+        assert not errors, what + ": " + "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}"
+                                                   for e in errors)
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None,
+                    reason="Debian's docker-compose is not installed (apt-get install docker-compose)")
+def test_docker_compose_config_merges_the_fleet_and_demands_its_password(tmp_path: Path) -> None:
+    files = ("-f", str(FLEET_FILE))
+    done = _docker_compose(*files, "--profile", "fleet", "config", env=FLEET_ENV, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    ours = fleet_services()
+    for name in ("bulletproof", "worker", "postgres", "prometheus"):
+        assert merged[name]["command" if name != "postgres" else "image"] == \
+            ours[name]["command" if name != "postgres" else "image"], name
+        for key in ("PGPASSWORD", "POSTGRES_PASSWORD"):
+            if key in ours[name].get("environment", {}):
+                assert merged[name]["environment"][key] == FLEET_ENV["POSTGRES_PASSWORD"], (name, key)
+    assert set(merged["bulletproof"]["depends_on"]) == {"postgres"}
+    assert any(v.endswith(f"examples/fleet:{FLEET_CONFIG_DIR}:ro") for v in merged["bulletproof"]["volumes"])
+    # The fleet refuses to start without its database password, and says which variable.
+    done = _docker_compose(*files, "--profile", "fleet", "config", "-q", env=TEST_ENV,
+                           tmp_path=tmp_path)
+    assert done.returncode != 0 and "POSTGRES_PASSWORD" in done.stderr, done.stderr
+    # ... while the single-monitor stack, postgres and worker defined but not enabled, never asks.
+    done = _docker_compose("config", "-q", env=TEST_ENV, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_worker_scales_and_matches_the_first_node() -> None:
+    raw = load_compose()["services"]["worker"]
+    fleet = fleet_services()
+    worker, first = fleet["worker"], fleet["bulletproof"]
+    # Any number of replicas: nothing that names or addresses one container.
+    for key in ("container_name", "hostname", "ports", "mac_address"):
+        assert key not in raw, f"worker: {key} would stop `--scale worker=N`"
+    for network in (raw.get("networks") or {}).values():
+        assert not (network or {}).get("ipv4_address"), "worker: a fixed address does not scale"
+    assert worker["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    # The same image, user, health check and stop behaviour as the first node ...
+    for key in ("build", "image", "user", "group_add", "healthcheck", "stop_signal",
+                "stop_grace_period", "restart", "expose", "command"):
+        assert worker[key] == first[key], f"worker and bulletproof differ in {key}"
+    # ... the same video folders, and the fleet's config, both nodes on the same file.
+    targets = {t: src for src, t, _ in short_volumes(worker)}
+    first_targets = {t: src for src, t, _ in short_volumes(first)}
+    for path in (CONTAINER_WATCH, CONTAINER_OUTPUT, FLEET_CONFIG_DIR):
+        assert targets[path] == first_targets[path], f"{path} is not the same folder on every node"
+    config_path = worker["command"][worker["command"].index("--config") + 1]
+    assert repo_file_for(worker, config_path) == FLEET_CONFIG.resolve()
+    assert repo_file_for(first, config_path) == FLEET_CONFIG.resolve()
+    assert str(fleet_config().api.port) in worker["expose"]
+    assert "${BULLETPROOF_API_TOKEN:?" in json.dumps(raw["environment"])
+    # The password reaches the nodes from .env, through the override only.
+    override = load_fleet_override()["services"]
+    for name in ("worker", "bulletproof"):
+        assert override[name]["environment"]["PGPASSWORD"].startswith("${POSTGRES_PASSWORD:?"), name
+    assert "POSTGRES_PASSWORD" not in {m["name"] for m in _VAR.finditer(COMPOSE_FILE.read_text())}, \
+        "a required variable in docker-compose.yml would be demanded by `docker compose up` too"
+    # The first node's host name is its node name and a name its API answers for.
+    assert first["hostname"] in fleet_config().api.allowed_hosts
+
+
+def test_postgres_is_pinned_healthy_persistent_and_private() -> None:
+    pg = fleet_services()["postgres"]
+    image = pg["image"]
+    match = re.fullmatch(r"postgres:(?P<major>\d+)\.(?P<minor>\d+)-(bookworm|trixie)", image)
+    assert match, f"{image}: pin an exact PostgreSQL release on a named Debian base"
+    assert int(match["major"]) >= 12, "the store needs PostgreSQL 12 or newer (docs/configuration.md)"
+    # From 18 on the image keeps its data in /var/lib/postgresql/<major>/docker instead.
+    data_dir = "/var/lib/postgresql/data" if int(match["major"]) < 18 else "/var/lib/postgresql"
+    assert container_path_source(pg, data_dir) == ("postgres-data", data_dir)
+    assert not pg.get("ports"), "the database is reached on the compose network only"
+    check = pg["healthcheck"]["test"]
+    assert check[0] == "CMD" and check[1] == "pg_isready"
+    env = service_env(pg)
+    url = fleet_database_url()
+    assert f"--username={env['POSTGRES_USER']}" in check and f"--dbname={env['POSTGRES_DB']}" in check
+    assert "--host=127.0.0.1" in check, "healthy only once it takes TCP connections, not during init"
+    # The fleet's database URL names this service, its port, its role and its database.
+    assert url.hostname == "postgres" and (url.port or 5432) == listen_ports()["postgres"]
+    assert url.username == env["POSTGRES_USER"] and url.path.strip("/") == env["POSTGRES_DB"]
+    assert url.password is None, "the password comes from PGPASSWORD, never the config file"
+    assert env["POSTGRES_PASSWORD"] == FLEET_ENV["POSTGRES_PASSWORD"]
+    assert load_fleet_override()["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] \
+        .startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_the_fleet_config_is_the_image_config_on_postgresql() -> None:
+    config = fleet_config()
+    assert isinstance(config.database, str) and config.database.startswith("postgresql://")
+    # Everything but the database is the image's config: one set of rules, profiles and API
+    # settings for the first node (behind the front door) and the workers.
+    image = yaml.safe_load(MONITOR_CONFIG.read_text(encoding="utf-8"))
+    fleet = yaml.safe_load(FLEET_CONFIG.read_text(encoding="utf-8"))
+    assert {k: v for k, v in fleet.items() if k != "database"} == \
+        {k: v for k, v in image.items() if k != "database"}
+    assert "node_name" not in fleet, "each replica is its own node: the host name (the default)"
+    assert [str(f.path) for f in config.monitor_folder] == [CONTAINER_WATCH]
+    assert str(config.output_folder) == CONTAINER_OUTPUT
+    done = subprocess.run([sys.executable, "-m", "bulletproof", "check-config", str(FLEET_CONFIG)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+def test_the_fleet_config_refuses_a_database_url_without_a_database(tmp_path: Path) -> None:
+    bad = tmp_path / "monitor.yaml"
+    bad.write_text(FLEET_CONFIG.read_text(encoding="utf-8").replace(
+        "database: postgresql://bulletproof@postgres/bulletproof",
+        "database: postgresql://bulletproof:hunter2@postgres/"), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bulletproof", "check-config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "names no database" in done.stdout + done.stderr
+    assert "hunter2" not in done.stdout + done.stderr, "the password is never shown"
+
+
+def test_prometheus_in_the_fleet_discovers_the_nodes_through_http_sd() -> None:
+    fleet = fleet_services()
+    svc, base = fleet["prometheus"], services()["prometheus"]
+    config_path = flag_value(svc, "--config.file")
+    assert config_path is not None and repo_file_for(svc, config_path) == PROM_FLEET_CONFIG.resolve()
+    # The same flags as the single stack's Prometheus but the config file.
+    assert [a for a in svc["command"] if not a.startswith("--config.file=")] == \
+        [a for a in base["command"] if not a.startswith("--config.file=")]
+    prom = yaml.safe_load(PROM_FLEET_CONFIG.read_text(encoding="utf-8"))
+    single = yaml.safe_load(PROM_CONFIG.read_text(encoding="utf-8"))
+    # The same rules and alerting, rule files that exist where they are mounted.
+    assert prom["rule_files"] == single["rule_files"] and prom["alerting"] == single["alerting"]
+    config_dir = Path(config_path).parent
+    for pattern in prom["rule_files"]:
+        folder = repo_file_for(svc, str(config_dir / pattern)).parent
+        assert list(folder.glob(Path(pattern).name)), f"no rule file for {pattern}"
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    assert set(jobs) == {job["job_name"] for job in single["scrape_configs"]}
+    nodes = jobs["bulletproof"]
+    assert "static_configs" not in nodes and "file_sd_configs" not in nodes, \
+        "a node listed statically as well would be scraped twice (and counted twice)"
+    (sd,) = nodes["http_sd_configs"]
+    url = urlsplit(sd["url"])
+    assert url.path == "/api/v1/sd"
+    assert_service_url(sd["url"], "fleet.yml http_sd_configs")
+    assert url.hostname == "bulletproof", "the first node, which the fleet always has"
+    assert sd.get("refresh_interval"), "say how soon a new node is scraped"
+    # The first node answers for the name it is asked by ...
+    config = fleet_config()
+    env = service_env(fleet["bulletproof"])
+    assert OriginPolicy(config.api, resolve_public_url(config.api, env)).host_allowed(url.netloc)
+    # ... and the fleet's nodes want a token for reads: Prometheus sends one, from the file the
+    # override's entrypoint writes on the tmpfs.
+    assert config.api.require_token_for_reads
+    credentials = sd["authorization"]["credentials_file"]
+    # Explicit: an http_sd authorization without `type` sends the bare token (Prometheus 2.42).
+    assert sd["authorization"]["type"] == "Bearer"
+    script = svc["entrypoint"][2]
+    assert f"> {credentials} " in script and "umask 077" in script
+    assert any(credentials.startswith(mount.rstrip("/") + "/") for mount in svc["tmpfs"])
+    assert "BULLETPROOF_API_TOKEN" in service_env(svc)
+    for name, job in jobs.items():
+        for sc in job.get("static_configs", []):
+            for target in sc["targets"]:
+                assert_service_url(target, f"fleet.yml job {name}", self_service="prometheus")
+
+
+@pytest.mark.skipif(PROMTOOL_BIN is None, reason="promtool is not installed")
+def test_promtool_accepts_the_fleet_prometheus_config(tmp_path: Path) -> None:
+    done = subprocess.run([PROMTOOL_BIN, "check", "config", str(PROM_FLEET_CONFIG)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 2 rule files found" in done.stdout + done.stderr
+    # Not a rubber stamp: a misspelt SD key is refused.
+    broken = tmp_path / "fleet.yml"
+    broken.write_text(PROM_FLEET_CONFIG.read_text(encoding="utf-8").replace(
+        "refresh_interval: 30s", "refresh_intreval: 30s"), encoding="utf-8")
+    shutil.copytree(REPO / "prometheus" / "rules", tmp_path / "rules")
+    done = subprocess.run([PROMTOOL_BIN, "check", "config", str(broken)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "refresh_intreval" in done.stdout + done.stderr
+
+
+class _SdStandIn:
+    """The nodes' GET /api/v1/sd as the fleet answers it, for Prometheus to discover from: the
+    HTTP SD JSON of `targets`, only for the bearer `token` (401 otherwise, as a node with
+    api.require_token_for_reads). It records the Authorization headers it got."""
+
+    def __init__(self, token: str, targets: list[str]) -> None:
+        self.token, self.targets, self.seen = token, targets, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                outer.seen.append(self.headers.get("Authorization"))
+                ok = (self.path == "/api/v1/sd"
+                      and self.headers.get("Authorization") == f"Bearer {outer.token}")
+                body = json.dumps([{"targets": outer.targets, "labels": {"fleet": "compose"}}] if ok
+                                  else {"error": "unauthorized"}).encode()
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/sd"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.skipif(PROMETHEUS_BIN is None, reason="prometheus is not installed")
+@pytest.mark.timeout(120)
+def test_the_fleet_prometheus_runs_through_the_override_entrypoint(tmp_path: Path) -> None:
+    """prometheus/fleet.yml as the override starts it: its entrypoint writes the token file,
+    execs the real Prometheus, which asks the SD endpoint with that token and scrapes what it
+    lists. Only the addresses are local: the SD URL, the token file, the rule files."""
+    token = FLEET_ENV["BULLETPROOF_API_TOKEN"]
+    nodes = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    sd = _SdStandIn(token, nodes)
+    svc = fleet_services()["prometheus"]
+    prom = yaml.safe_load(PROM_FLEET_CONFIG.read_text(encoding="utf-8"))
+    job = next(j for j in prom["scrape_configs"] if j["job_name"] == "bulletproof")
+    (http_sd,) = job["http_sd_configs"]
+    container_token = http_sd["authorization"]["credentials_file"]
+    token_file = tmp_path / "run" / "api-token"
+    token_file.parent.mkdir()
+    http_sd["url"] = sd.url
+    http_sd["refresh_interval"] = "1s"
+    http_sd["authorization"]["credentials_file"] = str(token_file)
+    prom["rule_files"] = [str(REPO / "prometheus" / p) for p in prom["rule_files"]]
+    port = free_port()
+    prom["scrape_configs"] = [job]
+    prom.pop("alerting")
+    config_file = tmp_path / "fleet.yml"
+    config_file.write_text(yaml.safe_dump(prom, sort_keys=False), encoding="utf-8")
+    # The override's entrypoint and command, as the container runs them (compose turns `$$`
+    # into `$`), with the container's paths mapped.
+    entrypoint = [a.replace("$$", "$").replace(container_token, str(token_file))
+                  .replace("/bin/prometheus", PROMETHEUS_BIN) for a in svc["entrypoint"]]
+    mapped = {"--config.file": str(config_file), "--storage.tsdb.path": str(tmp_path / "data"),
+              "--web.listen-address": f"127.0.0.1:{port}",
+              "--web.external-url": f"http://127.0.0.1:{port}/"}
+    command = [f"{flag}={mapped.get(flag, value)}"
+               for flag, value in (arg.split("=", 1) for arg in svc["command"])]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BULLETPROOF_API_TOKEN": token}
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(entrypoint + command, env=env, cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def discovered() -> set[str]:
+            status, body = _get(f"{base}/api/v1/targets")
+            if status != 200:
+                return set()
+            return {t["labels"]["instance"] for t in json.loads(body)["data"]["activeTargets"]
+                    if t["labels"]["job"] == "bulletproof"}
+
+        assert _wait(lambda: discovered() == set(nodes), 60, "the SD targets", proc)
+        assert token_file.read_text() == token and (token_file.stat().st_mode & 0o777) == 0o600
+        assert sd.seen and set(sd.seen) == {f"Bearer {token}"}
+        # A node that joins is scraped after the next refresh, with no file edited.
+        sd.targets = [*nodes, f"127.0.0.1:{free_port()}"]
+        assert _wait(lambda: discovered() == set(sd.targets), 30, "the new node", proc)
+    finally:
+        stop_process(proc)
+        log.close()
+        sd.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_nodes_run_the_fleet_config_on_one_postgresql(tmp_path: Path, postgres_cluster) -> None:
+    """The worker service's command with examples/fleet/monitor.yaml, twice, on one real
+    PostgreSQL: only the container paths, the listen port and the database's address are mapped
+    (the compose service `postgres` becomes the test cluster). Both nodes share the output
+    folder, every clip is transcoded once, and each node's API shows the whole queue."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the image has Debian's ffmpeg; this machine has none on PATH")
+    url = urlsplit(fleet_config().database)  # type: ignore[arg-type]
+    database = urlsplit(postgres_cluster.database()).path.strip("/")
+    with psycopg.connect(postgres_cluster.url(database), autocommit=True) as conn:
+        # The fleet's role (POSTGRES_USER), owning the database as the image's init makes it.
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (url.username,)).fetchone():
+            conn.execute(f'CREATE ROLE "{url.username}" LOGIN')
+        conn.execute(f'ALTER DATABASE "{database}" OWNER TO "{url.username}"')
+    # The compose service `postgres` becomes the test cluster; the role and the rest stay.
+    test_database = urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{postgres_cluster.port}",
+                                            path=f"/{database}"))
+    folders = {path: tmp_path / path.strip("/") for path in (CONTAINER_WATCH, CONTAINER_OUTPUT)}
+    for folder in folders.values():
+        folder.mkdir()
+    text = FLEET_CONFIG.read_text(encoding="utf-8")
+    for container, host in folders.items():
+        text = re.sub(rf"(?<![\w/]){re.escape(container)}(?=/|\b|$)", str(host), text)
+    worker = fleet_services()["worker"]
+    token = FLEET_ENV["BULLETPROOF_API_TOKEN"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PYTHONUNBUFFERED": "1", "BULLETPROOF_API_TOKEN": token,
+           "PGPASSWORD": worker["environment"]["PGPASSWORD"]}
+    nodes: list[tuple[subprocess.Popen, str, Path]] = []
+    try:
+        for index in range(2):
+            data = yaml.safe_load(text)
+            port = free_port()
+            data["api"]["listen"] = f"127.0.0.1:{port}"
+            data["database"] = test_database
+            if "node_name" in config_model().model_fields:  # two nodes on one host: two names
+                data["node_name"] = f"node-{index}"
+            config_file = tmp_path / f"node-{index}.yaml"
+            config_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+            # ENTRYPOINT `bulletproof` + the worker's command, with the config path mapped.
+            command = list(worker["command"])
+            command[command.index("--config") + 1] = str(config_file)
+            log_path = tmp_path / f"node-{index}.log"
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "bulletproof", *command], env=env,
+                                        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            nodes.append((proc, f"http://127.0.0.1:{port}", log_path))
+        for proc, base, _ in nodes:
+            _wait(lambda base=base: _get(f"{base}/readyz")[0] == 200, 60, "/readyz", proc)
+        ffmpeg = shutil.which("ffmpeg")
+        assert ffmpeg is not None
+        names = [f"clip-{i}.mp4" for i in range(4)]
+        for name in names:  # written beside, then renamed in: whole files only
+            made = make_clip(ffmpeg, tmp_path / name, seconds=1.0)
+            made.rename(folders[CONTAINER_WATCH] / name)
+
+        def completed(base: str) -> list[dict[str, Any]]:
+            status, body = _get(f"{base}/api/v1/jobs?state=completed", token)
+            return json.loads(body)["jobs"] if status == 200 else []
+
+        jobs = _wait(lambda: len(completed(nodes[0][1])) == len(names) and completed(nodes[0][1]),
+                     180, "every clip transcoded", nodes[0][0])
+        assert sorted(j["filename"] for j in jobs) == names, "each clip once"
+        assert sorted(p.name for p in folders[CONTAINER_OUTPUT].iterdir()) == names, \
+            "one output per clip, no temporary left"
+        # The other node serves the same queue (why Grafana may talk to one node only).
+        assert sorted(j["id"] for j in completed(nodes[1][1])) == sorted(j["id"] for j in jobs)
+        for proc, _, log_path in nodes:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        for proc, _, _ in nodes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = []
+        for proc, _, _ in nodes:
+            try:
+                codes.append(proc.wait(timeout=60))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes.append(proc.wait())
+    assert codes == [0, 0], [log.read_text()[-3000:] for _, _, log in nodes]
+
+
 # == the Dockerfile ==============================================================================
 
 
@@ -735,6 +1188,12 @@ def test_dockerfile_has_a_builder_and_a_slim_runtime_on_the_same_pinned_base() -
         assert tool not in runs, f"the runtime stage must not install or use {tool}"
     install = [run for run in runtime.all("RUN") if "pip install" in run]
     assert len(install) == 1 and "--no-index" in install[0] and "from=builder" in install[0]
+    # With the `postgres` extra (psycopg's binary wheel, libpq inside): any container of the
+    # image can be a fleet node. Built as a wheel in the builder, installed offline here.
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("psycopg[binary]") for dep in extras["postgres"])
+    assert any('pip wheel --wheel-dir /wheels ".[postgres]"' in run for run in builder.all("RUN"))
+    assert '"bulletproof[postgres]"' in install[0] and "import psycopg" in install[0]
 
 
 def test_dockerfile_runs_the_monitor_safely() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +103,24 @@ async def test_a_config_read_and_applied_keeps_the_database_password(
     await monitor.update_config({**shown, "max_workers": 2})
     assert monitor.config.max_workers == 2 and monitor.config.database == url
     assert url in path.read_text(encoding="utf-8")  # the file keeps the secret, not ***
+
+
+def test_nodes_starting_together_all_join_the_shared_output_folder(tmp_path: Path) -> None:
+    # The first node holds the folder exclusively for a moment while it marks it with its store;
+    # a node starting in that moment waits it out and joins instead of being refused.
+    store = "postgresql://db:5432/jobs"
+    first = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    joined: list[FolderLock] = []
+    joining = threading.Thread(target=lambda: joined.append(FolderLock(tmp_path, shared_store=store)))
+    joining.start()
+    time.sleep(0.05)  # the joiner is waiting now (or about to): the first node ends its moment
+    fcntl.flock(first, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    joining.join(timeout=30)
+    assert joined and joined[0].held and not joined[0].alone
+    joined[0].release()
+    # A monitor that keeps it exclusively (SQLite) is still refused, once the wait is over.
+    fcntl.flock(first, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(StoreLocked, match="in use by another monitor"):
+        FolderLock(tmp_path, shared_store=store)
+    os.close(first)
