@@ -172,7 +172,8 @@ async def test_prometheus_counts_a_fleet_of_three_once_and_sees_a_node_die(
                                                and a["state"] == "firing"], timeout=30)
             print(f"node-c killed -> BulletproofNodeDown firing: {time.monotonic() - killed:.1f} s")
             assert [a["labels"]["node"] for a in firing] == ["node-c"]
-            assert f"Its own target 127.0.0.1:{c_port} is down too." in firing[0]["annotations"]["description"]
+            description = firing[0]["annotations"]["description"]
+            assert f"Its own target 127.0.0.1:{c_port} is down too." in description
             # Two readers left: the fleet's counts are still the store's, once.
             assert by_label(q("fleet_state:bulletproof_jobs:max"), "state") == counts
     finally:

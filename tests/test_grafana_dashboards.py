@@ -16,7 +16,8 @@ tests check what is generated:
   the right type, or to a datasource variable of the dashboard whose default is one; the
   `datasource` and `instance` variables.
 * Product lint: titles, descriptions, units, thresholds; every PromQL selector filtered by
-  instance=~"$instance" (a fleet rule: joined to the fleets of the selected monitors); counters (_total, _bucket, _count, _sum) only inside rate/irate/increase;
+  instance=~"$instance" (a fleet rule: joined to the fleets of the selected monitors); counters
+  (_total, _bucket, _count, _sum) only inside rate/irate/increase;
   range windows only $__rate_interval (or $__range for "in the time range" stats), never fixed.
 * Every metric in an expression is in the metric contract (docs/metrics.md) or is a recording
   rule of prometheus/rules/recording.yml.

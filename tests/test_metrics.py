@@ -591,7 +591,8 @@ async def test_store_gauges_carry_the_fleet_and_the_registry_is_exported(running
     s = scrape(metrics)
     fleet, node = monitor.view.store_id(), monitor.view.node_name
     assert re.fullmatch(r"[0-9a-f]{16}", fleet)
-    for name in ("bulletproof_jobs", "bulletproof_queue_paused", "bulletproof_queue_oldest_job_timestamp_seconds",
+    for name in ("bulletproof_jobs", "bulletproof_queue_paused",
+                 "bulletproof_queue_oldest_job_timestamp_seconds",
                  "bulletproof_last_job_finished_timestamp_seconds", "bulletproof_node_up"):
         assert s.fleets[name] == {fleet}, name
     for name in ("bulletproof_workers_busy", "bulletproof_worker_busy", "bulletproof_build_info"):
@@ -601,8 +602,10 @@ async def test_store_gauges_carry_the_fleet_and_the_registry_is_exported(running
     assert s.get("bulletproof_node_stopped", node=node) == 0
     assert s.get("bulletproof_node_draining", node=node) == 0
     assert s.get("bulletproof_node_workers_max", node=node) == 2
-    assert s.get("bulletproof_node_heartbeat_interval_seconds", node=node) == monitor.config.fleet.heartbeat_seconds
-    assert s.get("bulletproof_node_last_heartbeat_timestamp_seconds", node=node) == pytest.approx(time.time(), abs=60)
+    assert (s.get("bulletproof_node_heartbeat_interval_seconds", node=node)
+            == monitor.config.fleet.heartbeat_seconds)
+    assert (s.get("bulletproof_node_last_heartbeat_timestamp_seconds", node=node)
+            == pytest.approx(time.time(), abs=60))
     assert s.get("bulletproof_leases_expired_total", node=node) == 0  # every known node from the start
 
     # The sweep's event counts the lease of the node that held it.

@@ -60,7 +60,8 @@ def group(name: str, rules: list[Rule]) -> Group:
 # A fleet named by its nodes (bulletproof_fleet_info, by name), in alert texts: " a" for a lone
 # monitor, " a, b, c" for a fleet of three, " fleet <id>" while none of its nodes is scraped.
 FLEET = ('{{- range $i, $n := printf "bulletproof_fleet_info{fleet=%q,job=%q}" $labels.fleet $labels.job '
-         '| query | sortByLabel "node" }}{{ if $i }},{{ end }} {{ $n.Labels.node }}{{ else }} fleet {{ $labels.fleet }}{{ end }}')
+         '| query | sortByLabel "node" }}{{ if $i }},{{ end }} {{ $n.Labels.node }}'
+         '{{ else }} fleet {{ $labels.fleet }}{{ end }}')
 
 RECORDING_GROUPS: list[Group] = [
     group('bulletproof.recording.throughput', [
@@ -288,7 +289,8 @@ RECORDING_GROUPS: list[Group] = [
                'max by (job, fleet, node) (bulletproof_node_last_heartbeat_timestamp_seconds)'),
         record('fleet_node:bulletproof_node_heartbeat_interval_seconds:max',
                'max by (job, fleet, node) (bulletproof_node_heartbeat_interval_seconds)'),
-        record('fleet_node:bulletproof_node_stopped:max', 'max by (job, fleet, node) (bulletproof_node_stopped)'),
+        record('fleet_node:bulletproof_node_stopped:max',
+               'max by (job, fleet, node) (bulletproof_node_stopped)'),
         record('fleet_node:bulletproof_node_draining:max',
                'max by (job, fleet, node) (bulletproof_node_draining)'),
         record('fleet_node:bulletproof_node_workers_max:max',
@@ -539,14 +541,18 @@ ALERT_GROUPS: list[Group] = [
               description=(
                   '{{ $value | printf "%.0f" }} jobs are queued on' + FLEET + ' and the queue is '
                   'not paused, yet nothing moves: {{- with printf '
-                  '"fleet:bulletproof_workers_busy:sum{fleet=%q,job=%q}" $labels.fleet $labels.job | query }} {{ '
+                  '"fleet:bulletproof_workers_busy:sum{fleet=%q,job=%q}" $labels.fleet $labels.job '
+                  '| query }} {{ '
                   '. | first | value | printf "%.0f" }}{{ end }} of {{- with printf '
-                  '"fleet:bulletproof_workers_max:sum{fleet=%q,job=%q}" $labels.fleet $labels.job | query }} {{ .'
+                  '"fleet:bulletproof_workers_max:sum{fleet=%q,job=%q}" $labels.fleet $labels.job '
+                  '| query }} {{ .'
                   ' | first | value | printf "%.0f" }}{{ end }} workers are busy, {{- with printf "time() - '
                   '(fleet:bulletproof_queue_oldest_job_timestamp_seconds:max{fleet=%q,job=%q} > 0)" '
-                  '$labels.fleet $labels.job | query }} the oldest queued job has waited {{ . | first | value | '
+                  '$labels.fleet $labels.job | query }} the oldest queued job has waited '
+                  '{{ . | first | value | '
                   'humanizeDuration }}{{ end }} and {{- with printf "time() - '
-                  'max(fleet_outcome:bulletproof_last_job_finished_timestamp_seconds:max{fleet=%q,job=%q} > 0)" '
+                  'max(fleet_outcome:bulletproof_last_job_finished_timestamp_seconds:max'
+                  '{fleet=%q,job=%q} > 0)" '
                   '$labels.fleet $labels.job | query }} the last job finished {{ . | first | value | '
                   'humanizeDuration }} ago. {{- else }} no job has finished yet.{{ end }}'
               )),
@@ -568,7 +574,8 @@ ALERT_GROUPS: list[Group] = [
               description=(
                   'Jobs arrive on' + FLEET + ' faster than they finish: the queue {{- with printf '
                   '"fleet_state:bulletproof_jobs:max{fleet=%q,job=%q,state=\\"queued\\"}" $labels.fleet '
-                  '$labels.job | query }} holds {{ . | first | value | printf "%.0f" }} jobs now, and{{ end }} '
+                  '$labels.job | query }} holds {{ . | first | value | printf "%.0f" }} jobs now, '
+                  'and{{ end }} '
                   'at the rate of the last 2 hours it will hold {{ $value | printf "%.0f" }} in 4 hours '
                   '(threshold: %{backlog_jobs}).'
               )),
@@ -602,7 +609,8 @@ ALERT_GROUPS: list[Group] = [
                   'The queue on' + FLEET + ' has been paused for {{ $value | humanizeDuration }} '
                   '(threshold: %{dur:paused_seconds}) {{- with printf '
                   '"fleet_state:bulletproof_jobs:max{fleet=%q,job=%q,state=\\"queued\\"}" $labels.fleet '
-                  '$labels.job | query }} and {{ . | first | value | printf "%.0f" }} jobs are waiting{{ end }}. '
+                  '$labels.job | query }} and {{ . | first | value | printf "%.0f" }} jobs are '
+                  'waiting{{ end }}. '
                   'Resume it when the maintenance is over.'
               )),
     ]),
@@ -615,7 +623,8 @@ ALERT_GROUPS: list[Group] = [
               expr=(
                   'time() - fleet_node:bulletproof_node_last_heartbeat_timestamp_seconds:max\n'
                   '  > on (job, fleet, node)\n'
-                  '%{node_down_missed_heartbeats} * fleet_node:bulletproof_node_heartbeat_interval_seconds:max\n'
+                  '%{node_down_missed_heartbeats}'
+                  ' * fleet_node:bulletproof_node_heartbeat_interval_seconds:max\n'
                   'unless on (job, fleet, node) fleet_node:bulletproof_node_stopped:max == 1\n'
               ),
               severity='warning',
@@ -658,7 +667,8 @@ ALERT_GROUPS: list[Group] = [
                   '{{ $value | humanizePercentage }} of the transcode attempts that finished on node {{ '
                   '$labels.node }} ({{ $labels.instance }}) in the last 30 minutes failed {{- with printf '
                   '"fleet:bulletproof_jobs_failed:ratio_rate30m{fleet=%q,job=%q}" $labels.fleet $labels.job '
-                  '| query }}, against {{ . | first | value | humanizePercentage }} for the whole fleet{{ end '
+                  '| query }}, against {{ . | first | value | humanizePercentage }} for the whole '
+                  'fleet{{ end '
                   '}} (threshold: %{node_failing_factor}x the fleet, with at least '
                   '%{node_failing_min_attempts} attempts on the node). Its ffmpeg, its disks or its mounts '
                   'differ from the other nodes.'

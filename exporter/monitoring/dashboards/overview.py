@@ -131,7 +131,9 @@ def build(config: MonitoringConfig) -> JSON:
                 grid(4, 1, 4, 4),
                 [
                     prom(
-                        'sum(' + of_selected_fleets('fleet_state:bulletproof_jobs:max{state="completed"}') + ')',
+                        'sum('
+                        + of_selected_fleets('fleet_state:bulletproof_jobs:max{state="completed"}')
+                        + ')',
                         legend='completed',
                         instant=True,
                     ),
@@ -293,7 +295,8 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'time() - max('
-                            + of_selected_fleets('fleet:bulletproof_queue_paused_since_timestamp_seconds:max > 0')
+                            + of_selected_fleets(
+                                'fleet:bulletproof_queue_paused_since_timestamp_seconds:max > 0')
                             + ')'
                         ),
                         legend='paused for',
@@ -336,7 +339,8 @@ def build(config: MonitoringConfig) -> JSON:
                     prom(
                         (
                             'time() - min('
-                            + of_selected_fleets('fleet:bulletproof_queue_oldest_job_timestamp_seconds:max > 0')
+                            + of_selected_fleets(
+                                'fleet:bulletproof_queue_oldest_job_timestamp_seconds:max > 0')
                             + ')'
                         ),
                         legend='oldest',
@@ -528,7 +532,8 @@ def build(config: MonitoringConfig) -> JSON:
                 'Jobs waiting (queued) and in flight (processing or paused) over time.',
                 grid(8, 28, 8, 7),
                 [
-                    prom('sum(' + of_selected_fleets('fleet_state:bulletproof_jobs:max{state="queued"}') + ')',
+                    prom('sum(' + of_selected_fleets('fleet_state:bulletproof_jobs:max{state="queued"}')
+                         + ')',
                          legend='queued'),
                     prom(
                         'sum('
