@@ -63,11 +63,17 @@ def by_label(result: list[dict], label: str) -> dict[str, float]:
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
 
 
-def overview_expr(title: str) -> str:
-    """The PromQL of an Overview panel, as Grafana sends it with every monitor selected."""
+def overview_exprs(title: str) -> list[str]:
+    """The PromQL of an Overview panel's queries, as Grafana sends them with every monitor selected."""
     data = json.loads(OVERVIEW.read_text(encoding="utf-8"))
-    panel = next(p for p in data["panels"] if p.get("title") == title)
-    return panel["targets"][0]["expr"].replace("$instance", ".+")
+    panel = next(p for p in data["panels"] if p.get("title") == title and p["type"] != "row")
+    return [t["expr"].replace("$instance", ".+").replace("$__rate_interval", "1m")
+            for t in panel["targets"]]
+
+
+def overview_expr(title: str) -> str:
+    """The PromQL of an Overview panel's first query, with every monitor selected."""
+    return overview_exprs(title)[0]
 
 
 def post(url: str) -> int:
@@ -157,6 +163,14 @@ async def test_prometheus_counts_a_fleet_of_three_once_and_sees_a_node_die(
             up = await eventually(lambda: (got := by_label(q("fleet_node:bulletproof_node_up:max"), "node"))
                                   == {"node-a": 1.0, "node-b": 1.0, "node-c": 1.0} and got)
             assert len(up) == 3
+            # The Nodes table: one row per node, from each of its queries (up, draining, busy,
+            # workers, heartbeat age); the per-node chart names the three nodes.
+            nodes = [by_label(q(expr), "node") for expr in overview_exprs("Nodes")]
+            assert [set(column) for column in nodes] == [{"node-a", "node-b", "node-c"}] * 5
+            assert nodes[0] == up and set(nodes[3].values()) == {1.0}  # up; one worker each
+            assert all(0 <= age < 10 for age in nodes[4].values())  # heartbeats of the last seconds
+            per_hour = overview_exprs("Jobs per hour by node")[0]  # rate(): two scrapes at least
+            await eventually(lambda: set(by_label(q(per_hour), "node")) == {"node-a", "node-b", "node-c"})
 
             # node-c dies without a word: the others report it down, and the alert fires.
             killed = time.monotonic()

@@ -72,7 +72,7 @@ def _nodes_table() -> JSON:
             'how long ago its last heartbeat was written. A node that is down for long is '
             'BulletproofNodeDown.'
         ),
-        grid(0, 49, 24, 7),
+        grid(0, 49, 14, 8),
         targets=[prom(of_selected_fleets(expr), ref, instant=True, format_='table')
                  for ref, (expr, _) in zip(refs, _NODE_COLUMNS, strict=True)],
         field_config=table_field_config(
@@ -99,6 +99,12 @@ def _nodes_table() -> JSON:
             },
         ],
     )
+
+
+def _by_node(counter: str) -> str:
+    """PromQL: ``counter`` per hour on the selected monitors, summed by their node name."""
+    return (f'sum by (node) (rate({counter}{{instance=~"$instance"}}[$__rate_interval]) '
+            f'* on (instance, job) group_left (node) bulletproof_fleet_info{{instance=~"$instance"}}) * 3600')
 
 
 def build(config: MonitoringConfig) -> JSON:
@@ -680,5 +686,21 @@ def build(config: MonitoringConfig) -> JSON:
             ),
             row(30, 'Nodes', 48),
             _nodes_table(),
+            timeseries_panel(
+                32,
+                'Jobs per hour by node',
+                (
+                    'Jobs completed and attempts failed per hour by each selected node (its own '
+                    'counters, named by bulletproof_fleet_info). Nodes of one fleet take jobs from one '
+                    'queue: one node failing far more than the others is BulletproofNodeFailingMore.'
+                ),
+                grid(14, 49, 10, 8),
+                [
+                    prom(_by_node('bulletproof_jobs_completed_total'), legend='{{node}} completed'),
+                    prom(_by_node('bulletproof_jobs_failed_total'), 'B', legend='{{node}} failed'),
+                ],
+                'suffix:/h',
+                decimals=1,
+            ),
         ],
     )
