@@ -8,8 +8,8 @@ Two halves, following the product's rule "state is read, history is counted":
 * prometheus_client `Counter` / `Histogram` objects fed by the core's `EventBus` (files seen,
   jobs enqueued / completed / failed by reason, bytes and seconds transcoded, durations).
 
-Every label value that is known up front (states, reasons, triggers, profiles, worker slots) is
-exported from the first scrape, zeros included, so `increase()` and `rate()` work from the start.
+Every label value that is known up front (states, reasons, triggers, profiles, worker slots, the
+nodes of the store's registry) is exported from the first scrape, zeros included, so `increase()` and `rate()` work from the start.
 No series carries a job id or a path except `bulletproof_worker_job_info`, which is keyed by
 worker slot and therefore bounded by `max_workers`.
 
@@ -146,7 +146,6 @@ class BulletproofMetrics:
         self._lock = threading.Lock()
         self._known_profiles: set[str] = set()
         self._known_gates: set[tuple[str, str]] = set()
-
         self._known_nodes: set[str] = set()
 
         self._state = StateCollector(view, nodes_seen=self._init_nodes)
