@@ -7,6 +7,8 @@ generated rule files loaded:
 * the fleet recording rules count the store's jobs once (the raw gauges, summed, count them three
   times), and the Overview dashboard's own expression gives the store's total;
 * the per-node counters, summed by node, are the jobs each node finished (`claimed_by`);
+* a lease in node-c's name that lapses is counted by the sweeping node for node-c, and
+  `BulletproofLeasesExpiring` fires for node-c;
 * `bulletproof_node_up` is 1 for the three nodes; after the subprocess is killed (SIGKILL: no
   clean stop), the others report it 0 and `BulletproofNodeDown` fires for it (its `for` shortened
   through MonitoringConfig), while the fleet's job counts stay right without it.
@@ -31,6 +33,7 @@ import pytest
 
 from bulletproof.config import load_config
 from bulletproof.models import JobState
+from bulletproof.postgres_store import PostgresJobStore
 from exporter.monitoring.config import DEFAULT
 from exporter.monitoring.generate import scaled_rule_files
 from exporter.plugin import ExporterPlugin
@@ -112,9 +115,10 @@ async def test_prometheus_counts_a_fleet_of_three_once_and_sees_a_node_die(
         await until(lambda: node_c.poll() is None and {n.name for n in store.nodes()} ==
                     {"node-a", "node-b", "node-c"}, timeout=30)
 
-        # The rules as shipped, with BulletproofNodeDown's `for` shortened for the test.
+        # The rules as shipped, with the node alerts' `for` shortened for the test.
         test_config = dataclasses.replace(
-            DEFAULT, for_durations={**DEFAULT.for_durations, "BulletproofNodeDown": "1s"})
+            DEFAULT, for_durations={**DEFAULT.for_durations, "BulletproofNodeDown": "1s",
+                                    "BulletproofLeasesExpiring": "1s"})
         rules_dir = tmp_path / "rules"
         rules_dir.mkdir()
         rule_files = []
@@ -146,8 +150,9 @@ async def test_prometheus_counts_a_fleet_of_three_once_and_sees_a_node_die(
             fleet_counts = await eventually(
                 lambda: (got := by_label(q("fleet_state:bulletproof_jobs:max"), "state")) == counts and got)
             assert fleet_counts["completed"] == DONE and fleet_counts["queued"] == WAITING
-            # Summed raw over the three instances they would count three times.
-            assert by_label(q("sum(bulletproof_jobs)"), "") == {"": 3.0 * total}
+            # Summed raw over the three instances (once all three are scraped) they count three times.
+            await eventually(lambda: by_label(q('sum(up{job="bulletproof"})'), "") == {"": 3.0})
+            await eventually(lambda: by_label(q("sum(bulletproof_jobs)"), "") == {"": 3.0 * total})
             # What the Overview's panels show with every monitor selected: the store's numbers.
             assert by_label(q(overview_expr("Total jobs")), "") == {"": float(total)}
             assert by_label(q(overview_expr("Successful")), "") == {"": float(DONE)}
@@ -172,6 +177,23 @@ async def test_prometheus_counts_a_fleet_of_three_once_and_sees_a_node_die(
             per_hour = overview_exprs("Jobs per hour by node")[0]  # rate(): two scrapes at least
             await eventually(lambda: set(by_label(q(per_hour), "node")) == {"node-a", "node-b", "node-c"})
 
+            # A claim in node-c's name that nobody renews (as if node-c froze while it held the
+            # job): a sweep takes it back, the lease is counted for node-c, and the alert fires.
+            frozen = PostgresJobStore(postgres_url)
+            try:
+                claim = frozen.claim("node-c", now=time.time(), lease_seconds=2)
+            finally:
+                frozen.close()
+            assert claim is not None
+            await until(lambda: store.get_job(claim.job.id).state is JobState.QUEUED, timeout=30)
+            await eventually(lambda: by_label(q("sum by (node) (bulletproof_leases_expired_total)"), "node")
+                             == {"node-a": 0.0, "node-b": 0.0, "node-c": 1.0})
+            leases = await eventually(lambda: [a for a in promstack.prometheus_alerts(prom.url)
+                                               if a["labels"]["alertname"] == "BulletproofLeasesExpiring"
+                                               and a["state"] == "firing"])
+            assert [(a["labels"]["node"], a["labels"]["fleet"]) for a in leases] == [
+                ("node-c", store.store_id())]
+
             # node-c dies without a word: the others report it down, and the alert fires.
             killed = time.monotonic()
             node_c.kill()
@@ -194,7 +216,6 @@ async def test_prometheus_counts_a_fleet_of_three_once_and_sees_a_node_die(
         for plugin in plugins:
             await plugin.stop()
         if node_c.poll() is None:
-            killed = time.monotonic()
             node_c.kill()
             node_c.wait(timeout=10)
         if c_log.exists():
