@@ -143,6 +143,8 @@ def time_queries(metrics: BulletproofMetrics, runs: int) -> dict[str, float]:
         "last_finished_at": view.last_finished_at,
         "workers": view.workers,
         "output_volume": view.output_volume,
+        "store_id": view.store_id,
+        "nodes": view.nodes,
     }
     out = {}
     for name, fn in reads.items():

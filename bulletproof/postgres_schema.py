@@ -128,6 +128,13 @@ _STEPS: tuple[str, ...] = (
         api_address       TEXT
     );
     """,
+    # 3: the store's id, made once: every monitor of the fleet exports it as the `fleet` label of
+    # the store's gauges, so that Prometheus counts them once (docs/metrics.md, "Counted once").
+    """
+    INSERT INTO meta (key, value)
+        VALUES ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16))
+        ON CONFLICT (key) DO NOTHING;
+    """,
 )
 
 SCHEMA_VERSION = len(_STEPS)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
 # store that may hold states they do not know.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _STEPS_BEFORE_NUMBERING = 2  # steps that re-run on every open (see SqliteJobStore._migrate)
 
 _SCHEMA = """
@@ -133,6 +133,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     api_address       TEXT
 );
 """
+# Step 4: the store's id, made once: the monitor exports it as the `fleet` label of the store's
+# gauges, so that Prometheus counts a store's jobs once however many monitors read it.
+_STORE_ID_SCHEMA = """
+INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
+"""
 
 _AUDIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -219,6 +224,7 @@ class SqliteJobStore(StoreReads):
             lambda: self._db.executescript(_SCHEMA),  # 1: jobs, done files, meta, job counts
             self._migrate_to_2,  # 2: the audit trail, trusted outputs, claims
             lambda: self._db.executescript(_NODES_SCHEMA),  # 3: the node registry
+            lambda: self._db.executescript(_STORE_ID_SCHEMA),  # 4: the store's id (metrics' fleet label)
         )
         assert len(steps) == SCHEMA_VERSION
         current = self._stored_version()

@@ -60,6 +60,10 @@ class MonitorView:
         """True while this node finishes its jobs and takes no new ones."""
         return self._pool.draining
 
+    def store_id(self) -> str:
+        """The id the store made for itself once (the same on every monitor sharing it)."""
+        return self._store.get_meta("store_id") or ""
+
     def nodes(self) -> list[NodeInfo]:
         """Every node of the store (this one included), by name, as their heartbeats told."""
         return self._store.nodes()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import shutil
 import time
 from collections import defaultdict
@@ -73,16 +74,24 @@ Labels = tuple[tuple[str, str], ...]
 
 
 class Scrape:
-    """One parsed text exposition: sample name -> {sorted labels: value}."""
+    """One parsed text exposition: sample name -> {sorted labels: value}.
+
+    The `fleet` label of the store's gauges (the store's id, one value per scrape) is kept
+    aside in `fleets` by family name, so that the tests read the series by their own labels.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.samples: dict[str, dict[Labels, float]] = defaultdict(dict)
         self.types: dict[str, str] = {}
+        self.fleets: dict[str, set[str]] = defaultdict(set)
         for family in text_string_to_metric_families(text):
             self.types[family.name] = family.type
             for s in family.samples:
-                self.samples[s.name][tuple(sorted(s.labels.items()))] = s.value
+                labels = dict(s.labels)
+                if "fleet" in labels and s.name != "bulletproof_fleet_info":
+                    self.fleets[s.name].add(labels.pop("fleet"))
+                self.samples[s.name][tuple(sorted(labels.items()))] = s.value
 
     def __contains__(self, name: str) -> bool:
         return name in self.samples
@@ -379,7 +388,11 @@ def assert_bounded_labels(s: Scrape, monitor) -> None:
         "le": None, "version": None, "ffmpeg_version": None,  # le: fixed buckets; build info: one series
         "handler": None, "method": None, "code": None,  # route templates, checked by the API's tests
         "action": set(AUDITED_ACTIONS),
+        # the store's id, and the node names of its registry (bounded by the fleet's size)
+        "fleet": {monitor.view.store_id()}, "node": {n.name for n in monitor.view.nodes()},
     }
+    for fleets in s.fleets.values():
+        assert fleets == {monitor.view.store_id()}
     for name, series in s.samples.items():
         if not name.startswith("bulletproof_") or name == "bulletproof_worker_job_info":
             continue
@@ -472,7 +485,7 @@ async def test_openmetrics_negotiation_and_gzip(running) -> None:
     body, content_type, encoding = metrics.render(None, "deflate, gzip;q=0.8, br")
     assert encoding == "gzip" and content_type.startswith("text/plain")
     text = gzip.decompress(body).decode()
-    assert "bulletproof_jobs{state=\"queued\"} 0.0" in text
+    assert re.search(r'bulletproof_jobs\{fleet="[0-9a-f]{16}",state="queued"\} 0\.0', text)
     assert Scrape(text).count() > 100
 
     body, _, encoding = metrics.render(OPENMETRICS, "gzip")
@@ -568,3 +581,38 @@ async def test_trusted_output_counters_follow_a_real_workload(running, clip_cach
     assert s.get("bulletproof_quality_ssim_ratio_count", profile="gated") == 2
     assert s.get("bulletproof_last_job_finished_timestamp_seconds", outcome="skipped") > 0
     assert_bounded_labels(s, monitor)
+
+
+# -- the fleet: the store's gauges carry its id, the registry is exported ------------------------
+
+async def test_store_gauges_carry_the_fleet_and_the_registry_is_exported(running) -> None:
+    monitor, metrics, _ = await running()
+    await until(lambda: monitor.view.nodes())
+    s = scrape(metrics)
+    fleet, node = monitor.view.store_id(), monitor.view.node_name
+    assert re.fullmatch(r"[0-9a-f]{16}", fleet)
+    for name in ("bulletproof_jobs", "bulletproof_queue_paused",
+                 "bulletproof_queue_oldest_job_timestamp_seconds",
+                 "bulletproof_last_job_finished_timestamp_seconds", "bulletproof_node_up"):
+        assert s.fleets[name] == {fleet}, name
+    for name in ("bulletproof_workers_busy", "bulletproof_worker_busy", "bulletproof_build_info"):
+        assert name not in s.fleets, name  # the node's own: told apart by `instance`
+    assert s.get("bulletproof_fleet_info", fleet=fleet, node=node) == 1
+    assert s.get("bulletproof_node_up", node=node) == 1
+    assert s.get("bulletproof_node_stopped", node=node) == 0
+    assert s.get("bulletproof_node_draining", node=node) == 0
+    assert s.get("bulletproof_node_workers_max", node=node) == 2
+    assert (s.get("bulletproof_node_heartbeat_interval_seconds", node=node)
+            == monitor.config.fleet.heartbeat_seconds)
+    assert (s.get("bulletproof_node_last_heartbeat_timestamp_seconds", node=node)
+            == pytest.approx(time.time(), abs=60))
+    assert s.get("bulletproof_leases_expired_total", node=node) == 0  # every known node from the start
+
+    # The sweep's event counts the lease of the node that held it.
+    job = monitor.store.add(NewJob("/x/a.mp4", "a.mp4", "/x", 1, 1, "h264_mp4", "videos", "/y/a.mp4"))
+    assert job is not None
+    monitor.bus.publish(ev.LeaseExpired(job=job, node="gone-node"))
+    monitor.bus.publish(ev.LeaseExpired(job=job, node=node))
+    s = scrape(metrics)
+    assert s.get("bulletproof_leases_expired_total", node="gone-node") == 1
+    assert s.get("bulletproof_leases_expired_total", node=node) == 1

@@ -78,7 +78,7 @@ def _scaled_rules(factor: float) -> dict[str, dict]:
     ("instance:bulletproof_jobs_completed:rate5m", "rate(bulletproof_jobs_completed_total[5s])"),
     ("instance_reason:bulletproof_jobs_failed:increase15m", "[15s]"),
     ("instance:bulletproof_jobs_failed:ratio_rate30m", "[30s]"),
-    ("BulletproofBacklogGrowing", "offset 1m > bulletproof_jobs"),         # offsets scale too
+    ("BulletproofBacklogGrowing", "offset 1m > fleet_state:bulletproof_jobs"),  # offsets scale too
     ("BulletproofBacklogGrowing", "offset 2m\n"),
     ("BulletproofJobStalled", ") > 5\n"),                                    # 300 s -> 5 s
     ("BulletproofOldestJobTooOld", "> 240\n"),                              # 4 h -> 4 min

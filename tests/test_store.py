@@ -170,7 +170,7 @@ def test_a_file_at_an_older_schema_gets_the_later_steps(tmp_path: Path) -> None:
     db.close()
     store = SqliteJobStore(path)
     try:
-        assert store.get_meta("schema_version") == "3"
+        assert store.get_meta("schema_version") == "4"
         assert store.audit_count() == 0
     finally:
         store.close()

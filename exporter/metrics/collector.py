@@ -3,11 +3,17 @@
 `StateCollector` yields the queue, jobs per state, worker slots and health each time Prometheus
 scrapes. Nothing is cached here, so a scrape always agrees with the store and the API; a group
 that cannot be read (say the store is closed) is left out of that scrape and logged.
+
+Two scopes (docs/metrics.md, "Counted once"): the store's gauges (the queue, jobs per state, the
+node registry) are the same on every monitor sharing the store, so they carry the label
+`fleet` (the store's id) and the recording rules keep one copy per fleet (`max by (job, fleet,
+...)`); the node's own gauges (its workers, folders, volume, health) are per `instance`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
@@ -43,8 +49,11 @@ def nonneg(value: float | None) -> float:
 class StateCollector(Collector):
     """Gauges computed from the MonitorView at scrape time (no state kept twice)."""
 
-    def __init__(self, view: MonitorView) -> None:
+    def __init__(self, view: MonitorView, *,
+                 nodes_seen: Callable[[list[str]], None] | None = None) -> None:
         self._view = view
+        # Told the node names of the registry at each scrape (per-node counters start at 0).
+        self._nodes_seen = nodes_seen
 
     # describe() lets the registry check for name clashes without touching the store.
     def describe(self) -> Iterable[Metric]:
@@ -55,8 +64,10 @@ class StateCollector(Collector):
 
     def _families(self, *, empty: bool) -> Iterator[Metric]:
         view = self._view
-        yield from self._build_and_queue(view, empty)
-        yield from self._jobs(view, empty)
+        yield from self._build(view, empty)
+        yield from self._membership(view, empty)
+        yield from self._store(view, empty)
+        yield from self._registry(view, empty)
         yield from self._workers(view, empty)
         yield from self._health(view, empty)
         yield from self._readiness(view, empty)
@@ -70,48 +81,113 @@ class StateCollector(Collector):
             log.warning("metrics: could not read %s", name, exc_info=True)
             return []
 
-    def _build_and_queue(self, view: MonitorView, empty: bool) -> list[Metric]:
+    def _build(self, view: MonitorView, empty: bool) -> list[Metric]:
         build = InfoMetricFamily("bulletproof_build", "Version of the monitor and of the ffmpeg it runs.")
-        paused = GaugeMetricFamily("bulletproof_queue_paused",
-                                   "1 while the queue is paused (running jobs finish, none start).")
-        since = GaugeMetricFamily("bulletproof_queue_paused_since_timestamp_seconds",
-                                  "When the queue was paused (unix time); 0 when it is not paused.")
         wmax = GaugeMetricFamily("bulletproof_workers_max", "Configured worker slots.")
         if empty:
-            return [build, paused, since, wmax]
+            return [build, wmax]
 
         def produce() -> list[Metric]:
             build.add_metric([], {"version": str(view.version), "ffmpeg_version": str(view.ffmpeg_version)})
-            paused_since = view.paused_since
-            paused.add_metric([], 1.0 if paused_since is not None else 0.0)
-            since.add_metric([], _ts(paused_since))
             wmax.add_metric([], float(view.max_workers))
-            return [build, paused, since, wmax]
+            return [build, wmax]
 
-        return self._guard("queue state", produce)
+        return self._guard("build info", produce)
 
-    def _jobs(self, view: MonitorView, empty: bool) -> list[Metric]:
-        jobs = GaugeMetricFamily("bulletproof_jobs", "Jobs in each state now.", labels=["state"])
-        oldest = GaugeMetricFamily("bulletproof_queue_oldest_job_timestamp_seconds",
-                                   "When the longest-waiting queued job was queued (unix time); "
-                                   "0 when the queue is empty.")
-        last = GaugeMetricFamily("bulletproof_last_job_finished_timestamp_seconds",
-                                 "When a job last finished with each outcome (unix time); 0 if never.",
-                                 labels=["outcome"])
+    def _membership(self, view: MonitorView, empty: bool) -> list[Metric]:
+        # Per node: ties the instance label to the node's name and its fleet, for joins.
+        member = InfoMetricFamily("bulletproof_fleet",
+                                  "This monitor's node name and its fleet (the id of its job store).",
+                                  labels=["fleet", "node"])
         if empty:
-            return [jobs, oldest, last]
+            return [member]
 
         def produce() -> list[Metric]:
+            member.add_metric([view.store_id(), view.node_name], {})
+            return [member]
+
+        return self._guard("fleet membership", produce)
+
+    # -- the store's gauges: the same on every monitor of a fleet, labelled with its id ------------
+
+    def _store(self, view: MonitorView, empty: bool) -> list[Metric]:
+        paused = GaugeMetricFamily("bulletproof_queue_paused",
+                                   "1 while the queue is paused (running jobs finish, none start).",
+                                   labels=["fleet"])
+        since = GaugeMetricFamily("bulletproof_queue_paused_since_timestamp_seconds",
+                                  "When the queue was paused (unix time); 0 when it is not paused.",
+                                  labels=["fleet"])
+        jobs = GaugeMetricFamily("bulletproof_jobs", "Jobs in each state now.", labels=["fleet", "state"])
+        oldest = GaugeMetricFamily("bulletproof_queue_oldest_job_timestamp_seconds",
+                                   "When the longest-waiting queued job was queued (unix time); "
+                                   "0 when the queue is empty.", labels=["fleet"])
+        last = GaugeMetricFamily("bulletproof_last_job_finished_timestamp_seconds",
+                                 "When a job last finished with each outcome (unix time); 0 if never.",
+                                 labels=["fleet", "outcome"])
+        families: list[Metric] = [paused, since, jobs, oldest, last]
+        if empty:
+            return families
+
+        def produce() -> list[Metric]:
+            fleet = view.store_id()
+            paused_since = view.paused_since
+            paused.add_metric([fleet], 1.0 if paused_since is not None else 0.0)
+            since.add_metric([fleet], _ts(paused_since))
             counts = view.counts()
             for state in JobState:
-                jobs.add_metric([state.value], float(counts.get(state, 0)))
-            oldest.add_metric([], _ts(view.oldest_queued_at()))
+                jobs.add_metric([fleet, state.value], float(counts.get(state, 0)))
+            oldest.add_metric([fleet], _ts(view.oldest_queued_at()))
             finished = view.last_finished_at()
             for outcome in Outcome:
-                last.add_metric([outcome.value], _ts(finished.get(JobState(outcome.value))))
-            return [jobs, oldest, last]
+                last.add_metric([fleet, outcome.value], _ts(finished.get(JobState(outcome.value))))
+            return families
 
         return self._guard("job counts", produce)
+
+    def _registry(self, view: MonitorView, empty: bool) -> list[Metric]:
+        labels = ["fleet", "node"]
+        up = GaugeMetricFamily("bulletproof_node_up",
+                               "1 while the node of the registry is alive (running and heard from "
+                               "within 3 heartbeats), else 0.", labels=labels)
+        seen = GaugeMetricFamily("bulletproof_node_last_heartbeat_timestamp_seconds",
+                                 "When the node last wrote its heartbeat (unix time, by its clock).",
+                                 labels=labels)
+        interval = GaugeMetricFamily("bulletproof_node_heartbeat_interval_seconds",
+                                     "How often the node writes its heartbeat (fleet.heartbeat_seconds).",
+                                     labels=labels)
+        stopped = GaugeMetricFamily("bulletproof_node_stopped",
+                                    "1 once the node stopped cleanly (until it starts again), else 0.",
+                                    labels=labels)
+        draining = GaugeMetricFamily("bulletproof_node_draining",
+                                     "1 while the node finishes its jobs and takes no new ones.",
+                                     labels=labels)
+        workers = GaugeMetricFamily("bulletproof_node_workers_max",
+                                    "Worker slots the node has, as its last heartbeat told.", labels=labels)
+        busy = GaugeMetricFamily("bulletproof_node_workers_busy",
+                                 "Worker slots of the node running a job, as its last heartbeat told.",
+                                 labels=labels)
+        families: list[Metric] = [up, seen, interval, stopped, draining, workers, busy]
+        if empty:
+            return families
+
+        def produce() -> list[Metric]:
+            fleet = view.store_id()
+            nodes = view.nodes()
+            now = time.time()
+            for node in nodes:
+                key = [fleet, node.name]
+                up.add_metric(key, 1.0 if node.alive(now) else 0.0)
+                seen.add_metric(key, _ts(node.last_seen))
+                interval.add_metric(key, nonneg(node.heartbeat_seconds))
+                stopped.add_metric(key, 1.0 if node.stopped_at is not None else 0.0)
+                draining.add_metric(key, 1.0 if node.draining else 0.0)
+                workers.add_metric(key, float(max(0, node.workers)))
+                busy.add_metric(key, float(max(0, node.busy)))
+            if self._nodes_seen is not None:
+                self._nodes_seen([node.name for node in nodes])
+            return families
+
+        return self._guard("node registry", produce)
 
     def _workers(self, view: MonitorView, empty: bool) -> list[Metric]:
         busy_total = GaugeMetricFamily("bulletproof_workers_busy", "Worker slots holding a job.")

@@ -8,8 +8,8 @@ Two halves, following the product's rule "state is read, history is counted":
 * prometheus_client `Counter` / `Histogram` objects fed by the core's `EventBus` (files seen,
   jobs enqueued / completed / failed by reason, bytes and seconds transcoded, durations).
 
-Every label value that is known up front (states, reasons, triggers, profiles, worker slots) is
-exported from the first scrape, zeros included, so `increase()` and `rate()` work from the start.
+Every label value that is known up front (states, reasons, triggers, profiles, worker slots, the
+nodes of the store's registry) is exported from the first scrape, zeros included, so `increase()` and `rate()` work from the start.
 No series carries a job id or a path except `bulletproof_worker_job_info`, which is keyed by
 worker slot and therefore bounded by `max_workers`.
 
@@ -146,8 +146,9 @@ class BulletproofMetrics:
         self._lock = threading.Lock()
         self._known_profiles: set[str] = set()
         self._known_gates: set[tuple[str, str]] = set()
+        self._known_nodes: set[str] = set()
 
-        self._state = StateCollector(view)
+        self._state = StateCollector(view, nodes_seen=self._init_nodes)
         registry.register(self._state)
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
@@ -207,6 +208,11 @@ class BulletproofMetrics:
                  PSNR_BUCKETS),
                 ("vmaf", "bulletproof_quality_vmaf_score",
                  "VMAF of outputs against their sources, 0..100.", VMAF_BUCKETS))}
+        # A node label is bounded by the fleet's size (the registry's rows), like worker by max_workers.
+        self.leases_expired = counter(
+            "bulletproof_leases_expired_total",
+            "Leases of running jobs that this node's sweep found lapsed and took back, by the node "
+            "that held them (it died, froze or lost the store).", ["node"])
         self.worker_restarts = counter(
             "bulletproof_worker_restarts_total",
             "Errors a worker slot's loop caught and restarted after (with backoff).", ["worker"])
@@ -235,6 +241,7 @@ class BulletproofMetrics:
             self.output_conflicts.labels(policy=policy)
         self._init_worker_slots()
         self._init_profiles()
+        self._init_registry_nodes()
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event)
 
     # -- label pre-initialisation -------------------------------------------------------------
@@ -268,6 +275,23 @@ class BulletproofMetrics:
         for slot in range(slots):
             self.worker_restarts.labels(worker=str(slot))
 
+    def _init_registry_nodes(self) -> None:
+        """Create the per-node series at zero for every node the store's registry lists."""
+        try:
+            names = [node.name for node in self._view.nodes()]
+        except Exception:  # an unreadable store must not stop the exporter
+            log.warning("metrics: could not list the nodes", exc_info=True)
+            return
+        self._init_nodes(names)
+
+    def _init_nodes(self, names: list[str]) -> None:
+        """Create the per-node series of ``names`` not seen yet (called at each scrape too)."""
+        with self._lock:
+            new = [name for name in names if name not in self._known_nodes]
+            self._known_nodes.update(new)
+        for name in new:
+            self.leases_expired.labels(node=name)
+
     def _init_profile(self, profile: str) -> None:
         for family in (self.jobs_enqueued, self.jobs_completed, self.jobs_cancelled, self.input_bytes,
                        self.output_bytes, self.media_seconds, self.transcode_seconds, self.job_duration,
@@ -282,7 +306,18 @@ class BulletproofMetrics:
 
     # -- events -------------------------------------------------------------------------------
 
+    def _local(self, event: ev.Event) -> bool:
+        """True for an event of this node's own work.
+
+        The one place where events are filtered: a job event another node published and this
+        node's bus relays (marked with that node as its `origin`) is counted where it happened.
+        """
+        origin = getattr(event, "origin", None)
+        return origin is None or origin == self._view.node_name
+
     def _on_event(self, event: ev.Event) -> None:
+        if not self._local(event):
+            return
         if isinstance(event, ev.JobFinished):
             self._on_finished(event)
         elif isinstance(event, ev.JobStarted):
@@ -307,6 +342,9 @@ class BulletproofMetrics:
             self.files_detected.inc()
         elif isinstance(event, ev.FileIgnored):
             self.files_ignored.labels(reason=IgnoreReason(event.reason).value).inc()
+        elif isinstance(event, ev.LeaseExpired):
+            self._init_nodes([event.node])
+            self.leases_expired.labels(node=event.node).inc()
         elif isinstance(event, ev.WorkerRestarted):
             self.worker_restarts.labels(worker=str(event.worker)).inc()
         elif isinstance(event, ev.ConfigReloaded):

@@ -28,6 +28,10 @@ class Thresholds:
     volume_free_ratio: float = 0.10          # BulletproofOutputVolumeAlmostFull
     volume_fill_horizon_seconds: int = 24 * 3600  # BulletproofOutputVolumeFillingUp: full within
     volume_fill_guard_ratio: float = 0.40    # ... only once less than this share is free
+    node_down_missed_heartbeats: int = 3    # BulletproofNodeDown: heartbeats missed (no clean stop)
+    leases_expired_15m: int = 1              # BulletproofLeasesExpiring: a node's leases lapsed in 15m
+    node_failing_factor: float = 2.0         # BulletproofNodeFailingMore: node ratio > factor x fleet's
+    node_failing_min_attempts: int = 10      # ... with at least this many attempts on the node in 30m
 
 
 # `for` of every alert, by alert name.
@@ -50,6 +54,9 @@ DEFAULT_FOR: dict[str, str] = {
     "BulletproofQueuePausedLong": "5m",
     "BulletproofOutputVolumeAlmostFull": "5m",
     "BulletproofOutputVolumeFillingUp": "30m",
+    "BulletproofNodeDown": "1m",
+    "BulletproofLeasesExpiring": "1m",
+    "BulletproofNodeFailingMore": "10m",
 }
 
 
@@ -67,8 +74,9 @@ class Datasources:
 class MonitoringConfig:
     """Everything a deployment may want to change in the generated rules and dashboards.
 
-    The monitors are told apart by the `instance` label throughout (rules group by it, panels
-    filter on it), as Prometheus sets it for every target.
+    The monitors are told apart by the `instance` label (rules group by it, panels filter on
+    it), as Prometheus sets it for every target; the store's gauges, which every monitor of a
+    fleet exports alike, are kept once per `fleet` (the store's id) by the fleet recording rules.
     """
 
     job_name: str = "bulletproof"

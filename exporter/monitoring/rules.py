@@ -57,6 +57,12 @@ def group(name: str, rules: list[Rule]) -> Group:
 # Names follow level:metric:operation: level is the labels kept besides `job`, metric the name
 # without `_total`, operation what was done (rate5m, increase15m, ratio_rate30m, p95_rate1h...).
 # The names keep their window in the shortened test copy.
+# A fleet named by its nodes (bulletproof_fleet_info, by name), in alert texts: " a" for a lone
+# monitor, " a, b, c" for a fleet of three, " fleet <id>" while none of its nodes is scraped.
+FLEET = ('{{- range $i, $n := printf "bulletproof_fleet_info{fleet=%q,job=%q}" $labels.fleet $labels.job '
+         '| query | sortByLabel "node" }}{{ if $i }},{{ end }} {{ $n.Labels.node }}'
+         '{{ else }} fleet {{ $labels.fleet }}{{ end }}')
+
 RECORDING_GROUPS: list[Group] = [
     group('bulletproof.recording.throughput', [
         # Jobs per second, by profile and in total.
@@ -263,6 +269,73 @@ RECORDING_GROUPS: list[Group] = [
                    '(sum by (instance, job) (bulletproof_output_volume_size_bytes) > 0)\n'
                )),
     ]),
+    # Counted once (docs/metrics.md): every monitor of a fleet (the monitors sharing one store)
+    # exports the store's gauges, labelled fleet=<the store's id>; these rules keep one copy per
+    # fleet. Dashboards and alerts read the store's gauges only through them. Explicit `by`
+    # lists (not `without (instance)`), so that other target labels cannot split a fleet.
+    group('bulletproof.recording.fleet', [
+        record('fleet_state:bulletproof_jobs:max', 'max by (job, fleet, state) (bulletproof_jobs)'),
+        record('fleet:bulletproof_queue_paused:max', 'max by (job, fleet) (bulletproof_queue_paused)'),
+        record('fleet:bulletproof_queue_paused_since_timestamp_seconds:max',
+               'max by (job, fleet) (bulletproof_queue_paused_since_timestamp_seconds)'),
+        record('fleet:bulletproof_queue_oldest_job_timestamp_seconds:max',
+               'max by (job, fleet) (bulletproof_queue_oldest_job_timestamp_seconds)'),
+        record('fleet_outcome:bulletproof_last_job_finished_timestamp_seconds:max',
+               'max by (job, fleet, outcome) (bulletproof_last_job_finished_timestamp_seconds)'),
+        # The node registry, as the fleet's monitors read it (a node that every reader
+        # judges gone is 0; one reader's view suffices while the others are down).
+        record('fleet_node:bulletproof_node_up:max', 'max by (job, fleet, node) (bulletproof_node_up)'),
+        record('fleet_node:bulletproof_node_last_heartbeat_timestamp_seconds:max',
+               'max by (job, fleet, node) (bulletproof_node_last_heartbeat_timestamp_seconds)'),
+        record('fleet_node:bulletproof_node_heartbeat_interval_seconds:max',
+               'max by (job, fleet, node) (bulletproof_node_heartbeat_interval_seconds)'),
+        record('fleet_node:bulletproof_node_stopped:max',
+               'max by (job, fleet, node) (bulletproof_node_stopped)'),
+        record('fleet_node:bulletproof_node_draining:max',
+               'max by (job, fleet, node) (bulletproof_node_draining)'),
+        record('fleet_node:bulletproof_node_workers_max:max',
+               'max by (job, fleet, node) (bulletproof_node_workers_max)'),
+        record('fleet_node:bulletproof_node_workers_busy:max',
+               'max by (job, fleet, node) (bulletproof_node_workers_busy)'),
+        # The nodes' own numbers summed over the fleet (bulletproof_fleet_info names each
+        # instance's fleet).
+        record('fleet:bulletproof_workers_busy:sum',
+               'sum by (job, fleet) (bulletproof_workers_busy * on (instance, job) group_left (fleet) '
+               'bulletproof_fleet_info)'),
+        record('fleet:bulletproof_workers_max:sum',
+               'sum by (job, fleet) (bulletproof_workers_max * on (instance, job) group_left (fleet) '
+               'bulletproof_fleet_info)'),
+        record('fleet:bulletproof_jobs_completed:rate5m',
+               'sum by (job, fleet) (instance:bulletproof_jobs_completed:rate5m * on (instance, job) '
+               'group_left (fleet) bulletproof_fleet_info)'),
+        record('fleet:bulletproof_jobs_failed:rate5m',
+               'sum by (job, fleet) (instance:bulletproof_jobs_failed:rate5m * on (instance, job) '
+               'group_left (fleet) bulletproof_fleet_info)'),
+        record('fleet:bulletproof_job_attempts:increase30m',
+               'sum by (job, fleet) (instance:bulletproof_job_attempts:increase30m * on (instance, job) '
+               'group_left (fleet) bulletproof_fleet_info)'),
+        # The fleet's share of finished attempts that failed (BulletproofNodeFailingMore compares
+        # each node with it). No series while nothing finished.
+        record('fleet:bulletproof_jobs_failed:ratio_rate30m',
+               (
+                   'sum by (job, fleet) (rate(bulletproof_jobs_failed_total[%{range:30m}])\n'
+                   '  * on (instance, job) group_left (fleet) bulletproof_fleet_info)\n'
+                   '/ on (job, fleet)\n'
+                   '(\n'
+                   '  (\n'
+                   '    sum by (job, fleet) (rate(bulletproof_jobs_failed_total[%{range:30m}])\n'
+                   '      * on (instance, job) group_left (fleet) bulletproof_fleet_info)\n'
+                   '    + on (job, fleet)\n'
+                   '    sum by (job, fleet) (rate(bulletproof_jobs_completed_total[%{range:30m}])\n'
+                   '      * on (instance, job) group_left (fleet) bulletproof_fleet_info)\n'
+                   '  ) > 0\n'
+                   ')\n'
+               )),
+        # Leases taken back by the fleet's sweeps in 15 minutes, by the node that held them.
+        record('fleet_node:bulletproof_leases_expired:increase15m',
+               'sum by (job, fleet, node) (increase(bulletproof_leases_expired_total[%{range:15m}])\n'
+               '  * on (instance, job) group_left (fleet) bulletproof_fleet_info)'),
+    ]),
 ]
 
 ALERT_GROUPS: list[Group] = [
@@ -436,43 +509,51 @@ ALERT_GROUPS: list[Group] = [
                   '{{- else }} media of unknown duration (limit: %{dur:too_slow_unknown_seconds}).{{ end }}'
               )),
     ]),
+    # The queue is the fleet's (one store, however many monitors read it): these alerts read the
+    # de-duplicated fleet rules and carry the labels job and fleet; their texts name the fleet by
+    # its nodes (FLEET).
     group('bulletproof.queue', [
-        # Jobs are queued, the queue is not paused, and either no worker is busy although a
-        # runnable job has waited more than a minute (jobs waiting out a retry backoff have a
-        # queued time in the future), or nothing at all has finished for 6 hours while a job
-        # has been waiting that long.
+        # Jobs are queued, the queue is not paused, and either no worker of the fleet is busy
+        # although a runnable job has waited more than a minute (jobs waiting out a retry backoff
+        # have a queued time in the future), or nothing at all has finished for 6 hours while a
+        # job has been waiting that long.
         alert('BulletproofQueueStuck',
               expr=(
-                  'bulletproof_jobs{state="queued"} > 0\n'
-                  'and on (instance, job) bulletproof_queue_paused == 0\n'
-                  'and on (instance, job)\n'
+                  'fleet_state:bulletproof_jobs:max{state="queued"} > 0\n'
+                  'and on (job, fleet) fleet:bulletproof_queue_paused:max == 0\n'
+                  'and on (job, fleet)\n'
                   '(\n'
-                  '    bulletproof_workers_busy == 0\n'
-                  '    and on (instance, job)\n'
-                  '    time() - (bulletproof_queue_oldest_job_timestamp_seconds > 0) > '
+                  '    fleet:bulletproof_workers_busy:sum == 0\n'
+                  '    and on (job, fleet)\n'
+                  '    time() - (fleet:bulletproof_queue_oldest_job_timestamp_seconds:max > 0) > '
                   '%{queue_stuck_wait_seconds}\n'
                   '  or\n'
-                  '    time() - max by (instance, job) (bulletproof_last_job_finished_timestamp_seconds) '
+                  '    time() - max by (job, fleet) '
+                  '(fleet_outcome:bulletproof_last_job_finished_timestamp_seconds:max) '
                   '> %{queue_stuck_idle_seconds}\n'
-                  '    and on (instance, job)\n'
-                  '    time() - (bulletproof_queue_oldest_job_timestamp_seconds > 0) > '
+                  '    and on (job, fleet)\n'
+                  '    time() - (fleet:bulletproof_queue_oldest_job_timestamp_seconds:max > 0) > '
                   '%{queue_stuck_idle_seconds}\n'
                   ')\n'
               ),
               severity='critical',
-              summary='Bulletproof queue on {{ $labels.instance }} is stuck',
+              summary='Bulletproof queue on' + FLEET + ' is stuck',
               description=(
-                  '{{ $value | printf "%.0f" }} jobs are queued on {{ $labels.instance }} and the queue is '
+                  '{{ $value | printf "%.0f" }} jobs are queued on' + FLEET + ' and the queue is '
                   'not paused, yet nothing moves: {{- with printf '
-                  '"bulletproof_workers_busy{instance=%q,job=%q}" $labels.instance $labels.job | query }} {{ '
+                  '"fleet:bulletproof_workers_busy:sum{fleet=%q,job=%q}" $labels.fleet $labels.job '
+                  '| query }} {{ '
                   '. | first | value | printf "%.0f" }}{{ end }} of {{- with printf '
-                  '"bulletproof_workers_max{instance=%q,job=%q}" $labels.instance $labels.job | query }} {{ .'
+                  '"fleet:bulletproof_workers_max:sum{fleet=%q,job=%q}" $labels.fleet $labels.job '
+                  '| query }} {{ .'
                   ' | first | value | printf "%.0f" }}{{ end }} workers are busy, {{- with printf "time() - '
-                  '(bulletproof_queue_oldest_job_timestamp_seconds{instance=%q,job=%q} > 0)" $labels.instance'
-                  ' $labels.job | query }} the oldest queued job has waited {{ . | first | value | '
+                  '(fleet:bulletproof_queue_oldest_job_timestamp_seconds:max{fleet=%q,job=%q} > 0)" '
+                  '$labels.fleet $labels.job | query }} the oldest queued job has waited '
+                  '{{ . | first | value | '
                   'humanizeDuration }}{{ end }} and {{- with printf "time() - '
-                  'max(bulletproof_last_job_finished_timestamp_seconds{instance=%q,job=%q} > 0)" '
-                  '$labels.instance $labels.job | query }} the last job finished {{ . | first | value | '
+                  'max(fleet_outcome:bulletproof_last_job_finished_timestamp_seconds:max'
+                  '{fleet=%q,job=%q} > 0)" '
+                  '$labels.fleet $labels.job | query }} the last job finished {{ . | first | value | '
                   'humanizeDuration }} ago. {{- else }} no job has finished yet.{{ end }}'
               )),
         # The number of queued jobs rose in each of the last two hours and, at the rate of the
@@ -480,53 +561,117 @@ ALERT_GROUPS: list[Group] = [
         # then draining) does not qualify: it needs growth in two consecutive hours.
         alert('BulletproofBacklogGrowing',
               expr=(
-                  'predict_linear(bulletproof_jobs{state="queued"}[%{range:2h}],\n'
+                  'predict_linear(fleet_state:bulletproof_jobs:max{state="queued"}[%{range:2h}],\n'
                   '  %{backlog_horizon_seconds}\n'
                   ') > %{backlog_jobs}\n'
-                  'and bulletproof_jobs{state="queued"} > bulletproof_jobs{state="queued"} offset '
-                  '%{offset:1h}\n'
-                  'and bulletproof_jobs{state="queued"} offset %{offset:1h} > '
-                  'bulletproof_jobs{state="queued"} offset %{offset:2h}\n'
+                  'and fleet_state:bulletproof_jobs:max{state="queued"} > '
+                  'fleet_state:bulletproof_jobs:max{state="queued"} offset %{offset:1h}\n'
+                  'and fleet_state:bulletproof_jobs:max{state="queued"} offset %{offset:1h} > '
+                  'fleet_state:bulletproof_jobs:max{state="queued"} offset %{offset:2h}\n'
               ),
               severity='warning',
-              summary='Bulletproof backlog on {{ $labels.instance }} keeps growing',
+              summary='Bulletproof backlog on' + FLEET + ' keeps growing',
               description=(
-                  'Jobs arrive on {{ $labels.instance }} faster than they finish: the queue {{- with printf '
-                  '"bulletproof_jobs{instance=%q,job=%q,state=\\"queued\\"}" $labels.instance $labels.job | '
-                  'query }} holds {{ . | first | value | printf "%.0f" }} jobs now, and{{ end }} at the rate '
-                  'of the last 2 hours it will hold {{ $value | printf "%.0f" }} in 4 hours (threshold: '
-                  '%{backlog_jobs}).'
+                  'Jobs arrive on' + FLEET + ' faster than they finish: the queue {{- with printf '
+                  '"fleet_state:bulletproof_jobs:max{fleet=%q,job=%q,state=\\"queued\\"}" $labels.fleet '
+                  '$labels.job | query }} holds {{ . | first | value | printf "%.0f" }} jobs now, '
+                  'and{{ end }} '
+                  'at the rate of the last 2 hours it will hold {{ $value | printf "%.0f" }} in 4 hours '
+                  '(threshold: %{backlog_jobs}).'
               )),
         alert('BulletproofOldestJobTooOld',
               expr=(
-                  'time() - (bulletproof_queue_oldest_job_timestamp_seconds > 0) > %{oldest_job_seconds}\n'
-                  'and on (instance, job) bulletproof_queue_paused == 0\n'
+                  'time() - (fleet:bulletproof_queue_oldest_job_timestamp_seconds:max > 0) > '
+                  '%{oldest_job_seconds}\n'
+                  'and on (job, fleet) fleet:bulletproof_queue_paused:max == 0\n'
               ),
               severity='warning',
               summary=(
-                  'A job has waited {{ $value | humanizeDuration }} in the queue of {{ $labels.instance }}'
+                  'A job has waited {{ $value | humanizeDuration }} in the queue of' + FLEET
               ),
               description=(
-                  'The oldest queued job on {{ $labels.instance }} has been waiting for {{ $value | '
+                  'The oldest queued job on' + FLEET + ' has been waiting for {{ $value | '
                   'humanizeDuration }} (threshold: %{dur:oldest_job_seconds}) while the queue is running: the'
                   ' workers do not keep up with the files that arrive.'
               )),
         alert('BulletproofQueuePausedLong',
               expr=(
-                  'time() - (bulletproof_queue_paused_since_timestamp_seconds > 0) > %{paused_seconds}\n'
-                  'and on (instance, job) bulletproof_queue_paused == 1\n'
+                  'time() - (fleet:bulletproof_queue_paused_since_timestamp_seconds:max > 0) > '
+                  '%{paused_seconds}\n'
+                  'and on (job, fleet) fleet:bulletproof_queue_paused:max == 1\n'
               ),
               severity='info',
               summary=(
-                  'Bulletproof queue on {{ $labels.instance }} has been paused for {{ $value | '
+                  'Bulletproof queue on' + FLEET + ' has been paused for {{ $value | '
                   'humanizeDuration }}'
               ),
               description=(
-                  'The queue on {{ $labels.instance }} has been paused for {{ $value | humanizeDuration }} '
+                  'The queue on' + FLEET + ' has been paused for {{ $value | humanizeDuration }} '
                   '(threshold: %{dur:paused_seconds}) {{- with printf '
-                  '"bulletproof_jobs{instance=%q,job=%q,state=\\"queued\\"}" $labels.instance $labels.job | '
-                  'query }} and {{ . | first | value | printf "%.0f" }} jobs are waiting{{ end }}. Resume it '
-                  'when the maintenance is over.'
+                  '"fleet_state:bulletproof_jobs:max{fleet=%q,job=%q,state=\\"queued\\"}" $labels.fleet '
+                  '$labels.job | query }} and {{ . | first | value | printf "%.0f" }} jobs are '
+                  'waiting{{ end }}. '
+                  'Resume it when the maintenance is over.'
+              )),
+    ]),
+    # The nodes of a fleet, from the registry every node exports (so a node whose own target is
+    # down is still reported by the others).
+    group('bulletproof.fleet', [
+        # Seconds since the node's last heartbeat, when that is more than N of its heartbeats and
+        # it did not stop cleanly.
+        alert('BulletproofNodeDown',
+              expr=(
+                  'time() - fleet_node:bulletproof_node_last_heartbeat_timestamp_seconds:max\n'
+                  '  > on (job, fleet, node)\n'
+                  '%{node_down_missed_heartbeats}'
+                  ' * fleet_node:bulletproof_node_heartbeat_interval_seconds:max\n'
+                  'unless on (job, fleet, node) fleet_node:bulletproof_node_stopped:max == 1\n'
+              ),
+              severity='warning',
+              summary='Bulletproof node {{ $labels.node }} has stopped sending heartbeats',
+              description=(
+                  'The node {{ $labels.node }} has not written its heartbeat for {{ $value | '
+                  'humanizeDuration }} (more than %{node_down_missed_heartbeats} heartbeats) and did not '
+                  'stop cleanly: it crashed, froze or lost the store. The other nodes take back its '
+                  'running jobs when their leases lapse. {{- with printf '
+                  '"up{job=%q} == 0 and on (instance, job) '
+                  'last_over_time(bulletproof_fleet_info{job=%q,fleet=%q,node=%q}[1h])" $labels.job '
+                  '$labels.job $labels.fleet $labels.node | query }} Its own target {{ . | first | label '
+                  '"instance" }} is down too.{{ end }}'
+              )),
+        alert('BulletproofLeasesExpiring',
+              expr='fleet_node:bulletproof_leases_expired:increase15m >= %{leases_expired_15m}',
+              severity='warning',
+              summary='Leases of running jobs of node {{ $labels.node }} expire',
+              description=(
+                  '{{ printf "%.0f" $value }} leases of jobs running on {{ $labels.node }} lapsed '
+                  'unrenewed in the last 15 minutes (threshold: %{leases_expired_15m}), and other nodes '
+                  'took the jobs back: the node dies, freezes or loses the store while it transcodes.'
+              )),
+        # One node's failure ratio far above its fleet's, with enough attempts on that node.
+        alert('BulletproofNodeFailingMore',
+              expr=(
+                  'instance:bulletproof_jobs_failed:ratio_rate30m\n'
+                  '  * on (instance, job) group_left (fleet, node) bulletproof_fleet_info\n'
+                  '> on (job, fleet) group_left\n'
+                  '%{node_failing_factor} * fleet:bulletproof_jobs_failed:ratio_rate30m\n'
+                  'and on (instance, job)\n'
+                  'instance:bulletproof_job_attempts:increase30m >= %{node_failing_min_attempts}\n'
+              ),
+              severity='warning',
+              summary=(
+                  'Node {{ $labels.node }} fails {{ $value | humanizePercentage }} of its transcodes, '
+                  'far more than its fleet'
+              ),
+              description=(
+                  '{{ $value | humanizePercentage }} of the transcode attempts that finished on node {{ '
+                  '$labels.node }} ({{ $labels.instance }}) in the last 30 minutes failed {{- with printf '
+                  '"fleet:bulletproof_jobs_failed:ratio_rate30m{fleet=%q,job=%q}" $labels.fleet $labels.job '
+                  '| query }}, against {{ . | first | value | humanizePercentage }} for the whole '
+                  'fleet{{ end '
+                  '}} (threshold: %{node_failing_factor}x the fleet, with at least '
+                  '%{node_failing_min_attempts} attempts on the node). Its ffmpeg, its disks or its mounts '
+                  'differ from the other nodes.'
               )),
     ]),
     group('bulletproof.storage', [

@@ -285,10 +285,11 @@ BUILT_IN_ANNOTATIONS = {"builtIn": 1, "datasource": {"type": "grafana", "uid": "
 
 QUEUE_PAUSED_ANNOTATION = {
     "datasource": PROMETHEUS, "enable": True, "hide": False, "iconColor": "orange", "name": "Queue paused",
-    "expr": 'max by (instance) (bulletproof_queue_paused{instance=~"$instance"}) == 1', "step": "30s",
-    "titleFormat": "Queue paused on {{instance}}",
+    "expr": ('max by (fleet) (fleet:bulletproof_queue_paused:max and on (job, fleet) '
+             'bulletproof_fleet_info{instance=~"$instance"}) == 1'), "step": "30s",
+    "titleFormat": "Queue paused",
     "textFormat": "No new job starts while the queue is paused (running ones finish).",
-    "useValueForTime": False, "tagKeys": "instance"}
+    "useValueForTime": False, "tagKeys": "fleet"}
 
 
 # ---------------------------------------------------------------------------------- dashboard

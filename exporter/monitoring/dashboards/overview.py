@@ -29,6 +29,7 @@ from exporter.monitoring.dashboards.panels import (
     failed_jobs_link,
     job_actions,
     jobs_by_state_stat,
+    of_selected_fleets,
     per_hour,
     progress_gauge,
     state_colors,
@@ -45,6 +46,65 @@ def _per_busy_slot(series: str) -> str:
     """PromQL: ``series`` of the busy worker slots, labelled slot="<instance>/<worker>"."""
     return (f'max by (slot) (label_join({series} and on (instance, worker) '
             'bulletproof_worker_busy{instance=~"$instance"} == 1, "slot", "/", "instance", "worker"))')
+
+
+# The Nodes table's columns: its query (a fleet rule of the registry) and the column's name.
+_NODE_COLUMNS = (
+    ('fleet_node:bulletproof_node_up:max', 'up'),
+    ('fleet_node:bulletproof_node_draining:max', 'draining'),
+    ('fleet_node:bulletproof_node_workers_busy:max', 'busy'),
+    ('fleet_node:bulletproof_node_workers_max:max', 'workers'),
+    ('time() - fleet_node:bulletproof_node_last_heartbeat_timestamp_seconds:max', 'last heartbeat'),
+)
+
+
+def _nodes_table() -> JSON:
+    """The Nodes table: one row per node of the selected monitors' fleets, from the registry."""
+    refs = "ABCDE"
+    return panel(
+        'table',
+        31,
+        'Nodes',
+        (
+            'Every node of the fleet(s) of the selected monitors, as the job store\'s registry tells it '
+            '(read by every node alike and counted once): up (alive: heartbeats arriving, not stopped), '
+            'draining (finishes its jobs, takes no new ones), busy and configured worker slots, and '
+            'how long ago its last heartbeat was written. A node that is down for long is '
+            'BulletproofNodeDown.'
+        ),
+        grid(0, 49, 14, 8),
+        targets=[prom(of_selected_fleets(expr), ref, instant=True, format_='table')
+                 for ref, (expr, _) in zip(refs, _NODE_COLUMNS, strict=True)],
+        field_config=table_field_config(
+            overrides=[
+                state_colors('up', value_map(('0', 'red', 'down'), ('1', 'green', 'up'))),
+                state_colors('draining', value_map(('0', 'green', 'no'), ('1', 'orange', 'draining'))),
+                by_name('last heartbeat', {'unit': 's', 'decimals': 0}),
+            ],
+            noValue='no node registered',
+        ),
+        options=table_options(),
+        transformations=[
+            {'id': 'joinByField', 'options': {'byField': 'node', 'mode': 'outer'}},
+            {'id': 'filterFieldsByName',
+             'options': {'include': {'pattern': '^(node|Value #[A-E])$'}}},
+            {
+                'id': 'organize',
+                'options': {
+                    'excludeByName': {},
+                    'indexByName': {'node': 0, **{f'Value #{ref}': i + 1 for i, ref in enumerate(refs)}},
+                    'renameByName': {f'Value #{ref}': name
+                                     for ref, (_, name) in zip(refs, _NODE_COLUMNS, strict=True)},
+                },
+            },
+        ],
+    )
+
+
+def _by_node(counter: str) -> str:
+    """PromQL: ``counter`` per hour on the selected monitors, summed by their node name."""
+    return (f'sum by (node) (rate({counter}{{instance=~"$instance"}}[$__rate_interval]) '
+            f'* on (instance, job) group_left (node) bulletproof_fleet_info{{instance=~"$instance"}}) * 3600')
 
 
 def build(config: MonitoringConfig) -> JSON:
@@ -66,7 +126,8 @@ def build(config: MonitoringConfig) -> JSON:
                     'jobs are deleted from the history.'
                 ),
                 grid(0, 1, 4, 4),
-                [prom('sum(bulletproof_jobs{instance=~"$instance"})', legend='total', instant=True)],
+                [prom(f'sum({of_selected_fleets("fleet_state:bulletproof_jobs:max")})', legend='total',
+                      instant=True)],
                 field_config('short', decimals=0),
             ),
             stat_panel(
@@ -76,7 +137,9 @@ def build(config: MonitoringConfig) -> JSON:
                 grid(4, 1, 4, 4),
                 [
                     prom(
-                        'sum(bulletproof_jobs{instance=~"$instance", state="completed"})',
+                        'sum('
+                        + of_selected_fleets('fleet_state:bulletproof_jobs:max{state="completed"}')
+                        + ')',
                         legend='completed',
                         instant=True,
                     ),
@@ -93,7 +156,7 @@ def build(config: MonitoringConfig) -> JSON:
                 grid(8, 1, 4, 4),
                 [
                     prom(
-                        'sum(bulletproof_jobs{instance=~"$instance", state="failed"})',
+                        'sum(' + of_selected_fleets('fleet_state:bulletproof_jobs:max{state="failed"}') + ')',
                         legend='failed',
                         instant=True,
                     ),
@@ -198,7 +261,8 @@ def build(config: MonitoringConfig) -> JSON:
                     "Admins may press them, Viewers get 'forbidden'."
                 ),
                 grid(8, 6, 4, 5),
-                targets=[prom('max(bulletproof_queue_paused{instance=~"$instance"})', legend='queue')],
+                targets=[prom(f'max({of_selected_fleets("fleet:bulletproof_queue_paused:max")})',
+                              legend='queue')],
                 field_config=field_config(
                     'none',
                     thresholds=steps(('green', None), ('orange', 1)),
@@ -236,8 +300,10 @@ def build(config: MonitoringConfig) -> JSON:
                 [
                     prom(
                         (
-                            'time() - '
-                            'max(bulletproof_queue_paused_since_timestamp_seconds{instance=~"$instance"} > 0)'
+                            'time() - max('
+                            + of_selected_fleets(
+                                'fleet:bulletproof_queue_paused_since_timestamp_seconds:max > 0')
+                            + ')'
                         ),
                         legend='paused for',
                         instant=True,
@@ -278,8 +344,10 @@ def build(config: MonitoringConfig) -> JSON:
                 [
                     prom(
                         (
-                            'time() - '
-                            'min(bulletproof_queue_oldest_job_timestamp_seconds{instance=~"$instance"} > 0)'
+                            'time() - min('
+                            + of_selected_fleets(
+                                'fleet:bulletproof_queue_oldest_job_timestamp_seconds:max > 0')
+                            + ')'
                         ),
                         legend='oldest',
                         instant=True,
@@ -470,9 +538,13 @@ def build(config: MonitoringConfig) -> JSON:
                 'Jobs waiting (queued) and in flight (processing or paused) over time.',
                 grid(8, 28, 8, 7),
                 [
-                    prom('sum(bulletproof_jobs{instance=~"$instance", state="queued"})', legend='queued'),
+                    prom('sum(' + of_selected_fleets('fleet_state:bulletproof_jobs:max{state="queued"}')
+                         + ')',
+                         legend='queued'),
                     prom(
-                        'sum(bulletproof_jobs{instance=~"$instance", state=~"processing|paused"})',
+                        'sum('
+                        + of_selected_fleets('fleet_state:bulletproof_jobs:max{state=~"processing|paused"}')
+                        + ')',
                         'B',
                         legend='in flight',
                     ),
@@ -611,6 +683,24 @@ def build(config: MonitoringConfig) -> JSON:
                 status_field_config('unhealthy', 'healthy'),
                 textMode='value_and_name',
                 colorMode='background',
+            ),
+            row(30, 'Nodes', 48),
+            _nodes_table(),
+            timeseries_panel(
+                32,
+                'Jobs per hour by node',
+                (
+                    'Jobs completed and attempts failed per hour by each selected node (its own '
+                    'counters, named by bulletproof_fleet_info). Nodes of one fleet take jobs from one '
+                    'queue: one node failing far more than the others is BulletproofNodeFailingMore.'
+                ),
+                grid(14, 49, 10, 8),
+                [
+                    prom(_by_node('bulletproof_jobs_completed_total'), legend='{{node}} completed'),
+                    prom(_by_node('bulletproof_jobs_failed_total'), 'B', legend='{{node}} failed'),
+                ],
+                'suffix:/h',
+                decimals=1,
             ),
         ],
     )

@@ -32,6 +32,15 @@ def per_second(counter: str, by: str | None = None) -> str:
     return f'{grouping}(rate({counter}{{instance=~"$instance"}}[$__rate_interval]))'
 
 
+def of_selected_fleets(expr: str) -> str:
+    """PromQL: a fleet rule's ``expr`` (no instance label) kept for the fleets of the selected monitors.
+
+    The store's gauges are counted once per fleet (docs/metrics.md, "Counted once"); a panel
+    shows the fleets the `instance` variable's monitors belong to, each once.
+    """
+    return f'{expr} and on (job, fleet) bulletproof_fleet_info{{instance=~"$instance"}}'
+
+
 def per_hour(counter: str, by: str | None = None) -> str:
     """PromQL: the rate per hour of ``counter`` on the selected monitors, summed (by the ``by`` labels)."""
     return f"{per_second(counter, by)} * 3600"
@@ -163,8 +172,8 @@ def flag_from_one(name: str, color: str) -> JSON:
 def jobs_by_state_stat(id_: int, description: str, pos: JSON, *, flagged: dict[str, str]) -> JSON:
     """A stat of the jobs in each state now, each ``flagged`` state in its colour from one job up."""
     return stat_panel(id_, "Jobs by state", description, pos,
-                      [prom('sum by (state) (bulletproof_jobs{instance=~"$instance"})', legend="{{state}}",
-                            instant=True)],
+                      [prom(f'sum by (state) ({of_selected_fleets("fleet_state:bulletproof_jobs:max")})',
+                            legend="{{state}}", instant=True)],
                       field_config("short", overrides=[flag_from_one(state, color)
                                                        for state, color in flagged.items()], decimals=0),
                       textMode="value_and_name")
