@@ -213,6 +213,9 @@ def prometheus_config(*, targets: Sequence[str], rule_files: Sequence[Path], por
     if sd_urls:
         config["scrape_configs"][0]["http_sd_configs"] = [
             {"url": url, "refresh_interval": "1s"} for url in sd_urls]
+        # As prometheus/fleet.yml: a discovered node's series under its node name.
+        config["scrape_configs"][0]["relabel_configs"] = [
+            {"source_labels": ["__meta_bulletproof_node"], "target_label": "instance"}]
     if self_scrape:
         config["scrape_configs"].append(
             {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]})

@@ -22,13 +22,14 @@ NAMES = ("alpha", "beta", "gamma")
 
 
 def up_by_node(prom_url: str) -> dict[str, float]:
-    """`up` of the bulletproof job, by the `node` label the discovery gave each target."""
-    return {r["metric"].get("node", "?"): float(r["value"][1])
+    """`up` of the bulletproof job, by instance: the node name, relabelled from the discovery's
+    `__meta_bulletproof_node` (as prometheus/fleet.yml does)."""
+    return {r["metric"].get("instance", "?"): float(r["value"][1])
             for r in promstack.query(prom_url, 'up{job="bulletproof"}')}
 
 
 def target_nodes(prom_url: str) -> set[str]:
-    return {t["labels"].get("node", "?") for t in promstack.targets(prom_url)
+    return {t["labels"].get("instance", "?") for t in promstack.targets(prom_url)
             if t["labels"].get("job") == "bulletproof"}
 
 
@@ -56,21 +57,21 @@ async def test_prometheus_discovers_and_scrapes_every_node(tmp_path: Path, postg
                 plugins[name] = ExporterPlugin(monitors[name].context())
                 await plugins[name].start()
             groups = await sd_list(plugins["alpha"].url)
-            assert [(g["labels"]["node"], g["targets"]) for g in groups] == [
+            assert [(g["labels"]["__meta_bulletproof_node"], g["targets"]) for g in groups] == [
                 (name, [f"127.0.0.1:{plugins[name].port}"]) for name in NAMES]
 
             await until(lambda: up_by_node(prom.url) == dict.fromkeys(NAMES, 1.0), timeout=30)
             # Each target is the node it says it is: the scrape reached that node's exporter.
             for name in NAMES:
                 [target] = [t for t in promstack.targets(prom.url)
-                            if t["labels"].get("node") == name]
+                            if t["labels"].get("instance") == name]
                 assert target["scrapeUrl"] == f"http://127.0.0.1:{plugins[name].port}/metrics"
-                assert target["health"] == "up"
+                assert target["health"] == "up" and "node" not in target["labels"]
 
             await plugins["gamma"].stop()
             await monitors["gamma"].stop()  # a clean stop: stopped_at in the registry
             left = await sd_list(plugins["beta"].url)  # any node answers for the whole fleet
-            assert [g["labels"]["node"] for g in left] == ["alpha", "beta"]
+            assert [g["labels"]["__meta_bulletproof_node"] for g in left] == ["alpha", "beta"]
             await until(lambda: target_nodes(prom.url) == {"alpha", "beta"}, timeout=30)
             # gamma's series ends (a stale marker once its target is gone); the others stay up.
             await until(lambda: up_by_node(prom.url) == {"alpha": 1.0, "beta": 1.0}, timeout=30)

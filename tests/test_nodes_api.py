@@ -179,11 +179,11 @@ async def test_sd_lists_each_alive_node_that_advertises_its_api(config_factory,
                 groups = await resp.json()
         assert groups == [
             {"targets": [f"127.0.0.1:{plugin.port}"],
-             "labels": {"node": "alpha", "__meta_bulletproof_host": socket.gethostname(),
+             "labels": {"__meta_bulletproof_node": "alpha", "__meta_bulletproof_host": socket.gethostname(),
                         "__meta_bulletproof_version": monitor.version,
                         "__meta_bulletproof_draining": "false"}},
             {"targets": ["10.0.0.7:8080"],
-             "labels": {"node": "beta", "__meta_bulletproof_host": "elsewhere",
+             "labels": {"__meta_bulletproof_node": "beta", "__meta_bulletproof_host": "elsewhere",
                         "__meta_bulletproof_version": "9.9",
                         "__meta_bulletproof_draining": "true"}},
         ]

@@ -58,7 +58,9 @@ def sd_group(node: NodeInfo) -> SdTargetGroup:
     """A node's target group for Prometheus's HTTP service discovery."""
     assert node.api_address is not None
     return SdTargetGroup(targets=[node.api_address], labels={
-        "node": node.name,
+        # Meta labels only: a `node` target label would clash with the `node` label of the
+        # registry metrics every node exports (Prometheus would rename those `exported_node`).
+        "__meta_bulletproof_node": node.name,
         "__meta_bulletproof_host": node.host,
         "__meta_bulletproof_version": node.version,
         "__meta_bulletproof_draining": "true" if node.draining else "false",
