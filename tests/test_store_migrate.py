@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def bulletproof(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def sqlite_history(path: Path) -> dict[str, int]:
+def sqlite_history(path: Path) -> dict[str, Any]:
     """A small SQLite history of every kind: finished, queued, claimed, done, audited, settings."""
     store = SqliteJobStore(path)
     done = added(store, new("done.mp4"))
@@ -43,8 +44,10 @@ def sqlite_history(path: Path) -> dict[str, int]:
                                   route="/api/v1/queue/pause", status=200, result="ok",
                                   address="192.0.2.1"))
     store.set_meta("queue_paused", "1")
+    store_id = store.get_meta("store_id")
     store.close()
-    return {"done": done.id, "waiting": waiting.id, "again": again.id, "token": claim.token}
+    return {"done": done.id, "waiting": waiting.id, "again": again.id, "token": claim.token,
+            "store_id": store_id}
 
 
 def test_a_sqlite_history_is_copied_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
@@ -53,7 +56,8 @@ def test_a_sqlite_history_is_copied_into_postgresql(tmp_path: Path, postgres_url
     result = bulletproof("store", "migrate", "--config", config, "--from-sqlite", tmp_path / "old.db")
     assert result.returncode == 0, result.stderr
     assert f"schema version {PG_SCHEMA_VERSION}" in result.stdout
-    assert "3 jobs, 2 done file versions, 1 audit entries, 1 settings" in result.stdout
+    # The settings: the paused queue, and the store's id (its metrics' fleet label).
+    assert "3 jobs, 2 done file versions, 1 audit entries, 2 settings" in result.stdout
 
     store = open_store(postgres_url)
     try:
@@ -62,6 +66,7 @@ def test_a_sqlite_history_is_copied_into_postgresql(tmp_path: Path, postgres_url
         assert store.get(ids["waiting"]).state is JobState.PROCESSING
         assert store.get(ids["again"]).state is JobState.QUEUED
         assert store.get_meta("queue_paused") == "1"
+        assert store.get_meta("store_id") == ids["store_id"]  # its series go on under one fleet
         assert [e.action for e in store.audit_entries()] == ["queue.pause"]
         assert store.counts_by_state()[JobState.COMPLETED] == 1
         # The copied claim is still the current one; new jobs and audit entries get new ids.
