@@ -1,7 +1,7 @@
 """Typed events the core publishes, and the bus plugins subscribe to.
 
 Events are published on the monitor's event-loop thread, synchronously, in the order things
-happen. A subscriber must be quick (update a counter, put into a queue); one that raises is
+happen (another node's, in the order this node hears of them: `Event.origin`). A subscriber must be quick (update a counter, put into a queue); one that raises is
 logged and the others still run.
 """
 
@@ -28,9 +28,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """Base of every event; `at` is the wall-clock time it happened."""
+    """Base of every event; `at` is the wall-clock time it happened.
+
+    `origin` is None for what happened on this node; on a shared store, another node's job
+    changes are published here too (so every node streams the fleet's jobs) with that node's
+    name: counters and transition logs skip them, each node counts only its own work.
+    """
 
     at: float = field(default_factory=time)
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

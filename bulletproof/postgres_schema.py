@@ -128,6 +128,18 @@ _STEPS: tuple[str, ...] = (
         api_address       TEXT
     );
     """,
+    # 3: control requests: a cancel, pause or resume asked of the node that runs a job
+    # (bulletproof.control_rows); the owning node finds its own by the node index.
+    """
+    CREATE TABLE IF NOT EXISTS control_requests (
+        job_id       BIGINT PRIMARY KEY,
+        node         TEXT    NOT NULL,
+        action       TEXT    NOT NULL,
+        token        BIGINT  NOT NULL,
+        requested_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS control_requests_node ON control_requests (node);
+    """,
 )
 
 SCHEMA_VERSION = len(_STEPS)

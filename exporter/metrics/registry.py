@@ -283,6 +283,8 @@ class BulletproofMetrics:
     # -- events -------------------------------------------------------------------------------
 
     def _on_event(self, event: ev.Event) -> None:
+        if event.origin is not None:  # another node's work: counted by that node (no N-fold sums)
+            return
         if isinstance(event, ev.JobFinished):
             self._on_finished(event)
         elif isinstance(event, ev.JobStarted):
