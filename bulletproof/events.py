@@ -205,7 +205,9 @@ class LeaseExpired(Event):
     store); this node's sweep put the job back in the queue, or failed it out of attempts."""
 
     job: Job
-    node: str  # the node whose lease ran out
+    # The node whose lease ran out (not `node`: every WebSocket message names the node it
+    # happened on, here the sweeping one, as `node`).
+    holder: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

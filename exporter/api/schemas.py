@@ -453,6 +453,7 @@ def _message_model(event: type[ev.Event], wire: str) -> type[ApiModel]:
     for f in fields(event):
         if f.name in ("at", "origin"):
             continue
+        assert f.name != "node", f"{event.__name__}.node would hide the message's node"
         defs[f.name] = (JobSummary if hints[f.name] is Job else hints[f.name], ...)
     return create_model(f"{event.__name__}Message", __base__=ApiModel,
                         __doc__=f"`{wire}`: {(event.__doc__ or '').strip().splitlines()[0]}", **defs)
