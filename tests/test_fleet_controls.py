@@ -5,7 +5,6 @@ counting them in its own metrics)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,9 +26,8 @@ from bulletproof.store import NewJob
 from exporter.api.app import create_app
 from tests.api_fixtures import TEST_API
 from tests.conftest import until, write_config
+from tests.processes import ffmpeg_pid, gone, process_state
 from tests.test_ws import receive
-
-pytest.importorskip("psycopg", reason="psycopg is not installed (the postgres extra)")
 
 FAST = {"heartbeat_seconds": 1, "lease_seconds": 5}
 Fleet = Callable[..., Awaitable[list[Monitor]]]
@@ -76,33 +74,6 @@ def drop(monitor: Monitor, clip: Path, name: str) -> Path:
 def job_named(monitor: Monitor, name: str, *states: JobState) -> Job | None:
     jobs, _ = monitor.view.list_jobs(search=name, limit=10)
     return next((j for j in jobs if j.filename == name and (not states or j.state in states)), None)
-
-
-def ffmpeg_pid(job_id: int) -> int | None:
-    """The pid of the ffmpeg writing this job's temporary, found in /proc (None: none runs)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path("/proc", entry, "cmdline").read_bytes()
-        except OSError:
-            continue
-        if f".bp-tmp-{job_id}.".encode() in cmdline and b"ffmpeg" in cmdline:
-            return int(entry)
-    return None
-
-
-def process_state(pid: int) -> str | None:
-    """The kernel's one-letter state of a process (T: stopped), None when it is gone."""
-    try:
-        stat = Path("/proc", str(pid), "stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def gone(pid: int) -> bool:
-    return process_state(pid) in (None, "Z")
 
 
 async def running_on(owner: Monitor, other: Monitor, clip: Path, name: str) -> tuple[Job, int]:
