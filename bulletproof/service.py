@@ -106,6 +106,7 @@ class Monitor:
                                 pool=self._pool, watcher=lambda: self._watcher,
                                 presence=self.presence)
         self.bus.subscribe(TransitionLogger())
+        self.bus.subscribe(self._on_fleet_event)
 
     @property
     def config(self) -> Config:
@@ -325,6 +326,11 @@ class Monitor:
 
     def _wake(self) -> None:
         self._pool.wake()
+
+    def _on_fleet_event(self, event: ev.Event) -> None:
+        # Another node queued a job (or one came back to the queue): idle slots look now.
+        if event.origin is not None and isinstance(event, ev.JobQueued):
+            self._pool.wake()
 
     # -- controls -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from bulletproof.service import Monitor
 from bulletproof.state import QueueState
 from bulletproof.store import NewJob
 from exporter.api.app import create_app
+from exporter.client.formatting import event_line
 from tests.api_fixtures import TEST_API
 from tests.conftest import until, write_config
 from tests.processes import ffmpeg_pid, gone, process_state
@@ -301,3 +302,12 @@ async def test_a_remote_cancel_through_the_api_answers_202_with_the_request(
         error = (await response.json())["error"]
     assert error["code"] == "node_unavailable" and error["details"]["node"] == "gone"
     assert "which is not running" in error["message"]
+
+
+def test_the_follow_line_names_the_node_and_a_slot_only_when_it_is_known() -> None:
+    job = {"id": 7, "rel_path": "a.mp4", "attempts": 1}
+    remote = event_line({"type": "job_started", "at": 0, "node": "b", "worker": -1,
+                         "queue_wait": 1.0, "job": job})
+    local = event_line({"type": "job_paused", "at": 0, "node": "a", "worker": 0, "job": job})
+    assert "node=b" in remote and "worker" not in remote
+    assert "node=a worker=0" in local
