@@ -8,9 +8,9 @@ and transition logs skip them (each node counts and logs only its own work).
 
 A notification says which job changed and to which state; the rest is read from the store on
 the loop. What only the other node knew is left out or inferred: its worker slot is -1, a
-queued job's trigger is read from the job (a retry backoff, an interrupted attempt, queued
-again after it was created), and a resumed job is told from a started one by the last state
-this node saw.
+queued job's trigger is read from the job and the state this node last saw it in (a retry
+backoff, an attempt that was running, queued again after it was created), and a resumed job
+is told from a started one by that last state too.
 """
 
 from __future__ import annotations
@@ -40,12 +40,14 @@ _OUTCOMES = {
 }
 
 
-def queue_trigger(job: Job) -> QueueTrigger:
-    """What (probably) queued a job another node queued, read from the job itself."""
-    if job.reason is FailureReason.INTERRUPTED:
-        return QueueTrigger.RECOVERED
-    if job.not_before is not None and isinstance(job.reason, FailureReason):
+def queue_trigger(job: Job, before: JobState | None) -> QueueTrigger:
+    """What (probably) queued a job another node queued, read from the job itself and the state
+    this node last saw it in (None: not seen)."""
+    if job.not_before is not None and isinstance(job.reason, FailureReason) \
+            and job.reason is not FailureReason.INTERRUPTED:
         return QueueTrigger.AUTO_RETRY
+    if job.reason is FailureReason.INTERRUPTED or (before is not None and before.is_active):
+        return QueueTrigger.RECOVERED  # a lapsed lease swept, or a node's clean stop
     if job.queued_at > job.created_at:
         return QueueTrigger.MANUAL_RETRY
     return QueueTrigger.DETECTED
@@ -121,7 +123,7 @@ class FleetEvents:
     def _events(job: Job, before: JobState | None, origin: str) -> list[ev.Event]:
         state = job.state
         if state is JobState.QUEUED:
-            trigger = queue_trigger(job)
+            trigger = queue_trigger(job, before)
             if trigger is QueueTrigger.AUTO_RETRY and isinstance(job.reason, FailureReason):
                 finished = ev.JobFinished(job=job, worker=None, outcome=Outcome.FAILED,
                                           reason=job.reason, busy_seconds=_busy(job),

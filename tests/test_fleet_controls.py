@@ -18,11 +18,13 @@ import bulletproof.postgres_store
 from bulletproof import events as ev
 from bulletproof.config import load_config
 from bulletproof.errors import InvalidTransition, NodeUnavailable
-from bulletproof.models import Job, JobState
+from bulletproof.fleet_events import FleetEvents
+from bulletproof.models import FailureReason, Job, JobState, Outcome, QueueTrigger
 from bulletproof.postgres_store import PostgresJobStore
 from bulletproof.service import Monitor
 from bulletproof.state import QueueState
-from bulletproof.store import NewJob
+from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.store import ChangeKind, NewJob, NodeInfo, StoreChange
 from exporter.api.app import create_app
 from exporter.client.formatting import event_line
 from tests.api_fixtures import TEST_API
@@ -88,9 +90,7 @@ async def running_on(owner: Monitor, other: Monitor, clip: Path, name: str) -> t
 
 
 def events_of(monitor: Monitor) -> list[ev.Event]:
-    seen: list[ev.Event] = []
-    monitor.bus.subscribe(seen.append)
-    return seen
+    return events_of_bus(monitor.bus)
 
 
 # -- the queue pause ----------------------------------------------------------------------------
@@ -214,6 +214,14 @@ async def test_a_control_for_a_node_that_is_gone_is_refused_clearly(
                                               r"\(is not in the registry\)"):
         a.cancel_job(claim.job.id)
     assert a.view.get_job(claim.job.id).state is JobState.PROCESSING  # nothing changed
+    now = time.time()  # now the registry knows it, silent for 100 heartbeats
+    a.store.heartbeat(NodeInfo(name="gone", instance="x", host="elsewhere", pid=1, version="0",
+                               workers=1, busy=1, started_at=now - 200, last_seen=now - 100,
+                               heartbeat_seconds=1))
+    with pytest.raises(NodeUnavailable, match=r"\(was last heard from 100 s ago\); once its "
+                                              "lease runs out the job returns to the queue"):
+        a.pause_job(claim.job.id)
+    assert a.store.control_requests("gone") == []  # nothing left for nobody
 
 
 # -- store operations from any node -------------------------------------------------------------
@@ -311,3 +319,63 @@ def test_the_follow_line_names_the_node_and_a_slot_only_when_it_is_known() -> No
     local = event_line({"type": "job_paused", "at": 0, "node": "a", "worker": 0, "job": job})
     assert "node=b" in remote and "worker" not in remote
     assert "node=a worker=0" in local
+
+
+# -- another node's changes as events (the translation alone, on a real SQLite store) ------------
+
+def test_another_nodes_changes_become_the_events_it_published(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    bus = ev.EventBus()
+    heard = events_of_bus(bus)
+    events = FleetEvents(store, bus, shared=True)
+
+    def told(job_id: int, state: JobState | None, kind: ChangeKind = ChangeKind.JOB) -> list[tuple]:
+        heard.clear()
+        events.publish(StoreChange(kind=kind, job_id=job_id, state=state, origin="b"))
+        assert all(e.origin == "b" for e in heard)
+        return [(type(e).__name__, getattr(e, "trigger", None) or getattr(e, "outcome", None))
+                for e in heard]
+
+    try:
+        job = store.add(NewJob(source_path="/in/a.mp4", rel_path="a.mp4", watch_folder="/in",
+                               size=1, mtime_ns=1, profile="h264_mp4", rule="videos",
+                               output_path="/out/a.mp4"), now=1)
+        assert job is not None
+        assert told(job.id, JobState.QUEUED) == [("JobQueued", QueueTrigger.DETECTED)]
+        claim = store.claim("b", now=2, lease_seconds=30)
+        assert claim is not None
+        assert told(job.id, JobState.PROCESSING) == [("JobStarted", None)]
+        assert heard[0].worker == -1 and heard[0].queue_wait == 1
+        store.set_progress(job.id, 0.5, 2.0, 10.0)
+        assert told(job.id, None, ChangeKind.PROGRESS) == [("JobProgress", None)]
+        assert (heard[0].progress, heard[0].speed, heard[0].eta_seconds) == (0.5, 2.0, 10.0)
+        store.mark_paused(job.id, True, token=claim.token)
+        assert told(job.id, JobState.PAUSED) == [("JobPaused", None)]
+        store.mark_paused(job.id, False, token=claim.token)
+        assert told(job.id, JobState.PROCESSING) == [("JobResumed", None)]
+        store.mark_failed(job.id, now=5, reason=FailureReason.FFMPEG_ERROR, error="x",
+                          stderr_tail="", retry_at=6, token=claim.token)
+        assert told(job.id, JobState.QUEUED) == [("JobFinished", Outcome.FAILED),
+                                                 ("JobQueued", QueueTrigger.AUTO_RETRY)]
+        assert heard[0].will_retry and heard[0].reason is FailureReason.FFMPEG_ERROR
+        claim = store.claim("b", now=7, lease_seconds=30)
+        assert claim is not None
+        told(job.id, JobState.PROCESSING)
+        store.requeue_interrupted(job.id, now=8, token=claim.token)  # b stopped cleanly
+        assert told(job.id, JobState.QUEUED) == [("JobQueued", QueueTrigger.RECOVERED)]
+        store.cancel_queued(job.id, now=9)
+        assert told(job.id, JobState.CANCELLED) == [("JobFinished", Outcome.CANCELLED)]
+        store.requeue(job.id, now=10)
+        assert told(job.id, JobState.QUEUED) == [("JobQueued", QueueTrigger.MANUAL_RETRY)]
+        store.cancel_queued(job.id, now=11)
+        store.delete(job.id)
+        assert told(job.id, None) == [("JobRemoved", None)]
+        assert told(job.id, JobState.QUEUED) == []  # gone meanwhile: nothing to tell
+    finally:
+        store.close()
+
+
+def events_of_bus(bus: ev.EventBus) -> list[ev.Event]:
+    seen: list[ev.Event] = []
+    bus.subscribe(seen.append)
+    return seen
