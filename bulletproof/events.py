@@ -1,8 +1,9 @@
 """Typed events the core publishes, and the bus plugins subscribe to.
 
 Events are published on the monitor's event-loop thread, synchronously, in the order things
-happen (another node's, in the order this node hears of them: `Event.origin`). A subscriber must be quick (update a counter, put into a queue); one that raises is
-logged and the others still run.
+happen (another node's, in the order this node hears of them: `Event.origin`). A subscriber
+must be quick (update a counter, put into a queue); one that raises is logged and the others
+still run.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from bulletproof.fleet_events import FleetEvents
 from bulletproof.models import FailureReason, Job, JobState, Outcome, QueueTrigger
 from bulletproof.postgres_store import PostgresJobStore
 from bulletproof.service import Monitor
-from bulletproof.state import QueueState
 from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.state import QueueState
 from bulletproof.store import ChangeKind, NewJob, NodeInfo, StoreChange
 from exporter.api.app import create_app
 from exporter.client.formatting import event_line
