@@ -581,7 +581,7 @@ class WorkerPool:
         now = time.time()
         slot.progress, slot.last_progress_at = progress, now
         every = self.progress_save_seconds
-        if every is not None and now - slot.progress_saved_at >= every:
+        if every is not None and not slot.claim_lost and now - slot.progress_saved_at >= every:
             slot.progress_saved_at = now
             try:
                 self._store.set_progress(slot.job.id, progress.ratio, progress.speed,
