@@ -106,7 +106,7 @@ async def run(rounds: int, url: str, base: Path) -> None:
             running = b.view.list_jobs(states=[JobState.PROCESSING], limit=1)[0]
             if running:
                 job_id = running[0].id
-                pid = ffmpeg_pid(job_id)
+                pid = ffmpeg_pid(job_id, config.output_folder)
         assert job_id is not None
         results = [("notification", await measure(a, b, job_id, pid, rounds))]
         b.pause_job(job_id)  # held while the listeners go

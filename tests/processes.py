@@ -7,16 +7,21 @@ import os
 from pathlib import Path
 
 
-def ffmpeg_pid(job_id: int) -> int | None:
-    """The pid of the ffmpeg writing this job's temporary (None: none runs)."""
+def ffmpeg_pid(job_id: int, output_folder: Path) -> int | None:
+    """The pid of the ffmpeg writing this job's temporary into `output_folder` (None: none
+    runs). The folder matters: job ids repeat across stores, other runs' ffmpeg may be about."""
+    wanted = str(output_folder).encode() + b"/"
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cmdline = Path("/proc", entry, "cmdline").read_bytes()
+            args = Path("/proc", entry, "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f".bp-tmp-{job_id}.".encode() in cmdline and b"ffmpeg" in cmdline:
+        # ffmpeg is handed file:<path> (a name can never be read as a protocol).
+        if any(a.removeprefix(b"file:").startswith(wanted) and f".bp-tmp-{job_id}.".encode() in a
+               for a in args) \
+                and any(a.endswith(b"ffmpeg") for a in args):
             return int(entry)
     return None
 

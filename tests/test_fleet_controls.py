@@ -84,7 +84,7 @@ async def running_on(owner: Monitor, other: Monitor, clip: Path, name: str) -> t
     other.drain_node(other.presence.name)
     drop(owner, clip, name)
     job = await until(lambda: job_named(owner, name, JobState.PROCESSING), timeout=30)
-    pid = await until(lambda: ffmpeg_pid(job.id), timeout=30)
+    pid = await until(lambda: ffmpeg_pid(job.id, owner.config.output_folder), timeout=30)
     assert job.claimed_by == owner.presence.name and owner.pool.runs(job.id)
     return job, pid
 
