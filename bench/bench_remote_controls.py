@@ -4,7 +4,7 @@
 
 Two monitors, `a` and `b`, share a throwaway PostgreSQL cluster (started like the test
 suite's; needs Debian's PostgreSQL, run as root) or `--postgres-url` (an empty database). `b`
-transcodes one long clip while `a` is drained. Then, `--rounds` times each:
+transcodes a long clip while `a` is drained (another copy when one is done). Then, `--rounds` times each:
 
 - **job pause / resume**: `a.pause_job` of b's job until b's ffmpeg is stopped (the kernel's
   process state `T` in /proc), then `a.resume_job` until it runs again;
@@ -38,6 +38,7 @@ import psycopg  # noqa: E402 (the postgres extra)
 
 import bulletproof.postgres_store  # noqa: E402
 from bench._common import bench_config  # noqa: E402
+from bulletproof.errors import InvalidTransition  # noqa: E402
 from bulletproof.ffprobe import find_ffmpeg  # noqa: E402
 from bulletproof.fleet_controls import POLL_SECONDS  # noqa: E402
 from bulletproof.models import JobState  # noqa: E402
@@ -57,12 +58,52 @@ async def waited(condition: Callable[[], object], timeout: float = 15.0) -> floa
     return time.perf_counter() - start
 
 
-async def measure(a: Monitor, b: Monitor, job_id: int, pid: int, rounds: int) -> dict[str, list[float]]:
+class LongJob:
+    """A job b runs, its ffmpeg's pid; a new copy of the clip is dropped when one has ended."""
+
+    def __init__(self, b: Monitor, clip: Path) -> None:
+        self._b = b
+        self._clip = clip
+        self._copies = 0
+        self.job_id = 0
+        self.pid = 0
+
+    async def ready(self) -> None:
+        """Make sure a job runs (not paused) on b, starting a new one if the last ended."""
+        if self.pid and not gone(self.pid):
+            return
+        self._copies += 1
+        incoming = self._b.config.monitor_folder[0].path
+        part = incoming / f".long-{self._copies}.mp4.part"
+        part.write_bytes(self._clip.read_bytes())
+        part.rename(incoming / f"long-{self._copies}.mp4")
+        deadline = time.monotonic() + 60
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("b did not start the job")
+            await asyncio.sleep(0.05)
+            running = [j for j in self._b.view.list_jobs(states=[JobState.PROCESSING], limit=5)[0]
+                       if j.filename == f"long-{self._copies}.mp4"]
+            pid = running and ffmpeg_pid(running[0].id, self._b.config.output_folder)
+            if pid:
+                self.job_id, self.pid = running[0].id, pid
+                return
+
+
+async def measure(a: Monitor, b: Monitor, job: LongJob, rounds: int) -> dict[str, list[float]]:
     got: dict[str, list[float]] = {"job pause": [], "job resume": [], "queue pause": [],
                                    "queue resume": []}
-    for _ in range(rounds):  # the queue rounds while the job is stopped: it lasts the whole run
-        a.pause_job(job_id)
-        got["job pause"].append(await waited(lambda: process_state(pid) == "T"))
+    while len(got["job resume"]) < rounds:  # the queue rounds while the job is stopped
+        await job.ready()
+        pid = job.pid
+        try:
+            a.pause_job(job.job_id)
+        except InvalidTransition:  # it just finished
+            continue
+        took = await waited(lambda pid=pid: process_state(pid) in ("T", "Z", None))
+        if gone(pid):  # it finished before the pause arrived: a new copy, a new round
+            continue
+        got["job pause"].append(took)
         await asyncio.sleep(random.uniform(0, POLL_SECONDS))  # not in step with the poll
         a.pause_queue()
         got["queue pause"].append(await waited(lambda: b.view.paused))
@@ -70,8 +111,8 @@ async def measure(a: Monitor, b: Monitor, job_id: int, pid: int, rounds: int) ->
         a.resume_queue()
         got["queue resume"].append(await waited(lambda: not b.view.paused))
         await asyncio.sleep(random.uniform(0, POLL_SECONDS))
-        a.resume_job(job_id)
-        got["job resume"].append(await waited(lambda: process_state(pid) not in ("T", None)))
+        a.resume_job(job.job_id)
+        got["job resume"].append(await waited(lambda pid=pid: process_state(pid) != "T"))
     return got
 
 
@@ -95,38 +136,24 @@ async def run(rounds: int, url: str, base: Path) -> None:
     await b.start()
     try:
         a.drain_node("a")
-        (incoming / ".long.mp4.part").write_bytes(clip.read_bytes())
-        (incoming / ".long.mp4.part").rename(incoming / "long.mp4")
-        deadline = time.monotonic() + 60
-        job_id = pid = None
-        while pid is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("b did not start the job")
-            await asyncio.sleep(0.05)
-            running = b.view.list_jobs(states=[JobState.PROCESSING], limit=1)[0]
-            if running:
-                job_id = running[0].id
-                pid = ffmpeg_pid(job_id, config.output_folder)
-        assert job_id is not None
-        results = [("notification", await measure(a, b, job_id, pid, rounds))]
-        b.pause_job(job_id)  # held while the listeners go
+        job = LongJob(b, clip)
+        results = [("notification", await measure(a, b, job, rounds))]
         # Polling alone: end both listeners' connections and keep them from coming back.
         bulletproof.postgres_store._LISTEN_RETRY_SECONDS = 3600.0
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE application_name = 'bulletproof-listen'")
         await asyncio.sleep(1.0)  # the listener threads notice and start their long wait
-        b.resume_job(job_id)
-        results.append(("polling alone", await measure(a, b, job_id, pid, rounds)))
+        results.append(("polling alone", await measure(a, b, job, rounds)))
         print(f"\n{rounds} rounds, b's ffmpeg observed in /proc; milliseconds")
         print(f"{'delivery':<14} {'control':<13} {'median':>9} {'p95':>9} {'max':>9}")
         for mode, got in results:
             for what, samples in got.items():
                 print(row(mode, what, samples))
-        if b.view.get_job(job_id).state.is_active:
-            a.cancel_job(job_id)
-            cancelled = await waited(lambda: gone(pid))
-            print(f"{'polling alone':<14} {'job cancel':<13} {cancelled * 1000:>9.1f}  (one sample)")
+        await job.ready()
+        a.cancel_job(job.job_id)
+        cancelled = await waited(lambda: gone(job.pid))
+        print(f"{'polling alone':<14} {'job cancel':<13} {cancelled * 1000:>9.1f}  (one sample)")
     finally:
         await a.stop()
         await b.stop()
