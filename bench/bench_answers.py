@@ -86,9 +86,9 @@ def main() -> None:
         ("JobDetail", detail_s * 1e6, "µs", len(model_text(job_answer(jobs[0], detail=True)))),
     ]
     for name, event in (("job_progress message", progress), ("job_queued message", queued)):
-        message = event_message(event)
+        message = event_message(event, node="bench")
         assert message is not None
-        seconds = mean_of(args.messages, lambda event=event: model_text(event_message(event)))
+        seconds = mean_of(args.messages, lambda event=event: model_text(event_message(event, node="bench")))
         rows.append((name, seconds * 1e6, "µs", len(model_text(message))))
     print(f"{'answer':28} {'time':>10} {'bytes':>9}")
     for name, value, unit, size in rows:

@@ -9,7 +9,8 @@ BulletproofError
 ├── JobError               a control call names a job that cannot take it
 │   ├── JobNotFound        no job has that id
 │   ├── InvalidTransition  the job's state does not allow the action
-│   └── StaleClaim         a write for an attempt whose claim is no longer current
+│   ├── StaleClaim         a write for an attempt whose claim is no longer current
+│   └── NodeUnavailable    the job runs on another node that is not running now
 ├── NodeNotFound           no node of that name is in the store's registry
 ├── NodeRunning            a node that is still running cannot be forgotten
 ├── PathError              a path is outside the watch folders, missing, or not a file
@@ -110,6 +111,21 @@ class StaleClaim(JobError):
         self.action = action
         super().__init__(f"cannot {action} job {job_id}: claim {token} is stale ({why})",
                          job_id=job_id)
+
+
+class NodeUnavailable(JobError):
+    """A control was asked of a job whose node is not running (stopped, or silent past three
+    heartbeats): nobody would act on it. The job's lease runs out and the sweep returns it to
+    the queue, where the control applies."""
+
+    def __init__(self, job_id: int, *, action: str, node: str, seen_ago: float | None) -> None:
+        self.action = action
+        self.node = node
+        heard = "is not in the registry" if seen_ago is None else \
+            f"was last heard from {seen_ago:.0f} s ago"
+        super().__init__(
+            f"cannot {action} job {job_id}: it runs on node {node!r}, which is not running "
+            f"({heard}); once its lease runs out the job returns to the queue", job_id=job_id)
 
 
 class NodeNotFound(BulletproofError):

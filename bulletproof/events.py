@@ -1,8 +1,9 @@
 """Typed events the core publishes, and the bus plugins subscribe to.
 
 Events are published on the monitor's event-loop thread, synchronously, in the order things
-happen. A subscriber must be quick (update a counter, put into a queue); one that raises is
-logged and the others still run.
+happen (another node's, in the order this node hears of them: `Event.origin`). A subscriber
+must be quick (update a counter, put into a queue); one that raises is logged and the others
+still run.
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """Base of every event; `at` is the wall-clock time it happened."""
+    """Base of every event; `at` is the wall-clock time it happened.
+
+    `origin` is None for what happened on this node; on a shared store, another node's job
+    changes are published here too (so every node streams the fleet's jobs) with that node's
+    name: counters and transition logs skip them, each node counts only its own work.
+    """
 
     at: float = field(default_factory=time)
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,7 +206,9 @@ class LeaseExpired(Event):
     store); this node's sweep put the job back in the queue, or failed it out of attempts."""
 
     job: Job
-    node: str  # the node whose lease ran out
+    # The node whose lease ran out (not `node`: every WebSocket message names the node it
+    # happened on, here the sweeping one, as `node`).
+    holder: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

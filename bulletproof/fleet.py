@@ -110,7 +110,7 @@ class NodePresence:
             log.warning("a lease ran out: the job goes back to the queue" if job.state is JobState.QUEUED
                         else "a lease ran out and the job is out of attempts",
                         extra={"job": job.id, "error": job.error})
-            self._bus.publish(ev.LeaseExpired(job=job, node=job.claimed_by or ""))
+            self._bus.publish(ev.LeaseExpired(job=job, holder=job.claimed_by or ""))
         publish_recovered(self._bus, jobs)
         return jobs
 

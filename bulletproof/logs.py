@@ -76,6 +76,8 @@ class TransitionLogger:
 
     def __call__(self, event: ev.Event) -> None:
         """Log the event if it is a transition."""
+        if event.origin is not None:  # another node's job: that node logs its own transitions
+            return
         if isinstance(event, ev.JobQueued):
             self._job("job queued", event.job, trigger=event.trigger.value)
         elif isinstance(event, ev.JobStarted):

@@ -135,6 +135,18 @@ _STEPS: tuple[str, ...] = (
         VALUES ('store_id', substr(md5(random()::text || clock_timestamp()::text), 1, 16))
         ON CONFLICT (key) DO NOTHING;
     """,
+    # 4: control requests: a cancel, pause or resume asked of the node that runs a job
+    # (bulletproof.control_rows); the owning node finds its own by the node index.
+    """
+    CREATE TABLE IF NOT EXISTS control_requests (
+        job_id       BIGINT PRIMARY KEY,
+        node         TEXT    NOT NULL,
+        action       TEXT    NOT NULL,
+        token        BIGINT  NOT NULL,
+        requested_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS control_requests_node ON control_requests (node);
+    """,
 )
 
 SCHEMA_VERSION = len(_STEPS)

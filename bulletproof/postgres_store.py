@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Loader
 
-from bulletproof import node_rows
+from bulletproof import control_rows, node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
 from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
@@ -36,6 +36,8 @@ from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
+    ControlAction,
+    ControlRequest,
     FileExists,
     NewJob,
     NodeInfo,
@@ -105,8 +107,9 @@ def _qmark_to_format(sql: str) -> str:
 class PostgresJobStore(StoreReads):
     """Every job of a fleet, and its history, on one PostgreSQL database; safe from several threads."""
 
-    def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
+    def __init__(self, url: str, *, migrate_schema: bool = True, node: str | None = None) -> None:
         self._url = url
+        self._node = node  # the writer's name in every NOTIFY: other nodes mark events with it
         self.path = redact_url(url)
         self._health = StoreHealth()
         self._lock = threading.RLock()
@@ -174,7 +177,7 @@ class PostgresJobStore(StoreReads):
                     yield conn
                     for change in self._changes:  # delivered by the server after the commit
                         conn.execute("SELECT pg_notify(%s, %s)",
-                                     (NOTIFY_CHANNEL, _change_payload(change)))
+                                     (NOTIFY_CHANNEL, _change_payload(change, self._node)))
             except BaseException as exc:
                 self._changes.clear()  # rolled back: nothing happened to tell
                 if isinstance(exc, psycopg.Error):
@@ -313,6 +316,33 @@ class PostgresJobStore(StoreReads):
             if db.execute(_qmark_to_format(node_rows.FORGET), (name,)).rowcount == 0:
                 raise NodeNotFound(name)
             self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
+
+    # -- controls asked of the node that runs a job (bulletproof.control_rows) ----------------
+
+    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
+        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
+        request); JobNotFound, InvalidTransition when its state or claim does not allow it.
+        The node hears it at once (NOTIFY); it also polls for its requests."""
+        with self._tx() as db:
+            row = db.execute("SELECT state, claim_token, claimed_by FROM jobs WHERE id = %s "
+                             "FOR UPDATE", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            request = control_rows.checked_request(job_id, action, state=JobState(row[0]),
+                                                   node=row[2], token=int(row[1]), now=now)
+            db.execute(_qmark_to_format(control_rows.UPSERT), control_rows.request_params(request))
+            self._changes.append(StoreChange(kind=ChangeKind.CONTROL, job_id=job_id,
+                                             key=request.node))
+        return request
+
+    def control_requests(self, node: str) -> list[ControlRequest]:
+        """The requests addressed to `node`, oldest first (an indexed read: nodes poll it)."""
+        return [control_rows.request_from_row(r) for r in self._query(control_rows.FOR_NODE, (node,))]
+
+    def clear_control(self, job_id: int, token: int) -> None:
+        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
+        with self._tx() as db:
+            db.execute(_qmark_to_format(control_rows.CLEAR), (job_id, token))
 
     # -- adding jobs ----------------------------------------------------------------------------
 
@@ -714,8 +744,11 @@ class PostgresJobStore(StoreReads):
     def set_progress(self, job_id: int, progress: float, speed: float | None,
                      eta_seconds: float | None) -> None:
         """Save the last progress report (called at a bounded rate by the monitor)."""
-        self._update("UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
-                     (progress, speed, eta_seconds, job_id))
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
+                       (progress, speed, eta_seconds, job_id))
+            # Other nodes show a running job's progress from these saves (a bounded rate).
+            self._changes.append(StoreChange(kind=ChangeKind.PROGRESS, job_id=job_id))
 
     def set_media_duration(self, job_id: int, seconds: float | None) -> None:
         """Remember the source's media duration once probed."""
@@ -816,17 +849,19 @@ LOCAL_META_KEYS = frozenset({"schema_version", "health_probe"})
 
 
 
-def _change_payload(change: StoreChange) -> str:
+def _change_payload(change: StoreChange, node: str | None) -> str:
     return json.dumps({"kind": change.kind.value, "job_id": change.job_id,
-                       "state": change.state.value if change.state else None, "key": change.key})
+                       "state": change.state.value if change.state else None, "key": change.key,
+                       "node": node})
 
 
 def _change_from_payload(payload: str) -> StoreChange | None:
     """The change a NOTIFY payload describes (None for one this version cannot read)."""
     try:
         data = json.loads(payload)
+        # Another writer's change: its origin is the node it names ("" when it names none).
         return StoreChange(kind=ChangeKind(data["kind"]), job_id=data.get("job_id"),
                            state=JobState(data["state"]) if data.get("state") else None,
-                           key=data.get("key"))
+                           key=data.get("key"), origin=str(data.get("node") or ""))
     except (ValueError, KeyError, TypeError):
         return None

@@ -31,12 +31,15 @@ from bulletproof.errors import (
     ConfigIssue,
     InvalidTransition,
     NodeRunning,
+    NodeUnavailable,
     PathError,
     StoreError,
     UnknownProfile,
 )
 from bulletproof.ffprobe import FfmpegBinaries, find_ffmpeg
 from bulletproof.fleet import NodePresence, publish_recovered
+from bulletproof.fleet_controls import ControlRelay
+from bulletproof.fleet_events import FleetEvents
 from bulletproof.libraries import PathMap
 from bulletproof.logs import TransitionLogger
 from bulletproof.models import FailureReason, IgnoreReason, Job, JobState, QueueTrigger
@@ -54,7 +57,7 @@ from bulletproof.preflight import check_folders, prepare_folders, remove_created
 from bulletproof.quality import available_metrics
 from bulletproof.rules import RuleMatch
 from bulletproof.state import ConfigState, Lifecycle, QueueState
-from bulletproof.store import JobStore, NewJob, NodeInfo
+from bulletproof.store import ControlAction, JobStore, NewJob, NodeInfo
 from bulletproof.store_factory import is_shared, open_store
 from bulletproof.view import MonitorView
 from bulletproof.watcher import FolderWatcher, StableFile
@@ -64,6 +67,7 @@ log = logging.getLogger(__name__)
 
 STORE_PROBE_INTERVAL = 2.0  # seconds between store health checks
 STORE_PROBE_AFTER = 5.0  # a tiny probe write is made when no write succeeded for this long
+PROGRESS_SAVE_SECONDS = 2.0  # on a shared store, a running job's progress is saved this often
 
 
 class Monitor:
@@ -81,15 +85,23 @@ class Monitor:
         self._check_against_ffmpeg(config, source=config_path or "config")
         self.version = __version__
         self.lifecycle = Lifecycle()
-        self.store: JobStore = open_store(config.database)
+        self.store: JobStore = open_store(config.database, node=config.node_name)
         self.store_closed = False
         self.queue = QueueState(self.store)
         # Where this node mounts the fleet's libraries (restart-only): the store keeps fleet forms.
         self.paths = PathMap(config.libraries)
+        shared = is_shared(config.database)
         self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries, self.queue,
                                 paths=self.paths)
+        if shared:  # other nodes show this node's running jobs from the saved progress
+            self._pool.progress_save_seconds = PROGRESS_SAVE_SECONDS
         self.presence = NodePresence(self.store, self.bus, lambda: self.config, self._pool,
-                                     version=self.version, shared=is_shared(config.database))
+                                     version=self.version, shared=shared)
+        # The fleet: its queue pause and the controls other nodes ask of this one; its jobs'
+        # events on this node's bus.
+        self.relay = ControlRelay(self.store, self.bus, self._pool, self.queue,
+                                  node=lambda: self.presence.name, shared=shared)
+        self.fleet_events = FleetEvents(self.store, self.bus, shared=shared)
         self._watcher: FolderWatcher | None = None
         self._stopped = asyncio.Event()
         self._health_task: asyncio.Task[None] | None = None
@@ -99,6 +111,7 @@ class Monitor:
                                 pool=self._pool, watcher=lambda: self._watcher,
                                 presence=self.presence)
         self.bus.subscribe(TransitionLogger())
+        self.bus.subscribe(self._on_fleet_event)
 
     @property
     def config(self) -> Config:
@@ -149,6 +162,8 @@ class Monitor:
         self._health_task = asyncio.get_running_loop().create_task(
             self._watch_store(), name="bulletproof-store-health")
         await self.presence.start()
+        await self.relay.start()
+        self.fleet_events.start()
 
     async def stop(self) -> None:
         """Stop watching, end running ffmpeg processes and put their jobs back in the queue."""
@@ -157,6 +172,8 @@ class Monitor:
             await asyncio.gather(self._health_task, return_exceptions=True)
         if self._watcher is not None:
             await self._watcher.stop()
+        self.fleet_events.stop()
+        await self.relay.stop()
         await self._pool.stop()
         await self.presence.stop()
         self.store.close()
@@ -322,6 +339,11 @@ class Monitor:
     def _wake(self) -> None:
         self._pool.wake()
 
+    def _on_fleet_event(self, event: ev.Event) -> None:
+        # Another node queued a job (or one came back to the queue): idle slots look now.
+        if event.origin is not None and isinstance(event, ev.JobQueued):
+            self._pool.wake()
+
     # -- controls -----------------------------------------------------------------------------
 
     def enqueue_path(self, path: str, *, profile: str | None = None, priority: int | None = None) -> Job:
@@ -370,18 +392,22 @@ class Monitor:
         return job
 
     def pause_queue(self) -> None:
-        """Stop starting new jobs; running ones finish; the watcher keeps queueing."""
+        """Stop starting new jobs; running ones finish; the watcher keeps queueing. On a shared
+        store every node's queue: the others follow the store."""
+        self.relay.follow_queue()  # what another node did first is told as such
         if self.queue.pause():
             self.bus.publish(ev.QueuePaused())
 
     def resume_queue(self) -> None:
-        """Start taking jobs again."""
+        """Start taking jobs again (on a shared store, on every node)."""
+        self.relay.follow_queue()
         if self.queue.resume():
             self._pool.queue_resumed()
             self.bus.publish(ev.QueueResumed())
 
     def cancel_job(self, job_id: int) -> Job:
-        """Cancel a queued job now, or end a running one (its outcome follows as an event)."""
+        """Cancel a queued job now, or end a running one (its outcome follows as an event); a
+        job another node runs is asked of that node (the job is returned as it is)."""
         job = self.store.get(job_id)
         if job.state is JobState.QUEUED:
             job = self.store.cancel_queued(job_id, now=time.time())
@@ -390,17 +416,40 @@ class Monitor:
             return job
         if job.state.is_active and self._pool.cancel(job_id):
             return job
-        raise InvalidTransition(job_id, action="cancel", state=job.state)
+        return self._ask_owner(job, ControlAction.CANCEL)
 
     def pause_job(self, job_id: int) -> Job:
-        """Suspend a running job's ffmpeg (SIGSTOP)."""
-        self.store.get(job_id)
-        return self._pool.pause_job(job_id)
+        """Suspend a running job's ffmpeg (SIGSTOP); another node's job is asked of it."""
+        job = self.store.get(job_id)
+        if self._pool.runs(job_id) or not self._runs_elsewhere(job):
+            return self._pool.pause_job(job_id)
+        return self._ask_owner(job, ControlAction.PAUSE)
 
     def resume_job(self, job_id: int) -> Job:
-        """Continue a paused job's ffmpeg (SIGCONT)."""
-        self.store.get(job_id)
-        return self._pool.resume_job(job_id)
+        """Continue a paused job's ffmpeg (SIGCONT); another node's job is asked of it."""
+        job = self.store.get(job_id)
+        if self._pool.runs(job_id) or not self._runs_elsewhere(job):
+            return self._pool.resume_job(job_id)
+        return self._ask_owner(job, ControlAction.RESUME)
+
+    def _runs_elsewhere(self, job: Job) -> bool:
+        """True when another node holds the claim of a running job."""
+        return job.state.is_active and job.claimed_by not in (None, self.presence.name)
+
+    def _ask_owner(self, job: Job, action: ControlAction) -> Job:
+        """Leave a control for the node that runs the job (it acts within about a second);
+        InvalidTransition when no node runs it, NodeUnavailable when that node is not running."""
+        if not self._runs_elsewhere(job) or job.claimed_by is None:
+            raise InvalidTransition(job.id, action=action.value, state=job.state)
+        now = time.time()
+        node = next((n for n in self.store.nodes() if n.name == job.claimed_by), None)
+        if node is None or not node.alive(now):
+            raise NodeUnavailable(job.id, action=action.value, node=job.claimed_by,
+                                  seen_ago=None if node is None else max(0.0, now - node.last_seen))
+        request = self.store.request_control(job.id, action, now=now)
+        log.info("control asked of the node that runs the job",
+                 extra={"job": job.id, "action": action.value, "node": request.node})
+        return self.store.get(job.id)
 
     def retry_job(self, job_id: int) -> Job:
         """Queue a failed, cancelled, completed or skipped job again."""

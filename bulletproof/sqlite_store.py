@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bulletproof import node_rows
+from bulletproof import control_rows, node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.errors import (
     InvalidTransition,
@@ -31,6 +31,8 @@ from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
+    ControlAction,
+    ControlRequest,
     FileExists,
     NewJob,
     NodeInfo,
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 # 2: skipped jobs, source inodes, quality scores, the audit trail. Older versions must refuse a
 # store that may hold states they do not know.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _STEPS_BEFORE_NUMBERING = 2  # steps that re-run on every open (see SqliteJobStore._migrate)
 
 _SCHEMA = """
@@ -139,6 +141,20 @@ _STORE_ID_SCHEMA = """
 INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
 """
 
+# Control requests (schema step 5): a cancel, pause or resume asked of the node that runs a job
+# (bulletproof.control_rows). A lone monitor never addresses another node; the table keeps both
+# stores alike.
+_CONTROL_REQUESTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS control_requests (
+    job_id       INTEGER PRIMARY KEY,
+    node         TEXT    NOT NULL,
+    action       TEXT    NOT NULL,
+    token        INTEGER NOT NULL,
+    requested_at REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS control_requests_node ON control_requests (node);
+"""
+
 _AUDIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -225,6 +241,7 @@ class SqliteJobStore(StoreReads):
             self._migrate_to_2,  # 2: the audit trail, trusted outputs, claims
             lambda: self._db.executescript(_NODES_SCHEMA),  # 3: the node registry
             lambda: self._db.executescript(_STORE_ID_SCHEMA),  # 4: the store's id (metrics' fleet label)
+            lambda: self._db.executescript(_CONTROL_REQUESTS_SCHEMA),  # 5: control requests
         )
         assert len(steps) == SCHEMA_VERSION
         current = self._stored_version()
@@ -411,6 +428,32 @@ class SqliteJobStore(StoreReads):
             if db.execute(node_rows.FORGET, (name,)).rowcount == 0:
                 raise NodeNotFound(name)
             self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
+
+    # -- controls asked of the node that runs a job (bulletproof.control_rows) ----------------
+
+    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
+        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
+        request); JobNotFound, InvalidTransition when its state or claim does not allow it."""
+        with self._tx() as db:
+            row = db.execute("SELECT state, claim_token, claimed_by FROM jobs WHERE id = ?",
+                             (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            request = control_rows.checked_request(job_id, action, state=JobState(row[0]),
+                                                   node=row[2], token=int(row[1]), now=now)
+            db.execute(control_rows.UPSERT, control_rows.request_params(request))
+            self._changes.append(StoreChange(kind=ChangeKind.CONTROL, job_id=job_id,
+                                             key=request.node))
+        return request
+
+    def control_requests(self, node: str) -> list[ControlRequest]:
+        """The requests addressed to `node`, oldest first."""
+        return [control_rows.request_from_row(r) for r in self._query(control_rows.FOR_NODE, (node,))]
+
+    def clear_control(self, job_id: int, token: int) -> None:
+        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
+        with self._tx() as db:
+            db.execute(control_rows.CLEAR, (job_id, token))
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -715,6 +758,7 @@ class SqliteJobStore(StoreReads):
         with self._tx() as db:
             db.execute("UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
                        (progress, speed, eta_seconds, job_id))
+            self._changes.append(StoreChange(kind=ChangeKind.PROGRESS, job_id=job_id))
 
     def set_media_duration(self, job_id: int, seconds: float | None) -> None:
         """Remember the source's media duration once probed."""

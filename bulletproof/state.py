@@ -22,7 +22,10 @@ _PAUSED_SINCE = "queue_paused_since"
 
 
 class QueueState:
-    """Whether the queue is paused: kept in the store's meta table, so a restart keeps it."""
+    """Whether the queue is paused: kept in the store's meta table, so a restart keeps it (and,
+    on a shared store, every node follows it: `refresh`)."""
+
+    KEYS = frozenset({_PAUSED, _PAUSED_SINCE})  # the meta keys whose change `refresh` follows
 
     def __init__(self, store: JobStore) -> None:
         self._store = store
@@ -51,6 +54,15 @@ class QueueState:
             return False
         self._store.set_meta(_PAUSED, "0")
         self.paused_since = None
+        return True
+
+    def refresh(self) -> bool:
+        """Read the pause state from the store, where another node of a shared store may have
+        changed it; True when it changed here."""
+        paused = self._store.get_meta(_PAUSED) == "1"
+        if paused == self.paused:
+            return False
+        self.paused_since = float(self._store.get_meta(_PAUSED_SINCE) or time.time()) if paused else None
         return True
 
 

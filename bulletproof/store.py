@@ -89,6 +89,8 @@ class ChangeKind(StrEnum):
     JOB = "job"  # a job was added, changed state, or was deleted (state None)
     META = "meta"  # a persisted setting changed
     NODE = "node"  # a node's registry row changed in a way others act on (draining); key: name
+    CONTROL = "control"  # a control was asked of the node running a job; key: that node's name
+    PROGRESS = "progress"  # a running job's progress was saved (a shared store: others show it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +101,34 @@ class StoreChange:
     job_id: int | None = None
     state: JobState | None = None
     key: str | None = None
+    # None: a write of this store instance (this node); else another writer's node name ("" when
+    # it did not say), as a shared store's listener hands it on.
+    origin: str | None = None
 
 
 ChangeListener = Callable[[StoreChange], None]
+
+
+class ControlAction(StrEnum):
+    """A control one node asks of the node that runs a job."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A control asked of the node that runs a job, kept in the store until that node acts.
+
+    `token` is the claim it was asked for: a later attempt of the job never takes it.
+    """
+
+    job_id: int
+    node: str
+    action: ControlAction
+    token: int
+    requested_at: float
 
 
 @dataclass(slots=True)
@@ -183,6 +210,21 @@ class JobStore(Protocol):
 
     def forget_node(self, name: str) -> None:
         """Remove a node from the registry (NodeNotFound when there is none)."""
+        ...
+
+    # -- controls asked of the node that runs a job ---------------------------------------------
+
+    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
+        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
+        request); JobNotFound, InvalidTransition when its state or claim does not allow it."""
+        ...
+
+    def control_requests(self, node: str) -> list[ControlRequest]:
+        """The requests addressed to `node`, oldest first."""
+        ...
+
+    def clear_control(self, job_id: int, token: int) -> None:
+        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
         ...
 
     # -- adding jobs ----------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from bulletproof.sqlite_store import SqliteJobStore
 from bulletproof.store import JobStore
 
 
-def open_store(database: Path | str) -> JobStore:
-    """The store `database` names (a `postgresql://` URL or a SQLite path), open and migrated."""
+def open_store(database: Path | str, *, node: str | None = None) -> JobStore:
+    """The store `database` names (a `postgresql://` URL or a SQLite path), open and migrated;
+    a shared store names `node` (this node) to the others in its change notifications."""
     if not is_postgres_url(database):
         return SqliteJobStore(database)
     try:
@@ -21,7 +22,7 @@ def open_store(database: Path | str) -> JobStore:
     except ImportError as exc:
         raise StoreError("the database is a PostgreSQL URL but its driver is not installed "
                          f"({exc.name}): pip install 'bulletproof[postgres]'") from None
-    return module.PostgresJobStore(str(database))
+    return module.PostgresJobStore(str(database), node=node)
 
 
 def is_shared(database: Path | str) -> bool:

@@ -40,7 +40,7 @@ from bulletproof.paths import confine, output_path_for, temp_path_for
 from bulletproof.profiles import Profile, QualityGate
 from bulletproof.quality import score
 from bulletproof.state import QueueState
-from bulletproof.store import JobStore, NewJob
+from bulletproof.store import ControlAction, ControlRequest, JobStore, NewJob
 from bulletproof.target import keep_source_as_output, target_mismatch
 from bulletproof.verify import VerifyPlan, plan_for, result_of, verify_output
 
@@ -62,6 +62,7 @@ class _Slot:
     started_at: float | None = None
     progress: Progress | None = None
     last_progress_at: float | None = None
+    progress_saved_at: float = 0.0  # when the progress was last saved for other nodes to show
     media_duration: float | None = None
     paused: bool = False
     paused_at: float | None = None
@@ -133,6 +134,9 @@ class WorkerPool:
         self._started = False
         self._troubled: dict[int, str] = {}  # slot -> the error it is backing off from
         self._store_epoch = 0  # bumped when the store takes writes again: backoffs end early
+        # On a shared store a running job's progress is saved at most this often (seconds), so
+        # the other nodes can show it; None: only when the attempt ends.
+        self.progress_save_seconds: float | None = None
         # Last time a slot claimed or freed, or the queue was resumed (monotonic): the queue
         # check in the view compares it with how long runnable jobs have waited.
         self.last_activity = time.monotonic()
@@ -254,6 +258,26 @@ class WorkerPool:
             if slot.job is not None and slot.job.id == job_id:
                 return slot
         return None
+
+    def runs(self, job_id: int) -> bool:
+        """True when a slot of this pool runs the job."""
+        return self._slot_for(job_id) is not None
+
+    def apply_control(self, request: ControlRequest) -> bool:
+        """Carry out a control another node asked for; False when no slot runs that attempt
+        (it ended, or a later claim runs it) or the job is already as asked."""
+        slot = self._slot_for(request.job_id)
+        if slot is None or slot.token != request.token or slot.claim_lost:
+            return False
+        if request.action is ControlAction.CANCEL:
+            return self.cancel(request.job_id)
+        if request.action is ControlAction.PAUSE and not slot.paused:
+            self.pause_job(request.job_id)
+            return True
+        if request.action is ControlAction.RESUME and slot.paused:
+            self.resume_job(request.job_id)
+            return True
+        return False
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a running job; False when no slot runs it."""
@@ -588,6 +612,14 @@ class WorkerPool:
         # was reached when the attempt ends.
         now = time.time()
         slot.progress, slot.last_progress_at = progress, now
+        every = self.progress_save_seconds
+        if every is not None and not slot.claim_lost and now - slot.progress_saved_at >= every:
+            slot.progress_saved_at = now
+            try:
+                self._store.set_progress(slot.job.id, progress.ratio, progress.speed,
+                                         progress.eta_seconds)
+            except StoreError:  # only a display for other nodes: the next save tries again
+                pass
         self._bus.publish(ev.JobProgress(job_id=slot.job.id, worker=slot.index, progress=progress.ratio,
                                          speed=progress.speed, eta_seconds=progress.eta_seconds))
 

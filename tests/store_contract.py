@@ -15,7 +15,15 @@ import pytest
 from bulletproof.audit import AUDIT_MAX_AGE_SECONDS, AuditEntry
 from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
-from bulletproof.store import SORT_KEYS, ChangeKind, JobStore, NewJob, NodeInfo, StoreChange
+from bulletproof.store import (
+    SORT_KEYS,
+    ChangeKind,
+    ControlAction,
+    JobStore,
+    NewJob,
+    NodeInfo,
+    StoreChange,
+)
 
 
 @dataclass
@@ -406,6 +414,48 @@ class JobStoreContract:
         store.mark_started(job.id, now=1)
         assert store.requeue_expired(now=10**9) == []
         assert store.get(job.id).state is JobState.PROCESSING
+
+    # -- controls asked of the node that runs a job ----------------------------------------------
+
+    def test_a_control_request_is_addressed_to_the_node_holding_the_claim(
+            self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        with pytest.raises(InvalidTransition, match="cannot cancel job .*: it is queued"):
+            store.request_control(job.id, ControlAction.CANCEL, now=1)
+        with pytest.raises(JobNotFound):
+            store.request_control(9999, ControlAction.CANCEL, now=1)
+        claim = store.claim("n2", now=1, lease_seconds=30)
+        assert claim is not None
+        with pytest.raises(InvalidTransition, match="cannot resume job .*: it is processing"):
+            store.request_control(job.id, ControlAction.RESUME, now=2)
+        heard: list[StoreChange] = []
+        store.subscribe(heard.append)
+        asked = store.request_control(job.id, ControlAction.PAUSE, now=2)
+        assert (asked.node, asked.action, asked.token) == ("n2", ControlAction.PAUSE, claim.token)
+        assert [(c.kind, c.job_id, c.key) for c in heard] == [(ChangeKind.CONTROL, job.id, "n2")]
+        # A later request replaces the pending one; only the addressee sees it.
+        store.request_control(job.id, ControlAction.CANCEL, now=3)
+        assert [(r.job_id, r.action, r.requested_at) for r in store.control_requests("n2")] == [
+            (job.id, ControlAction.CANCEL, 3)]
+        assert store.control_requests("n1") == []
+        store.clear_control(job.id, claim.token + 1)  # another attempt's: not this one
+        assert len(store.control_requests("n2")) == 1
+        store.clear_control(job.id, claim.token)
+        assert store.control_requests("n2") == []
+
+    def test_a_paused_job_takes_resume_and_cancel_requests_only(self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        claim = store.claim("n2", now=1, lease_seconds=30)
+        assert claim is not None
+        store.mark_paused(job.id, True, token=claim.token)
+        with pytest.raises(InvalidTransition, match="cannot pause job"):
+            store.request_control(job.id, ControlAction.PAUSE, now=2)
+        assert store.request_control(job.id, ControlAction.RESUME, now=2).node == "n2"
+        assert store.request_control(job.id, ControlAction.CANCEL, now=3).node == "n2"
+        store.mark_completed(job.id, now=4, output_bytes=1, media_duration=None,
+                             token=claim.token)
+        with pytest.raises(InvalidTransition, match="it is completed"):
+            store.request_control(job.id, ControlAction.CANCEL, now=5)
 
     # -- notifications ---------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ REMOVED_JOB_FIELDS = {"status", "completed_at"}  # were copies of state and fini
 EXTRA_JOB_FIELDS = {"attempts", "reason", "state", "rel_path", "input_bytes", "output_bytes",
                     "media_duration", "duration", "created_at", "queued_at", "speed",
                     "eta_seconds", "rule", "priority", "output_path", "worker", "quality_score"}
-DETAIL_ONLY = {"stderr_tail", "source_path", "watch_folder", "mtime_ns", "source_inode"}
+# `requested` is set only in a control's answer for another node's job (test_fleet_controls).
+DETAIL_ONLY = {"stderr_tail", "source_path", "watch_folder", "mtime_ns", "source_inode", "requested"}
 
 
 def assert_error(status: int, body: dict, expected_status: int, code: str | None = None) -> dict:
@@ -251,6 +252,7 @@ async def test_job_fields_list_and_detail(api: Api, clip_cache) -> None:
     assert status == 200
     assert DETAIL_ONLY <= set(detail)
     assert detail["source_path"] == str(api.incoming / "broken.mp4")
+    assert detail["requested"] is None
     assert {k: v for k, v in detail.items() if k not in DETAIL_ONLY} == failed
 
 

@@ -51,3 +51,12 @@ def teardown_module() -> None:
     for handler in list(logging.getLogger().handlers):
         if getattr(handler, "_bulletproof", False):
             logging.getLogger().removeHandler(handler)
+
+
+def test_another_nodes_transitions_are_not_logged_as_this_nodes() -> None:
+    stream, logger = capture("logfmt")
+    logger(ev.JobStarted(job=job(JobState.PROCESSING), worker=-1, queue_wait=0.1, origin="b"))
+    logger(ev.JobRemoved(job_id=7, origin="b"))
+    assert stream.getvalue() == ""  # node b logs its own
+    logger(ev.JobStarted(job=job(JobState.PROCESSING), worker=0, queue_wait=0.1))
+    assert 'msg="job started"' in stream.getvalue()

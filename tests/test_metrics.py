@@ -611,8 +611,8 @@ async def test_store_gauges_carry_the_fleet_and_the_registry_is_exported(running
     # The sweep's event counts the lease of the node that held it.
     job = monitor.store.add(NewJob("/x/a.mp4", "a.mp4", "/x", 1, 1, "h264_mp4", "videos", "/y/a.mp4"))
     assert job is not None
-    monitor.bus.publish(ev.LeaseExpired(job=job, node="gone-node"))
-    monitor.bus.publish(ev.LeaseExpired(job=job, node=node))
+    monitor.bus.publish(ev.LeaseExpired(job=job, holder="gone-node"))
+    monitor.bus.publish(ev.LeaseExpired(job=job, holder=node))
     s = scrape(metrics)
     assert s.get("bulletproof_leases_expired_total", node="gone-node") == 1
     assert s.get("bulletproof_leases_expired_total", node=node) == 1

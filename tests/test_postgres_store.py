@@ -136,7 +136,8 @@ def test_a_change_from_one_instance_reaches_the_others_subscriber(
         if arrived.wait(0.1):
             break
     assert arrived.is_set()
-    assert StoreChange(kind=ChangeKind.META, key="queue_paused") in heard
+    # Another writer's change, marked as such (this one names no node: origin "").
+    assert StoreChange(kind=ChangeKind.META, key="queue_paused", origin="") in heard
     job = added(first, new("a.mp4"))
     assert _until(lambda: any(c.job_id == job.id and c.state == "queued" for c in heard))
 

@@ -16,6 +16,7 @@ from bulletproof.errors import (
     JobNotFound,
     NodeNotFound,
     NodeRunning,
+    NodeUnavailable,
     PathError,
     StoreError,
     UnknownProfile,
@@ -75,6 +76,9 @@ def error_for(exc: BaseException) -> web.Response | None:
     if isinstance(exc, InvalidTransition):
         return json_error(409, str(exc), code="invalid_state",
                           details={"job_id": exc.job_id, "action": exc.action, "state": exc.state.value})
+    if isinstance(exc, NodeUnavailable):
+        return json_error(409, str(exc), code="node_unavailable",
+                          details={"job_id": exc.job_id, "action": exc.action, "node": exc.node})
     if isinstance(exc, ConfigError):
         return json_error(422, "invalid config", code="invalid_config",
                           details=[{"location": i.location, "message": i.message} for i in exc.issues])

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from bulletproof.models import JobState
-from bulletproof.store import SORT_KEYS
+from bulletproof.models import Job, JobState
+from bulletproof.store import SORT_KEYS, ControlAction
 from exporter.api.keys import context_of
 from exporter.api.params import bad_param, int_param, job_id_of, parse_body, query_one, read_json, time_param
 from exporter.api.responses import ok
@@ -124,10 +124,26 @@ async def enqueue(request: web.Request) -> web.Response:
 # -- job actions --------------------------------------------------------------------------------
 
 
+def _asked_elsewhere(context: PluginContext, job: Job) -> bool:
+    """True when a control went to the node that runs the job (another node of the store)."""
+    return job.state.is_active and job.claimed_by not in (None, context.view.node_name)
+
+
+def _controlled(context: PluginContext, job: Job, action: ControlAction) -> web.Response:
+    """The answer to a pause or resume: 200 with the job as it is now, or 202 with the job as
+    it still is when the node that runs it was asked (`requested`)."""
+    if _asked_elsewhere(context, job):
+        return ok(job_answer(job, detail=True, requested=action), status=202)
+    return ok(job_answer(job, live_workers(context.view), detail=True))
+
+
 async def cancel_job(request: web.Request) -> web.Response:
-    """Cancel a queued job (200, now cancelled) or end a running one (202, outcome follows)."""
+    """Cancel a queued job (200, now cancelled) or end a running one (202, outcome follows;
+    another node's job: asked of that node, `requested`)."""
     context = context_of(request)
     job = context.controls.cancel_job(job_id_of(request))
+    if _asked_elsewhere(context, job):
+        return ok(job_answer(job, detail=True, requested=ControlAction.CANCEL), status=202)
     accepted = job.state is not JobState.CANCELLED
     return ok(job_answer(job, live_workers(context.view), detail=True), status=202 if accepted else 200)
 
@@ -140,15 +156,13 @@ async def retry_job(request: web.Request) -> web.Response:
 async def pause_job(request: web.Request) -> web.Response:
     """Suspend a running job's ffmpeg; it keeps its worker slot."""
     context = context_of(request)
-    job = context.controls.pause_job(job_id_of(request))
-    return ok(job_answer(job, live_workers(context.view), detail=True))
+    return _controlled(context, context.controls.pause_job(job_id_of(request)), ControlAction.PAUSE)
 
 
 async def resume_job(request: web.Request) -> web.Response:
     """Continue a paused job."""
     context = context_of(request)
-    job = context.controls.resume_job(job_id_of(request))
-    return ok(job_answer(job, live_workers(context.view), detail=True))
+    return _controlled(context, context.controls.resume_job(job_id_of(request)), ControlAction.RESUME)
 
 
 async def prioritize_job(request: web.Request) -> web.Response:

@@ -179,12 +179,17 @@ _PAGE = [
 ]
 
 
-def _job_action(op_id: str, summary: str, *, accepted: bool = False,
+def _job_action(op_id: str, summary: str, *, accepted: bool = False, remote: bool = False,
                 description: str | None = None) -> dict[str, Any]:
     ok = {"200": _json(ref("JobDetail"), "the job after the action")}
     if accepted:
-        ok["202"] = _json(ref("JobDetail"), "the job is running: it was told to stop, the "
-                          "outcome follows as a job_finished event")
+        ok["202"] = _json(ref("JobDetail"), "the job is running: it was told to stop (another "
+                          "node's job: that node was asked, `requested`), the outcome follows "
+                          "as a job_finished event")
+    elif remote:
+        ok["202"] = _json(ref("JobDetail"), "another node runs the job: that node was asked "
+                          "(`requested`) and carries it out within about a second; the job is "
+                          "returned as it still is, its event follows")
     return {"post": _op(op_id, summary, "jobs", ok, errors=("404", "409"), params=[_ID],
                         mutating=True, description=description)}
 
@@ -262,8 +267,10 @@ def _paths() -> dict[str, Any]:
             "cancelJob", "Cancel a queued job or stop a running one", accepted=True),
         "/api/v1/jobs/{id}/retry": _job_action(
             "retryJob", "Queue a failed, cancelled or completed job again"),
-        "/api/v1/jobs/{id}/pause": _job_action("pauseJob", "Suspend a running job (SIGSTOP)"),
-        "/api/v1/jobs/{id}/resume": _job_action("resumeJob", "Continue a paused job (SIGCONT)"),
+        "/api/v1/jobs/{id}/pause": _job_action("pauseJob", "Suspend a running job (SIGSTOP)",
+                                                remote=True),
+        "/api/v1/jobs/{id}/resume": _job_action("resumeJob", "Continue a paused job (SIGCONT)",
+                                                 remote=True),
         "/api/v1/jobs/{id}/prioritize": _job_action(
             "prioritizeJob", "Move a queued job to the front of the queue"),
         "/api/v1/queue": {"get": _op("getQueue", "Queued jobs in run order", "queue",

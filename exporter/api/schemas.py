@@ -18,7 +18,7 @@ from bulletproof import events as ev
 from bulletproof.audit import AUDIT_RESULTS
 from bulletproof.config_policy import RESTART_KEYS
 from bulletproof.models import Job, JobState, WorkerSnapshot
-from bulletproof.store import NodeInfo
+from bulletproof.store import ControlAction, NodeInfo
 from bulletproof.view import COMPONENTS
 from exporter.security.permissions import AUDITED_ACTIONS
 
@@ -88,16 +88,23 @@ def _record_fields(record: type, info: dict[str, Any], skip: tuple[str, ...] = (
 
 JobDetail: type[ApiModel] = create_model(
     "JobDetail", __base__=ApiModel, __doc__="Everything the store knows about a job.",
-    **_record_fields(Job, _JOB_FIELD_INFO), **_JOB_EXTRAS)
+    **_record_fields(Job, _JOB_FIELD_INFO), **_JOB_EXTRAS,
+    requested=(ControlAction | None, Field(default=None, description=(
+        "in the answer (202) to a cancel, pause or resume of a job another node runs: the "
+        "control asked of that node, which carries it out within about a second (the job's "
+        "events follow); null otherwise"))))
 JobSummary: type[ApiModel] = create_model(
     "Job", __base__=ApiModel, __doc__="A job as lists show it (live progress while it runs).",
     **_record_fields(Job, _JOB_FIELD_INFO, skip=DETAIL_ONLY), **_JOB_EXTRAS)
 
 
-def job_model(job: Job, snap: WorkerSnapshot | None = None, *, detail: bool = False) -> ApiModel:
+def job_model(job: Job, snap: WorkerSnapshot | None = None, *, detail: bool = False,
+              requested: ControlAction | None = None) -> ApiModel:
     """A job as the API shows it: the store's record, and live progress from its worker slot
-    while it runs (the store saves progress only every few seconds)."""
+    while it runs (the store saves progress only every few seconds); `requested`, a control
+    asked of the node that runs it (details only)."""
     data: dict[str, Any] = {f.name: getattr(job, f.name) for f in fields(Job)}
+    data["requested"] = requested
     data["filename"] = job.filename
     data["duration"] = job.duration
     data["worker"] = snap.slot if snap is not None else None
@@ -478,16 +485,23 @@ EVENT_TYPES: dict[type[ev.Event], str] = {
 }
 
 
+NODE_DESCRIPTION = ("the node (node_name) this happened on: the one streaming for its own work, "
+                    "another node of a shared store for that node's jobs")
+
+
 def _message_model(event: type[ev.Event], wire: str) -> type[ApiModel]:
-    """The message of one event: its `type`, `at`, and the event's fields; a job as `job_id`
-    plus the job as lists show it."""
+    """The message of one event: its `type`, `at`, the node it happened on, and the event's
+    fields; a job as `job_id` plus the job as lists show it."""
     hints = get_type_hints(event)
-    defs: dict[str, Any] = {"type": (Literal[wire], ...), "at": (float, Field(description=UNIX_SECONDS))}
+    defs: dict[str, Any] = {
+        "type": (Literal[wire], ...), "at": (float, Field(description=UNIX_SECONDS)),
+        "node": (str, Field(description=NODE_DESCRIPTION))}
     if "job" in hints:
         defs["job_id"] = (int, ...)
     for f in fields(event):
-        if f.name == "at":
+        if f.name in ("at", "origin"):
             continue
+        assert f.name != "node", f"{event.__name__}.node would hide the message's node"
         defs[f.name] = (JobSummary if hints[f.name] is Job else hints[f.name], ...)
     return create_model(f"{event.__name__}Message", __base__=ApiModel,
                         __doc__=f"`{wire}`: {(event.__doc__ or '').strip().splitlines()[0]}", **defs)
@@ -521,13 +535,17 @@ class PongMessage(ApiModel):
     at: Timestamp
 
 
-def event_message(event: ev.Event) -> ApiModel | None:
-    """An event as the message clients get, or None for an event that is not streamed."""
+def event_message(event: ev.Event, *, node: str) -> ApiModel | None:
+    """An event as the message clients get (`node`: the streaming node, for its own events),
+    or None for an event that is not streamed."""
     model = MESSAGE_MODELS.get(type(event))
     if model is None:
         return None
-    data: dict[str, Any] = {"type": EVENT_TYPES[type(event)], "at": event.at}
+    data: dict[str, Any] = {"type": EVENT_TYPES[type(event)], "at": event.at,
+                            "node": node if event.origin is None else event.origin}
     for f in fields(event):
+        if f.name == "origin":
+            continue
         value = getattr(event, f.name)
         if isinstance(value, Job):
             data["job_id"] = value.id

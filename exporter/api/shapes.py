@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bulletproof.models import Job, WorkerSnapshot
+from bulletproof.store import ControlAction
 from exporter.api.schemas import (
     ApiModel,
     ConfigState,
@@ -30,10 +31,10 @@ def live_workers(view: MonitorView) -> dict[int, WorkerSnapshot]:
 
 
 def job_answer(job: Job, live: dict[int, WorkerSnapshot] | None = None, *,
-               detail: bool = False) -> ApiModel:
+               detail: bool = False, requested: ControlAction | None = None) -> ApiModel:
     """A job as the API shows it; a running job's progress comes from its worker slot in `live`."""
     snap = (live or {}).get(job.id) if job.state.is_active else None
-    return job_model(job, snap, detail=detail)
+    return job_model(job, snap, detail=detail, requested=requested)
 
 
 def nodes_answer(view: MonitorView, now: float) -> Nodes:

@@ -1,8 +1,10 @@
 """GET /ws/updates: the live event stream.
 
 On connect a client gets one `snapshot` message (status, worker slots, the head of the queue),
-then every job, queue, config and watch-folder event as `{"type": "<event>", ...}` the moment the
-core publishes it (the message models and their `type` names: `exporter.api.schemas`). Progress
+then every job, queue, config and watch-folder event as `{"type": "<event>", "node": ..., ...}`
+the moment the core publishes it (the message models and their `type` names:
+`exporter.api.schemas`); on a shared store that includes the other nodes' job events, with
+their `node`. Progress
 reports are coalesced per job to at most one per `PROGRESS_INTERVAL`. Each client has a bounded
 queue of pending messages (shared strings, so the memory is the slowest client's backlog); a
 client that falls `QUEUE_SIZE` messages behind, or whose socket accepts nothing for
@@ -111,7 +113,7 @@ class EventHub:
         if not self._clients:
             self._pending.clear()
             return
-        message = event_message(event)
+        message = event_message(event, node=self._context.view.node_name)
         if message is None:
             return
         text = model_text(message)

@@ -260,6 +260,15 @@ def job_view(job: JSON) -> Table:
     return grid
 
 
+def _slot(message: JSON) -> str:
+    """Where a job runs: its node, and its worker slot when known (-1: another node's slot)."""
+    worker = message.get("worker")
+    where = [f"node={message['node']}"] if message.get("node") else []
+    if worker is not None and worker != -1:
+        where.append(f"worker={worker}")
+    return " ".join(where)
+
+
 def event_line(message: JSON) -> str:
     """One human line for a stream message."""
     kind = str(message.get("type", "?"))
@@ -278,7 +287,7 @@ def event_line(message: JSON) -> str:
             parts.append(f"profile={job.get('profile')} priority={job.get('priority')} "
                          f"trigger={message.get('trigger')}")
         elif kind == "job_started":
-            parts.append(f"worker={message.get('worker')} "
+            parts.append(f"{_slot(message)} "
                          f"waited={_duration(message.get('queue_wait'))} attempt={job.get('attempts')}")
         elif kind == "job_finished":
             outcome = str(message.get("outcome"))
@@ -290,7 +299,7 @@ def event_line(message: JSON) -> str:
             if message.get("will_retry"):
                 parts.append("will retry")
         elif kind in ("job_paused", "job_resumed"):
-            parts.append(f"worker={message.get('worker')}")
+            parts.append(_slot(message))
         elif kind == "output_conflict":
             parts.append(f"{message.get('wanted')} taken, policy={message.get('policy')} "
                          f"-> {job.get('output_path')}")

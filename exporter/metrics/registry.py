@@ -312,8 +312,7 @@ class BulletproofMetrics:
         The one place where events are filtered: a job event another node published and this
         node's bus relays (marked with that node as its `origin`) is counted where it happened.
         """
-        origin = getattr(event, "origin", None)
-        return origin is None or origin == self._view.node_name
+        return event.origin is None
 
     def _on_event(self, event: ev.Event) -> None:
         if not self._local(event):
@@ -343,8 +342,8 @@ class BulletproofMetrics:
         elif isinstance(event, ev.FileIgnored):
             self.files_ignored.labels(reason=IgnoreReason(event.reason).value).inc()
         elif isinstance(event, ev.LeaseExpired):
-            self._init_nodes([event.node])
-            self.leases_expired.labels(node=event.node).inc()
+            self._init_nodes([event.holder])
+            self.leases_expired.labels(node=event.holder).inc()
         elif isinstance(event, ev.WorkerRestarted):
             self.worker_restarts.labels(worker=str(event.worker)).inc()
         elif isinstance(event, ev.ConfigReloaded):
