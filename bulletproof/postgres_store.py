@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.adapt import Loader
@@ -33,13 +33,16 @@ from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
 from bulletproof.queries import JobQueries, StoreReads
 from bulletproof.store import (
+    ATTEMPT_STATES,
     ChangeKind,
     ChangeListener,
     Claim,
     NewJob,
     NodeInfo,
+    Publish,
     StoreChange,
     StoreHealth,
+    check_fence,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,12 @@ _RESERVATION_LOCK = 0x6270_6F75  # "bpou"
 _AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 _LISTEN_RETRY_SECONDS = 5.0  # between the listener's reconnects while the server is away
 _UNFINISHED = "('queued', 'processing', 'paused')"
+# A fenced transaction holds the job's row while it renames a file: should the process freeze
+# inside it (SIGSTOP), the server ends the session after this long, which frees the row for the
+# sweep (the frozen node's commit then fails and it publishes nothing more).
+_FENCED_IDLE_TIMEOUT = "30s"
+
+_T = TypeVar("_T")
 
 
 class _Record(tuple):  # type: ignore[type-arg]
@@ -415,10 +424,13 @@ class PostgresJobStore(StoreReads):
                 self._note(job_id, JobState.FAILED)
             return self._reads.get(job_id), policy
 
-    def reserve_again(self, job_id: int, *, policy: str,
-                      path: str | None = None) -> tuple[Job, str | None]:
-        """On a job's first claim, apply the output policy again to a name taken since queueing."""
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
+                      token: int | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim, apply the output policy again to a name taken since queueing
+        (StaleClaim when `token` is given and no longer current)."""
         with self._tx() as db:
+            if token is not None:
+                self._state_for(db, job_id, "reserve an output for", token)
             self._lock_reservations(db)
             if path is not None:
                 db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (path, job_id))
@@ -493,6 +505,25 @@ class PostgresJobStore(StoreReads):
                              why=f"the attempt is over: the job is {state.value}")
         return state
 
+    @staticmethod
+    def _hold_row(db: psycopg.Connection[Any], job_id: int) -> tuple[JobState, int]:
+        """Lock the job's row till commit (a sweep's SKIP LOCKED passes it by); state and token."""
+        db.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{_FENCED_IDLE_TIMEOUT}'")
+        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = %s FOR UPDATE",
+                         (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return JobState(row[0]), int(row[1])
+
+    def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
+               states: frozenset[JobState] = ATTEMPT_STATES) -> _T:
+        """Run `action` in one transaction holding the job's row (`FOR UPDATE`), only while
+        `token` is its current claim and the job is in `states`; StaleClaim otherwise."""
+        with self._tx() as db:
+            state, current = self._hold_row(db, job_id)
+            check_fence(job_id, token, state, current, states)
+            return action()
+
     def renew(self, job_id: int, token: int, *, until: float) -> None:
         """Extend the lease of a current claim; StaleClaim when the token is not current."""
         with self._tx() as db:
@@ -530,12 +561,20 @@ class PostgresJobStore(StoreReads):
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
                     params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False) -> Job:
-        """Check the state (and the claim), run `sql`; `done` remembers the file version."""
+                    done: bool = False, publish: Publish | None = None,
+                    ends_in: JobState | None = None) -> Job:
+        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
+        version. A token that already took the job to `ends_in` gets the job back unchanged."""
         with self._tx() as db:
+            if publish is not None or ends_in is not None and token is not None:
+                held, current = self._hold_row(db, job_id)
+                if ends_in is not None and token == current and held is ends_in:
+                    return self._reads.get(job_id)
             state = self._state_for(db, job_id, action, token)
             if state not in allowed:
                 raise InvalidTransition(job_id, action=action, state=state)
+            if publish is not None:
+                publish()  # the claim is current and its row locked: no sweep can take it now
             db.execute(sql, (*params, job_id))
             if done:
                 db.execute("INSERT INTO done_files (source_path, size, mtime_ns) "
@@ -564,25 +603,28 @@ class PostgresJobStore(StoreReads):
 
     def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
                        media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction)."""
+                       token: int | None = None, publish: Publish | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done (one transaction, which
+        also runs `publish` with the job's row locked: see JobStore.mark_completed)."""
         return self._transition(
             job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
             "UPDATE jobs SET state = 'completed', finished_at = %s, progress = 1, "
             "eta_seconds = 0, output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
             "stderr_tail = %s, lease_until = NULL WHERE id = %s",
-            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True)
+            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
+            publish=publish, ends_in=JobState.COMPLETED)
 
     def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
                      output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None) -> Job:
+                     token: int | None = None, publish: Publish | None = None) -> Job:
         """The job needed no work (or its result was not kept); the version counts as done."""
         return self._transition(
             job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
             "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s, "
             "output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
             "eta_seconds = NULL, lease_until = NULL WHERE id = %s",
-            (now, reason.value, message, output_bytes, media_duration), token=token, done=True)
+            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
+            publish=publish, ends_in=JobState.SKIPPED)
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
                     stderr_tail: str, retry_at: float | None, progress: float | None = None,
@@ -700,27 +742,37 @@ class PostgresJobStore(StoreReads):
 
     # -- details of a running attempt -----------------------------------------------------------
 
-    def _update(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
+                    params: tuple[Any, ...]) -> None:
+        """One detail of a running attempt; with `token`, only while it is the current claim."""
         with self._tx() as db:
-            db.execute(sql, params)
+            if token is not None:
+                self._state_for(db, job_id, action, token)
+            db.execute(sql, (*params, job_id))
 
     def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None) -> None:
+                     eta_seconds: float | None, *, token: int | None = None) -> None:
         """Save the last progress report (called at a bounded rate by the monitor)."""
-        self._update("UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
-                     (progress, speed, eta_seconds, job_id))
+        self._set_detail(job_id, "record progress of", token,
+                         "UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
+                         (progress, speed, eta_seconds))
 
-    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
+    def set_media_duration(self, job_id: int, seconds: float | None, *,
+                           token: int | None = None) -> None:
         """Remember the source's media duration once probed."""
-        self._update("UPDATE jobs SET media_duration = %s WHERE id = %s", (seconds, job_id))
+        self._set_detail(job_id, "record the media duration of", token,
+                         "UPDATE jobs SET media_duration = %s WHERE id = %s", (seconds,))
 
-    def set_source_inode(self, job_id: int, inode: int) -> None:
+    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
         """Remember which file (inode) the job's attempt read."""
-        self._update("UPDATE jobs SET source_inode = %s WHERE id = %s", (inode, job_id))
+        self._set_detail(job_id, "record the source inode of", token,
+                         "UPDATE jobs SET source_inode = %s WHERE id = %s", (inode,))
 
-    def set_quality_score(self, job_id: int, score: float | None) -> None:
+    def set_quality_score(self, job_id: int, score: float | None, *,
+                          token: int | None = None) -> None:
         """Remember the quality score the output got against its source."""
-        self._update("UPDATE jobs SET quality_score = %s WHERE id = %s", (score, job_id))
+        self._set_detail(job_id, "record the quality score of", token,
+                         "UPDATE jobs SET quality_score = %s WHERE id = %s", (score,))
 
     # -- the audit trail ------------------------------------------------------------------------
 
