@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -174,11 +174,36 @@ class PostgresJobStore(StoreReads):
     # -- transactions, health and change notifications ----------------------------------------
 
     @contextmanager
+    def _begun(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection inside a new transaction. A connection the server ended meanwhile (a
+        restart) is only found out by using it: its BEGIN fails, and is tried once more on a new
+        connection (nothing was done on the old one)."""
+        with ExitStack() as stack:
+            conn = self._connection()
+            try:
+                stack.enter_context(conn.transaction())
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                conn = self._connection()
+                stack.enter_context(conn.transaction())
+            yield conn
+
+    def _fresh_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """One read; like BEGIN, retried once on a new connection when the old one was ended."""
+        conn = self._connection()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            return self._connection().execute(sql, params).fetchall()
+
+    @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             try:
-                conn = self._connection()
-                with conn.transaction():
+                with self._begun() as conn:
                     yield conn
                     for change in self._changes:  # delivered by the server after the commit
                         conn.execute("SELECT pg_notify(%s, %s)",
@@ -257,7 +282,7 @@ class PostgresJobStore(StoreReads):
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self._connection().execute(sql, tuple(params)).fetchall()
+                return self._fresh_read(sql, tuple(params))
             except psycopg.Error as exc:
                 raise StoreError(f"job store query failed: {self._message(exc)}",
                                  path=self.path) from None
