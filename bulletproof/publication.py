@@ -14,8 +14,11 @@ import shutil
 from pathlib import Path
 
 from bulletproof.ffmpeg import place_output
+from bulletproof.paths import temp_path_for
 
 log = logging.getLogger(__name__)
+
+_EARLIER_ATTEMPTS_CHECKED = 100  # how many attempts back a new claim looks for leftovers
 
 
 def _inode(path: Path) -> int | None:
@@ -107,3 +110,21 @@ class KeptSource:
     def discard(self) -> None:
         """Remove a staged (or half-made) copy: nothing is published."""
         _remove(self.temp)  # this attempt's own name: never another attempt's file
+
+
+def remove_earlier_attempts(output: Path, job_id: int, token: int) -> list[Path]:
+    """Remove what earlier attempts of the job left at their temporary names beside `output`
+    (a node killed or frozen mid-transcode); `token` is the current claim, so they are all stale."""
+    removed = []
+    for attempt in range(max(1, token - _EARLIER_ATTEMPTS_CHECKED), token):
+        path = temp_path_for(output, job_id, attempt=attempt)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot remove temporary output %s: %s", path, exc)
+            continue
+        log.info("removed the temporary of an earlier attempt", extra={"job": job_id, "path": str(path)})
+        removed.append(path)
+    return removed

@@ -36,7 +36,7 @@ from bulletproof.models import (
 )
 from bulletproof.paths import confine, output_path_for, temp_path_for
 from bulletproof.profiles import Profile, QualityGate
-from bulletproof.publication import KeptSource, OutputPublication
+from bulletproof.publication import KeptSource, OutputPublication, remove_earlier_attempts
 from bulletproof.quality import score
 from bulletproof.state import QueueState
 from bulletproof.store import JobStore, NewJob
@@ -430,6 +430,8 @@ class WorkerPool:
                            "the source already matches the profile's target", output)
                 return
             plan = plan_for(config.verify, profile, info)
+            if slot.token is not None:
+                remove_earlier_attempts(output, job.id, slot.token)
             runner = FfmpegRunner(self._binaries, config.ffmpeg, config.timeouts)
             replace_existing = config.output_conflict == "overwrite" or not _first_claim(job)
             slot.run = await runner.start(
