@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +27,8 @@ from tests.promstack import free_port, wait_until
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (the postgres extra)")
 
+from bulletproof.postgres_store import PostgresJobStore  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "bulletproof"]
@@ -40,11 +44,17 @@ class Node:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    host: str = "127.0.0.1"
+
+    @property
+    def pid(self) -> int:
+        """The monitor's own pid (under `ip netns exec`, which execs it, the same process)."""
+        return self.proc.pid
 
     def readyz(self) -> int | None:
         """The status /readyz answers, None when nothing answers."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.port}/readyz", timeout=2) as r:
                 return r.status
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -92,9 +102,21 @@ class Fleet:
         except psycopg.OperationalError:
             return None
 
-    def set_draining(self, name: str, draining: bool) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("UPDATE nodes SET draining = %s WHERE name = %s", (draining, name))
+    def drain(self, names: list[str], draining: bool = True) -> None:
+        """Drain (or undrain) nodes through the store, and wait until each one follows."""
+        said = "draining: running jobs finish" if draining else "draining ended"
+        before = {name: self.nodes[name].log.read_text(errors="replace").count(said)
+                  for name in names}
+        store = PostgresJobStore(self.url)
+        try:
+            for name in names:
+                store.set_draining(name, draining)
+        finally:
+            store.close()
+        for name in names:
+            node = self.nodes[name]
+            self.wait(lambda n=node: n.log.read_text(errors="replace").count(said) > before[n.name],
+                      30, f"{node.name} to follow")
 
     def last_seen(self, name: str) -> float:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -111,7 +133,9 @@ class Fleet:
         return sorted(p.name for p in self.output.iterdir())
 
 
-def start_node(root: Path, name: str, fleet: Fleet) -> Node:
+def start_node(root: Path, name: str, fleet: Fleet, *, inside: tuple[str, ...] = (),
+               api_host: str = "127.0.0.1") -> Node:
+    """Start a node; `inside` prefixes its command (`ip netns exec NS`), its API on `api_host`."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -121,14 +145,14 @@ def start_node(root: Path, name: str, fleet: Fleet) -> Node:
         "max_workers": 1, "stability_seconds": 0.3, "rescan_interval": 2,
         "retry": {"max_attempts": 3, "backoff_seconds": 0.2}, "ffmpeg": {"nice": 0},
         "rules": [{"name": "videos", "extensions": ["mp4"], "profile": "h264_mp4"}],
-        "api": {"listen": f"127.0.0.1:{port}"},
+        "api": {"listen": f"{api_host}:{port}"},
     }
     path = folder / "monitor.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     log = folder / "run.log"
-    proc = subprocess.Popen([*CLI, "run", "--config", str(path)], stdout=log.open("wb"),
+    proc = subprocess.Popen([*inside, *CLI, "run", "--config", str(path)], stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, cwd=folder)
-    return Node(name=name, proc=proc, port=port, log=log)
+    return Node(name=name, proc=proc, port=port, log=log, host=api_host)
 
 
 def stop_node(node: Node) -> None:
@@ -264,9 +288,7 @@ def test_a_node_frozen_past_its_lease_publishes_nothing_when_it_wakes(
         "completed", done["claimed_by"], 1.0, done["claim_token"])  # nothing written over it
     assert_whole(fleet, {"long.mp4": 20.0})
     # The woken node carries on: with the others draining, it takes the next job itself.
-    for name in fleet.nodes:
-        if name != frozen.name:
-            fleet.set_draining(name, True)
+    fleet.drain([name for name in fleet.nodes if name != frozen.name])
     drop(clips["short"], fleet.watch, "next.mp4")
     row = fleet.wait(lambda: next((r for r in fleet.rows() if r["rel_path"] == "next.mp4"
                                    and r["state"] == "completed"), None), 60, "the next job")
@@ -305,3 +327,156 @@ def test_a_database_restart_mid_run_loses_nothing_and_runs_nothing_twice(
     assert_whole(fleet, {**dict.fromkeys(longs, 20.0), **dict.fromkeys(shorts, 1.0)})
     for node in fleet.nodes.values():
         wait_until(lambda n=node: n.readyz() == 200, 30, 0.2, message=f"{node.name} ready again")
+
+
+# -- a node cut off from the database (a network namespace) ------------------------------------
+
+
+class Forwarder:
+    """TCP from an address of ours to the database server, in threads: the way the node in the
+    network namespace reaches it (and, for one identity of the store, every node does)."""
+
+    def __init__(self, host: str, target: tuple[str, int]) -> None:
+        self._target = target
+        self._server = socket.create_server((host, 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@dataclass
+class Namespace:
+    """A network namespace linked to ours by a veth pair: `cut` takes its end of the link down."""
+
+    name: str
+    link: str
+    host_address: str
+    address: str
+
+    def ip(self, *args: str) -> None:
+        subprocess.run(["ip", "netns", "exec", self.name, "ip", *args], check=True,
+                       capture_output=True)
+
+    def cut(self) -> None:
+        self.ip("link", "set", self.link, "down")
+
+    def mend(self) -> None:
+        self.ip("link", "set", self.link, "up")
+
+
+@pytest.fixture
+def namespace() -> Iterator[Namespace]:
+    """A network namespace of its own (skips when `ip netns` cannot be used here)."""
+    if shutil.which("ip") is None:
+        pytest.skip("the ip command (iproute2) is not installed")
+    tag = os.getpid() % 100_000
+    net = f"10.{200 + tag % 50}.{tag % 250}"
+    ns = Namespace(name=f"bp-fence-{tag}", link=f"bpfn{tag}", host_address=f"{net}.1",
+                   address=f"{net}.2")
+    host_link = f"bpfh{tag}"
+    steps = [["ip", "netns", "add", ns.name],
+             ["ip", "link", "add", host_link, "type", "veth", "peer", "name", ns.link],
+             ["ip", "link", "set", ns.link, "netns", ns.name],
+             ["ip", "addr", "add", f"{ns.host_address}/30", "dev", host_link],
+             ["ip", "link", "set", host_link, "up"]]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True, text=True)
+        ns.ip("addr", "add", f"{ns.address}/30", "dev", ns.link)
+        ns.ip("link", "set", ns.link, "up")
+        ns.ip("link", "set", "lo", "up")
+    except subprocess.CalledProcessError as exc:
+        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_link], capture_output=True)
+        pytest.skip(f"ip netns is not usable here: {(exc.stderr or '').strip()}")
+    yield ns
+    subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)  # takes the pair along
+    subprocess.run(["ip", "link", "del", host_link], capture_output=True)
+
+
+def test_a_node_cut_off_from_the_database_publishes_nothing_when_it_is_back(
+        tmp_path: Path, postgres_cluster: PostgresCluster, namespace: Namespace,
+        clips: dict[str, Path]) -> None:
+    forwarder = Forwarder(namespace.host_address, ("127.0.0.1", postgres_cluster.port))
+    database = postgres_cluster.database().rsplit("/", 1)[1]
+    watch, output = tmp_path / "incoming", tmp_path / "processed"
+    watch.mkdir()
+    output.mkdir()
+    # Every node reaches the server through the forwarder: one address, so one store identity.
+    url = f"postgresql://postgres@{namespace.host_address}:{forwarder.port}/{database}"
+    fleet = Fleet(nodes={}, watch=watch, output=output, url=url)
+    try:
+        for name in ("node-a", "node-b"):
+            fleet.nodes[name] = start_node(tmp_path / "nodes", name, fleet)
+        fleet.nodes["island"] = island = start_node(
+            tmp_path / "nodes", "island", fleet, inside=("ip", "netns", "exec", namespace.name),
+            api_host=namespace.address)
+        for node in fleet.nodes.values():
+            wait_until(lambda n=node: n.readyz() == 200, 60, 0.1,
+                       message=lambda n=node: f"{n.name} ready: {n.log.read_text(errors='replace')}")
+        fleet.drain(["node-a", "node-b"])  # the island takes the job
+        drop(clips["long"], watch, "long.mp4")
+        node, ffmpeg = running_on(fleet, "long.mp4")
+        assert node is island
+        fleet.drain(["node-a", "node-b"], False)
+        namespace.cut()  # the island goes on transcoding, out of reach of the database
+        os.kill(ffmpeg, signal.SIGCONT)
+        try:
+            done = fleet.wait(lambda: next((r for r in fleet.rows() if r["state"] == "completed"),
+                                           None), LEASE * 6 + 60, "another node to take and finish it")
+            before = (output / "long.mp4").stat()
+            fleet.wait(lambda: not Path(f"/proc/{ffmpeg}/stat").exists()
+                       or " Z " in Path(f"/proc/{ffmpeg}/stat").read_text(), 30,
+                       "the island's ffmpeg to finish its output")
+        finally:
+            namespace.mend()
+        mended = time.time()
+        assert done["claimed_by"] != island.name and done["attempts"] == 2
+        fleet.wait(lambda: fleet.last_seen(island.name) > mended, 60, "the island to beat again")
+        fleet.wait(lambda: island.said("the claim on the job was lost"), 30, "the loss logged")
+        after = (output / "long.mp4").stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        [row] = fleet.rows()
+        assert (row["state"], row["claimed_by"], row["progress"], row["claim_token"]) == (
+            "completed", done["claimed_by"], 1.0, done["claim_token"])
+        assert_whole(fleet, {"long.mp4": 20.0})
+        fleet.drain(["node-a", "node-b"])  # and the island carries on
+        drop(clips["short"], watch, "next.mp4")
+        row = fleet.wait(lambda: next((r for r in fleet.rows() if r["rel_path"] == "next.mp4"
+                                       and r["state"] == "completed"), None), 60, "the next job")
+        assert row["claimed_by"] == island.name
+    finally:
+        for node in fleet.nodes.values():
+            stop_node(node)
+        forwarder.close()
