@@ -356,10 +356,14 @@ class WorkerPool:
                 slot.pending_error = str(exc)
                 await self._rest(_backoff(failures), epoch)
                 continue
+            except StaleClaim as exc:  # another claim owns the job now: this outcome is not its
+                log.warning("the claim on the job was lost; its outcome is dropped",
+                            extra={"worker": slot.index, "error": str(exc)})
             except JobError as exc:  # the job changed meanwhile (deleted...): nothing to record
                 log.warning("dropping a kept outcome", extra={"worker": slot.index, "error": str(exc)})
+            else:
+                log.info("kept outcome recorded", extra={"worker": slot.index})
             slot.pending = slot.pending_error = None
-            log.info("kept outcome recorded", extra={"worker": slot.index})
             self._reset(slot)
 
     async def _rest(self, delay: float, epoch: int) -> None:
@@ -666,7 +670,7 @@ class WorkerPool:
                 stderr_tail=stderr_tail, token=slot.token, publish=publication.place)
         except StaleClaim as exc:
             self._refuse_publish(slot, publication, exc)
-            return
+            raise  # and the outcome is dropped (logged by whoever called)
         except TranscodeError as exc:  # the rename failed (the name taken...): nothing recorded
             publication.discard()
             slot.publication = None
@@ -689,10 +693,9 @@ class WorkerPool:
                 output_bytes=kept.size if kept else None, media_duration=slot.media_duration,
                 token=slot.token, publish=kept.place if kept else None)
         except StaleClaim as exc:
-            if kept is None:
-                raise
-            self._refuse_publish(slot, kept, exc)
-            return
+            if kept is not None:
+                self._refuse_publish(slot, kept, exc)
+            raise
         except OSError as exc:  # placing the kept source failed: the skip is recorded without it
             assert kept is not None
             kept.discard()

@@ -459,6 +459,9 @@ def test_a_node_cut_off_from_the_database_publishes_nothing_when_it_is_back(
             fleet.wait(lambda: not Path(f"/proc/{ffmpeg}/stat").exists()
                        or " Z " in Path(f"/proc/{ffmpeg}/stat").read_text(), 30,
                        "the island's ffmpeg to finish its output")
+            # Its statements do not hang in the void: they fail (TCP user timeout) and say so.
+            fleet.wait(lambda: island.said("the job store refuses writes"), 60,
+                       "the island to notice the database is out of reach")
         finally:
             namespace.mend()
         mended = time.time()
