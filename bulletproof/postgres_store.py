@@ -600,7 +600,7 @@ class PostgresJobStore(StoreReads):
         """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
         version. A token that already took the job to `ends_in` gets the job back unchanged."""
         with self._tx() as db:
-            if publish is not None or ends_in is not None and token is not None:
+            if publish is not None or (ends_in is not None and token is not None):
                 held, current = self._hold_row(db, job_id)
                 if ends_in is not None and token == current and held is ends_in:
                     return self._reads.get(job_id)

@@ -94,7 +94,7 @@ class Fleet:
             cur = conn.execute("SELECT id, rel_path, state, attempts, claimed_by, output_path, "
                                "progress, claim_token FROM jobs ORDER BY id")
             names = [c.name for c in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def rows_or_none(self) -> list[dict[str, Any]] | None:
         try:
