@@ -279,3 +279,34 @@ def test_a_store_idle_across_a_server_restart_reads_and_writes_at_once(
     finally:
         reader.close()
         writer.close()
+
+
+def test_transitions_in_opposite_directions_at_once_do_not_deadlock(postgres_url: str) -> None:
+    store = PostgresJobStore(postgres_url)
+    try:
+        running, waiting, other = (added(store, new(f"{n}.mp4")) for n in "abc")
+        store.mark_started(running.id, now=1)
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as first, psycopg.connect(postgres_url) as second:
+        first.execute("SET deadlock_timeout = '100ms'")
+        second.execute("SET deadlock_timeout = '100ms'")
+        # processing -> paused: the first holds the counts of both states...
+        first.execute("UPDATE jobs SET state = 'paused' WHERE id = %s", (running.id,))
+        with ThreadPoolExecutor(1) as pool:
+            # ...a claim (queued -> processing) waits for it...
+            claim = pool.submit(lambda: second.execute(
+                "UPDATE jobs SET state = 'processing' WHERE id = %s", (waiting.id,)))
+            assert _until(lambda: _waiting_on_a_lock(postgres_url))
+            # ...and the first, going on with queued -> completed, must not wait for the claim.
+            first.execute("UPDATE jobs SET state = 'completed' WHERE id = %s", (other.id,))
+            first.commit()
+            claim.result(timeout=10)
+            second.commit()
+    reopened = PostgresJobStore(postgres_url)
+    try:
+        counts = reopened.counts_by_state()
+        assert (counts["paused"], counts["processing"], counts["completed"], counts["queued"]) == (
+            1, 1, 1, 0)
+    finally:
+        reopened.close()
