@@ -550,12 +550,12 @@ class PostgresJobStore(StoreReads):
         return JobState(row[0]), int(row[1])
 
     def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
-               states: frozenset[JobState] = ATTEMPT_STATES) -> _T:
+               states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
         """Run `action` in one transaction holding the job's row (`FOR UPDATE`), only while
         `token` is its current claim and the job is in `states`; StaleClaim otherwise."""
         with self._tx() as db:
             state, current = self._hold_row(db, job_id)
-            check_fence(job_id, token, state, current, states)
+            check_fence(job_id, token, state, current, states, doing)
             return action()
 
     def renew(self, job_id: int, token: int, *, until: float) -> None:

@@ -626,14 +626,14 @@ class SqliteJobStore(StoreReads):
         return row is not None and row[1] == token and row[0] == state.value
 
     def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
-               states: frozenset[JobState] = ATTEMPT_STATES) -> _T:
+               states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
         """Run `action` inside one write transaction (BEGIN IMMEDIATE), only while `token` is
         the job's current claim and the job is in `states`; StaleClaim otherwise."""
         with self._tx() as db:
             row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
-            check_fence(job_id, token, JobState(row[0]), int(row[1]), states)
+            check_fence(job_id, token, JobState(row[0]), int(row[1]), states, doing)
             return action()
 
     _START = ("state = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL, "

@@ -33,15 +33,14 @@ Publish = Callable[[], None]
 
 
 def check_fence(job_id: int, token: int, state: JobState, current: int,
-                states: frozenset[JobState]) -> None:
+                states: frozenset[JobState], action: str) -> None:
     """StaleClaim unless `token` is the job's `current` claim and its `state` one of `states`."""
     if current != token:
-        raise StaleClaim(job_id, token=token, action="act under the claim on",
+        raise StaleClaim(job_id, token=token, action=action,
                          why=f"the job's claim is now {current}: the lease ran out or it was "
                              "claimed again")
     if state not in states:
-        raise StaleClaim(job_id, token=token, action="act under the claim on",
-                         why=f"the job is {state.value}")
+        raise StaleClaim(job_id, token=token, action=action, why=f"the job is {state.value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +246,12 @@ class JobStore(Protocol):
         ...
 
     def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
-               states: frozenset[JobState] = ATTEMPT_STATES) -> _T:
+               states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
         """Run `action` in one transaction that holds the job's row, only while `token` is the
-        job's current claim and the job is in `states` (StaleClaim otherwise, and `action` does
-        not run): no sweep, claim or other write changes the job while it runs. An exception from
-        `action` rolls the transaction back and propagates."""
+        job's current claim and the job is in `states` (StaleClaim otherwise, its message saying
+        `cannot <doing> job N`, and `action` does not run): no sweep, claim or other write
+        changes the job while it runs. An exception from `action` rolls the transaction back
+        and propagates."""
         ...
 
     # -- transitions (`token`, when given, must be the current claim's) -------------------------

@@ -746,7 +746,7 @@ class WorkerPool:
             # Only while the job is still this attempt's completion: a retry claimed since may
             # be reading the source right now.
             found = self._store.fenced(job.id, slot.token, lambda: dispose_source(config, job),
-                                       states=_COMPLETED)
+                                       states=_COMPLETED, doing=f"{config.on_success} the source of")
         except (OSError, PathError, StoreError, JobError) as exc:
             # The output is done; a source we cannot (or may no longer) move is a warning.
             log.warning("could not %s the source after success; it is left in place",

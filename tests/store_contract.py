@@ -429,8 +429,10 @@ class JobStoreContract:
         claim = store.claim("n1", now=1, lease_seconds=5)
         assert claim is not None
         assert store.fenced(job.id, claim.token, lambda: "ran") == "ran"
-        with pytest.raises(StaleClaim, match="the job is processing"):
-            store.fenced(job.id, claim.token, lambda: "no", states=frozenset({JobState.COMPLETED}))
+        with pytest.raises(StaleClaim, match=r"cannot delete the source of job \d+: claim \d+ is "
+                           r"stale \(the job is processing\)"):
+            store.fenced(job.id, claim.token, lambda: "no", states=frozenset({JobState.COMPLETED}),
+                         doing="delete the source of")
         store.mark_completed(job.id, now=2, output_bytes=1, media_duration=None, token=claim.token)
         assert store.fenced(job.id, claim.token, lambda: "after",
                             states=frozenset({JobState.COMPLETED})) == "after"
