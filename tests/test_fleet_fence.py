@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -121,5 +122,5 @@ def _cluster_left_running(postgres_cluster: PostgresCluster):
     yield
     try:
         postgres_cluster.start()
-    except Exception:  # already running
+    except subprocess.CalledProcessError:  # it runs
         pass
