@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bulletproof.errors import TranscodeError
-from bulletproof.models import FailureReason
+from bulletproof.errors import StoreError, TranscodeError
+from bulletproof.models import FailureReason, JobState
 from bulletproof.paths import temp_path_for
 from bulletproof.publication import KeptSource, OutputPublication, remove_earlier_attempts
+from bulletproof.sqlite_store import SqliteJobStore
+from bulletproof.store import NewJob
 
 
 def test_placing_again_after_a_lost_commit_is_a_no_op(tmp_path: Path) -> None:
@@ -76,3 +78,34 @@ def test_a_new_claim_removes_only_earlier_attempts_temporaries(tmp_path: Path) -
     assert remove_earlier_attempts(output, 5, 3) == [temps[1], temps[2]]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [temps[3].name, temps[4].name, other_job.name])
+
+
+def test_a_publish_whose_commit_was_lost_is_recorded_by_the_retry_without_a_second_rename(
+        tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    try:
+        output = tmp_path / "out" / "a.mp4"
+        output.parent.mkdir()
+        store.add(NewJob(source_path="/in/a.mp4", rel_path="a.mp4", watch_folder="/in", size=1,
+                         mtime_ns=1, profile="h264_mp4", rule="videos", output_path=str(output)))
+        claim = store.claim("n1", now=1, lease_seconds=60)
+        assert claim is not None
+        temp = temp_path_for(output, claim.job.id, attempt=claim.token)
+        temp.write_bytes(b"transcoded")
+        publication = OutputPublication(temp, output, replace_existing=False)
+
+        def placed_then_lost() -> None:  # the rename happens, the commit never does
+            publication.place()
+            raise StoreError("job store write failed: server closed the connection", path="db")
+
+        with pytest.raises(StoreError):
+            store.mark_completed(claim.job.id, now=2, output_bytes=10, media_duration=None,
+                                 token=claim.token, publish=placed_then_lost)
+        assert store.get(claim.job.id).state is JobState.PROCESSING and output.exists()
+        inode = output.stat().st_ino
+        done = store.mark_completed(claim.job.id, now=3, output_bytes=10, media_duration=None,
+                                    token=claim.token, publish=publication.place)
+        assert done.state is JobState.COMPLETED and output.stat().st_ino == inode
+        assert sorted(p.name for p in output.parent.iterdir()) == ["a.mp4"]
+    finally:
+        store.close()
