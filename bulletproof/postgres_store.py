@@ -61,9 +61,9 @@ _LISTEN_RETRY_SECONDS = 5.0  # between the listener's reconnects while the serve
 _LINK_SETTINGS: dict[str, int] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
                                   "keepalives_count": 3, "tcp_user_timeout": 10_000}
 _UNFINISHED = "('queued', 'processing', 'paused')"
-# A fenced transaction holds the job's row while it renames a file: should the process freeze
-# inside it (SIGSTOP), the server ends the session after this long, which frees the row for the
-# sweep (the frozen node's commit then fails and it publishes nothing more).
+# A publishing transaction holds the job's row while it renames a file: should the process
+# freeze inside it (SIGSTOP), the server ends the session after this long, which frees the row
+# for the sweep (the frozen node's commit then fails and it publishes nothing more).
 _FENCED_IDLE_TIMEOUT = "30s"
 
 _T = TypeVar("_T")
@@ -540,9 +540,12 @@ class PostgresJobStore(StoreReads):
         return state
 
     @staticmethod
-    def _hold_row(db: psycopg.Connection[Any], job_id: int) -> tuple[JobState, int]:
-        """Lock the job's row till commit (a sweep's SKIP LOCKED passes it by); state and token."""
-        db.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{_FENCED_IDLE_TIMEOUT}'")
+    def _hold_row(db: psycopg.Connection[Any], job_id: int, *,
+                  bounded: bool = True) -> tuple[JobState, int]:
+        """Lock the job's row till commit (a sweep's SKIP LOCKED passes it by); state and token.
+        `bounded`: the server ends the transaction should the process freeze inside it."""
+        if bounded:
+            db.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{_FENCED_IDLE_TIMEOUT}'")
         row = db.execute("SELECT state, claim_token FROM jobs WHERE id = %s FOR UPDATE",
                          (job_id,)).fetchone()
         if row is None:
@@ -552,9 +555,10 @@ class PostgresJobStore(StoreReads):
     def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
                states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
         """Run `action` in one transaction holding the job's row (`FOR UPDATE`), only while
-        `token` is its current claim and the job is in `states`; StaleClaim otherwise."""
+        `token` is its current claim and the job is in `states`; StaleClaim otherwise. Not
+        bounded in time: the action may be slow (a source moved to another file system)."""
         with self._tx() as db:
-            state, current = self._hold_row(db, job_id)
+            state, current = self._hold_row(db, job_id, bounded=False)
             check_fence(job_id, token, state, current, states, doing)
             return action()
 
