@@ -478,11 +478,11 @@ class WorkerPool:
             raise StaleClaim(slot.job.id, token=slot.token, action=action,
                              why="the lease ran out and the job was given to another claim")
 
-    def _drop_lost_attempt(self, slot: _Slot, exc: Exception) -> None:
+    def _drop_lost_attempt(self, slot: _Slot, error: Exception | str) -> None:
         """The claim is gone: record nothing (the job is another attempt's now)."""
         log.warning("the claim on the job was lost; the attempt stops and records nothing",
                     extra={"job": slot.job.id if slot.job else None, "worker": slot.index,
-                           "error": str(exc)})
+                           "error": str(error)})
 
     def _refuse_publish(self, slot: _Slot, publication: OutputPublication | KeptSource,
                         exc: StaleClaim) -> None:
@@ -609,6 +609,9 @@ class WorkerPool:
         (staged here, placed by the store's fenced write that records the skip)."""
         assert slot.job is not None
         job = slot.job
+        if slot.claim_lost:  # the heartbeat found the claim gone: no copy, nothing to record
+            self._drop_lost_attempt(slot, "the lease ran out before the skip was recorded")
+            return
         if profile is not None and output is not None and profile.skip_action != "none":
             kept = KeptSource(Path(job.source_path), output,
                               temp_path_for(output, job.id, attempt=slot.token), profile.skip_action)
