@@ -58,13 +58,50 @@ def build_command(
 
 @dataclass(frozen=True, slots=True)
 class TranscodeResult:
-    """A finished output: renamed into place, or discarded when `published` is False."""
+    """A finished output: renamed into place, or discarded when `published` is False.
+
+    With `defer_publish` the checked output is left at `temp_output` for the caller to rename
+    into place (`place_output`, under its claim on the job).
+    """
 
     output_path: Path
     output_bytes: int
     elapsed_seconds: float
     stderr_tail: str
     published: bool = True
+    temp_output: Path | None = None  # set when the caller publishes (defer_publish)
+
+
+def place_output(temp: Path, output: Path, *, replace_existing: bool) -> None:
+    """Rename a checked temporary into place; TranscodeError (the temporary kept) when it cannot be.
+
+    Without `replace_existing` a file already at `output` is left alone (OUTPUT_CONFLICT).
+    """
+    try:
+        if replace_existing:
+            os.replace(temp, output)
+        else:
+            _publish_no_clobber(temp, output)
+    except FileExistsError:
+        raise TranscodeError(f"the output {output} appeared while the job ran; it is left alone",
+                             reason=FailureReason.OUTPUT_CONFLICT) from None
+    except OSError as exc:
+        raise TranscodeError(f"cannot move the output into place: {exc}",
+                             reason=FailureReason.OUTPUT_ERROR) from None
+
+
+def _publish_no_clobber(temp: Path, output: Path) -> None:
+    """Rename `temp` to `output` unless a file of that name exists (FileExistsError)."""
+    try:
+        os.link(temp, output)  # atomic, and fails when the name is taken
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename
+        if os.path.lexists(output):
+            raise FileExistsError(output) from None
+        os.replace(temp, output)
+        return
+    temp.unlink()
 
 
 #: Called with (temporary output, last progress, stderr tail) after ffmpeg succeeded and before
@@ -113,6 +150,7 @@ class RunningTranscode:
         timeouts: Timeouts,
         before_publish: BeforePublish | None = None,
         replace_existing: bool = True,
+        defer_publish: bool = False,
     ) -> None:
         self.command = command
         self.last_progress: Progress | None = None
@@ -133,6 +171,7 @@ class RunningTranscode:
         self._term_sent_at: float | None = None
         self._before_publish = before_publish
         self._replace_existing = replace_existing
+        self._defer_publish = defer_publish
         self._checking: asyncio.Task[bool] | None = None  # the before-publish check, while it runs
         self._task = asyncio.get_running_loop().create_task(self._supervise())
         self._task.add_done_callback(_retrieve)
@@ -357,31 +396,13 @@ class RunningTranscode:
         if not publish:
             self._remove_temp()
             return TranscodeResult(self._output, size, elapsed, tail, published=False)
+        if self._defer_publish:
+            return TranscodeResult(self._output, size, elapsed, tail, temp_output=self._temp)
         try:
-            if self._replace_existing:
-                os.replace(self._temp, self._output)
-            else:
-                self._publish_no_clobber()
-        except FileExistsError:
-            raise self._fail(f"the output {self._output} appeared while the job ran; it is left alone",
-                             FailureReason.OUTPUT_CONFLICT, returncode) from None
-        except OSError as exc:
-            raise self._fail(f"cannot move the output into place: {exc}",
-                             FailureReason.OUTPUT_ERROR, returncode) from None
+            place_output(self._temp, self._output, replace_existing=self._replace_existing)
+        except TranscodeError as exc:
+            raise self._fail(str(exc), exc.reason, returncode) from None
         return TranscodeResult(self._output, size, elapsed, tail)
-
-    def _publish_no_clobber(self) -> None:
-        """Rename the temporary into place unless a file of that name exists (FileExistsError)."""
-        try:
-            os.link(self._temp, self._output)  # atomic, and fails when the name is taken
-        except FileExistsError:
-            raise
-        except OSError:  # a file system without hard links: check, then rename
-            if os.path.lexists(self._output):
-                raise FileExistsError(self._output) from None
-            os.replace(self._temp, self._output)
-            return
-        self._temp.unlink()
 
 
 _PR_SET_PDEATHSIG = 1
@@ -428,8 +449,13 @@ class FfmpegRunner:
         on_progress: Callable[[Progress], None],
         before_publish: BeforePublish | None = None,
         replace_existing: bool = True,
+        defer_publish: bool = False,
     ) -> RunningTranscode:
-        """Start ffmpeg writing to temp_output; TranscodeError if it cannot even start."""
+        """Start ffmpeg writing to temp_output; TranscodeError if it cannot even start.
+
+        `defer_publish` leaves the checked output at temp_output (TranscodeResult.temp_output):
+        the caller renames it into place, under its claim on the job.
+        """
         source, output, temp_output = Path(source), Path(output), Path(temp_output)
         if not source.exists():
             raise TranscodeError(f"input file is missing: {source}",
@@ -459,5 +485,5 @@ class FfmpegRunner:
             process, command=command, source=source, output=output, temp_output=temp_output,
             duration=duration, on_progress=on_progress, settings=self.settings,
             timeouts=self.timeouts, before_publish=before_publish,
-            replace_existing=replace_existing,
+            replace_existing=replace_existing, defer_publish=defer_publish,
         )

@@ -4,6 +4,11 @@ Every `fleet.heartbeat_seconds` the node writes its heartbeat (version, workers,
 renews the leases of the jobs it runs and, on a store several monitors share, returns the jobs
 of nodes whose lease ran out to the queue. Whether the node is draining lives in the store, so
 anyone may set it; the node follows it at its next beat, or at once on a store notification.
+
+The sweep waits: a node sweeps nobody's lease during its first `fleet.lease_seconds` after it
+started, nor after any store outage it saw ended. When the database was away longer than a
+lease, every lease in it looks lapsed when it returns; the wait gives every other node (cut off
+just the same) the time to renew its leases first, so no running job is taken from a live node.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ class NodePresence:
         self.started_at: float | None = None
         self.api_address: str | None = None
         self.last_beat: float | None = None  # when the store last took this node's heartbeat
+        # No sweep before this (unix time): after a start or an outage, others renew first.
+        self.sweeps_from = 0.0
+        self._outages_seen = store.health().outages
+        self._beat_failed = False
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -82,6 +91,7 @@ class NodePresence:
         """Take this node's name in the registry; NodeNameTaken while another running monitor
         holds it (a process on this host that is gone, or a row gone quiet, is taken over)."""
         self.started_at = now
+        self._hold_sweeps(now, "started")
         held = next((n for n in self._store.nodes() if n.name == self.name), None)
         if held is not None and held.instance != self.instance and held.alive(now):
             # On this host a process that is gone, or that is us (a container restarted under
@@ -96,15 +106,34 @@ class NodePresence:
                      f"{self.name} ends it)", extra={"node": self.name})
 
     def beat(self, now: float) -> None:
-        """One heartbeat: the row, the leases of running jobs, the sweep of lapsed ones."""
-        self.follow(self._store.heartbeat(self._info(now)))
+        """One heartbeat: the row, the leases of running jobs, then the sweep of lapsed ones."""
+        try:
+            self.follow(self._store.heartbeat(self._info(now)))
+        except StoreError:
+            self._beat_failed = True
+            raise
         self.last_beat = now
-        self._pool.renew_leases(now)
+        self._pool.renew_leases(now)  # first: our own leases are current before anyone sweeps
+        outages = self._store.health().outages
+        if self._beat_failed or outages != self._outages_seen:
+            self._hold_sweeps(now, "the job store is back")
+        self._beat_failed, self._outages_seen = False, outages
         if self._shared:
             self.sweep(now)
 
+    def _hold_sweeps(self, now: float, why: str) -> None:
+        """Sweep nothing for one lease: the nodes cut off with this one renew theirs meanwhile."""
+        lease = self._config().fleet.lease_seconds
+        self.sweeps_from = max(self.sweeps_from, now + lease)
+        if self._shared:
+            log.info("%s: no lapsed lease is swept for %g s, so that every node can renew its "
+                     "own first", why, lease, extra={"node": self.name})
+
     def sweep(self, now: float) -> list[Job]:
-        """Return the jobs whose lease ran out to the queue (or fail them out of attempts)."""
+        """Return the jobs whose lease ran out to the queue (or fail them out of attempts);
+        nothing before `sweeps_from` (a lease after this node started or its store came back)."""
+        if now < self.sweeps_from:
+            return []
         jobs = self._store.requeue_expired(now=now, max_attempts=self._config().retry.max_attempts)
         for job in jobs:
             log.warning("a lease ran out: the job goes back to the queue" if job.state is JobState.QUEUED

@@ -18,7 +18,7 @@ TEMP_MARKER = ".bp-tmp-"
 NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, xfs, btrfs, tmpfs)
 _HASH_CHARS = 8  # hex digits of the stable hash a shortened name ends with
 _MAX_NUMBER = 10_000  # `name (n).ext` candidates tried before a name is declared unavailable
-_TEMP_RE = re.compile(r"^\..*\.bp-tmp-\d+(\.[A-Za-z0-9]+)?$")
+_TEMP_RE = re.compile(r"^\..*\.bp-tmp-\d+(-\d+)?(\.[A-Za-z0-9]+)?$")
 
 
 def is_temporary_name(name: str) -> bool:
@@ -149,9 +149,13 @@ def candidate_paths(path: Path) -> list[Path]:
     return [path, *(numbered_path(path, n) for n in range(1, _MAX_NUMBER))]
 
 
-def temp_path_for(output: Path, job_id: int) -> Path:
-    """The hidden temporary name a job writes to, beside its final output (same filesystem)."""
-    tail = f"{TEMP_MARKER}{job_id}{output.suffix}"
+def temp_path_for(output: Path, job_id: int, attempt: int | None = None) -> Path:
+    """The hidden temporary name a job writes to, beside its final output (same filesystem).
+
+    `attempt` (the claim's token) gives every attempt a name of its own: a node resumed after
+    its claim was lost never writes to, nor removes, the temporary of the attempt that took over.
+    """
+    tail = f"{TEMP_MARKER}{job_id}{'' if attempt is None else f'-{attempt}'}{output.suffix}"
     room = NAME_MAX - 1 - len(tail.encode("utf-8"))
     stem = output.stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
     return output.with_name(f".{stem}{tail}")

@@ -147,6 +147,32 @@ _STEPS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS control_requests_node ON control_requests (node);
     """,
+    # 5: job counts without deadlocks. Step 1's trigger took the two count rows of a
+    # state change in the change's own order (the old state's, then the new one's), so two
+    # transitions in opposite directions at once (a claim, queued -> processing, beside a sweep
+    # or a retry, processing -> queued) could each hold one row and wait for the other. Now
+    # every state has its row from the start and a change locks its two rows in one order.
+    """
+    INSERT INTO job_counts (state, n)
+        SELECT s, 0 FROM unnest(ARRAY['queued', 'processing', 'paused', 'completed', 'failed',
+                                      'cancelled', 'skipped']) AS s
+        ON CONFLICT (state) DO NOTHING;
+    CREATE OR REPLACE FUNCTION job_counts_keep() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            PERFORM 1 FROM job_counts WHERE state IN (OLD.state, NEW.state)
+                ORDER BY state FOR UPDATE;
+        END IF;
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;
+        END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') THEN
+            INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)
+                ON CONFLICT (state) DO UPDATE SET n = job_counts.n + 1;
+        END IF;
+        RETURN NULL;
+    END $$;
+    """,
 )
 
 SCHEMA_VERSION = len(_STEPS)

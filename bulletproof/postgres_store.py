@@ -16,13 +16,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.adapt import Loader
+from psycopg.conninfo import conninfo_to_dict
 
 from bulletproof import control_rows, node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
@@ -33,6 +34,7 @@ from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
 from bulletproof.queries import STORED_COLUMNS, JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
+    ATTEMPT_STATES,
     ChangeKind,
     ChangeListener,
     Claim,
@@ -41,8 +43,10 @@ from bulletproof.store import (
     FileExists,
     NewJob,
     NodeInfo,
+    Publish,
     StoreChange,
     StoreHealth,
+    check_fence,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +57,19 @@ CONNECT_TIMEOUT_SECONDS = 5
 _RESERVATION_LOCK = 0x6270_6F75  # "bpou"
 _AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 _LISTEN_RETRY_SECONDS = 5.0  # between the listener's reconnects while the server is away
+# A server cut off without a word (a network partition drops packets, nothing resets the
+# connection): without these, a statement sent into the void blocks the monitor until the
+# kernel gives up (a quarter of an hour). With them it fails as a StoreError within seconds.
+# A setting the database URL gives itself is kept.
+_LINK_SETTINGS: dict[str, int] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+                                  "keepalives_count": 3, "tcp_user_timeout": 10_000}
 _UNFINISHED = "('queued', 'processing', 'paused')"
+# A publishing transaction holds the job's row while it renames a file: should the process
+# freeze inside it (SIGSTOP), the server ends the session after this long, which frees the row
+# for the sweep (the frozen node's commit then fails and it publishes nothing more).
+_FENCED_IDLE_TIMEOUT = "30s"
+
+_T = TypeVar("_T")
 
 
 class _Record(tuple):  # type: ignore[type-arg]
@@ -111,6 +127,7 @@ class PostgresJobStore(StoreReads):
         self._url = url
         self._node = node  # the writer's name in every NOTIFY: other nodes mark events with it
         self.path = redact_url(url)
+        self._link = _link_settings(url)
         self._health = StoreHealth()
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
@@ -136,7 +153,8 @@ class PostgresJobStore(StoreReads):
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                               application_name="bulletproof", row_factory=_record_rows)
+                               application_name="bulletproof", row_factory=_record_rows,
+                               **self._link)
         conn.adapters.register_loader("numeric", _WholeNumericLoader)
         return conn
 
@@ -169,11 +187,36 @@ class PostgresJobStore(StoreReads):
     # -- transactions, health and change notifications ----------------------------------------
 
     @contextmanager
+    def _begun(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection inside a new transaction. A connection the server ended meanwhile (a
+        restart) is only found out by using it: its BEGIN fails, and is tried once more on a new
+        connection (nothing was done on the old one)."""
+        with ExitStack() as stack:
+            conn = self._connection()
+            try:
+                stack.enter_context(conn.transaction())
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                conn = self._connection()
+                stack.enter_context(conn.transaction())
+            yield conn
+
+    def _fresh_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """One read; like BEGIN, retried once on a new connection when the old one was ended."""
+        conn = self._connection()
+        try:
+            return conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            return self._connection().execute(sql, params).fetchall()
+
+    @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
             try:
-                conn = self._connection()
-                with conn.transaction():
+                with self._begun() as conn:
                     yield conn
                     for change in self._changes:  # delivered by the server after the commit
                         conn.execute("SELECT pg_notify(%s, %s)",
@@ -230,7 +273,7 @@ class PostgresJobStore(StoreReads):
             try:
                 with psycopg.connect(self._url, autocommit=True,
                                      connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                     application_name="bulletproof-listen") as conn:
+                                     application_name="bulletproof-listen", **self._link) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=0.5):
@@ -252,7 +295,7 @@ class PostgresJobStore(StoreReads):
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self._connection().execute(sql, tuple(params)).fetchall()
+                return self._fresh_read(sql, tuple(params))
             except psycopg.Error as exc:
                 raise StoreError(f"job store query failed: {self._message(exc)}",
                                  path=self.path) from None
@@ -449,9 +492,13 @@ class PostgresJobStore(StoreReads):
             return self._reads.get(job_id), policy
 
     def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
-                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
-        """On a job's first claim, apply the output policy again to a name taken since queueing."""
+                      file_exists: FileExists = os.path.lexists,
+                      token: int | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim, apply the output policy again to a name taken since queueing
+        (StaleClaim when `token` is given and no longer current)."""
         with self._tx() as db:
+            if token is not None:
+                self._state_for(db, job_id, "reserve an output for", token)
             self._lock_reservations(db)
             if path is not None:
                 db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (path, job_id))
@@ -530,6 +577,29 @@ class PostgresJobStore(StoreReads):
                              why=f"the attempt is over: the job is {state.value}")
         return state
 
+    @staticmethod
+    def _hold_row(db: psycopg.Connection[Any], job_id: int, *,
+                  bounded: bool = True) -> tuple[JobState, int]:
+        """Lock the job's row till commit (a sweep's SKIP LOCKED passes it by); state and token.
+        `bounded`: the server ends the transaction should the process freeze inside it."""
+        if bounded:
+            db.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{_FENCED_IDLE_TIMEOUT}'")
+        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = %s FOR UPDATE",
+                         (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return JobState(row[0]), int(row[1])
+
+    def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
+               states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
+        """Run `action` in one transaction holding the job's row (`FOR UPDATE`), only while
+        `token` is its current claim and the job is in `states`; StaleClaim otherwise. Not
+        bounded in time: the action may be slow (a source moved to another file system)."""
+        with self._tx() as db:
+            state, current = self._hold_row(db, job_id, bounded=False)
+            check_fence(job_id, token, state, current, states, doing)
+            return action()
+
     def renew(self, job_id: int, token: int, *, until: float) -> None:
         """Extend the lease of a current claim; StaleClaim when the token is not current."""
         with self._tx() as db:
@@ -567,12 +637,20 @@ class PostgresJobStore(StoreReads):
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
                     params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False) -> Job:
-        """Check the state (and the claim), run `sql`; `done` remembers the file version."""
+                    done: bool = False, publish: Publish | None = None,
+                    ends_in: JobState | None = None) -> Job:
+        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
+        version. A token that already took the job to `ends_in` gets the job back unchanged."""
         with self._tx() as db:
+            if publish is not None or (ends_in is not None and token is not None):
+                held, current = self._hold_row(db, job_id)
+                if ends_in is not None and token == current and held is ends_in:
+                    return self._reads.get(job_id)
             state = self._state_for(db, job_id, action, token)
             if state not in allowed:
                 raise InvalidTransition(job_id, action=action, state=state)
+            if publish is not None:
+                publish()  # the claim is current and its row locked: no sweep can take it now
             db.execute(sql, (*params, job_id))
             if done:
                 db.execute("INSERT INTO done_files (source_path, size, mtime_ns) "
@@ -601,25 +679,28 @@ class PostgresJobStore(StoreReads):
 
     def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
                        media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction)."""
+                       token: int | None = None, publish: Publish | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done (one transaction, which
+        also runs `publish` with the job's row locked: see JobStore.mark_completed)."""
         return self._transition(
             job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
             "UPDATE jobs SET state = 'completed', finished_at = %s, progress = 1, "
             "eta_seconds = 0, output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
             "stderr_tail = %s, lease_until = NULL WHERE id = %s",
-            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True)
+            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
+            publish=publish, ends_in=JobState.COMPLETED)
 
     def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
                      output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None) -> Job:
+                     token: int | None = None, publish: Publish | None = None) -> Job:
         """The job needed no work (or its result was not kept); the version counts as done."""
         return self._transition(
             job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
             "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s, "
             "output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
             "eta_seconds = NULL, lease_until = NULL WHERE id = %s",
-            (now, reason.value, message, output_bytes, media_duration), token=token, done=True)
+            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
+            publish=publish, ends_in=JobState.SKIPPED)
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
                     stderr_tail: str, retry_at: float | None, progress: float | None = None,
@@ -737,30 +818,40 @@ class PostgresJobStore(StoreReads):
 
     # -- details of a running attempt -----------------------------------------------------------
 
-    def _update(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
+                    params: tuple[Any, ...], *, told: ChangeKind | None = None) -> None:
+        """One detail of a running attempt; with `token`, only while it is the current claim."""
         with self._tx() as db:
-            db.execute(sql, params)
+            if token is not None:
+                self._state_for(db, job_id, action, token)
+            db.execute(sql, (*params, job_id))
+            if told is not None:
+                self._changes.append(StoreChange(kind=told, job_id=job_id))
 
     def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None) -> None:
+                     eta_seconds: float | None, *, token: int | None = None) -> None:
         """Save the last progress report (called at a bounded rate by the monitor)."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
-                       (progress, speed, eta_seconds, job_id))
-            # Other nodes show a running job's progress from these saves (a bounded rate).
-            self._changes.append(StoreChange(kind=ChangeKind.PROGRESS, job_id=job_id))
+        # Other nodes show a running job's progress from these saves (a bounded rate).
+        self._set_detail(job_id, "record progress of", token,
+                         "UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
+                         (progress, speed, eta_seconds), told=ChangeKind.PROGRESS)
 
-    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
+    def set_media_duration(self, job_id: int, seconds: float | None, *,
+                           token: int | None = None) -> None:
         """Remember the source's media duration once probed."""
-        self._update("UPDATE jobs SET media_duration = %s WHERE id = %s", (seconds, job_id))
+        self._set_detail(job_id, "record the media duration of", token,
+                         "UPDATE jobs SET media_duration = %s WHERE id = %s", (seconds,))
 
-    def set_source_inode(self, job_id: int, inode: int) -> None:
+    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
         """Remember which file (inode) the job's attempt read."""
-        self._update("UPDATE jobs SET source_inode = %s WHERE id = %s", (inode, job_id))
+        self._set_detail(job_id, "record the source inode of", token,
+                         "UPDATE jobs SET source_inode = %s WHERE id = %s", (inode,))
 
-    def set_quality_score(self, job_id: int, score: float | None) -> None:
+    def set_quality_score(self, job_id: int, score: float | None, *,
+                          token: int | None = None) -> None:
         """Remember the quality score the output got against its source."""
-        self._update("UPDATE jobs SET quality_score = %s WHERE id = %s", (score, job_id))
+        self._set_detail(job_id, "record the quality score of", token,
+                         "UPDATE jobs SET quality_score = %s WHERE id = %s", (score,))
 
     # -- the audit trail ------------------------------------------------------------------------
 
@@ -847,6 +938,15 @@ class PostgresJobStore(StoreReads):
 LOCAL_META_KEYS = frozenset({"schema_version", "health_probe"})
 
 
+
+
+def _link_settings(url: str) -> dict[str, int]:
+    """The TCP settings to connect with: ours, but for those the URL sets itself."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        given = {}  # the connect itself reports a malformed URL
+    return {key: value for key, value in _LINK_SETTINGS.items() if key not in given}
 
 
 def _change_payload(change: StoreChange, node: str | None) -> str:

@@ -149,9 +149,9 @@ class Monitor:
                                     "ffmpeg_version": self.binaries.version,
                                     "quality_metrics": ",".join(available_metrics(self.binaries.filters))})
         self.presence.claim_name(now)  # a second monitor under this name stops here
-        if is_shared(self.config.database):  # others' attempts run on: only lapsed leases
-            self.presence.sweep(now)
-        else:
+        # On a shared store others' attempts run on: the heartbeat sweeps lapsed leases, from one
+        # lease after this start (every node renews its own first).
+        if not is_shared(self.config.database):
             publish_recovered(self.bus, self.store.recover_interrupted(
                 now=now, max_attempts=self.config.retry.max_attempts,
                 retry_interrupted="interrupted" in self.config.retry.retry_on))

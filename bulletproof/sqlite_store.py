@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bulletproof import control_rows, node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
@@ -28,6 +28,7 @@ from bulletproof.owner import StateLock
 from bulletproof.paths import candidate_paths
 from bulletproof.queries import JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
+    ATTEMPT_STATES,
     ChangeKind,
     ChangeListener,
     Claim,
@@ -36,11 +37,15 @@ from bulletproof.store import (
     FileExists,
     NewJob,
     NodeInfo,
+    Publish,
     StoreChange,
     StoreHealth,
+    check_fence,
 )
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # Columns of the jobs table that are the store's own, not fields of a Job: the queue position
 # and the claim (fencing token, node, lease). Every other column is a Job field (JOB_FIELDS).
@@ -556,12 +561,16 @@ class SqliteJobStore(StoreReads):
             return self.get(job_id), policy
 
     def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
-                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
+                      file_exists: FileExists = os.path.lexists,
+                      token: int | None = None) -> tuple[Job, str | None]:
         """On a job's first claim: if a file appeared at its output name since it was queued,
         apply `policy` again (`rename` records the next free name on the job). `path` gives the
         job an output name first (one that could not be made when it was queued). Returns the
-        job and the policy applied, or None when the name is free."""
+        job and the policy applied, or None when the name is free. StaleClaim when `token` is
+        given and no longer current."""
         with self._tx() as db:
+            if token is not None:
+                self._state_for(db, job_id, "reserve an output for", token)
             if path is not None:
                 db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
             job = self.get(job_id)
@@ -591,15 +600,40 @@ class SqliteJobStore(StoreReads):
             self._note(job_id, JobState.FAILED)
             return self.get(job_id)
 
-    def set_source_inode(self, job_id: int, inode: int) -> None:
-        """Remember which file (inode) the job's attempt read."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET source_inode = ? WHERE id = ?", (inode, job_id))
+    # -- details of a running attempt: with a token, only the current claim writes them ------
 
-    def set_quality_score(self, job_id: int, score: float | None) -> None:
-        """Remember the quality score the output got against its source."""
+    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
+                    params: tuple[Any, ...], *, told: ChangeKind | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE jobs SET quality_score = ? WHERE id = ?", (score, job_id))
+            if token is not None:
+                self._state_for(db, job_id, action, token)
+            db.execute(sql, (*params, job_id))
+            if told is not None:
+                self._changes.append(StoreChange(kind=told, job_id=job_id))
+
+    def set_progress(self, job_id: int, progress: float, speed: float | None,
+                     eta_seconds: float | None, *, token: int | None = None) -> None:
+        """Save the last progress report (called at a bounded rate by the monitor)."""
+        self._set_detail(job_id, "record progress of", token,
+                         "UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
+                         (progress, speed, eta_seconds), told=ChangeKind.PROGRESS)
+
+    def set_media_duration(self, job_id: int, seconds: float | None, *,
+                           token: int | None = None) -> None:
+        """Remember the source's media duration once probed."""
+        self._set_detail(job_id, "record the media duration of", token,
+                         "UPDATE jobs SET media_duration = ? WHERE id = ?", (seconds,))
+
+    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
+        """Remember which file (inode) the job's attempt read."""
+        self._set_detail(job_id, "record the source inode of", token,
+                         "UPDATE jobs SET source_inode = ? WHERE id = ?", (inode,))
+
+    def set_quality_score(self, job_id: int, score: float | None, *,
+                          token: int | None = None) -> None:
+        """Remember the quality score the output got against its source."""
+        self._set_detail(job_id, "record the quality score of", token,
+                         "UPDATE jobs SET quality_score = ? WHERE id = ?", (score,))
 
     # -- transitions: each one transaction; a given token must be the current claim's ---------
 
@@ -621,12 +655,18 @@ class SqliteJobStore(StoreReads):
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
                     params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False) -> Job:
-        """Check the state (and the claim), run `sql`; `done` remembers the file version."""
+                    done: bool = False, publish: Publish | None = None,
+                    ends_in: JobState | None = None) -> Job:
+        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
+        version. A token that already took the job to `ends_in` gets the job back unchanged."""
         with self._tx() as db:
+            if ends_in is not None and token is not None and self._ended_by(db, job_id, token, ends_in):
+                return self._reads.get(job_id)
             state = self._state_for(db, job_id, action, token)
             if state not in allowed:
                 raise InvalidTransition(job_id, action=action, state=state)
+            if publish is not None:
+                publish()  # the claim is current and the write lock held: nothing can take it
             db.execute(sql, (*params, job_id))
             if done:
                 db.execute("INSERT OR IGNORE INTO done_files SELECT source_path, size, mtime_ns "
@@ -634,6 +674,23 @@ class SqliteJobStore(StoreReads):
             job = self._reads.get(job_id)
             self._note(job_id, job.state)
             return job
+
+    @staticmethod
+    def _ended_by(db: sqlite3.Connection, job_id: int, token: int, state: JobState) -> bool:
+        """True when the claim `token` is still the job's and already ended it in `state`."""
+        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is not None and row[1] == token and row[0] == state.value
+
+    def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
+               states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
+        """Run `action` inside one write transaction (BEGIN IMMEDIATE), only while `token` is
+        the job's current claim and the job is in `states`; StaleClaim otherwise."""
+        with self._tx() as db:
+            row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            check_fence(job_id, token, JobState(row[0]), int(row[1]), states, doing)
+            return action()
 
     _START = ("state = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL, "
               "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
@@ -710,25 +767,28 @@ class SqliteJobStore(StoreReads):
 
     def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
                        media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction)."""
+                       token: int | None = None, publish: Publish | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done (one transaction, which
+        also runs `publish`: see JobStore.mark_completed)."""
         return self._transition(
             job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
             "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
             "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
             "stderr_tail = ?, lease_until = NULL WHERE id = ?",
-            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True)
+            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
+            publish=publish, ends_in=JobState.COMPLETED)
 
     def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
                      output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None) -> Job:
+                     token: int | None = None, publish: Publish | None = None) -> Job:
         """The job needed no work (or its result was not kept); the version counts as done."""
         return self._transition(
             job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
             "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ?, "
             "output_bytes = ?, media_duration = COALESCE(?, media_duration), eta_seconds = NULL, "
             "lease_until = NULL WHERE id = ?",
-            (now, reason.value, message, output_bytes, media_duration), token=token, done=True)
+            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
+            publish=publish, ends_in=JobState.SKIPPED)
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
                     stderr_tail: str, retry_at: float | None, progress: float | None = None,
@@ -751,19 +811,6 @@ class SqliteJobStore(StoreReads):
             (state.value, now, reason.value, error, stderr_tail or None, retry_at, retry_at,
              retry_at if retry_at is not None else now, progress), token=token,
         )
-
-    def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None) -> None:
-        """Save the last progress report (called at a bounded rate by the monitor)."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
-                       (progress, speed, eta_seconds, job_id))
-            self._changes.append(StoreChange(kind=ChangeKind.PROGRESS, job_id=job_id))
-
-    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
-        """Remember the source's media duration once probed."""
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET media_duration = ? WHERE id = ?", (seconds, job_id))
 
     def cancel_queued(self, job_id: int, *, now: float) -> Job:
         """Cancel a job that is waiting in the queue."""

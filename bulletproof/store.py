@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from bulletproof.audit import AuditEntry
+from bulletproof.errors import StaleClaim
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 
 # Whether something is at a stored output path on this node's file system. The store compares
@@ -26,6 +27,25 @@ FileExists = Callable[[str], bool]
 
 # The keys a job list can be sorted by (the implementations map them to their own columns).
 SORT_KEYS: tuple[str, ...] = ("created", "finished", "started", "duration", "size", "id")
+
+_T = TypeVar("_T")
+
+#: The states of a live attempt: what `JobStore.fenced` requires unless told otherwise.
+ATTEMPT_STATES: frozenset[JobState] = frozenset({JobState.PROCESSING, JobState.PAUSED})
+
+#: What a fenced write runs inside its transaction (the rename of an output into place...).
+Publish = Callable[[], None]
+
+
+def check_fence(job_id: int, token: int, state: JobState, current: int,
+                states: frozenset[JobState], action: str) -> None:
+    """StaleClaim unless `token` is the job's `current` claim and its `state` one of `states`."""
+    if current != token:
+        raise StaleClaim(job_id, token=token, action=action,
+                         why=f"the job's claim is now {current}: the lease ran out or it was "
+                             "claimed again")
+    if state not in states:
+        raise StaleClaim(job_id, token=token, action=action, why=f"the job is {state.value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +260,10 @@ class JobStore(Protocol):
         ...
 
     def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
-                      file_exists: FileExists = os.path.lexists) -> tuple[Job, str | None]:
-        """On a job's first claim, apply the output policy again to a name taken since queueing."""
+                      file_exists: FileExists = os.path.lexists,
+                      token: int | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim, apply the output policy again to a name taken since queueing
+        (StaleClaim when `token` is given and no longer current)."""
         ...
 
     def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
@@ -275,6 +297,15 @@ class JobStore(Protocol):
         """The earliest time a backed-off queued job becomes runnable."""
         ...
 
+    def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
+               states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
+        """Run `action` in one transaction that holds the job's row, only while `token` is the
+        job's current claim and the job is in `states` (StaleClaim otherwise, its message saying
+        `cannot <doing> job N`, and `action` does not run): no sweep, claim or other write
+        changes the job while it runs. An exception from `action` rolls the transaction back
+        and propagates."""
+        ...
+
     # -- transitions (`token`, when given, must be the current claim's) -------------------------
 
     def mark_started(self, job_id: int, *, now: float) -> Job:
@@ -287,14 +318,24 @@ class JobStore(Protocol):
 
     def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
                        media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done."""
+                       token: int | None = None, publish: Publish | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done.
+
+        `publish` (the rename of the output into place) runs inside the same transaction, after
+        the claim is checked and while the job's row is held: an output is only ever published
+        by the current claim, and a published output is recorded or not published at all. With
+        `token`, completing again an attempt this claim already completed returns the job (a
+        retry after a commit whose answer was lost) without running `publish`.
+        """
         ...
 
     def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
                      output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None) -> Job:
-        """The job needed no work (or its result was not kept); the version counts as done."""
+                     token: int | None = None, publish: Publish | None = None) -> Job:
+        """The job needed no work (or its result was not kept); the version counts as done.
+
+        `publish` (putting the source at the output) runs as in `mark_completed`.
+        """
         ...
 
     def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
@@ -332,22 +373,25 @@ class JobStore(Protocol):
         """After a crash: jobs left processing or paused go back to the queue (or fail)."""
         ...
 
-    # -- details of a running attempt -----------------------------------------------------------
+    # -- details of a running attempt (`token`, when given, must be the current claim's:
+    # StaleClaim otherwise, and nothing is written) ----------------------------------------------
 
     def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None) -> None:
+                     eta_seconds: float | None, *, token: int | None = None) -> None:
         """Save the last progress report."""
         ...
 
-    def set_media_duration(self, job_id: int, seconds: float | None) -> None:
+    def set_media_duration(self, job_id: int, seconds: float | None, *,
+                           token: int | None = None) -> None:
         """Remember the source's media duration once probed."""
         ...
 
-    def set_source_inode(self, job_id: int, inode: int) -> None:
+    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
         """Remember which file (inode) the job's attempt read."""
         ...
 
-    def set_quality_score(self, job_id: int, score: float | None) -> None:
+    def set_quality_score(self, job_id: int, score: float | None, *,
+                          token: int | None = None) -> None:
         """Remember the quality score the output got against its source."""
         ...
 

@@ -1,9 +1,7 @@
-"""Whether a source already is what a profile would make, and keeping a source as the output."""
+"""Whether a source already is what a profile would make (publication.KeptSource keeps it)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from bulletproof.ffprobe import MediaInfo
@@ -45,30 +43,3 @@ def target_mismatch(profile: Profile, info: MediaInfo, source: Path) -> str | No
         return f"height {info.height} is over {profile.max_height}"
     return None
 
-
-def keep_source_as_output(source: Path, output: Path, temp: Path, action: str) -> int | None:
-    """Put the source at `output` by `action` (none | copy | link); its size, or None for none.
-
-    `copy` goes through `temp` and a rename, so a half-copied output never shows; `link` makes a
-    hard link and falls back to a copy where the file system cannot link. An existing `output`
-    is never replaced (FileExistsError).
-    """
-    if action == "none":
-        return None
-    if os.path.lexists(output):
-        raise FileExistsError(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if action == "link":
-        try:
-            os.link(source, output)
-            return output.stat().st_size
-        except FileExistsError:
-            raise
-        except OSError:
-            pass  # another file system, or no hard links there: copy instead
-    try:
-        shutil.copyfile(source, temp)
-        os.link(temp, output)  # fails instead of replacing a file that appeared meanwhile
-    finally:
-        temp.unlink(missing_ok=True)
-    return output.stat().st_size

@@ -38,10 +38,11 @@ from bulletproof.models import (
 )
 from bulletproof.paths import confine, output_path_for, temp_path_for
 from bulletproof.profiles import Profile, QualityGate
+from bulletproof.publication import KeptSource, OutputPublication, remove_earlier_attempts
 from bulletproof.quality import score
 from bulletproof.state import QueueState
 from bulletproof.store import ControlAction, ControlRequest, JobStore, NewJob
-from bulletproof.target import keep_source_as_output, target_mismatch
+from bulletproof.target import target_mismatch
 from bulletproof.verify import VerifyPlan, plan_for, result_of, verify_output
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class _Slot:
     # before claiming anything, so a finished transcode is recorded, never re-run.
     pending: Callable[[], None] | None = field(default=None, repr=False)
     pending_error: str | None = None
+    # A finished output the store has not let this attempt publish yet (kept with `pending`).
+    publication: OutputPublication | KeptSource | None = field(default=None, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def busy_seconds(self, now: float) -> float:
@@ -226,6 +229,11 @@ class WorkerPool:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for slot in self._slots.values():
+            if slot.pending is not None and slot.publication is not None:
+                # The store never took the outcome: the job goes back by its lease, and its
+                # next attempt writes a temporary of its own; this one would be junk.
+                slot.publication.discard()
 
     # -- views and controls -------------------------------------------------------------------
 
@@ -381,10 +389,14 @@ class WorkerPool:
                 slot.pending_error = str(exc)
                 await self._rest(_backoff(failures), epoch)
                 continue
+            except StaleClaim as exc:  # another claim owns the job now: this outcome is not its
+                log.warning("the claim on the job was lost; its outcome is dropped",
+                            extra={"worker": slot.index, "error": str(exc)})
             except JobError as exc:  # the job changed meanwhile (deleted...): nothing to record
                 log.warning("dropping a kept outcome", extra={"worker": slot.index, "error": str(exc)})
+            else:
+                log.info("kept outcome recorded", extra={"worker": slot.index})
             slot.pending = slot.pending_error = None
-            log.info("kept outcome recorded", extra={"worker": slot.index})
             self._reset(slot)
 
     async def _rest(self, delay: float, epoch: int) -> None:
@@ -441,34 +453,45 @@ class WorkerPool:
             if job is None:
                 return
             output = self._confined(self._local_output(job.output_path), config.output_folder)
-            self._note_source_inode(job, source)
+            self._note_source_inode(slot, job, source)
             info = await probe(self._binaries, source)
             if profile.video_codec is not None and not info.has_video:
                 raise TranscodeError("the input has no video stream", reason=FailureReason.INPUT_INVALID)
             if profile.video_codec is None and not info.has_audio:
                 raise TranscodeError("the input has no audio stream", reason=FailureReason.INPUT_INVALID)
             slot.media_duration = info.duration
-            self._store.set_media_duration(job.id, info.duration)
+            self._note_detail(slot, "media duration", functools.partial(
+                self._store.set_media_duration, job.id, info.duration, token=slot.token))
             if slot.shutdown or slot.cancel_requested:
                 raise TranscodeError("cancelled before ffmpeg started", reason=FailureReason.CANCELLED)
+            self._check_claim(slot, "start ffmpeg for")
             if profile.skip_if_target and target_mismatch(profile, info, source) is None:
                 self._skip(slot, profile, SkipReason.ALREADY_TARGET,
                            "the source already matches the profile's target", output)
                 return
             plan = plan_for(config.verify, profile, info)
+            if slot.token is not None:
+                remove_earlier_attempts(output, job.id, slot.token)
             runner = FfmpegRunner(self._binaries, config.ffmpeg, config.timeouts)
+            replace_existing = config.output_conflict == "overwrite" or not _first_claim(job)
             slot.run = await runner.start(
-                source=source, output=output, temp_output=temp_path_for(output, job.id),
+                source=source, output=output,
+                temp_output=temp_path_for(output, job.id, attempt=slot.token),
                 profile=profile, duration=info.duration,
                 on_progress=lambda p: self._on_progress(slot, p),
                 before_publish=lambda temp, last, tail: self._before_publish(
                     slot, profile, plan, temp, last, tail),
-                replace_existing=config.output_conflict == "overwrite" or not _first_claim(job))
+                replace_existing=replace_existing, defer_publish=True)
             if slot.paused:
                 slot.run.pause()
             result = await slot.run.wait()
+        except StaleClaim as exc:
+            self._drop_lost_attempt(slot, exc)
+            return
         except TranscodeError as exc:
-            if slot.shutdown:
+            if slot.claim_lost:
+                self._drop_lost_attempt(slot, exc)
+            elif slot.shutdown:
                 self._requeue_for_shutdown(slot)
             else:
                 self._record_failure(slot, exc.reason, str(exc), exc.stderr_tail)
@@ -478,6 +501,9 @@ class WorkerPool:
                        f"the output ({result.output_bytes} bytes) is larger than the source "
                        f"({job.size} bytes); the source is kept", output)
             return
+        assert result.temp_output is not None
+        slot.publication = OutputPublication(result.temp_output, output,
+                                             replace_existing=replace_existing)
         self._record_success(slot, result.output_bytes, result.stderr_tail)
 
     def _local_source(self, job: Job) -> Path:
@@ -495,6 +521,45 @@ class WorkerPool:
             return self._paths.to_local(stored)
         except PathError as exc:
             raise TranscodeError(str(exc), reason=FailureReason.OUTPUT_PATH_INVALID) from None
+
+    # -- the claim: every write of the attempt, and the publish, only while it holds ------------
+
+    def _check_claim(self, slot: _Slot, action: str) -> None:
+        """StaleClaim once the heartbeat found the claim lost (the next step would be wasted)."""
+        if slot.claim_lost and slot.job is not None and slot.token is not None:
+            raise StaleClaim(slot.job.id, token=slot.token, action=action,
+                             why="the lease ran out and the job was given to another claim")
+
+    def _drop_lost_attempt(self, slot: _Slot, error: Exception | str) -> None:
+        """The claim is gone: record nothing (the job is another attempt's now)."""
+        log.warning("the claim on the job was lost; the attempt stops and records nothing",
+                    extra={"job": slot.job.id if slot.job else None, "worker": slot.index,
+                           "error": str(error)})
+
+    def _refuse_publish(self, slot: _Slot, publication: OutputPublication | KeptSource,
+                        exc: StaleClaim) -> None:
+        """The store refused the publish: the output stays unpublished and nothing is recorded."""
+        placed = publication.placed()
+        publication.discard()
+        job_id = slot.job.id if slot.job else None
+        if placed:  # a commit whose answer was lost put it there; the next attempt replaces it
+            log.warning("the claim on the job was lost after its output was placed by a commit "
+                        "that did not complete; the job's next attempt replaces that output",
+                        extra={"job": job_id, "worker": slot.index, "output": str(publication.output),
+                               "error": str(exc)})
+            return
+        log.warning("the claim on the job was lost; its output is not published",
+                    extra={"job": job_id, "worker": slot.index, "output": str(publication.output),
+                           "error": str(exc)})
+
+    def _note_detail(self, slot: _Slot, what: str, write: Callable[[], None]) -> None:
+        """Write a detail of the attempt; the store being away costs the detail, not the job."""
+        try:
+            write()
+        except StoreError as exc:
+            log.warning("cannot record the %s of the job; going on", what,
+                        extra={"job": slot.job.id if slot.job else None, "worker": slot.index,
+                               "error": str(exc)})
 
     @staticmethod
     def _confined(path: Path, folder: Path) -> Path:
@@ -522,7 +587,7 @@ class WorkerPool:
             return job
         wanted = path or job.output_path
         job, applied = self._store.reserve_again(job.id, policy=config.output_conflict, path=path,
-                                                 file_exists=self._paths.exists)
+                                                 file_exists=self._paths.exists, token=slot.token)
         slot.job = job
         if applied is None:
             return job
@@ -539,18 +604,20 @@ class WorkerPool:
                                  reason=FailureReason.OUTPUT_CONFLICT)
         return job
 
-    def _note_source_inode(self, job: Job, source: Path) -> None:
+    def _note_source_inode(self, slot: _Slot, job: Job, source: Path) -> None:
         try:
             inode = source.stat().st_ino
         except OSError:
             return  # probing reports the missing input with its own reason
-        self._store.set_source_inode(job.id, inode)
+        self._note_detail(slot, "source inode", functools.partial(
+            self._store.set_source_inode, job.id, inode, token=slot.token))
 
     async def _before_publish(self, slot: _Slot, profile: Profile, plan: VerifyPlan, temp: Path,
                               last: Progress | None, tail: str) -> bool:
         """Verify the finished temporary; False keeps the source instead of a larger output."""
         assert slot.job is not None
         job = slot.job
+        self._check_claim(slot, "verify the output of")
         try:
             verdict = await verify_output(self._binaries, temp, plan,
                                           source=self._paths.to_local(job.source_path),
@@ -564,12 +631,13 @@ class WorkerPool:
             job_id=job.id, profile=job.profile, level=plan.level, result=verdict.result,
             expected=plan.expected_duration, actual=verdict.actual_duration))
         if profile.quality is not None and plan.need_video:
-            await self._quality_gate(job, profile.quality, temp, verdict.output)
+            self._check_claim(slot, "score the output of")
+            await self._quality_gate(slot, job, profile.quality, temp, verdict.output)
         if profile.keep_source_if_larger and temp.stat().st_size > job.size:
             return False
         return True
 
-    async def _quality_gate(self, job: Job, gate: QualityGate, temp: Path,
+    async def _quality_gate(self, slot: _Slot, job: Job, gate: QualityGate, temp: Path,
                             output: MediaInfo | None) -> None:
         """Score the output against its source; TranscodeError under the profile's threshold."""
         if output is None:  # verification is off: the gate still needs the picture size
@@ -579,7 +647,8 @@ class WorkerPool:
                                  reason=FailureReason.VERIFICATION_FAILED)
         value = await score(self._binaries, temp, self._paths.to_local(job.source_path), gate.metric,
                             width=output.width, height=output.height, duration=output.duration)
-        self._store.set_quality_score(job.id, value)
+        self._note_detail(slot, "quality score", functools.partial(
+            self._store.set_quality_score, job.id, value, token=slot.token))
         passed = value >= gate.min
         self._bus.publish(ev.QualityScored(job_id=job.id, profile=job.profile, metric=gate.metric,
                                            score=value, threshold=gate.min, passed=passed))
@@ -590,20 +659,26 @@ class WorkerPool:
 
     def _skip(self, slot: _Slot, profile: Profile | None, reason: SkipReason, message: str,
               output: Path | None) -> None:
-        """End the job `skipped`; the profile's skip_action may put the source at the output."""
+        """End the job `skipped`; the profile's skip_action may put the source at the output
+        (staged here, placed by the store's fenced write that records the skip)."""
         assert slot.job is not None
         job = slot.job
-        output_bytes = None
-        if profile is not None and output is not None:
+        if slot.claim_lost:  # the heartbeat found the claim gone: no copy, nothing to record
+            self._drop_lost_attempt(slot, "the lease ran out before the skip was recorded")
+            return
+        if profile is not None and output is not None and profile.skip_action != "none":
+            kept = KeptSource(self._paths.to_local(job.source_path), output,
+                              temp_path_for(output, job.id, attempt=slot.token), profile.skip_action)
             try:
-                output_bytes = keep_source_as_output(
-                    self._paths.to_local(job.source_path), output, temp_path_for(output, job.id),
-                    profile.skip_action)
+                kept.stage()
             except FileExistsError:
                 message += f"; {output} already exists and is left alone"
             except OSError as exc:
+                kept.discard()
                 message += f"; could not {profile.skip_action} the source to {output}: {exc}"
-        self._record_skipped(slot, reason, message, output_bytes)
+            else:
+                slot.publication = kept
+        self._record_skipped(slot, reason, message)
 
     def _on_progress(self, slot: _Slot, progress: Progress) -> None:
         if slot.job is None:
@@ -650,23 +725,51 @@ class WorkerPool:
 
     @_keeps_pending
     def _record_success(self, slot: _Slot, output_bytes: int, stderr_tail: str) -> None:
-        assert slot.job is not None
+        """Publish the output and record the success, in one fenced store transaction."""
+        assert slot.job is not None and isinstance(slot.publication, OutputPublication)
+        publication = slot.publication
         now = time.time()
-        job = self._store.mark_completed(slot.job.id, now=now, output_bytes=output_bytes,
-                                         media_duration=slot.media_duration, stderr_tail=stderr_tail,
-                                         token=slot.token)
+        try:
+            job = self._store.mark_completed(
+                slot.job.id, now=now, output_bytes=output_bytes, media_duration=slot.media_duration,
+                stderr_tail=stderr_tail, token=slot.token, publish=publication.place)
+        except StaleClaim as exc:
+            self._refuse_publish(slot, publication, exc)
+            raise  # and the outcome is dropped (logged by whoever called)
+        except TranscodeError as exc:  # the rename failed (the name taken...): nothing recorded
+            publication.discard()
+            slot.publication = None
+            self._record_failure(slot, exc.reason, str(exc), stderr_tail)
+            return
+        slot.publication = None
         self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.COMPLETED,
                                          reason=None, busy_seconds=slot.busy_seconds(now)))
-        self._dispose_source(job)
+        self._dispose_source(slot, job)
 
     @_keeps_pending
-    def _record_skipped(self, slot: _Slot, reason: SkipReason, message: str,
-                        output_bytes: int | None) -> None:
+    def _record_skipped(self, slot: _Slot, reason: SkipReason, message: str) -> None:
+        """Record the skip; a kept source is placed at the output in the same fenced transaction."""
         assert slot.job is not None
+        kept = slot.publication if isinstance(slot.publication, KeptSource) else None
         now = time.time()
-        job = self._store.mark_skipped(slot.job.id, now=now, reason=reason, message=message,
-                                       output_bytes=output_bytes, media_duration=slot.media_duration,
-                                       token=slot.token)
+        try:
+            job = self._store.mark_skipped(
+                slot.job.id, now=now, reason=reason, message=message,
+                output_bytes=kept.size if kept else None, media_duration=slot.media_duration,
+                token=slot.token, publish=kept.place if kept else None)
+        except StaleClaim as exc:
+            if kept is not None:
+                self._refuse_publish(slot, kept, exc)
+            raise
+        except OSError as exc:  # placing the kept source failed: the skip is recorded without it
+            assert kept is not None
+            kept.discard()
+            slot.publication = None
+            done = "already exists and is left alone" if isinstance(exc, FileExistsError) else \
+                f"could not be made: {exc}"
+            self._record_skipped(slot, reason, f"{message}; {kept.output} {done}")
+            return
+        slot.publication = None
         self._bus.publish(ev.JobFinished(job=job, worker=slot.index, outcome=Outcome.SKIPPED,
                                          reason=reason, busy_seconds=slot.busy_seconds(now)))
 
@@ -700,15 +803,20 @@ class WorkerPool:
         job = self._store.requeue_interrupted(slot.job.id, now=time.time(), token=slot.token)
         self._bus.publish(ev.JobQueued(job=job, trigger=QueueTrigger.RECOVERED))
 
-    def _dispose_source(self, job: Job) -> None:
+    def _dispose_source(self, slot: _Slot, job: Job) -> None:
         config = self._config()
-        if config.on_success == "keep":
+        if config.on_success == "keep" or slot.token is None:
             return
         try:
-            found = dispose_source(config, job, self._paths.to_local(job.source_path))
-        except (OSError, PathError) as exc:  # the output is done; a source we cannot move is a warning
-            log.warning("could not %s the source after success", config.on_success,
-                        extra={"job": job.id, "error": str(exc)})
+            # Only while the job is still this attempt's completion: a retry claimed since may
+            # be reading the source right now.
+            found = self._store.fenced(job.id, slot.token, lambda: dispose_source(
+                config, job, self._paths.to_local(job.source_path)),
+                                       states=_COMPLETED, doing=f"{config.on_success} the source of")
+        except (OSError, PathError, StoreError, JobError) as exc:
+            # The output is done; a source we cannot (or may no longer) move is a warning.
+            log.warning("could not %s the source after success; it is left in place",
+                        config.on_success, extra={"job": job.id, "error": str(exc)})
             return
         if found is SourceCheck.REPLACED:  # the watcher cannot tell this file from the one done
             self._queue_replaced(job)
@@ -722,6 +830,9 @@ class WorkerPool:
                                               file_exists=self._paths.exists)
         if queued is not None:
             self._bus.publish(ev.JobQueued(job=queued, trigger=QueueTrigger.DETECTED))
+
+
+_COMPLETED = frozenset({JobState.COMPLETED})
 
 
 def _first_claim(job: Job) -> bool:

@@ -19,8 +19,9 @@ def ffmpeg_pid(job_id: int, output_folder: Path) -> int | None:
         except OSError:
             continue
         # ffmpeg is handed file:<path> (a name can never be read as a protocol).
-        if any(a.removeprefix(b"file:").startswith(wanted) and f".bp-tmp-{job_id}.".encode() in a
-               for a in args) \
+        # The temporary is .<name>.bp-tmp-<job>-<attempt's token>.<ext>.
+        marker = f".bp-tmp-{job_id}-".encode()
+        if any(a.removeprefix(b"file:").startswith(wanted) and marker in a for a in args) \
                 and any(a.endswith(b"ffmpeg") for a in args):
             return int(entry)
     return None

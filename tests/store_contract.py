@@ -402,6 +402,103 @@ class JobStoreContract:
         again = store.claim("n2", now=103, lease_seconds=30)
         assert again is not None and again.job.id == job.id and again.job.attempts == 2
 
+    def test_a_stale_token_writes_no_attempt_detail(self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        old = store.claim("n1", now=1, lease_seconds=5)
+        assert old is not None
+        store.requeue_expired(now=10)
+        current = store.claim("n2", now=11, lease_seconds=30)
+        assert current is not None
+        store.set_media_duration(job.id, 8.0, token=current.token)
+        store.set_source_inode(job.id, 42, token=current.token)
+        store.set_progress(job.id, 0.5, 2.0, 3.0, token=current.token)
+        store.set_quality_score(job.id, 0.97, token=current.token)
+        for call in (
+            lambda t: store.set_media_duration(job.id, 1.0, token=t),
+            lambda t: store.set_source_inode(job.id, 7, token=t),
+            lambda t: store.set_progress(job.id, 0.9, 9.0, 9.0, token=t),
+            lambda t: store.set_quality_score(job.id, 0.1, token=t),
+            lambda t: store.reserve_again(job.id, policy="rename", path="/out/other", token=t),
+        ):
+            with pytest.raises(StaleClaim, match="claim .* is stale"):
+                call(old.token)
+        got = store.get(job.id)
+        assert (got.media_duration, got.source_inode, got.quality_score) == (8.0, 42, 0.97)
+        assert (got.progress, got.speed, got.eta_seconds, got.output_path) == (
+            0.5, 2.0, 3.0, "/out/a")
+        assert got.claimed_by == "n2" and got.state is JobState.PROCESSING
+
+    def test_the_publish_runs_only_under_the_current_claim(self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        old = store.claim("n1", now=1, lease_seconds=5)
+        assert old is not None
+        store.requeue_expired(now=10)
+        current = store.claim("n2", now=11, lease_seconds=30)
+        assert current is not None
+        ran: list[str] = []
+        with pytest.raises(StaleClaim):
+            store.mark_completed(job.id, now=12, output_bytes=1, media_duration=None,
+                                 token=old.token, publish=lambda: ran.append("old"))
+        with pytest.raises(StaleClaim):
+            store.mark_skipped(job.id, now=12, reason=SkipReason.ALREADY_TARGET, message="",
+                               output_bytes=1, media_duration=None, token=old.token,
+                               publish=lambda: ran.append("old skip"))
+        assert ran == [] and store.get(job.id).state is JobState.PROCESSING
+        done = store.mark_completed(job.id, now=13, output_bytes=1, media_duration=None,
+                                    token=current.token, publish=lambda: ran.append("current"))
+        assert done.state is JobState.COMPLETED and ran == ["current"]
+        # Completing again with the same claim (a commit whose answer was lost) is a no-op.
+        again = store.mark_completed(job.id, now=14, output_bytes=2, media_duration=None,
+                                     token=current.token, publish=lambda: ran.append("twice"))
+        assert again.state is JobState.COMPLETED and again.output_bytes == 1 and ran == ["current"]
+
+    def test_a_publish_that_fails_records_nothing(self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        claim = store.claim("n1", now=1, lease_seconds=30)
+        assert claim is not None
+
+        def broken() -> None:
+            raise FileExistsError("/out/a")
+
+        with pytest.raises(FileExistsError):
+            store.mark_completed(job.id, now=2, output_bytes=1, media_duration=None,
+                                 token=claim.token, publish=broken)
+        with pytest.raises(FileExistsError):
+            store.mark_skipped(job.id, now=2, reason=SkipReason.ALREADY_TARGET, message="",
+                               output_bytes=1, media_duration=None, token=claim.token,
+                               publish=broken)
+        got = store.get(job.id)
+        assert got.state is JobState.PROCESSING and got.finished_at is None
+        assert store.find("/in/a", 100, 1) is not None and store.add(new("a")) is None
+        skipped = store.mark_skipped(job.id, now=3, reason=SkipReason.ALREADY_TARGET, message="m",
+                                     output_bytes=None, media_duration=None, token=claim.token)
+        assert skipped.state is JobState.SKIPPED
+
+    def test_fenced_runs_only_while_the_claim_holds(self, store: JobStore) -> None:
+        job = added(store, new("a"))
+        claim = store.claim("n1", now=1, lease_seconds=5)
+        assert claim is not None
+        assert store.fenced(job.id, claim.token, lambda: "ran") == "ran"
+        with pytest.raises(StaleClaim, match=r"cannot delete the source of job \d+: claim \d+ is "
+                           r"stale \(the job is processing\)"):
+            store.fenced(job.id, claim.token, lambda: "no", states=frozenset({JobState.COMPLETED}),
+                         doing="delete the source of")
+        store.mark_completed(job.id, now=2, output_bytes=1, media_duration=None, token=claim.token)
+        assert store.fenced(job.id, claim.token, lambda: "after",
+                            states=frozenset({JobState.COMPLETED})) == "after"
+        with pytest.raises(StaleClaim, match="the job is completed"):
+            store.fenced(job.id, claim.token, lambda: "no")
+        store.requeue(job.id, now=3)
+        retry = store.claim("n2", now=4, lease_seconds=5)
+        assert retry is not None and retry.token > claim.token
+        ran: list[int] = []
+        with pytest.raises(StaleClaim, match="claim .* is stale"):
+            store.fenced(job.id, claim.token, lambda: ran.append(1),
+                         states=frozenset({JobState.COMPLETED}))
+        assert ran == []
+        with pytest.raises(JobNotFound):
+            store.fenced(999, 1, lambda: None)
+
     def test_a_swept_job_out_of_attempts_fails(self, store: JobStore) -> None:
         job = added(store, new("a"))
         assert store.claim("n1", now=1, lease_seconds=5) is not None

@@ -18,7 +18,7 @@ import pytest
 
 from bulletproof.config import FfmpegSettings, Timeouts
 from bulletproof.errors import FfmpegNotFound, TranscodeError
-from bulletproof.ffmpeg import FfmpegRunner, RunningTranscode, build_command
+from bulletproof.ffmpeg import FfmpegRunner, RunningTranscode, build_command, place_output
 from bulletproof.ffprobe import (
     FfmpegBinaries,
     MediaInfo,
@@ -585,3 +585,21 @@ async def test_full_disk_is_an_output_error(binaries: FfmpegBinaries, media: dic
     assert info.value.reason is FailureReason.OUTPUT_ERROR
     assert "No space left on device" in str(info.value) + info.value.stderr_tail
     assert list(tiny_disk.iterdir()) == []
+
+
+async def test_a_deferred_publish_leaves_the_checked_output_to_the_caller(
+        binaries: FfmpegBinaries, media: dict[str, Path], tmp_path: Path) -> None:
+    output = tmp_path / "out.mp4"
+    temp = tmp_path / ".out.bp-tmp-1-3.mp4"
+    job = await runner(binaries).start(source=media["video"], output=output, temp_output=temp,
+                                       profile=FAST, duration=1.0, on_progress=lambda p: None,
+                                       defer_publish=True)
+    result = await job.wait()
+    assert result.published and result.temp_output == temp
+    assert not output.exists() and temp.stat().st_size == result.output_bytes > 0
+    place_output(temp, output, replace_existing=False)
+    assert output.exists() and not temp.exists()
+    temp.write_bytes(b"another")
+    with pytest.raises(TranscodeError, match="appeared while the job ran") as refused:
+        place_output(temp, output, replace_existing=False)
+    assert refused.value.reason is FailureReason.OUTPUT_CONFLICT and temp.exists()

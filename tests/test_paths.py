@@ -42,6 +42,13 @@ def test_own_temporary_round_trip(tmp_path: Path) -> None:
     assert not is_own_temporary("clip.bp-tmp-42.mp4")
 
 
+def test_every_attempt_has_a_temporary_of_its_own(tmp_path: Path) -> None:
+    first, second = (temp_path_for(tmp_path / "clip.mp4", 42, attempt=n) for n in (1, 2))
+    assert (first.name, second.name) == (".clip.bp-tmp-42-1.mp4", ".clip.bp-tmp-42-2.mp4")
+    assert is_own_temporary(first.name) and is_temporary_name(second.name)
+    assert not is_own_temporary(".clip.bp-tmp-42-x.mp4")
+
+
 def test_hidden_folders() -> None:
     assert has_hidden_part(".sync/a.mp4") and has_hidden_part("a/.Trash-1000/b.mp4")
     assert not has_hidden_part("a/b.mp4")

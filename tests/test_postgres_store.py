@@ -214,3 +214,100 @@ def test_opening_twice_migrates_once(postgres_url: str) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_sweep_passes_by_a_job_while_its_output_is_published(
+        two: tuple[PostgresJobStore, PostgresJobStore]) -> None:
+    publisher, sweeper = two
+    job = added(publisher, new("a.mp4"))
+    claim = publisher.claim("node-a", now=1, lease_seconds=1)  # its lease lapsed long ago
+    assert claim is not None
+    seen: list[list[int]] = []
+
+    def publish() -> None:  # runs with the row locked: another node's sweep skips it
+        seen.append([j.id for j in sweeper.requeue_expired(now=1000)])
+
+    done = publisher.mark_completed(job.id, now=2, output_bytes=1, media_duration=None,
+                                    token=claim.token, publish=publish)
+    assert seen == [[]] and done.state == "completed"
+    assert sweeper.requeue_expired(now=1000) == []  # and once committed there is nothing to sweep
+    assert sweeper.get(job.id).attempts == 1
+
+
+def test_a_publish_behind_a_sweep_holding_the_row_is_refused(postgres_url: str,
+                                                              two: tuple[PostgresJobStore,
+                                                                         PostgresJobStore]) -> None:
+    publisher, _ = two
+    job = added(publisher, new("a.mp4"))
+    claim = publisher.claim("node-a", now=1, lease_seconds=1)
+    assert claim is not None
+    ran: list[str] = []
+    with psycopg.connect(postgres_url) as sweep:  # a sweep caught mid-transaction
+        sweep.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job.id,))
+        with ThreadPoolExecutor(1) as pool:
+            attempt = pool.submit(lambda: publisher.mark_completed(
+                job.id, now=2, output_bytes=1, media_duration=None, token=claim.token,
+                publish=lambda: ran.append("published")))
+            assert _until(lambda: _waiting_on_a_lock(postgres_url))  # the publish waits...
+            sweep.execute("UPDATE jobs SET state = 'queued', claim_token = claim_token + 1, "
+                          "lease_until = NULL WHERE id = %s", (job.id,))
+            sweep.commit()
+            with pytest.raises(StaleClaim, match="claim .* is stale"):  # ...then sees the sweep
+                attempt.result(timeout=10)
+    assert ran == [] and publisher.get(job.id).state == "queued"
+
+
+def _waiting_on_a_lock(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database()").fetchone()
+    return bool(row and row[0])
+
+
+def test_a_store_idle_across_a_server_restart_reads_and_writes_at_once(
+        postgres_cluster: PostgresCluster, postgres_url: str) -> None:
+    reader, writer = PostgresJobStore(postgres_url), PostgresJobStore(postgres_url)
+    try:
+        job = added(writer, new("a.mp4"))
+        assert reader.get(job.id).state == "queued"
+        postgres_cluster.stop()
+        postgres_cluster.start()
+        # Neither used its connection while the server was away: the first call finds it ended
+        # and is made again on a new connection instead of failing.
+        assert reader.get(job.id).state == "queued"
+        writer.set_meta("queue_paused", "1")
+        assert writer.health().outages == 0 and reader.get_meta("queue_paused") == "1"
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_transitions_in_opposite_directions_at_once_do_not_deadlock(postgres_url: str) -> None:
+    store = PostgresJobStore(postgres_url)
+    try:
+        running, waiting, other = (added(store, new(f"{n}.mp4")) for n in "abc")
+        store.mark_started(running.id, now=1)
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as first, psycopg.connect(postgres_url) as second:
+        first.execute("SET deadlock_timeout = '100ms'")
+        second.execute("SET deadlock_timeout = '100ms'")
+        # processing -> paused: the first holds the counts of both states...
+        first.execute("UPDATE jobs SET state = 'paused' WHERE id = %s", (running.id,))
+        with ThreadPoolExecutor(1) as pool:
+            # ...a claim (queued -> processing) waits for it...
+            claim = pool.submit(lambda: second.execute(
+                "UPDATE jobs SET state = 'processing' WHERE id = %s", (waiting.id,)))
+            assert _until(lambda: _waiting_on_a_lock(postgres_url))
+            # ...and the first, going on with queued -> completed, must not wait for the claim.
+            first.execute("UPDATE jobs SET state = 'completed' WHERE id = %s", (other.id,))
+            first.commit()
+            claim.result(timeout=10)
+            second.commit()
+    reopened = PostgresJobStore(postgres_url)
+    try:
+        counts = reopened.counts_by_state()
+        assert (counts["paused"], counts["processing"], counts["completed"], counts["queued"]) == (
+            1, 1, 1, 0)
+    finally:
+        reopened.close()
