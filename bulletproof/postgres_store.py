@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,10 +24,9 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 
-from bulletproof import control_rows, node_rows
-from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.audit import AUDIT_COLUMNS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
-from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
+from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.paths import candidate_paths
 from bulletproof.postgres_schema import migrate
@@ -38,16 +36,14 @@ from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
-    ControlAction,
-    ControlRequest,
     FileExists,
     NewJob,
-    NodeInfo,
     Publish,
     StoreChange,
     StoreHealth,
     check_fence,
 )
+from bulletproof.store_writes import StoreWrites
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +51,6 @@ NOTIFY_CHANNEL = "bp_job_store"
 CONNECT_TIMEOUT_SECONDS = 5
 # The advisory lock every output-name reservation takes: two monitors never pick one name.
 _RESERVATION_LOCK = 0x6270_6F75  # "bpou"
-_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 _LISTEN_RETRY_SECONDS = 5.0  # between the listener's reconnects while the server is away
 # A server cut off without a word (a network partition drops packets, nothing resets the
 # connection): without these, a statement sent into the void blocks the monitor until the
@@ -120,8 +115,21 @@ def _qmark_to_format(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-class PostgresJobStore(StoreReads):
+class _QmarkConnection:
+    """A connection inside an open transaction that runs the portable `?` SQL (StoreWrites)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> psycopg.Cursor[Any]:
+        """Run one statement with `?` placeholders."""
+        return self._conn.execute(_qmark_to_format(sql), tuple(params))
+
+
+class PostgresJobStore(StoreWrites, StoreReads):
     """Every job of a fleet, and its history, on one PostgreSQL database; safe from several threads."""
+
+    _ROW_LOCK = " FOR UPDATE"  # the row a check read stays as read until the commit
 
     def __init__(self, url: str, *, migrate_schema: bool = True, node: str | None = None) -> None:
         self._url = url
@@ -212,6 +220,9 @@ class PostgresJobStore(StoreReads):
                 raise
             return self._connection().execute(sql, params).fetchall()
 
+    def _portable(self, db: psycopg.Connection[Any]) -> _QmarkConnection:
+        return _QmarkConnection(db)
+
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
@@ -299,93 +310,6 @@ class PostgresJobStore(StoreReads):
             except psycopg.Error as exc:
                 raise StoreError(f"job store query failed: {self._message(exc)}",
                                  path=self.path) from None
-
-    def health(self) -> StoreHealth:
-        """The outcome of the last write (a copy; `probe` refreshes it)."""
-        with self._lock:
-            return replace(self._health)
-
-    def probe(self) -> bool:
-        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
-        try:
-            with self._tx() as db:
-                db.execute("INSERT INTO meta (key, value) VALUES ('health_probe', %s) "
-                           "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                           (repr(time.time()),))
-        except StoreError:
-            return False
-        return True
-
-    # -- meta -----------------------------------------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        """A persisted setting (e.g. whether the queue is paused)."""
-        rows = self._execute("SELECT value FROM meta WHERE key = %s", (key,))
-        return rows[0][0] if rows else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Persist a setting."""
-        with self._tx() as db:
-            db.execute("INSERT INTO meta (key, value) VALUES (%s, %s) "
-                       "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, value))
-            self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
-
-    # -- the node registry --------------------------------------------------------------------
-
-    def heartbeat(self, node: NodeInfo) -> NodeInfo:
-        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
-        with self._tx() as db:
-            db.execute(_qmark_to_format(node_rows.HEARTBEAT), node_rows.heartbeat_params(node))
-        return node_rows.read_node(self._query, node.name)
-
-    def nodes(self) -> list[NodeInfo]:
-        """Every node the store knows, by name."""
-        return node_rows.read_nodes(self._query)
-
-    def set_draining(self, name: str, draining: bool) -> NodeInfo:
-        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound.
-
-        The other nodes hear it at once (NOTIFY); the node itself also reads it at its heartbeat.
-        """
-        with self._tx() as db:
-            if db.execute(_qmark_to_format(node_rows.SET_DRAINING), (draining, name)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-        return node_rows.read_node(self._query, name)
-
-    def forget_node(self, name: str) -> None:
-        """Remove a node from the registry (NodeNotFound when there is none)."""
-        with self._tx() as db:
-            if db.execute(_qmark_to_format(node_rows.FORGET), (name,)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-
-    # -- controls asked of the node that runs a job (bulletproof.control_rows) ----------------
-
-    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
-        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
-        request); JobNotFound, InvalidTransition when its state or claim does not allow it.
-        The node hears it at once (NOTIFY); it also polls for its requests."""
-        with self._tx() as db:
-            row = db.execute("SELECT state, claim_token, claimed_by FROM jobs WHERE id = %s "
-                             "FOR UPDATE", (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            request = control_rows.checked_request(job_id, action, state=JobState(row[0]),
-                                                   node=row[2], token=int(row[1]), now=now)
-            db.execute(_qmark_to_format(control_rows.UPSERT), control_rows.request_params(request))
-            self._changes.append(StoreChange(kind=ChangeKind.CONTROL, job_id=job_id,
-                                             key=request.node))
-        return request
-
-    def control_requests(self, node: str) -> list[ControlRequest]:
-        """The requests addressed to `node`, oldest first (an indexed read: nodes poll it)."""
-        return [control_rows.request_from_row(r) for r in self._query(control_rows.FOR_NODE, (node,))]
-
-    def clear_control(self, job_id: int, token: int) -> None:
-        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
-        with self._tx() as db:
-            db.execute(_qmark_to_format(control_rows.CLEAR), (job_id, token))
 
     # -- adding jobs ----------------------------------------------------------------------------
 
@@ -559,23 +483,6 @@ class PostgresJobStore(StoreReads):
             job = self._reads.get(job_id)
             self._note(job_id, job.state)
         return Claim(job=job, token=int(token), node=node, lease_until=until)
-
-    def _state_for(self, db: psycopg.Connection[Any], job_id: int, action: str,
-                   token: int | None) -> JobState:
-        """The job's state (its row locked till commit), checked against `token` when given."""
-        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = %s FOR UPDATE",
-                         (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        state = JobState(row[0])
-        if token is not None and row[1] != token:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
-                                 "claimed again")
-        if token is not None and not state.is_active:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the attempt is over: the job is {state.value}")
-        return state
 
     @staticmethod
     def _hold_row(db: psycopg.Connection[Any], job_id: int, *,
@@ -816,43 +723,6 @@ class PostgresJobStore(StoreReads):
                 self._note(job.id, job.state)
         return jobs
 
-    # -- details of a running attempt -----------------------------------------------------------
-
-    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
-                    params: tuple[Any, ...], *, told: ChangeKind | None = None) -> None:
-        """One detail of a running attempt; with `token`, only while it is the current claim."""
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, action, token)
-            db.execute(sql, (*params, job_id))
-            if told is not None:
-                self._changes.append(StoreChange(kind=told, job_id=job_id))
-
-    def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None, *, token: int | None = None) -> None:
-        """Save the last progress report (called at a bounded rate by the monitor)."""
-        # Other nodes show a running job's progress from these saves (a bounded rate).
-        self._set_detail(job_id, "record progress of", token,
-                         "UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
-                         (progress, speed, eta_seconds), told=ChangeKind.PROGRESS)
-
-    def set_media_duration(self, job_id: int, seconds: float | None, *,
-                           token: int | None = None) -> None:
-        """Remember the source's media duration once probed."""
-        self._set_detail(job_id, "record the media duration of", token,
-                         "UPDATE jobs SET media_duration = %s WHERE id = %s", (seconds,))
-
-    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
-        """Remember which file (inode) the job's attempt read."""
-        self._set_detail(job_id, "record the source inode of", token,
-                         "UPDATE jobs SET source_inode = %s WHERE id = %s", (inode,))
-
-    def set_quality_score(self, job_id: int, score: float | None, *,
-                          token: int | None = None) -> None:
-        """Remember the quality score the output got against its source."""
-        self._set_detail(job_id, "record the quality score of", token,
-                         "UPDATE jobs SET quality_score = %s WHERE id = %s", (score,))
-
     # -- the audit trail ------------------------------------------------------------------------
 
     def record_audit(self, entry: AuditEntry) -> int:
@@ -864,22 +734,8 @@ class PostgresJobStore(StoreReads):
                 f"VALUES ({', '.join('%s' for _ in columns)}) RETURNING id",
                 [getattr(entry, c) for c in columns]).fetchone()
             new_id = int(row[0])
-            db.execute("DELETE FROM audit WHERE id <= %s", (new_id - AUDIT_MAX_ROWS,))
-            if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
-                db.execute("DELETE FROM audit WHERE at < %s", (entry.at - AUDIT_MAX_AGE_SECONDS,))
-            self._audit_inserts += 1
+            self._prune_audit(self._portable(db), new_id, entry.at)
         return new_id
-
-    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
-        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
-        rows = self._execute(
-            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < %s "
-            "ORDER BY id DESC LIMIT %s", (before if before is not None else 2**63 - 1, limit))
-        return [AuditEntry(**dict(row)) for row in rows]
-
-    def audit_count(self) -> int:
-        """How many audit entries are kept."""
-        return int(self._execute("SELECT COUNT(*) FROM audit")[0][0])
 
     # -- copying a history in (bulletproof store migrate --from-sqlite) -------------------------
 

@@ -9,17 +9,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bulletproof import control_rows, node_rows
-from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.audit import AUDIT_COLUMNS, AuditEntry
 from bulletproof.errors import (
     InvalidTransition,
     JobNotFound,
-    NodeNotFound,
-    StaleClaim,
     StoreCorrupt,
     StoreError,
 )
@@ -32,16 +28,14 @@ from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
-    ControlAction,
-    ControlRequest,
     FileExists,
     NewJob,
-    NodeInfo,
     Publish,
     StoreChange,
     StoreHealth,
     check_fence,
 )
+from bulletproof.store_writes import StoreWrites
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +172,6 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
-_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
-
 _CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
 
 
@@ -198,8 +190,10 @@ def _corrupt_message(path: Path, detail: str) -> str:
             "\"The state database is damaged\")")
 
 
-class SqliteJobStore(StoreReads):
+class SqliteJobStore(StoreWrites, StoreReads):
     """Every job the monitor has queued, and its history, in SQLite; safe to call from several threads."""
+
+    _ROW_LOCK = ""  # BEGIN IMMEDIATE holds the whole database's write lock till commit
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -327,6 +321,9 @@ class SqliteJobStore(StoreReads):
             return StoreCorrupt(_corrupt_message(self.path, message), path=self.path)
         return StoreError(f"job store {doing} failed: {message}", path=self.path)
 
+    def _portable(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        return db  # SQLite's own placeholders are the portable `?`
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -378,87 +375,6 @@ class SqliteJobStore(StoreReads):
                 return self._db.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
                 raise self._store_error(exc, "query") from None
-
-    def health(self) -> StoreHealth:
-        """The outcome of the last write (a copy; `probe` refreshes it)."""
-        with self._lock:
-            return replace(self._health)
-
-    def probe(self) -> bool:
-        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
-        try:
-            with self._tx() as db:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?)",
-                           (repr(time.time()),))
-        except StoreError:
-            return False
-        return True
-
-    # -- meta ---------------------------------------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        """A persisted setting (e.g. whether the queue is paused)."""
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Persist a setting."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
-
-    # -- the node registry --------------------------------------------------------------------
-
-    def heartbeat(self, node: NodeInfo) -> NodeInfo:
-        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
-        with self._tx() as db:
-            db.execute(node_rows.HEARTBEAT, node_rows.heartbeat_params(node))
-        return node_rows.read_node(self._query, node.name)
-
-    def nodes(self) -> list[NodeInfo]:
-        """Every node the store knows, by name."""
-        return node_rows.read_nodes(self._query)
-
-    def set_draining(self, name: str, draining: bool) -> NodeInfo:
-        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound."""
-        with self._tx() as db:
-            if db.execute(node_rows.SET_DRAINING, (draining, name)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-        return node_rows.read_node(self._query, name)
-
-    def forget_node(self, name: str) -> None:
-        """Remove a node from the registry (NodeNotFound when there is none)."""
-        with self._tx() as db:
-            if db.execute(node_rows.FORGET, (name,)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-
-    # -- controls asked of the node that runs a job (bulletproof.control_rows) ----------------
-
-    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
-        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
-        request); JobNotFound, InvalidTransition when its state or claim does not allow it."""
-        with self._tx() as db:
-            row = db.execute("SELECT state, claim_token, claimed_by FROM jobs WHERE id = ?",
-                             (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            request = control_rows.checked_request(job_id, action, state=JobState(row[0]),
-                                                   node=row[2], token=int(row[1]), now=now)
-            db.execute(control_rows.UPSERT, control_rows.request_params(request))
-            self._changes.append(StoreChange(kind=ChangeKind.CONTROL, job_id=job_id,
-                                             key=request.node))
-        return request
-
-    def control_requests(self, node: str) -> list[ControlRequest]:
-        """The requests addressed to `node`, oldest first."""
-        return [control_rows.request_from_row(r) for r in self._query(control_rows.FOR_NODE, (node,))]
-
-    def clear_control(self, job_id: int, token: int) -> None:
-        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
-        with self._tx() as db:
-            db.execute(control_rows.CLEAR, (job_id, token))
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -600,58 +516,7 @@ class SqliteJobStore(StoreReads):
             self._note(job_id, JobState.FAILED)
             return self.get(job_id)
 
-    # -- details of a running attempt: with a token, only the current claim writes them ------
-
-    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
-                    params: tuple[Any, ...], *, told: ChangeKind | None = None) -> None:
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, action, token)
-            db.execute(sql, (*params, job_id))
-            if told is not None:
-                self._changes.append(StoreChange(kind=told, job_id=job_id))
-
-    def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None, *, token: int | None = None) -> None:
-        """Save the last progress report (called at a bounded rate by the monitor)."""
-        self._set_detail(job_id, "record progress of", token,
-                         "UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
-                         (progress, speed, eta_seconds), told=ChangeKind.PROGRESS)
-
-    def set_media_duration(self, job_id: int, seconds: float | None, *,
-                           token: int | None = None) -> None:
-        """Remember the source's media duration once probed."""
-        self._set_detail(job_id, "record the media duration of", token,
-                         "UPDATE jobs SET media_duration = ? WHERE id = ?", (seconds,))
-
-    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
-        """Remember which file (inode) the job's attempt read."""
-        self._set_detail(job_id, "record the source inode of", token,
-                         "UPDATE jobs SET source_inode = ? WHERE id = ?", (inode,))
-
-    def set_quality_score(self, job_id: int, score: float | None, *,
-                          token: int | None = None) -> None:
-        """Remember the quality score the output got against its source."""
-        self._set_detail(job_id, "record the quality score of", token,
-                         "UPDATE jobs SET quality_score = ? WHERE id = ?", (score,))
-
     # -- transitions: each one transaction; a given token must be the current claim's ---------
-
-    def _state_for(self, db: sqlite3.Connection, job_id: int, action: str,
-                   token: int | None) -> JobState:
-        """The job's state, checked against `token` (StaleClaim) when one is given."""
-        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        state = JobState(row[0])
-        if token is not None and row[1] != token:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
-                                 "claimed again")
-        if token is not None and not state.is_active:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the attempt is over: the job is {state.value}")
-        return state
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
                     params: tuple[Any, ...], *, token: int | None = None,
@@ -911,8 +776,8 @@ class SqliteJobStore(StoreReads):
     # -- audit trail ----------------------------------------------------------------------------
 
     def record_audit(self, entry: AuditEntry) -> int:
-        """Keep one audit entry; returns its id. Past AUDIT_MAX_ROWS the oldest go; every
-        _AUDIT_PRUNE_EVERY inserts, entries older than AUDIT_MAX_AGE_SECONDS go too."""
+        """Keep one audit entry; returns its id (the oldest go past the retention bounds:
+        StoreWrites._prune_audit)."""
         values = [getattr(entry, c) for c in AUDIT_COLUMNS]
         try:
             with self._tx() as db:
@@ -920,21 +785,7 @@ class SqliteJobStore(StoreReads):
                     f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "
                     f"VALUES ({', '.join('?' for _ in AUDIT_COLUMNS)})", values)
                 new_id = int(cursor.lastrowid or 0)
-                db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
-                if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
-                    db.execute("DELETE FROM audit WHERE at < ?", (entry.at - AUDIT_MAX_AGE_SECONDS,))
-                self._audit_inserts += 1
+                self._prune_audit(db, new_id, entry.at)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record an audit entry: {exc}", path=self.path) from None
         return new_id
-
-    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
-        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
-        rows = self._query(
-            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
-            (before if before is not None else 2**63 - 1, limit))
-        return [AuditEntry(**dict(row)) for row in rows]
-
-    def audit_count(self) -> int:
-        """How many audit entries are kept."""
-        return int(self._query("SELECT COUNT(*) FROM audit")[0][0])

@@ -1,0 +1,244 @@
+"""StoreWrites: the `JobStore` writes that are the same SQL in both stores, written once.
+
+Both stores run these through their own transaction (`_tx`: SQLite's BEGIN IMMEDIATE,
+PostgreSQL's transaction with its reconnect and NOTIFY) and a `PortableConnection` over it,
+which takes the portable `?` SQL the reads use (bulletproof.queries). What really differs
+between the stores (claims, inserts that need the new id, advisory locks, sequences, the
+fenced publish) stays in each store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from typing import Any, Protocol
+
+from bulletproof import control_rows, node_rows
+from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.errors import JobNotFound, NodeNotFound, StaleClaim, StoreError
+from bulletproof.models import JobState
+from bulletproof.store import (
+    ChangeKind,
+    ControlAction,
+    ControlRequest,
+    NodeInfo,
+    StoreChange,
+    StoreHealth,
+)
+
+AUDIT_PRUNE_EVERY = 1000  # audit inserts between two age-based prunes
+
+# Settings upserted by key; `excluded` is the row the INSERT proposed (both dialects).
+_SET_META = ("INSERT INTO meta (key, value) VALUES (?, ?) "
+             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+
+
+class Cursor(Protocol):
+    """What the shared writes read from a statement's result."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+
+    def fetchone(self) -> Any:
+        """The next result row, or None."""
+
+
+class PortableConnection(Protocol):
+    """A connection inside a store's open transaction that runs portable `?` SQL."""
+
+    def execute(self, sql: str, params: Iterable[Any] = ..., /) -> Cursor:
+        """Run one statement with `?` placeholders."""
+
+
+class StoreWrites:
+    """The write methods (and their neighbours: meta, health, the audit reads) both stores share.
+
+    A store provides `_tx()` (one write transaction, yielding its native connection),
+    `_portable(db)` (that connection as a `PortableConnection`), `_query` (a portable read),
+    `_changes` (told to listeners after the commit), `_lock`, `_health` and `_ROW_LOCK`, the
+    clause that locks a job's row till commit where the store's transaction does not already
+    hold every row (PostgreSQL's `FOR UPDATE`).
+    """
+
+    _ROW_LOCK: str
+    _changes: list[StoreChange]
+    _lock: threading.RLock
+    _health: StoreHealth
+    _audit_inserts: int
+    _tx: Callable[[], AbstractContextManager[Any]]
+    _query: Callable[..., list[Any]]
+
+    def _portable(self, db: Any) -> PortableConnection:
+        raise NotImplementedError
+
+    @contextmanager
+    def _portable_tx(self) -> Iterator[PortableConnection]:
+        """One write transaction of the store, running portable SQL."""
+        with self._tx() as db:
+            yield self._portable(db)
+
+    # -- health and meta ------------------------------------------------------------------------
+
+    def health(self) -> StoreHealth:
+        """The outcome of the last write (a copy; `probe` refreshes it)."""
+        with self._lock:
+            return replace(self._health)
+
+    def probe(self) -> bool:
+        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
+        try:
+            with self._portable_tx() as db:
+                db.execute(_SET_META, ("health_probe", repr(time.time())))
+        except StoreError:
+            return False
+        return True
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A persisted setting (e.g. whether the queue is paused)."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Persist a setting."""
+        with self._portable_tx() as db:
+            db.execute(_SET_META, (key, value))
+            self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
+
+    # -- the node registry (bulletproof.node_rows) ----------------------------------------------
+
+    def heartbeat(self, node: NodeInfo) -> NodeInfo:
+        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
+        with self._portable_tx() as db:
+            db.execute(node_rows.HEARTBEAT, node_rows.heartbeat_params(node))
+        return node_rows.read_node(self._query, node.name)
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node the store knows, by name."""
+        return node_rows.read_nodes(self._query)
+
+    def set_draining(self, name: str, draining: bool) -> NodeInfo:
+        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound.
+
+        The other nodes hear it with the change (PostgreSQL: NOTIFY); the node itself also
+        reads it at its heartbeat.
+        """
+        with self._portable_tx() as db:
+            if db.execute(node_rows.SET_DRAINING, (draining, name)).rowcount == 0:
+                raise NodeNotFound(name)
+            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
+        return node_rows.read_node(self._query, name)
+
+    def forget_node(self, name: str) -> None:
+        """Remove a node from the registry (NodeNotFound when there is none)."""
+        with self._portable_tx() as db:
+            if db.execute(node_rows.FORGET, (name,)).rowcount == 0:
+                raise NodeNotFound(name)
+            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
+
+    # -- controls asked of the node that runs a job (bulletproof.control_rows) ----------------
+
+    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
+        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
+        request); JobNotFound, InvalidTransition when its state or claim does not allow it.
+        The node hears it with the change (PostgreSQL: NOTIFY); it also polls for its requests."""
+        with self._portable_tx() as db:
+            row = db.execute("SELECT state, claim_token, claimed_by FROM jobs WHERE id = ?"
+                             f"{self._ROW_LOCK}", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            request = control_rows.checked_request(job_id, action, state=JobState(row[0]),
+                                                   node=row[2], token=int(row[1]), now=now)
+            db.execute(control_rows.UPSERT, control_rows.request_params(request))
+            self._changes.append(StoreChange(kind=ChangeKind.CONTROL, job_id=job_id,
+                                             key=request.node))
+        return request
+
+    def control_requests(self, node: str) -> list[ControlRequest]:
+        """The requests addressed to `node`, oldest first (an indexed read: nodes poll it)."""
+        return [control_rows.request_from_row(r) for r in self._query(control_rows.FOR_NODE, (node,))]
+
+    def clear_control(self, job_id: int, token: int) -> None:
+        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
+        with self._portable_tx() as db:
+            db.execute(control_rows.CLEAR, (job_id, token))
+
+    # -- the claim check every fenced write makes -----------------------------------------------
+
+    def _state_for(self, db: Any, job_id: int, action: str, token: int | None) -> JobState:
+        """The job's state (its row locked till commit), checked against `token` (StaleClaim)
+        when one is given. `db` is the store's native connection inside `_tx`."""
+        row = self._portable(db).execute(
+            f"SELECT state, claim_token FROM jobs WHERE id = ?{self._ROW_LOCK}", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        state = JobState(row[0])
+        if token is not None and row[1] != token:
+            raise StaleClaim(job_id, token=token, action=action,
+                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
+                                 "claimed again")
+        if token is not None and not state.is_active:
+            raise StaleClaim(job_id, token=token, action=action,
+                             why=f"the attempt is over: the job is {state.value}")
+        return state
+
+    # -- details of a running attempt: with a token, only the current claim writes them ------
+
+    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
+                    params: tuple[Any, ...], *, told: ChangeKind | None = None) -> None:
+        """One detail of a running attempt; with `token`, only while it is the current claim."""
+        with self._tx() as native:
+            if token is not None:
+                self._state_for(native, job_id, action, token)
+            self._portable(native).execute(sql, (*params, job_id))
+            if told is not None:
+                self._changes.append(StoreChange(kind=told, job_id=job_id))
+
+    def set_progress(self, job_id: int, progress: float, speed: float | None,
+                     eta_seconds: float | None, *, token: int | None = None) -> None:
+        """Save the last progress report (called at a bounded rate by the monitor)."""
+        # Told as a change: other nodes show a running job's progress from these saves.
+        self._set_detail(job_id, "record progress of", token,
+                         "UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
+                         (progress, speed, eta_seconds), told=ChangeKind.PROGRESS)
+
+    def set_media_duration(self, job_id: int, seconds: float | None, *,
+                           token: int | None = None) -> None:
+        """Remember the source's media duration once probed."""
+        self._set_detail(job_id, "record the media duration of", token,
+                         "UPDATE jobs SET media_duration = ? WHERE id = ?", (seconds,))
+
+    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
+        """Remember which file (inode) the job's attempt read."""
+        self._set_detail(job_id, "record the source inode of", token,
+                         "UPDATE jobs SET source_inode = ? WHERE id = ?", (inode,))
+
+    def set_quality_score(self, job_id: int, score: float | None, *,
+                          token: int | None = None) -> None:
+        """Remember the quality score the output got against its source."""
+        self._set_detail(job_id, "record the quality score of", token,
+                         "UPDATE jobs SET quality_score = ? WHERE id = ?", (score,))
+
+    # -- the audit trail: the insert needs the new id (each store's own), the rest is shared ---
+
+    def _prune_audit(self, db: PortableConnection, new_id: int, at: float) -> None:
+        """Past AUDIT_MAX_ROWS the oldest entries go; on the first insert and every
+        AUDIT_PRUNE_EVERY after it, entries older than AUDIT_MAX_AGE_SECONDS go too."""
+        db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
+        if self._audit_inserts % AUDIT_PRUNE_EVERY == 0:
+            db.execute("DELETE FROM audit WHERE at < ?", (at - AUDIT_MAX_AGE_SECONDS,))
+        self._audit_inserts += 1
+
+    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
+        rows = self._query(
+            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+            (before if before is not None else 2**63 - 1, limit))
+        return [AuditEntry(**dict(row)) for row in rows]
+
+    def audit_count(self) -> int:
+        """How many audit entries are kept."""
+        return int(self._query("SELECT COUNT(*) FROM audit")[0][0])
