@@ -457,11 +457,6 @@ class PostgresJobStore(StoreWrites, StoreReads):
 
     # -- claims -----------------------------------------------------------------------------------
 
-    _START = ("state = 'processing', attempts = attempts + 1, started_at = %s, finished_at = NULL, "
-              "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
-              "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
-    _FRONT = "(SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1"
-
     def claim(self, node: str, *, now: float, lease_seconds: float,
               within: Sequence[str] | None = None) -> Claim | None:
         """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`,
@@ -477,9 +472,9 @@ class PostgresJobStore(StoreWrites, StoreReads):
             if row is None:
                 return None
             job_id = row[0]
-            token = db.execute(f"UPDATE jobs SET {self._START}, claimed_by = %s, lease_until = %s "
-                               "WHERE id = %s RETURNING claim_token",
-                               (now, node, until, job_id)).fetchone()[0]
+            token = self._portable(db).execute(
+                f"UPDATE jobs SET {self._START}, claimed_by = ?, lease_until = ? "
+                "WHERE id = ? RETURNING claim_token", (now, node, until, job_id)).fetchone()[0]
             job = self._reads.get(job_id)
             self._note(job_id, job.state)
         return Claim(job=job, token=int(token), node=node, lease_until=until)
@@ -506,12 +501,6 @@ class PostgresJobStore(StoreWrites, StoreReads):
             state, current = self._hold_row(db, job_id, bounded=False)
             check_fence(job_id, token, state, current, states, doing)
             return action()
-
-    def renew(self, job_id: int, token: int, *, until: float) -> None:
-        """Extend the lease of a current claim; StaleClaim when the token is not current."""
-        with self._tx() as db:
-            self._state_for(db, job_id, "renew", token)
-            db.execute("UPDATE jobs SET lease_until = %s WHERE id = %s", (until, job_id))
 
     def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
         """Jobs whose lease ran out go back to the front of the queue (the attempt counted), or
@@ -558,7 +547,7 @@ class PostgresJobStore(StoreWrites, StoreReads):
                 raise InvalidTransition(job_id, action=action, state=state)
             if publish is not None:
                 publish()  # the claim is current and its row locked: no sweep can take it now
-            db.execute(sql, (*params, job_id))
+            self._portable(db).execute(sql, (*params, job_id))  # portable SQL (StoreWrites)
             if done:
                 db.execute("INSERT INTO done_files (source_path, size, mtime_ns) "
                            "SELECT source_path, size, mtime_ns FROM jobs WHERE id = %s "
@@ -567,122 +556,18 @@ class PostgresJobStore(StoreWrites, StoreReads):
             self._note(job_id, job.state)
             return job
 
-    def mark_started(self, job_id: int, *, now: float) -> Job:
-        """Take a queued job by id: processing, one more attempt (held without a lease)."""
-        return self._transition(
-            job_id, "start", {JobState.QUEUED},
-            f"UPDATE jobs SET {self._START}, claimed_by = NULL, lease_until = NULL WHERE id = %s",
-            (now,))
-
-    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
-        """Record that a running job's process was stopped or continued."""
-        if paused:
-            return self._transition(job_id, "pause", {JobState.PROCESSING},
-                                    "UPDATE jobs SET state = 'paused' WHERE id = %s", (),
-                                    token=token)
-        return self._transition(job_id, "resume", {JobState.PAUSED},
-                                "UPDATE jobs SET state = 'processing' WHERE id = %s", (),
-                                token=token)
-
-    def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
-                       media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None, publish: Publish | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction, which
-        also runs `publish` with the job's row locked: see JobStore.mark_completed)."""
-        return self._transition(
-            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'completed', finished_at = %s, progress = 1, "
-            "eta_seconds = 0, output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
-            "stderr_tail = %s, lease_until = NULL WHERE id = %s",
-            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
-            publish=publish, ends_in=JobState.COMPLETED)
-
-    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
-                     output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None, publish: Publish | None = None) -> Job:
-        """The job needed no work (or its result was not kept); the version counts as done."""
-        return self._transition(
-            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s, "
-            "output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
-            "eta_seconds = NULL, lease_until = NULL WHERE id = %s",
-            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
-            publish=publish, ends_in=JobState.SKIPPED)
-
-    def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
-                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
-                    token: int | None = None) -> Job:
-        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good."""
-        if retry_at is not None:
-            state = JobState.QUEUED
-        elif reason is FailureReason.CANCELLED:
-            state = JobState.CANCELLED
-        else:
-            state = JobState.FAILED
-        # PostgreSQL cannot type a NULL parameter tested in a CASE: two statements instead.
-        if retry_at is not None:
-            sql = ("UPDATE jobs SET state = %s, finished_at = %s, reason = %s, error = %s, "
-                   "stderr_tail = %s, not_before = %s, queued_at = %s, "
-                   "progress = COALESCE(%s, progress), lease_until = NULL WHERE id = %s")
-            params: tuple[Any, ...] = (state.value, now, reason.value, error, stderr_tail or None,
-                                       retry_at, retry_at, progress)
-        else:
-            sql = ("UPDATE jobs SET state = %s, finished_at = %s, reason = %s, error = %s, "
-                   "stderr_tail = %s, not_before = NULL, progress = COALESCE(%s, progress), "
-                   "lease_until = NULL WHERE id = %s")
-            params = (state.value, now, reason.value, error, stderr_tail or None, progress)
-        return self._transition(job_id, "fail", {JobState.PROCESSING, JobState.PAUSED}, sql,
-                                params, token=token)
-
-    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
-        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
-        return self._transition(
-            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, speed = NULL, "
-            "eta_seconds = NULL, attempts = GREATEST(attempts - 1, 0), started_at = NULL, "
-            f"lease_until = NULL, seq = {self._FRONT} WHERE id = %s",
-            (now,), token=token)
-
-    def cancel_queued(self, job_id: int, *, now: float) -> Job:
-        """Cancel a job that is waiting in the queue."""
-        return self._transition(
-            job_id, "cancel", {JobState.QUEUED},
-            "UPDATE jobs SET state = 'cancelled', finished_at = %s, reason = 'cancelled', "
-            "error = 'cancelled while queued' WHERE id = %s", (now,))
-
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry: an explicit request, so another
         unfinished job of the version does not refuse it)."""
         return self._transition(
             job_id, "retry", {JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED,
                               JobState.SKIPPED},
-            "UPDATE jobs SET state = 'queued', queued_at = %s, not_before = NULL, reason = NULL, "
+            "UPDATE jobs SET state = 'queued', queued_at = ?, not_before = NULL, reason = NULL, "
             "error = NULL, stderr_tail = NULL, progress = 0, speed = NULL, eta_seconds = NULL, "
             "started_at = NULL, finished_at = NULL, output_bytes = NULL, quality_score = NULL, "
-            "attempts = CASE WHEN %s THEN 0 ELSE attempts END, explicit = TRUE, "
-            "seq = nextval('jobs_seq_counter') WHERE id = %s",
+            "attempts = CASE WHEN ? THEN 0 ELSE attempts END, explicit = TRUE, "
+            "seq = nextval('jobs_seq_counter') WHERE id = ?",
             (now, reset_attempts))
-
-    def prioritize(self, job_id: int) -> Job:
-        """Move a queued job to the front of the queue."""
-        return self._transition(
-            job_id, "prioritize", {JobState.QUEUED},
-            "UPDATE jobs SET not_before = NULL, "
-            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
-            f"seq = {self._FRONT} WHERE id = %s", ())
-
-    def delete(self, job_id: int) -> None:
-        """Remove a finished job from history (its file version stays done)."""
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE",
-                             (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            state = JobState(row[0])
-            if not state.is_finished:
-                raise InvalidTransition(job_id, action="delete", state=state)
-            db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            self._note(job_id, None)
 
     def clear_queue(self, *, now: float) -> list[int]:
         """Cancel every queued job; returns their ids."""

@@ -557,10 +557,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
             check_fence(job_id, token, JobState(row[0]), int(row[1]), states, doing)
             return action()
 
-    _START = ("state = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL, "
-              "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
-              "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
-
     def claim(self, node: str, *, now: float, lease_seconds: float,
               within: Sequence[str] | None = None) -> Claim | None:
         """Take the next runnable job (priority, then FIFO, honouring backoff) for `node`,
@@ -582,12 +578,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
             self._note(job_id, job.state)
         return Claim(job=job, token=int(token), node=node, lease_until=until)
 
-    def renew(self, job_id: int, token: int, *, until: float) -> None:
-        """Extend the lease of a current claim; StaleClaim when the token is not current."""
-        with self._tx() as db:
-            self._state_for(db, job_id, "renew", token)
-            db.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (until, job_id))
-
     def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
         """Jobs whose lease ran out go back to the front of the queue (the attempt counted),
         or fail `interrupted` once they had `max_attempts`; their claims become stale."""
@@ -602,7 +592,7 @@ class SqliteJobStore(StoreWrites, StoreReads):
                         "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
                         "eta_seconds = NULL, reason = 'interrupted', error = ?, lease_until = NULL, "
                         "claim_token = claim_token + 1, "
-                        "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 "
+                        f"seq = {self._FRONT} "
                         "WHERE id = ?", (now, error, job_id))
                 else:
                     db.execute(
@@ -613,78 +603,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
             for job in jobs:
                 self._note(job.id, job.state)
         return jobs
-
-    def mark_started(self, job_id: int, *, now: float) -> Job:
-        """Take a queued job by id: processing, one more attempt (held without a lease)."""
-        return self._transition(
-            job_id, "start", {JobState.QUEUED},
-            f"UPDATE jobs SET {self._START}, claimed_by = NULL, lease_until = NULL WHERE id = ?",
-            (now,),
-        )
-
-    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
-        """Record that a running job's process was stopped or continued."""
-        if paused:
-            return self._transition(job_id, "pause", {JobState.PROCESSING},
-                                    "UPDATE jobs SET state = 'paused' WHERE id = ?", (), token=token)
-        return self._transition(job_id, "resume", {JobState.PAUSED},
-                                "UPDATE jobs SET state = 'processing' WHERE id = ?", (), token=token)
-
-    def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
-                       media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None, publish: Publish | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction, which
-        also runs `publish`: see JobStore.mark_completed)."""
-        return self._transition(
-            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
-            "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
-            "stderr_tail = ?, lease_until = NULL WHERE id = ?",
-            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
-            publish=publish, ends_in=JobState.COMPLETED)
-
-    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
-                     output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None, publish: Publish | None = None) -> Job:
-        """The job needed no work (or its result was not kept); the version counts as done."""
-        return self._transition(
-            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ?, "
-            "output_bytes = ?, media_duration = COALESCE(?, media_duration), eta_seconds = NULL, "
-            "lease_until = NULL WHERE id = ?",
-            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
-            publish=publish, ends_in=JobState.SKIPPED)
-
-    def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
-                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
-                    token: int | None = None) -> Job:
-        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good.
-
-        `progress` is what the attempt reached (kept as the job's progress when given).
-        """
-        if retry_at is not None:
-            state = JobState.QUEUED
-        elif reason is FailureReason.CANCELLED:
-            state = JobState.CANCELLED
-        else:
-            state = JobState.FAILED
-        return self._transition(
-            job_id, "fail", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ?, stderr_tail = ?, "
-            "not_before = ?, queued_at = CASE WHEN ? IS NULL THEN queued_at ELSE ? END, "
-            "progress = COALESCE(?, progress), lease_until = NULL WHERE id = ?",
-            (state.value, now, reason.value, error, stderr_tail or None, retry_at, retry_at,
-             retry_at if retry_at is not None else now, progress), token=token,
-        )
-
-    def cancel_queued(self, job_id: int, *, now: float) -> Job:
-        """Cancel a job that is waiting in the queue."""
-        return self._transition(
-            job_id, "cancel", {JobState.QUEUED},
-            "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled', "
-            "error = 'cancelled while queued' WHERE id = ?",
-            (now,),
-        )
 
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry)."""
@@ -698,28 +616,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
             "seq = COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1 WHERE id = ?",
             (now, reset_attempts),
         )
-
-    def prioritize(self, job_id: int) -> Job:
-        """Move a queued job to the front of the queue."""
-        return self._transition(
-            job_id, "prioritize", {JobState.QUEUED},
-            "UPDATE jobs SET not_before = NULL, "
-            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
-            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
-            (),
-        )
-
-    def delete(self, job_id: int) -> None:
-        """Remove a finished job from history."""
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            state = JobState(row[0])
-            if not state.is_finished:
-                raise InvalidTransition(job_id, action="delete", state=state)
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            self._note(job_id, None)
 
     def clear_queue(self, *, now: float) -> list[int]:
         """Cancel every queued job; returns their ids."""
@@ -746,7 +642,7 @@ class SqliteJobStore(StoreWrites, StoreReads):
                         "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, "
                         "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
                         "claim_token = claim_token + 1, "
-                        "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 "
+                        f"seq = {self._FRONT} "
                         "WHERE id = ?",
                         (now, job_id),
                     )
@@ -761,17 +657,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
             for job in jobs:
                 self._note(job.id, job.state)
         return jobs
-
-    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
-        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
-        return self._transition(
-            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
-            "eta_seconds = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL, "
-            "lease_until = NULL, "
-            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
-            (now,), token=token,
-        )
 
     # -- audit trail ----------------------------------------------------------------------------
 

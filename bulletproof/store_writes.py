@@ -18,13 +18,14 @@ from typing import Any, Protocol
 
 from bulletproof import control_rows, node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
-from bulletproof.errors import JobNotFound, NodeNotFound, StaleClaim, StoreError
-from bulletproof.models import JobState
+from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
+from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.store import (
     ChangeKind,
     ControlAction,
     ControlRequest,
     NodeInfo,
+    Publish,
     StoreChange,
     StoreHealth,
 )
@@ -58,11 +59,19 @@ class StoreWrites:
     """The write methods (and their neighbours: meta, health, the audit reads) both stores share.
 
     A store provides `_tx()` (one write transaction, yielding its native connection),
-    `_portable(db)` (that connection as a `PortableConnection`), `_query` (a portable read),
-    `_changes` (told to listeners after the commit), `_lock`, `_health` and `_ROW_LOCK`, the
-    clause that locks a job's row till commit where the store's transaction does not already
-    hold every row (PostgreSQL's `FOR UPDATE`).
+    `_portable(db)` (that connection as a `PortableConnection`), `_transition` (its locking
+    around a fenced publish differs), `_query` (a portable read), `_changes` (told to
+    listeners after the commit), `_note`, `_lock`, `_health` and `_ROW_LOCK`, the clause that
+    locks a job's row till commit where the store's transaction does not already hold every
+    row (PostgreSQL's `FOR UPDATE`).
     """
+
+    # What every start of an attempt sets (one `?`: the start time); a new claim token.
+    _START = ("state = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL, "
+              "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
+              "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
+    # The seq that puts a job before every queued one.
+    _FRONT = "(SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1"
 
     _ROW_LOCK: str
     _changes: list[StoreChange]
@@ -73,6 +82,15 @@ class StoreWrites:
     _query: Callable[..., list[Any]]
 
     def _portable(self, db: Any) -> PortableConnection:
+        raise NotImplementedError
+
+    def _note(self, job_id: int, state: JobState | None) -> None:
+        raise NotImplementedError
+
+    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
+                    params: tuple[Any, ...], *, token: int | None = None,
+                    done: bool = False, publish: Publish | None = None,
+                    ends_in: JobState | None = None) -> Job:
         raise NotImplementedError
 
     @contextmanager
@@ -221,6 +239,120 @@ class StoreWrites:
         """Remember the quality score the output got against its source."""
         self._set_detail(job_id, "record the quality score of", token,
                          "UPDATE jobs SET quality_score = ? WHERE id = ?", (score,))
+
+    # -- transitions: each one transaction (the store's `_transition`), in portable SQL ------
+
+    def renew(self, job_id: int, token: int, *, until: float) -> None:
+        """Extend the lease of a current claim; StaleClaim when the token is not current."""
+        with self._tx() as native:
+            self._state_for(native, job_id, "renew", token)
+            self._portable(native).execute("UPDATE jobs SET lease_until = ? WHERE id = ?",
+                                           (until, job_id))
+
+    def mark_started(self, job_id: int, *, now: float) -> Job:
+        """Take a queued job by id: processing, one more attempt (held without a lease)."""
+        return self._transition(
+            job_id, "start", {JobState.QUEUED},
+            f"UPDATE jobs SET {self._START}, claimed_by = NULL, lease_until = NULL WHERE id = ?",
+            (now,))
+
+    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
+        """Record that a running job's process was stopped or continued."""
+        if paused:
+            return self._transition(job_id, "pause", {JobState.PROCESSING},
+                                    "UPDATE jobs SET state = 'paused' WHERE id = ?", (), token=token)
+        return self._transition(job_id, "resume", {JobState.PAUSED},
+                                "UPDATE jobs SET state = 'processing' WHERE id = ?", (), token=token)
+
+    def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
+                       media_duration: float | None, stderr_tail: str = "",
+                       token: int | None = None, publish: Publish | None = None) -> Job:
+        """The attempt succeeded; the file version is remembered as done (one transaction, which
+        also runs `publish`: see JobStore.mark_completed)."""
+        return self._transition(
+            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
+            "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
+            "stderr_tail = ?, lease_until = NULL WHERE id = ?",
+            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
+            publish=publish, ends_in=JobState.COMPLETED)
+
+    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
+                     output_bytes: int | None, media_duration: float | None,
+                     token: int | None = None, publish: Publish | None = None) -> Job:
+        """The job needed no work (or its result was not kept); the version counts as done."""
+        return self._transition(
+            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ?, "
+            "output_bytes = ?, media_duration = COALESCE(?, media_duration), eta_seconds = NULL, "
+            "lease_until = NULL WHERE id = ?",
+            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
+            publish=publish, ends_in=JobState.SKIPPED)
+
+    def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
+                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
+                    token: int | None = None) -> Job:
+        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good.
+
+        `progress` is what the attempt reached (kept as the job's progress when given).
+        """
+        if retry_at is not None:
+            state = JobState.QUEUED
+        elif reason is FailureReason.CANCELLED:
+            state = JobState.CANCELLED
+        else:
+            state = JobState.FAILED
+        # Two statements, not a CASE on the parameter: PostgreSQL cannot type a NULL tested there.
+        if retry_at is not None:
+            sql = ("UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ?, "
+                   "stderr_tail = ?, not_before = ?, queued_at = ?, "
+                   "progress = COALESCE(?, progress), lease_until = NULL WHERE id = ?")
+            params: tuple[Any, ...] = (state.value, now, reason.value, error, stderr_tail or None,
+                                       retry_at, retry_at, progress)
+        else:
+            sql = ("UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ?, "
+                   "stderr_tail = ?, not_before = NULL, progress = COALESCE(?, progress), "
+                   "lease_until = NULL WHERE id = ?")
+            params = (state.value, now, reason.value, error, stderr_tail or None, progress)
+        return self._transition(job_id, "fail", {JobState.PROCESSING, JobState.PAUSED}, sql,
+                                params, token=token)
+
+    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
+        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
+        return self._transition(
+            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
+            "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
+            "eta_seconds = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, "
+            f"started_at = NULL, lease_until = NULL, seq = {self._FRONT} WHERE id = ?",
+            (now,), token=token)
+
+    def cancel_queued(self, job_id: int, *, now: float) -> Job:
+        """Cancel a job that is waiting in the queue."""
+        return self._transition(
+            job_id, "cancel", {JobState.QUEUED},
+            "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled', "
+            "error = 'cancelled while queued' WHERE id = ?", (now,))
+
+    def prioritize(self, job_id: int) -> Job:
+        """Move a queued job to the front of the queue."""
+        return self._transition(
+            job_id, "prioritize", {JobState.QUEUED},
+            "UPDATE jobs SET not_before = NULL, "
+            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
+            f"seq = {self._FRONT} WHERE id = ?", ())
+
+    def delete(self, job_id: int) -> None:
+        """Remove a finished job from history (its file version stays done)."""
+        with self._portable_tx() as db:
+            row = db.execute(f"SELECT state FROM jobs WHERE id = ?{self._ROW_LOCK}",
+                             (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            state = JobState(row[0])
+            if not state.is_finished:
+                raise InvalidTransition(job_id, action="delete", state=state)
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._note(job_id, None)
 
     # -- the audit trail: the insert needs the new id (each store's own), the rest is shared ---
 
