@@ -141,8 +141,8 @@ class PostgresJobStore(StoreWrites, StoreReads):
         self._conn: psycopg.Connection[Any] | None = None
         self._audit_inserts = 0
         self._reads = PostgresJobQueries(self._query)
-        self._listeners: list[ChangeListener] = []
-        self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+        self._listeners = []
+        self._changes = []  # noted inside a transaction, told after its commit (StoreWrites)
         self._listener_thread: threading.Thread | None = None
         self._stop = threading.Event()
         try:
@@ -244,18 +244,6 @@ class PostgresJobStore(StoreWrites, StoreReads):
             listeners = list(self._listeners)
         # Outside the lock: a listener may read the store (or write to it) without deadlock.
         self._tell(changes, listeners)
-
-    @staticmethod
-    def _tell(changes: list[StoreChange], listeners: list[ChangeListener]) -> None:
-        for change in changes:
-            for listener in listeners:
-                try:
-                    listener(change)
-                except Exception:  # a listener's bug must not undo or hide a committed write
-                    log.exception("a store change listener failed", extra={"job": change.job_id})
-
-    def _note(self, job_id: int, state: JobState | None) -> None:
-        self._changes.append(StoreChange(kind=ChangeKind.JOB, job_id=job_id, state=state))
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         """Call `listener` after each committed change: this store's in the writing thread,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -25,19 +24,15 @@ from bulletproof.paths import candidate_paths
 from bulletproof.queries import JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
     ATTEMPT_STATES,
-    ChangeKind,
     ChangeListener,
     Claim,
     FileExists,
     NewJob,
     Publish,
-    StoreChange,
     StoreHealth,
     check_fence,
 )
 from bulletproof.store_writes import StoreWrites
-
-log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -225,8 +220,8 @@ class SqliteJobStore(StoreWrites, StoreReads):
         self._lock = threading.RLock()
         self._audit_inserts = 0
         self._reads = JobQueries(self._query)
-        self._listeners: list[ChangeListener] = []
-        self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+        self._listeners = []
+        self._changes = []  # noted inside a transaction, told after its commit (StoreWrites)
 
     def _migrate(self) -> None:
         """Apply the numbered schema steps the file has not had, then record the version.
@@ -347,16 +342,7 @@ class SqliteJobStore(StoreWrites, StoreReads):
             changes, self._changes = self._changes, []
             listeners = list(self._listeners)
         # Outside the lock: a listener may read the store (or write to it) without deadlock.
-        for change in changes:
-            for listener in listeners:
-                try:
-                    listener(change)
-                except Exception:  # a listener's bug must not undo or hide a committed write
-                    log.exception("a store change listener failed", extra={"job": change.job_id})
-
-    def _note(self, job_id: int, state: JobState | None) -> None:
-        """Remember a job change of the open transaction, told to listeners after the commit."""
-        self._changes.append(StoreChange(kind=ChangeKind.JOB, job_id=job_id, state=state))
+        self._tell(changes, listeners)
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         """Call `listener` after each committed job or meta change (in the writing thread)."""

@@ -9,6 +9,7 @@ fenced publish) stays in each store.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, Sta
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.store import (
     ChangeKind,
+    ChangeListener,
     ControlAction,
     ControlRequest,
     NodeInfo,
@@ -29,6 +31,8 @@ from bulletproof.store import (
     StoreChange,
     StoreHealth,
 )
+
+log = logging.getLogger(__name__)
 
 AUDIT_PRUNE_EVERY = 1000  # audit inserts between two age-based prunes
 
@@ -75,6 +79,7 @@ class StoreWrites:
 
     _ROW_LOCK: str
     _changes: list[StoreChange]
+    _listeners: list[ChangeListener]
     _lock: threading.RLock
     _health: StoreHealth
     _audit_inserts: int
@@ -82,9 +87,6 @@ class StoreWrites:
     _query: Callable[..., list[Any]]
 
     def _portable(self, db: Any) -> PortableConnection:
-        raise NotImplementedError
-
-    def _note(self, job_id: int, state: JobState | None) -> None:
         raise NotImplementedError
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
@@ -98,6 +100,22 @@ class StoreWrites:
         """One write transaction of the store, running portable SQL."""
         with self._tx() as db:
             yield self._portable(db)
+
+    # -- change notifications: noted inside a transaction, told after its commit --------------
+
+    def _note(self, job_id: int, state: JobState | None) -> None:
+        """Remember a job change of the open transaction, told to listeners after the commit."""
+        self._changes.append(StoreChange(kind=ChangeKind.JOB, job_id=job_id, state=state))
+
+    @staticmethod
+    def _tell(changes: list[StoreChange], listeners: list[ChangeListener]) -> None:
+        """Hand committed changes to the listeners (outside the store's lock)."""
+        for change in changes:
+            for listener in listeners:
+                try:
+                    listener(change)
+                except Exception:  # a listener's bug must not undo or hide a committed write
+                    log.exception("a store change listener failed", extra={"job": change.job_id})
 
     # -- health and meta ------------------------------------------------------------------------
 
