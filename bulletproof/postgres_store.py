@@ -301,15 +301,6 @@ class PostgresJobStore(StoreWrites, StoreReads):
 
     # -- adding jobs ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _known(db: psycopg.Connection[Any], new: NewJob) -> bool:
-        row = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = %(p)s AND size = %(s)s "
-            "AND mtime_ns = %(m)s) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = %(p)s "
-            "AND size = %(s)s AND mtime_ns = %(m)s)",
-            {"p": new.source_path, "s": new.size, "m": new.mtime_ns}).fetchone()
-        return bool(row and row[0])
-
     def _insert(self, db: psycopg.Connection[Any], new: NewJob, output_path: str, now: float,
                 *, explicit: bool) -> int | None:
         """Insert a queued job; None when another connection queued this version meanwhile
@@ -336,26 +327,6 @@ class PostgresJobStore(StoreWrites, StoreReads):
                 return None
             job_id = self._insert(db, new, new.output_path, now, explicit=force)
         return None if job_id is None else self.get(job_id)
-
-    @staticmethod
-    def _output_taken(db: psycopg.Connection[Any], path: str, source_path: str,
-                      job_id: int = -1, file_exists: FileExists = os.path.lexists) -> bool:
-        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
-        row = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = %s AND source_path != %s "
-            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
-            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
-            (path, source_path)).fetchone()
-        if row is not None and row[0]:
-            return True
-        if not file_exists(path):  # the stored form, asked of this node's file system
-            return False
-        # A file is there: ours only when an earlier job of this same source wrote to that name.
-        row = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = %s AND source_path = %s "
-            "AND id != %s AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
-            (path, source_path, job_id)).fetchone()
-        return not (row is not None and row[0])
 
     @staticmethod
     def _lock_reservations(db: psycopg.Connection[Any]) -> None:
@@ -402,31 +373,6 @@ class PostgresJobStore(StoreWrites, StoreReads):
                      f"the output {desired} already exists or belongs to another source", job_id))
                 self._note(job_id, JobState.FAILED)
             return self._reads.get(job_id), policy
-
-    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
-                      file_exists: FileExists = os.path.lexists,
-                      token: int | None = None) -> tuple[Job, str | None]:
-        """On a job's first claim, apply the output policy again to a name taken since queueing
-        (StaleClaim when `token` is given and no longer current)."""
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, "reserve an output for", token)
-            self._lock_reservations(db)
-            if path is not None:
-                db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (path, job_id))
-            job = self._reads.get(job_id)
-            if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id, file_exists):
-                return job, None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id,
-                                                      file_exists)), None)
-                if free is None:
-                    return job, "fail"
-                db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (free, job_id))
-                return self._reads.get(job_id), policy
-            return job, policy
 
     def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
                    now: float | None = None, force: bool = False) -> Job | None:

@@ -377,15 +377,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
             job_id = self._insert(db, new, new.output_path, now)
         return self.get(job_id)
 
-    @staticmethod
-    def _known(db: sqlite3.Connection, new: NewJob) -> bool:
-        return bool(db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ?1 AND size = ?2 "
-            "AND mtime_ns = ?3) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ?1 "
-            "AND size = ?2 AND mtime_ns = ?3)",
-            (new.source_path, new.size, new.mtime_ns),
-        ).fetchone()[0])
-
     def _insert(self, db: sqlite3.Connection, new: NewJob, output_path: str, now: float) -> int:
         cur = db.execute(
             "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
@@ -402,23 +393,8 @@ class SqliteJobStore(StoreWrites, StoreReads):
     # -- output names (reserved in the transaction that adds the job) ---------------------------
 
     @staticmethod
-    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1,
-                      file_exists: FileExists = os.path.lexists) -> bool:
-        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
-        held = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path != ?2 "
-            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
-            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
-            (path, source_path)).fetchone()[0]
-        if held:
-            return True
-        if not file_exists(path):  # the stored form, asked of this node's file system
-            return False
-        # A file is there: ours only when an earlier job of this same source wrote to that name.
-        return not db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path = ?2 "
-            "AND id != ?3 AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
-            (path, source_path, job_id)).fetchone()[0]
+    def _lock_reservations(db: sqlite3.Connection) -> None:
+        """Nothing to take: BEGIN IMMEDIATE already lets one writer at a time choose a name."""
 
     def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
                       force: bool = False,
@@ -461,33 +437,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
                      f"the output {desired} already exists or belongs to another source", job_id))
                 self._note(job_id, JobState.FAILED)
             return self.get(job_id), policy
-
-    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
-                      file_exists: FileExists = os.path.lexists,
-                      token: int | None = None) -> tuple[Job, str | None]:
-        """On a job's first claim: if a file appeared at its output name since it was queued,
-        apply `policy` again (`rename` records the next free name on the job). `path` gives the
-        job an output name first (one that could not be made when it was queued). Returns the
-        job and the policy applied, or None when the name is free. StaleClaim when `token` is
-        given and no longer current."""
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, "reserve an output for", token)
-            if path is not None:
-                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
-            job = self.get(job_id)
-            if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id, file_exists):
-                return job, None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id,
-                                                      file_exists)), None)
-                if free is None:
-                    return job, "fail"
-                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))
-                return self.get(job_id), policy
-            return job, policy
 
     def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
                    now: float | None = None, force: bool = False) -> Job | None:

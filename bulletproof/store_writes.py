@@ -10,22 +10,28 @@ fenced publish) stays in each store.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from bulletproof import control_rows, node_rows
 from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
 from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
 from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.paths import candidate_paths
+from bulletproof.queries import JobQueries
 from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     ControlAction,
     ControlRequest,
+    FileExists,
+    NewJob,
     NodeInfo,
     Publish,
     StoreChange,
@@ -60,14 +66,16 @@ class PortableConnection(Protocol):
 
 
 class StoreWrites:
-    """The write methods (and their neighbours: meta, health, the audit reads) both stores share.
+    """The write methods (and their neighbours: meta, health, the audit reads, change
+    notifications) both stores share.
 
     A store provides `_tx()` (one write transaction, yielding its native connection),
     `_portable(db)` (that connection as a `PortableConnection`), `_transition` (its locking
-    around a fenced publish differs), `_query` (a portable read), `_changes` (told to
-    listeners after the commit), `_note`, `_lock`, `_health` and `_ROW_LOCK`, the clause that
-    locks a job's row till commit where the store's transaction does not already hold every
-    row (PostgreSQL's `FOR UPDATE`).
+    around a fenced publish differs), `_lock_reservations` (what serialises the choice of
+    output names), `_query` (a portable read), `_reads`, `_lock`, `_health`, the lists
+    `_changes` and `_listeners`, and `_ROW_LOCK`: the clause that locks a job's row till
+    commit where the store's transaction does not already hold every row (PostgreSQL's
+    `FOR UPDATE`).
     """
 
     # What every start of an attempt sets (one `?`: the start time); a new claim token.
@@ -79,6 +87,7 @@ class StoreWrites:
 
     _ROW_LOCK: str
     _changes: list[StoreChange]
+    _reads: JobQueries
     _listeners: list[ChangeListener]
     _lock: threading.RLock
     _health: StoreHealth
@@ -87,6 +96,9 @@ class StoreWrites:
     _query: Callable[..., list[Any]]
 
     def _portable(self, db: Any) -> PortableConnection:
+        raise NotImplementedError
+
+    def _lock_reservations(self, db: Any) -> None:
         raise NotImplementedError
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
@@ -257,6 +269,66 @@ class StoreWrites:
         """Remember the quality score the output got against its source."""
         self._set_detail(job_id, "record the quality score of", token,
                          "UPDATE jobs SET quality_score = ? WHERE id = ?", (score,))
+
+    # -- adding jobs and their output names: the checks both stores make ------------------------
+
+    def _known(self, db: Any, new: NewJob) -> bool:
+        """True when this file version has a job or was done (`db`: the store's native connection)."""
+        key = (new.source_path, new.size, new.mtime_ns)
+        row = self._portable(db).execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ? AND size = ? "
+            "AND mtime_ns = ?) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ? "
+            "AND size = ? AND mtime_ns = ?)", (*key, *key)).fetchone()
+        return bool(row and row[0])
+
+    def _output_taken(self, db: Any, path: str, source_path: str, job_id: int = -1,
+                      file_exists: FileExists = os.path.lexists) -> bool:
+        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
+        conn = self._portable(db)
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ? AND source_path != ? "
+            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
+            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
+            (path, source_path)).fetchone()
+        if row is not None and row[0]:
+            return True
+        if not file_exists(path):  # the stored form, asked of this node's file system
+            return False
+        # A file is there: ours only when an earlier job of this same source wrote to that name.
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ? AND source_path = ? "
+            "AND id != ? AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
+            (path, source_path, job_id)).fetchone()
+        return not (row is not None and row[0])
+
+    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
+                      file_exists: FileExists = os.path.lexists,
+                      token: int | None = None) -> tuple[Job, str | None]:
+        """On a job's first claim: if a file appeared at its output name since it was queued,
+        apply `policy` again (`rename` records the next free name on the job). `path` gives the
+        job an output name first (one that could not be made when it was queued). Returns the
+        job and the policy applied, or None when the name is free. StaleClaim when `token` is
+        given and no longer current."""
+        with self._tx() as native:
+            if token is not None:
+                self._state_for(native, job_id, "reserve an output for", token)
+            self._lock_reservations(native)
+            db = self._portable(native)
+            if path is not None:
+                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
+            job = self._reads.get(job_id)
+            if policy == "overwrite" or not self._output_taken(
+                    native, job.output_path, job.source_path, job_id, file_exists):
+                return job, None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
+                             if not self._output_taken(native, str(p), job.source_path, job_id,
+                                                      file_exists)), None)
+                if free is None:
+                    return job, "fail"
+                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))
+                return self._reads.get(job_id), policy
+            return job, policy
 
     # -- transitions: each one transaction (the store's `_transition`), in portable SQL ------
 
