@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -27,8 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from bulletproof.audit import AUDIT_COLUMNS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
 from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
-from bulletproof.models import FailureReason, Job, JobState, SkipReason
-from bulletproof.paths import candidate_paths
+from bulletproof.models import Job, JobState
 from bulletproof.postgres_schema import migrate
 from bulletproof.queries import STORED_COLUMNS, JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
@@ -36,7 +32,6 @@ from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
-    FileExists,
     NewJob,
     Publish,
     StoreChange,
@@ -319,75 +314,10 @@ class PostgresJobStore(StoreWrites, StoreReads):
         self._note(row[0], JobState.QUEUED)
         return int(row[0])
 
-    def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
-        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now, explicit=force)
-        return None if job_id is None else self.get(job_id)
-
     @staticmethod
     def _lock_reservations(db: psycopg.Connection[Any]) -> None:
         """Serialise output-name choices across every connection until this transaction ends."""
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_RESERVATION_LOCK,))
-
-    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False,
-                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
-        """Queue a job as `add` does, with an output name no other source holds (see
-        SqliteJobStore.add_reserving for the policies); race-free across monitors."""
-        now = time.time() if now is None else now
-        desired = new.output_path
-        with self._tx() as db:
-            self._lock_reservations(db)
-            if self._known(db, new) and not force:
-                return None, None
-            if not self._output_taken(db, desired, new.source_path, file_exists=file_exists):
-                job_id = self._insert(db, new, desired, now, explicit=force)
-                return (None if job_id is None else self._reads.get(job_id)), None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path,
-                                                      file_exists=file_exists)), None)
-                if free is not None:
-                    job_id = self._insert(db, new, free, now, explicit=force)
-                    return (None if job_id is None else self._reads.get(job_id)), policy
-                policy = "fail"  # ten thousand namesakes: nothing sensible is left
-            job_id = self._insert(db, new, desired, now, explicit=force)
-            if job_id is None:
-                return None, None
-            if policy == "skip":
-                db.execute(
-                    "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s "
-                    "WHERE id = %s",
-                    (now, SkipReason.OUTPUT_EXISTS.value,
-                     f"the output {desired} already exists; output_conflict is skip", job_id))
-                self._note(job_id, JobState.SKIPPED)
-            elif policy == "fail":
-                db.execute(
-                    "UPDATE jobs SET state = 'failed', finished_at = %s, reason = %s, error = %s "
-                    "WHERE id = %s",
-                    (now, FailureReason.OUTPUT_CONFLICT.value,
-                     f"the output {desired} already exists or belongs to another source", job_id))
-                self._note(job_id, JobState.FAILED)
-            return self._reads.get(job_id), policy
-
-    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
-                   now: float | None = None, force: bool = False) -> Job | None:
-        """Record a job that cannot run at all (say its output path is invalid) as failed."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now, explicit=force)
-            if job_id is None:
-                return None
-            db.execute("UPDATE jobs SET state = 'failed', finished_at = %s, reason = %s, "
-                       "error = %s WHERE id = %s", (now, reason.value, error, job_id))
-            self._note(job_id, JobState.FAILED)
-            return self._reads.get(job_id)
 
     # -- claims -----------------------------------------------------------------------------------
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -18,15 +16,13 @@ from bulletproof.errors import (
     StoreCorrupt,
     StoreError,
 )
-from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.models import Job, JobState
 from bulletproof.owner import StateLock
-from bulletproof.paths import candidate_paths
 from bulletproof.queries import JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
     ATTEMPT_STATES,
     ChangeListener,
     Claim,
-    FileExists,
     NewJob,
     Publish,
     StoreHealth,
@@ -364,20 +360,10 @@ class SqliteJobStore(StoreWrites, StoreReads):
 
     # -- writes -------------------------------------------------------------------------------
 
-    def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
-        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None.
-
-        `force` skips the check (an operator asked for this file explicitly). The output path is
-        taken as given; the monitor uses `add_reserving`, which makes it unique.
-        """
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now)
-        return self.get(job_id)
-
-    def _insert(self, db: sqlite3.Connection, new: NewJob, output_path: str, now: float) -> int:
+    def _insert(self, db: sqlite3.Connection, new: NewJob, output_path: str, now: float,
+                *, explicit: bool) -> int:
+        """Insert a queued job; its id. `explicit` marks nothing here: only PostgreSQL's unique
+        index on unfinished versions needs to tell a job asked for from a found one."""
         cur = db.execute(
             "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
             "rule, output_path, state, priority, seq, created_at, queued_at, input_bytes) "
@@ -395,61 +381,6 @@ class SqliteJobStore(StoreWrites, StoreReads):
     @staticmethod
     def _lock_reservations(db: sqlite3.Connection) -> None:
         """Nothing to take: BEGIN IMMEDIATE already lets one writer at a time choose a name."""
-
-    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False,
-                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
-        """Queue a job as `add` does, with an output name no other source holds.
-
-        `policy` says what happens when `new.output_path` is taken (by another source's job or
-        by a file no job of this source wrote): `rename` takes the first free `name (n).ext`,
-        `overwrite` keeps the name, `skip` records the job skipped (`output_exists`), `fail`
-        records it failed (`output_conflict`). Returns the job (None when already known) and the
-        policy applied when there was a clash, else None.
-        """
-        now = time.time() if now is None else now
-        desired = new.output_path
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None, None
-            if not self._output_taken(db, desired, new.source_path, file_exists=file_exists):
-                return self.get(self._insert(db, new, desired, now)), None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path,
-                                                      file_exists=file_exists)), None)
-                if free is not None:
-                    return self.get(self._insert(db, new, free, now)), policy
-                policy = "fail"  # ten thousand namesakes: nothing sensible is left
-            job_id = self._insert(db, new, desired, now)
-            if policy == "skip":
-                db.execute(
-                    "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ? "
-                    "WHERE id = ?",
-                    (now, SkipReason.OUTPUT_EXISTS.value,
-                     f"the output {desired} already exists; output_conflict is skip", job_id))
-                self._note(job_id, JobState.SKIPPED)
-            elif policy == "fail":
-                db.execute(
-                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
-                    "WHERE id = ?",
-                    (now, FailureReason.OUTPUT_CONFLICT.value,
-                     f"the output {desired} already exists or belongs to another source", job_id))
-                self._note(job_id, JobState.FAILED)
-            return self.get(job_id), policy
-
-    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
-                   now: float | None = None, force: bool = False) -> Job | None:
-        """Record a job that cannot run at all (say its output path is invalid) as failed."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now)
-            db.execute("UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
-                       "WHERE id = ?", (now, reason.value, error, job_id))
-            self._note(job_id, JobState.FAILED)
-            return self.get(job_id)
 
     # -- transitions: each one transaction; a given token must be the current claim's ---------
 

@@ -70,7 +70,8 @@ class StoreWrites:
     notifications) both stores share.
 
     A store provides `_tx()` (one write transaction, yielding its native connection),
-    `_portable(db)` (that connection as a `PortableConnection`), `_transition` (its locking
+    `_portable(db)` (that connection as a `PortableConnection`), `_insert` (a queued job: the
+    new id and the queue position come each store's own way), `_transition` (its locking
     around a fenced publish differs), `_lock_reservations` (what serialises the choice of
     output names), `_query` (a portable read), `_reads`, `_lock`, `_health`, the lists
     `_changes` and `_listeners`, and `_ROW_LOCK`: the clause that locks a job's row till
@@ -99,6 +100,10 @@ class StoreWrites:
         raise NotImplementedError
 
     def _lock_reservations(self, db: Any) -> None:
+        raise NotImplementedError
+
+    def _insert(self, db: Any, new: NewJob, output_path: str, now: float,
+                *, explicit: bool) -> int | None:
         raise NotImplementedError
 
     def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
@@ -271,6 +276,81 @@ class StoreWrites:
                          "UPDATE jobs SET quality_score = ? WHERE id = ?", (score,))
 
     # -- adding jobs and their output names: the checks both stores make ------------------------
+
+    def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
+        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None.
+
+        `force` skips the check (an operator asked for this file explicitly). The output path is
+        taken as given; the monitor uses `add_reserving`, which makes it unique. None too when
+        another monitor queued this version meanwhile (a shared store).
+        """
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            if self._known(db, new) and not force:
+                return None
+            job_id = self._insert(db, new, new.output_path, now, explicit=force)
+        return None if job_id is None else self._reads.get(job_id)
+
+    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
+                      force: bool = False,
+                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
+        """Queue a job as `add` does, with an output name no other source holds.
+
+        `policy` says what happens when `new.output_path` is taken (by another source's job or
+        by a file no job of this source wrote): `rename` takes the first free `name (n).ext`,
+        `overwrite` keeps the name, `skip` records the job skipped (`output_exists`), `fail`
+        records it failed (`output_conflict`). Returns the job (None when already known) and the
+        policy applied when there was a clash, else None. Race-free across monitors.
+        """
+        now = time.time() if now is None else now
+        desired = new.output_path
+        with self._tx() as native:
+            self._lock_reservations(native)
+            if self._known(native, new) and not force:
+                return None, None
+            if not self._output_taken(native, desired, new.source_path, file_exists=file_exists):
+                job_id = self._insert(native, new, desired, now, explicit=force)
+                return (None if job_id is None else self._reads.get(job_id)), None
+            if policy == "rename":
+                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
+                             if not self._output_taken(native, str(p), new.source_path,
+                                                      file_exists=file_exists)), None)
+                if free is not None:
+                    job_id = self._insert(native, new, free, now, explicit=force)
+                    return (None if job_id is None else self._reads.get(job_id)), policy
+                policy = "fail"  # ten thousand namesakes: nothing sensible is left
+            job_id = self._insert(native, new, desired, now, explicit=force)
+            if job_id is None:
+                return None, None
+            if policy == "skip":
+                self._end_added(native, job_id, JobState.SKIPPED, now, SkipReason.OUTPUT_EXISTS.value,
+                                f"the output {desired} already exists; output_conflict is skip")
+            elif policy == "fail":
+                self._end_added(native, job_id, JobState.FAILED, now,
+                                FailureReason.OUTPUT_CONFLICT.value,
+                                f"the output {desired} already exists or belongs to another source")
+            return self._reads.get(job_id), policy
+
+    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
+                   now: float | None = None, force: bool = False) -> Job | None:
+        """Record a job that cannot run at all (say its output path is invalid) as failed."""
+        now = time.time() if now is None else now
+        with self._tx() as native:
+            if self._known(native, new) and not force:
+                return None
+            job_id = self._insert(native, new, new.output_path, now, explicit=force)
+            if job_id is None:
+                return None
+            self._end_added(native, job_id, JobState.FAILED, now, reason.value, error)
+            return self._reads.get(job_id)
+
+    def _end_added(self, db: Any, job_id: int, state: JobState, now: float, reason: str,
+                   error: str) -> None:
+        """Finish a job just inserted (skipped or failed without running)."""
+        self._portable(db).execute(
+            "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ? WHERE id = ?",
+            (state.value, now, reason, error, job_id))
+        self._note(job_id, state)
 
     def _known(self, db: Any, new: NewJob) -> bool:
         """True when this file version has a job or was done (`db`: the store's native connection)."""
