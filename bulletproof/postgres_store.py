@@ -375,23 +375,7 @@ class PostgresJobStore(StoreWrites, StoreReads):
                 "SELECT id, attempts, claimed_by FROM jobs WHERE state IN ('processing', 'paused') "
                 "AND lease_until IS NOT NULL AND lease_until < %s FOR UPDATE SKIP LOCKED",
                 (now,)).fetchall()
-            for job_id, attempts, node in rows:
-                error = f"the lease of {node} ran out during the attempt"
-                if max_attempts is None or attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, "
-                        "speed = NULL, eta_seconds = NULL, reason = 'interrupted', error = %s, "
-                        f"lease_until = NULL, claim_token = claim_token + 1, seq = {self._FRONT} "
-                        "WHERE id = %s", (now, error, job_id))
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = %s, reason = 'interrupted', "
-                        "error = %s, lease_until = NULL, claim_token = claim_token + 1 WHERE id = %s",
-                        (now, error, job_id))
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
+            return self._requeue_lapsed(db, rows, now=now, max_attempts=max_attempts)
 
     # -- transitions ----------------------------------------------------------------------------
 
@@ -455,22 +439,8 @@ class PostgresJobStore(StoreWrites, StoreReads):
             rows = db.execute(
                 "SELECT id, attempts FROM jobs WHERE state IN ('processing', 'paused') "
                 "ORDER BY id FOR UPDATE").fetchall()
-            for job_id, attempts in rows:
-                if retry_interrupted and attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, "
-                        "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
-                        f"claim_token = claim_token + 1, seq = {self._FRONT} WHERE id = %s",
-                        (now, job_id))
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = %s, reason = 'interrupted', "
-                        "error = 'the monitor stopped during the last attempt', "
-                        "claim_token = claim_token + 1 WHERE id = %s", (now, job_id))
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
+            return self._recover_rows(db, rows, now=now, max_attempts=max_attempts,
+                                      retry_interrupted=retry_interrupted)
 
     # -- the audit trail ------------------------------------------------------------------------
 

@@ -451,24 +451,7 @@ class SqliteJobStore(StoreWrites, StoreReads):
             rows = db.execute(
                 "SELECT id, attempts, claimed_by FROM jobs WHERE state IN ('processing', 'paused') "
                 "AND lease_until IS NOT NULL AND lease_until < ?", (now,)).fetchall()
-            for job_id, attempts, node in rows:
-                error = f"the lease of {node} ran out during the attempt"
-                if max_attempts is None or attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
-                        "eta_seconds = NULL, reason = 'interrupted', error = ?, lease_until = NULL, "
-                        "claim_token = claim_token + 1, "
-                        f"seq = {self._FRONT} "
-                        "WHERE id = ?", (now, error, job_id))
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
-                        "error = ?, lease_until = NULL, claim_token = claim_token + 1 WHERE id = ?",
-                        (now, error, job_id))
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
+            return self._requeue_lapsed(db, rows, now=now, max_attempts=max_attempts)
 
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry)."""
@@ -502,27 +485,8 @@ class SqliteJobStore(StoreWrites, StoreReads):
             rows = db.execute(
                 "SELECT id, attempts FROM jobs WHERE state IN ('processing', 'paused')"
             ).fetchall()
-            for job_id, attempts in rows:
-                if retry_interrupted and attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, "
-                        "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
-                        "claim_token = claim_token + 1, "
-                        f"seq = {self._FRONT} "
-                        "WHERE id = ?",
-                        (now, job_id),
-                    )
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
-                        "error = 'the monitor stopped during the last attempt', "
-                        "claim_token = claim_token + 1 WHERE id = ?",
-                        (now, job_id),
-                    )
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
+            return self._recover_rows(db, rows, now=now, max_attempts=max_attempts,
+                                      retry_interrupted=retry_interrupted)
 
     # -- audit trail ----------------------------------------------------------------------------
 

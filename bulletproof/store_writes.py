@@ -496,6 +496,53 @@ class StoreWrites:
             f"started_at = NULL, lease_until = NULL, seq = {self._FRONT} WHERE id = ?",
             (now,), token=token)
 
+    def _requeue_lapsed(self, db: Any, rows: list[Any], *, now: float,
+                        max_attempts: int | None) -> list[Job]:
+        """The attempts `rows` (id, attempts, node) whose lease ran out: back to the front of
+        the queue (the attempt counted), or failed `interrupted` at `max_attempts`; their
+        claims become stale."""
+        conn = self._portable(db)
+        for job_id, attempts, node in rows:
+            error = f"the lease of {node} ran out during the attempt"
+            if max_attempts is None or attempts < max_attempts:
+                conn.execute(
+                    "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
+                    "eta_seconds = NULL, reason = 'interrupted', error = ?, lease_until = NULL, "
+                    f"claim_token = claim_token + 1, seq = {self._FRONT} WHERE id = ?",
+                    (now, error, job_id))
+            else:
+                conn.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
+                    "error = ?, lease_until = NULL, claim_token = claim_token + 1 WHERE id = ?",
+                    (now, error, job_id))
+        return self._noted_jobs([r[0] for r in rows])
+
+    def _recover_rows(self, db: Any, rows: list[Any], *, now: float, max_attempts: int,
+                      retry_interrupted: bool) -> list[Job]:
+        """The attempts `rows` (id, attempts) a crash left running: back to the front of the
+        queue, or failed `interrupted` at the limit; their claims become stale."""
+        conn = self._portable(db)
+        for job_id, attempts in rows:
+            if retry_interrupted and attempts < max_attempts:
+                conn.execute(
+                    "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, "
+                    "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
+                    f"claim_token = claim_token + 1, seq = {self._FRONT} WHERE id = ?",
+                    (now, job_id))
+            else:
+                conn.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
+                    "error = 'the monitor stopped during the last attempt', "
+                    "claim_token = claim_token + 1 WHERE id = ?", (now, job_id))
+        return self._noted_jobs([r[0] for r in rows])
+
+    def _noted_jobs(self, ids: list[int]) -> list[Job]:
+        """The jobs `ids` as they are now, each noted as changed."""
+        jobs = [self._reads.get(job_id) for job_id in ids]
+        for job in jobs:
+            self._note(job.id, job.state)
+        return jobs
+
     def cancel_queued(self, job_id: int, *, now: float) -> Job:
         """Cancel a job that is waiting in the queue."""
         return self._transition(
