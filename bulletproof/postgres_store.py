@@ -234,9 +234,7 @@ class PostgresJobStore(StoreWrites, StoreReads):
                     self._health.write_failed(message)
                     raise StoreError(f"job store write failed: {message}", path=self.path) from None
                 raise
-            self._health.write_ok()
-            changes, self._changes = self._changes, []
-            listeners = list(self._listeners)
+            changes, listeners = self._committed()
         # Outside the lock: a listener may read the store (or write to it) without deadlock.
         self._tell(changes, listeners)
 
@@ -249,12 +247,7 @@ class PostgresJobStore(StoreWrites, StoreReads):
                 self._listener_thread = threading.Thread(
                     target=self._listen, name="bulletproof-store-listen", daemon=True)
                 self._listener_thread.start()
-
-        def unsubscribe() -> None:
-            with self._lock, suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._unsubscriber(listener)
 
     def _own_pid(self) -> int | None:
         with self._lock:

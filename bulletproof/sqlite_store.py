@@ -334,9 +334,7 @@ class SqliteJobStore(StoreWrites, StoreReads):
                     self._health.write_failed(str(exc))
                     raise error from None
                 raise
-            self._health.write_ok()
-            changes, self._changes = self._changes, []
-            listeners = list(self._listeners)
+            changes, listeners = self._committed()
         # Outside the lock: a listener may read the store (or write to it) without deadlock.
         self._tell(changes, listeners)
 
@@ -344,12 +342,7 @@ class SqliteJobStore(StoreWrites, StoreReads):
         """Call `listener` after each committed job or meta change (in the writing thread)."""
         with self._lock:
             self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock, suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._unsubscriber(listener)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

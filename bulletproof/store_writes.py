@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,6 +133,20 @@ class StoreWrites:
                     listener(change)
                 except Exception:  # a listener's bug must not undo or hide a committed write
                     log.exception("a store change listener failed", extra={"job": change.job_id})
+
+    def _committed(self) -> tuple[list[StoreChange], list[ChangeListener]]:
+        """Under the lock, once a write committed: it went well; its changes and whom to tell."""
+        self._health.write_ok()
+        changes, self._changes = self._changes, []
+        return changes, list(self._listeners)
+
+    def _unsubscriber(self, listener: ChangeListener) -> Callable[[], None]:
+        """What `subscribe` returns: a call that stops telling `listener`."""
+        def unsubscribe() -> None:
+            with self._lock, suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
 
     # -- health and meta ------------------------------------------------------------------------
 
