@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bulletproof.audit import AUDIT_COLUMNS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
-from bulletproof.errors import InvalidTransition, JobNotFound, StoreError
+from bulletproof.errors import JobNotFound, StoreError
 from bulletproof.models import Job, JobState
 from bulletproof.postgres_schema import migrate
 from bulletproof.queries import STORED_COLUMNS, JobQueries, StoreReads, within_prefixes
@@ -33,7 +33,6 @@ from bulletproof.store import (
     ChangeListener,
     Claim,
     NewJob,
-    Publish,
     StoreChange,
     StoreHealth,
     check_fence,
@@ -372,30 +371,15 @@ class PostgresJobStore(StoreWrites, StoreReads):
 
     # -- transitions ----------------------------------------------------------------------------
 
-    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
-                    params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False, publish: Publish | None = None,
-                    ends_in: JobState | None = None) -> Job:
-        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
-        version. A token that already took the job to `ends_in` gets the job back unchanged."""
-        with self._tx() as db:
-            if publish is not None or (ends_in is not None and token is not None):
-                held, current = self._hold_row(db, job_id)
-                if ends_in is not None and token == current and held is ends_in:
-                    return self._reads.get(job_id)
-            state = self._state_for(db, job_id, action, token)
-            if state not in allowed:
-                raise InvalidTransition(job_id, action=action, state=state)
-            if publish is not None:
-                publish()  # the claim is current and its row locked: no sweep can take it now
-            self._portable(db).execute(sql, (*params, job_id))  # portable SQL (StoreWrites)
-            if done:
-                db.execute("INSERT INTO done_files (source_path, size, mtime_ns) "
-                           "SELECT source_path, size, mtime_ns FROM jobs WHERE id = %s "
-                           "ON CONFLICT DO NOTHING", (job_id,))
-            job = self._reads.get(job_id)
-            self._note(job_id, job.state)
-            return job
+    def _ended_before(self, db: psycopg.Connection[Any], job_id: int, token: int | None,
+                      ends_in: JobState | None, *, publishing: bool) -> bool:
+        """True when the claim `token` is still the job's and already ended it in `ends_in`.
+        Before a publish, or that check, the job's row is locked till commit (bounded in time:
+        `_hold_row`), so no sweep takes the job while its output is published."""
+        if not publishing and (ends_in is None or token is None):
+            return False
+        held, current = self._hold_row(db, job_id)
+        return ends_in is not None and token == current and held is ends_in
 
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry: an explicit request, so another

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 from bulletproof.audit import AUDIT_COLUMNS, AuditEntry
 from bulletproof.errors import (
-    InvalidTransition,
     JobNotFound,
     StoreCorrupt,
     StoreError,
@@ -24,7 +23,6 @@ from bulletproof.store import (
     ChangeListener,
     Claim,
     NewJob,
-    Publish,
     StoreHealth,
     check_fence,
 )
@@ -377,33 +375,15 @@ class SqliteJobStore(StoreWrites, StoreReads):
 
     # -- transitions: each one transaction; a given token must be the current claim's ---------
 
-    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
-                    params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False, publish: Publish | None = None,
-                    ends_in: JobState | None = None) -> Job:
-        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
-        version. A token that already took the job to `ends_in` gets the job back unchanged."""
-        with self._tx() as db:
-            if ends_in is not None and token is not None and self._ended_by(db, job_id, token, ends_in):
-                return self._reads.get(job_id)
-            state = self._state_for(db, job_id, action, token)
-            if state not in allowed:
-                raise InvalidTransition(job_id, action=action, state=state)
-            if publish is not None:
-                publish()  # the claim is current and the write lock held: nothing can take it
-            db.execute(sql, (*params, job_id))
-            if done:
-                db.execute("INSERT OR IGNORE INTO done_files SELECT source_path, size, mtime_ns "
-                           "FROM jobs WHERE id = ?", (job_id,))
-            job = self._reads.get(job_id)
-            self._note(job_id, job.state)
-            return job
-
     @staticmethod
-    def _ended_by(db: sqlite3.Connection, job_id: int, token: int, state: JobState) -> bool:
-        """True when the claim `token` is still the job's and already ended it in `state`."""
+    def _ended_before(db: sqlite3.Connection, job_id: int, token: int | None,
+                      ends_in: JobState | None, *, publishing: bool) -> bool:
+        """True when the claim `token` is still the job's and already ended it in `ends_in`
+        (nothing to hold for a publish: BEGIN IMMEDIATE holds the whole database)."""
+        if ends_in is None or token is None:
+            return False
         row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row is not None and row[1] == token and row[0] == state.value
+        return row is not None and row[1] == token and row[0] == ends_in.value
 
     def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
                states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:

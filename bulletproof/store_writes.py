@@ -71,12 +71,12 @@ class StoreWrites:
 
     A store provides `_tx()` (one write transaction, yielding its native connection),
     `_portable(db)` (that connection as a `PortableConnection`), `_insert` (a queued job: the
-    new id and the queue position come each store's own way), `_transition` (its locking
-    around a fenced publish differs), `_lock_reservations` (what serialises the choice of
-    output names), `_query` (a portable read), `_reads`, `_lock`, `_health`, the lists
-    `_changes` and `_listeners`, and `_ROW_LOCK`: the clause that locks a job's row till
-    commit where the store's transaction does not already hold every row (PostgreSQL's
-    `FOR UPDATE`).
+    new id and the queue position come each store's own way), `_ended_before` (a
+    transition's first look at the job, and what it holds for a fenced publish),
+    `_lock_reservations` (what serialises the choice of output names), `_query` (a portable
+    read), `_reads`, `_lock`, `_health`, the lists `_changes` and `_listeners`, and
+    `_ROW_LOCK`: the clause that locks a job's row till commit where the store's transaction
+    does not already hold every row (PostgreSQL's `FOR UPDATE`).
     """
 
     # What every start of an attempt sets (one `?`: the start time); a new claim token.
@@ -106,10 +106,8 @@ class StoreWrites:
                 *, explicit: bool) -> int | None:
         raise NotImplementedError
 
-    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
-                    params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False, publish: Publish | None = None,
-                    ends_in: JobState | None = None) -> Job:
+    def _ended_before(self, db: Any, job_id: int, token: int | None, ends_in: JobState | None,
+                      *, publishing: bool) -> bool:
         raise NotImplementedError
 
     @contextmanager
@@ -424,7 +422,31 @@ class StoreWrites:
                 return self._reads.get(job_id), policy
             return job, policy
 
-    # -- transitions: each one transaction (the store's `_transition`), in portable SQL ------
+    # -- transitions: each one transaction; a given token must be the current claim's ---------
+
+    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
+                    params: tuple[Any, ...], *, token: int | None = None,
+                    done: bool = False, publish: Publish | None = None,
+                    ends_in: JobState | None = None) -> Job:
+        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
+        version. A token that already took the job to `ends_in` gets the job back unchanged."""
+        with self._tx() as native:
+            if self._ended_before(native, job_id, token, ends_in, publishing=publish is not None):
+                return self._reads.get(job_id)
+            state = self._state_for(native, job_id, action, token)
+            if state not in allowed:
+                raise InvalidTransition(job_id, action=action, state=state)
+            if publish is not None:
+                publish()  # the claim is current and the store holds the job: nothing can take it
+            db = self._portable(native)
+            db.execute(sql, (*params, job_id))
+            if done:
+                db.execute("INSERT INTO done_files (source_path, size, mtime_ns) "
+                           "SELECT source_path, size, mtime_ns FROM jobs WHERE id = ? "
+                           "ON CONFLICT DO NOTHING", (job_id,))
+            job = self._reads.get(job_id)
+            self._note(job_id, job.state)
+            return job
 
     def renew(self, job_id: int, token: int, *, until: float) -> None:
         """Extend the lease of a current claim; StaleClaim when the token is not current."""
