@@ -61,6 +61,6 @@ def test_migration_adds_the_output_columns_to_an_older_database(tmp_path: Path) 
     assert job is not None and job.source_inode is None
     s.set_source_inode(job.id, 42)
     assert s.get(job.id).source_inode == 42
-    assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
+    assert s.get_meta("schema_version") == str(SCHEMA_VERSION) == "5"
     s.close()
     SqliteJobStore(path).close()  # idempotent
