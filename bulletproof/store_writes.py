@@ -40,7 +40,7 @@ from bulletproof.store import (
 
 log = logging.getLogger(__name__)
 
-AUDIT_PRUNE_EVERY = 1000  # audit inserts between two age-based prunes
+_AUDIT_PRUNE_EVERY = 1000  # audit inserts between two age-based prunes
 
 # Settings upserted by key; `excluded` is the row the INSERT proposed (both dialects).
 _SET_META = ("INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -611,9 +611,9 @@ class StoreWrites:
 
     def _prune_audit(self, db: PortableConnection, new_id: int, at: float) -> None:
         """Past AUDIT_MAX_ROWS the oldest entries go; on the first insert and every
-        AUDIT_PRUNE_EVERY after it, entries older than AUDIT_MAX_AGE_SECONDS go too."""
+        _AUDIT_PRUNE_EVERY after it, entries older than AUDIT_MAX_AGE_SECONDS go too."""
         db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
-        if self._audit_inserts % AUDIT_PRUNE_EVERY == 0:
+        if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:
             db.execute("DELETE FROM audit WHERE at < ?", (at - AUDIT_MAX_AGE_SECONDS,))
         self._audit_inserts += 1
 
