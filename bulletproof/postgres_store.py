@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 
-from bulletproof import control_rows, node_rows
-from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.audit import AUDIT_COLUMNS, AuditEntry
 from bulletproof.database_url import redact_url, scrub
-from bulletproof.errors import InvalidTransition, JobNotFound, NodeNotFound, StaleClaim, StoreError
-from bulletproof.models import FailureReason, Job, JobState, SkipReason
-from bulletproof.paths import candidate_paths
+from bulletproof.errors import JobNotFound, StoreError
+from bulletproof.models import Job, JobState
 from bulletproof.postgres_schema import migrate
 from bulletproof.queries import STORED_COLUMNS, JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
@@ -38,16 +32,12 @@ from bulletproof.store import (
     ChangeKind,
     ChangeListener,
     Claim,
-    ControlAction,
-    ControlRequest,
-    FileExists,
     NewJob,
-    NodeInfo,
-    Publish,
     StoreChange,
     StoreHealth,
     check_fence,
 )
+from bulletproof.store_writes import StoreWrites
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +45,6 @@ NOTIFY_CHANNEL = "bp_job_store"
 CONNECT_TIMEOUT_SECONDS = 5
 # The advisory lock every output-name reservation takes: two monitors never pick one name.
 _RESERVATION_LOCK = 0x6270_6F75  # "bpou"
-_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
 _LISTEN_RETRY_SECONDS = 5.0  # between the listener's reconnects while the server is away
 # A server cut off without a word (a network partition drops packets, nothing resets the
 # connection): without these, a statement sent into the void blocks the monitor until the
@@ -120,8 +109,21 @@ def _qmark_to_format(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-class PostgresJobStore(StoreReads):
+class _QmarkConnection:
+    """A connection inside an open transaction that runs the portable `?` SQL (StoreWrites)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> psycopg.Cursor[Any]:
+        """Run one statement with `?` placeholders."""
+        return self._conn.execute(_qmark_to_format(sql), tuple(params))
+
+
+class PostgresJobStore(StoreWrites, StoreReads):
     """Every job of a fleet, and its history, on one PostgreSQL database; safe from several threads."""
+
+    _ROW_LOCK = " FOR UPDATE"  # the row a check read stays as read until the commit
 
     def __init__(self, url: str, *, migrate_schema: bool = True, node: str | None = None) -> None:
         self._url = url
@@ -133,8 +135,8 @@ class PostgresJobStore(StoreReads):
         self._conn: psycopg.Connection[Any] | None = None
         self._audit_inserts = 0
         self._reads = PostgresJobQueries(self._query)
-        self._listeners: list[ChangeListener] = []
-        self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+        self._listeners = []
+        self._changes = []  # noted inside a transaction, told after its commit (StoreWrites)
         self._listener_thread: threading.Thread | None = None
         self._stop = threading.Event()
         try:
@@ -212,6 +214,9 @@ class PostgresJobStore(StoreReads):
                 raise
             return self._connection().execute(sql, params).fetchall()
 
+    def _portable(self, db: psycopg.Connection[Any]) -> _QmarkConnection:
+        return _QmarkConnection(db)
+
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         with self._lock:
@@ -228,23 +233,9 @@ class PostgresJobStore(StoreReads):
                     self._health.write_failed(message)
                     raise StoreError(f"job store write failed: {message}", path=self.path) from None
                 raise
-            self._health.write_ok()
-            changes, self._changes = self._changes, []
-            listeners = list(self._listeners)
+            changes, listeners = self._committed()
         # Outside the lock: a listener may read the store (or write to it) without deadlock.
         self._tell(changes, listeners)
-
-    @staticmethod
-    def _tell(changes: list[StoreChange], listeners: list[ChangeListener]) -> None:
-        for change in changes:
-            for listener in listeners:
-                try:
-                    listener(change)
-                except Exception:  # a listener's bug must not undo or hide a committed write
-                    log.exception("a store change listener failed", extra={"job": change.job_id})
-
-    def _note(self, job_id: int, state: JobState | None) -> None:
-        self._changes.append(StoreChange(kind=ChangeKind.JOB, job_id=job_id, state=state))
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         """Call `listener` after each committed change: this store's in the writing thread,
@@ -255,12 +246,7 @@ class PostgresJobStore(StoreReads):
                 self._listener_thread = threading.Thread(
                     target=self._listen, name="bulletproof-store-listen", daemon=True)
                 self._listener_thread.start()
-
-        def unsubscribe() -> None:
-            with self._lock, suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._unsubscriber(listener)
 
     def _own_pid(self) -> int | None:
         with self._lock:
@@ -300,103 +286,7 @@ class PostgresJobStore(StoreReads):
                 raise StoreError(f"job store query failed: {self._message(exc)}",
                                  path=self.path) from None
 
-    def health(self) -> StoreHealth:
-        """The outcome of the last write (a copy; `probe` refreshes it)."""
-        with self._lock:
-            return replace(self._health)
-
-    def probe(self) -> bool:
-        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
-        try:
-            with self._tx() as db:
-                db.execute("INSERT INTO meta (key, value) VALUES ('health_probe', %s) "
-                           "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                           (repr(time.time()),))
-        except StoreError:
-            return False
-        return True
-
-    # -- meta -----------------------------------------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        """A persisted setting (e.g. whether the queue is paused)."""
-        rows = self._execute("SELECT value FROM meta WHERE key = %s", (key,))
-        return rows[0][0] if rows else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Persist a setting."""
-        with self._tx() as db:
-            db.execute("INSERT INTO meta (key, value) VALUES (%s, %s) "
-                       "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, value))
-            self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
-
-    # -- the node registry --------------------------------------------------------------------
-
-    def heartbeat(self, node: NodeInfo) -> NodeInfo:
-        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
-        with self._tx() as db:
-            db.execute(_qmark_to_format(node_rows.HEARTBEAT), node_rows.heartbeat_params(node))
-        return node_rows.read_node(self._query, node.name)
-
-    def nodes(self) -> list[NodeInfo]:
-        """Every node the store knows, by name."""
-        return node_rows.read_nodes(self._query)
-
-    def set_draining(self, name: str, draining: bool) -> NodeInfo:
-        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound.
-
-        The other nodes hear it at once (NOTIFY); the node itself also reads it at its heartbeat.
-        """
-        with self._tx() as db:
-            if db.execute(_qmark_to_format(node_rows.SET_DRAINING), (draining, name)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-        return node_rows.read_node(self._query, name)
-
-    def forget_node(self, name: str) -> None:
-        """Remove a node from the registry (NodeNotFound when there is none)."""
-        with self._tx() as db:
-            if db.execute(_qmark_to_format(node_rows.FORGET), (name,)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-
-    # -- controls asked of the node that runs a job (bulletproof.control_rows) ----------------
-
-    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
-        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
-        request); JobNotFound, InvalidTransition when its state or claim does not allow it.
-        The node hears it at once (NOTIFY); it also polls for its requests."""
-        with self._tx() as db:
-            row = db.execute("SELECT state, claim_token, claimed_by FROM jobs WHERE id = %s "
-                             "FOR UPDATE", (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            request = control_rows.checked_request(job_id, action, state=JobState(row[0]),
-                                                   node=row[2], token=int(row[1]), now=now)
-            db.execute(_qmark_to_format(control_rows.UPSERT), control_rows.request_params(request))
-            self._changes.append(StoreChange(kind=ChangeKind.CONTROL, job_id=job_id,
-                                             key=request.node))
-        return request
-
-    def control_requests(self, node: str) -> list[ControlRequest]:
-        """The requests addressed to `node`, oldest first (an indexed read: nodes poll it)."""
-        return [control_rows.request_from_row(r) for r in self._query(control_rows.FOR_NODE, (node,))]
-
-    def clear_control(self, job_id: int, token: int) -> None:
-        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
-        with self._tx() as db:
-            db.execute(_qmark_to_format(control_rows.CLEAR), (job_id, token))
-
     # -- adding jobs ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _known(db: psycopg.Connection[Any], new: NewJob) -> bool:
-        row = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = %(p)s AND size = %(s)s "
-            "AND mtime_ns = %(m)s) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = %(p)s "
-            "AND size = %(s)s AND mtime_ns = %(m)s)",
-            {"p": new.source_path, "s": new.size, "m": new.mtime_ns}).fetchone()
-        return bool(row and row[0])
 
     def _insert(self, db: psycopg.Connection[Any], new: NewJob, output_path: str, now: float,
                 *, explicit: bool) -> int | None:
@@ -416,127 +306,12 @@ class PostgresJobStore(StoreReads):
         self._note(row[0], JobState.QUEUED)
         return int(row[0])
 
-    def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
-        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now, explicit=force)
-        return None if job_id is None else self.get(job_id)
-
-    @staticmethod
-    def _output_taken(db: psycopg.Connection[Any], path: str, source_path: str,
-                      job_id: int = -1, file_exists: FileExists = os.path.lexists) -> bool:
-        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
-        row = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = %s AND source_path != %s "
-            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
-            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
-            (path, source_path)).fetchone()
-        if row is not None and row[0]:
-            return True
-        if not file_exists(path):  # the stored form, asked of this node's file system
-            return False
-        # A file is there: ours only when an earlier job of this same source wrote to that name.
-        row = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = %s AND source_path = %s "
-            "AND id != %s AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
-            (path, source_path, job_id)).fetchone()
-        return not (row is not None and row[0])
-
     @staticmethod
     def _lock_reservations(db: psycopg.Connection[Any]) -> None:
         """Serialise output-name choices across every connection until this transaction ends."""
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_RESERVATION_LOCK,))
 
-    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False,
-                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
-        """Queue a job as `add` does, with an output name no other source holds (see
-        SqliteJobStore.add_reserving for the policies); race-free across monitors."""
-        now = time.time() if now is None else now
-        desired = new.output_path
-        with self._tx() as db:
-            self._lock_reservations(db)
-            if self._known(db, new) and not force:
-                return None, None
-            if not self._output_taken(db, desired, new.source_path, file_exists=file_exists):
-                job_id = self._insert(db, new, desired, now, explicit=force)
-                return (None if job_id is None else self._reads.get(job_id)), None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path,
-                                                      file_exists=file_exists)), None)
-                if free is not None:
-                    job_id = self._insert(db, new, free, now, explicit=force)
-                    return (None if job_id is None else self._reads.get(job_id)), policy
-                policy = "fail"  # ten thousand namesakes: nothing sensible is left
-            job_id = self._insert(db, new, desired, now, explicit=force)
-            if job_id is None:
-                return None, None
-            if policy == "skip":
-                db.execute(
-                    "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s "
-                    "WHERE id = %s",
-                    (now, SkipReason.OUTPUT_EXISTS.value,
-                     f"the output {desired} already exists; output_conflict is skip", job_id))
-                self._note(job_id, JobState.SKIPPED)
-            elif policy == "fail":
-                db.execute(
-                    "UPDATE jobs SET state = 'failed', finished_at = %s, reason = %s, error = %s "
-                    "WHERE id = %s",
-                    (now, FailureReason.OUTPUT_CONFLICT.value,
-                     f"the output {desired} already exists or belongs to another source", job_id))
-                self._note(job_id, JobState.FAILED)
-            return self._reads.get(job_id), policy
-
-    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
-                      file_exists: FileExists = os.path.lexists,
-                      token: int | None = None) -> tuple[Job, str | None]:
-        """On a job's first claim, apply the output policy again to a name taken since queueing
-        (StaleClaim when `token` is given and no longer current)."""
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, "reserve an output for", token)
-            self._lock_reservations(db)
-            if path is not None:
-                db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (path, job_id))
-            job = self._reads.get(job_id)
-            if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id, file_exists):
-                return job, None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id,
-                                                      file_exists)), None)
-                if free is None:
-                    return job, "fail"
-                db.execute("UPDATE jobs SET output_path = %s WHERE id = %s", (free, job_id))
-                return self._reads.get(job_id), policy
-            return job, policy
-
-    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
-                   now: float | None = None, force: bool = False) -> Job | None:
-        """Record a job that cannot run at all (say its output path is invalid) as failed."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now, explicit=force)
-            if job_id is None:
-                return None
-            db.execute("UPDATE jobs SET state = 'failed', finished_at = %s, reason = %s, "
-                       "error = %s WHERE id = %s", (now, reason.value, error, job_id))
-            self._note(job_id, JobState.FAILED)
-            return self._reads.get(job_id)
-
     # -- claims -----------------------------------------------------------------------------------
-
-    _START = ("state = 'processing', attempts = attempts + 1, started_at = %s, finished_at = NULL, "
-              "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
-              "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
-    _FRONT = "(SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1"
 
     def claim(self, node: str, *, now: float, lease_seconds: float,
               within: Sequence[str] | None = None) -> Claim | None:
@@ -553,29 +328,12 @@ class PostgresJobStore(StoreReads):
             if row is None:
                 return None
             job_id = row[0]
-            token = db.execute(f"UPDATE jobs SET {self._START}, claimed_by = %s, lease_until = %s "
-                               "WHERE id = %s RETURNING claim_token",
-                               (now, node, until, job_id)).fetchone()[0]
+            token = self._portable(db).execute(
+                f"UPDATE jobs SET {self._START}, claimed_by = ?, lease_until = ? "
+                "WHERE id = ? RETURNING claim_token", (now, node, until, job_id)).fetchone()[0]
             job = self._reads.get(job_id)
             self._note(job_id, job.state)
         return Claim(job=job, token=int(token), node=node, lease_until=until)
-
-    def _state_for(self, db: psycopg.Connection[Any], job_id: int, action: str,
-                   token: int | None) -> JobState:
-        """The job's state (its row locked till commit), checked against `token` when given."""
-        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = %s FOR UPDATE",
-                         (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        state = JobState(row[0])
-        if token is not None and row[1] != token:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
-                                 "claimed again")
-        if token is not None and not state.is_active:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the attempt is over: the job is {state.value}")
-        return state
 
     @staticmethod
     def _hold_row(db: psycopg.Connection[Any], job_id: int, *,
@@ -600,12 +358,6 @@ class PostgresJobStore(StoreReads):
             check_fence(job_id, token, state, current, states, doing)
             return action()
 
-    def renew(self, job_id: int, token: int, *, until: float) -> None:
-        """Extend the lease of a current claim; StaleClaim when the token is not current."""
-        with self._tx() as db:
-            self._state_for(db, job_id, "renew", token)
-            db.execute("UPDATE jobs SET lease_until = %s WHERE id = %s", (until, job_id))
-
     def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
         """Jobs whose lease ran out go back to the front of the queue (the attempt counted), or
         fail `interrupted` at `max_attempts`; their claims become stale. Rows another
@@ -615,133 +367,19 @@ class PostgresJobStore(StoreReads):
                 "SELECT id, attempts, claimed_by FROM jobs WHERE state IN ('processing', 'paused') "
                 "AND lease_until IS NOT NULL AND lease_until < %s FOR UPDATE SKIP LOCKED",
                 (now,)).fetchall()
-            for job_id, attempts, node in rows:
-                error = f"the lease of {node} ran out during the attempt"
-                if max_attempts is None or attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, "
-                        "speed = NULL, eta_seconds = NULL, reason = 'interrupted', error = %s, "
-                        f"lease_until = NULL, claim_token = claim_token + 1, seq = {self._FRONT} "
-                        "WHERE id = %s", (now, error, job_id))
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = %s, reason = 'interrupted', "
-                        "error = %s, lease_until = NULL, claim_token = claim_token + 1 WHERE id = %s",
-                        (now, error, job_id))
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
+            return self._requeue_lapsed(db, rows, now=now, max_attempts=max_attempts)
 
     # -- transitions ----------------------------------------------------------------------------
 
-    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
-                    params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False, publish: Publish | None = None,
-                    ends_in: JobState | None = None) -> Job:
-        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
-        version. A token that already took the job to `ends_in` gets the job back unchanged."""
-        with self._tx() as db:
-            if publish is not None or (ends_in is not None and token is not None):
-                held, current = self._hold_row(db, job_id)
-                if ends_in is not None and token == current and held is ends_in:
-                    return self._reads.get(job_id)
-            state = self._state_for(db, job_id, action, token)
-            if state not in allowed:
-                raise InvalidTransition(job_id, action=action, state=state)
-            if publish is not None:
-                publish()  # the claim is current and its row locked: no sweep can take it now
-            db.execute(sql, (*params, job_id))
-            if done:
-                db.execute("INSERT INTO done_files (source_path, size, mtime_ns) "
-                           "SELECT source_path, size, mtime_ns FROM jobs WHERE id = %s "
-                           "ON CONFLICT DO NOTHING", (job_id,))
-            job = self._reads.get(job_id)
-            self._note(job_id, job.state)
-            return job
-
-    def mark_started(self, job_id: int, *, now: float) -> Job:
-        """Take a queued job by id: processing, one more attempt (held without a lease)."""
-        return self._transition(
-            job_id, "start", {JobState.QUEUED},
-            f"UPDATE jobs SET {self._START}, claimed_by = NULL, lease_until = NULL WHERE id = %s",
-            (now,))
-
-    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
-        """Record that a running job's process was stopped or continued."""
-        if paused:
-            return self._transition(job_id, "pause", {JobState.PROCESSING},
-                                    "UPDATE jobs SET state = 'paused' WHERE id = %s", (),
-                                    token=token)
-        return self._transition(job_id, "resume", {JobState.PAUSED},
-                                "UPDATE jobs SET state = 'processing' WHERE id = %s", (),
-                                token=token)
-
-    def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
-                       media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None, publish: Publish | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction, which
-        also runs `publish` with the job's row locked: see JobStore.mark_completed)."""
-        return self._transition(
-            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'completed', finished_at = %s, progress = 1, "
-            "eta_seconds = 0, output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
-            "stderr_tail = %s, lease_until = NULL WHERE id = %s",
-            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
-            publish=publish, ends_in=JobState.COMPLETED)
-
-    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
-                     output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None, publish: Publish | None = None) -> Job:
-        """The job needed no work (or its result was not kept); the version counts as done."""
-        return self._transition(
-            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'skipped', finished_at = %s, reason = %s, error = %s, "
-            "output_bytes = %s, media_duration = COALESCE(%s, media_duration), "
-            "eta_seconds = NULL, lease_until = NULL WHERE id = %s",
-            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
-            publish=publish, ends_in=JobState.SKIPPED)
-
-    def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
-                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
-                    token: int | None = None) -> Job:
-        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good."""
-        if retry_at is not None:
-            state = JobState.QUEUED
-        elif reason is FailureReason.CANCELLED:
-            state = JobState.CANCELLED
-        else:
-            state = JobState.FAILED
-        # PostgreSQL cannot type a NULL parameter tested in a CASE: two statements instead.
-        if retry_at is not None:
-            sql = ("UPDATE jobs SET state = %s, finished_at = %s, reason = %s, error = %s, "
-                   "stderr_tail = %s, not_before = %s, queued_at = %s, "
-                   "progress = COALESCE(%s, progress), lease_until = NULL WHERE id = %s")
-            params: tuple[Any, ...] = (state.value, now, reason.value, error, stderr_tail or None,
-                                       retry_at, retry_at, progress)
-        else:
-            sql = ("UPDATE jobs SET state = %s, finished_at = %s, reason = %s, error = %s, "
-                   "stderr_tail = %s, not_before = NULL, progress = COALESCE(%s, progress), "
-                   "lease_until = NULL WHERE id = %s")
-            params = (state.value, now, reason.value, error, stderr_tail or None, progress)
-        return self._transition(job_id, "fail", {JobState.PROCESSING, JobState.PAUSED}, sql,
-                                params, token=token)
-
-    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
-        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
-        return self._transition(
-            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, speed = NULL, "
-            "eta_seconds = NULL, attempts = GREATEST(attempts - 1, 0), started_at = NULL, "
-            f"lease_until = NULL, seq = {self._FRONT} WHERE id = %s",
-            (now,), token=token)
-
-    def cancel_queued(self, job_id: int, *, now: float) -> Job:
-        """Cancel a job that is waiting in the queue."""
-        return self._transition(
-            job_id, "cancel", {JobState.QUEUED},
-            "UPDATE jobs SET state = 'cancelled', finished_at = %s, reason = 'cancelled', "
-            "error = 'cancelled while queued' WHERE id = %s", (now,))
+    def _ended_before(self, db: psycopg.Connection[Any], job_id: int, token: int | None,
+                      ends_in: JobState | None, *, publishing: bool) -> bool:
+        """True when the claim `token` is still the job's and already ended it in `ends_in`.
+        Before a publish, or that check, the job's row is locked till commit (bounded in time:
+        `_hold_row`), so no sweep takes the job while its output is published."""
+        if not publishing and (ends_in is None or token is None):
+            return False
+        held, current = self._hold_row(db, job_id)
+        return ends_in is not None and token == current and held is ends_in
 
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry: an explicit request, so another
@@ -749,33 +387,12 @@ class PostgresJobStore(StoreReads):
         return self._transition(
             job_id, "retry", {JobState.FAILED, JobState.CANCELLED, JobState.COMPLETED,
                               JobState.SKIPPED},
-            "UPDATE jobs SET state = 'queued', queued_at = %s, not_before = NULL, reason = NULL, "
+            "UPDATE jobs SET state = 'queued', queued_at = ?, not_before = NULL, reason = NULL, "
             "error = NULL, stderr_tail = NULL, progress = 0, speed = NULL, eta_seconds = NULL, "
             "started_at = NULL, finished_at = NULL, output_bytes = NULL, quality_score = NULL, "
-            "attempts = CASE WHEN %s THEN 0 ELSE attempts END, explicit = TRUE, "
-            "seq = nextval('jobs_seq_counter') WHERE id = %s",
+            "attempts = CASE WHEN ? THEN 0 ELSE attempts END, explicit = TRUE, "
+            "seq = nextval('jobs_seq_counter') WHERE id = ?",
             (now, reset_attempts))
-
-    def prioritize(self, job_id: int) -> Job:
-        """Move a queued job to the front of the queue."""
-        return self._transition(
-            job_id, "prioritize", {JobState.QUEUED},
-            "UPDATE jobs SET not_before = NULL, "
-            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
-            f"seq = {self._FRONT} WHERE id = %s", ())
-
-    def delete(self, job_id: int) -> None:
-        """Remove a finished job from history (its file version stays done)."""
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = %s FOR UPDATE",
-                             (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            state = JobState(row[0])
-            if not state.is_finished:
-                raise InvalidTransition(job_id, action="delete", state=state)
-            db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            self._note(job_id, None)
 
     def clear_queue(self, *, now: float) -> list[int]:
         """Cancel every queued job; returns their ids."""
@@ -799,59 +416,8 @@ class PostgresJobStore(StoreReads):
             rows = db.execute(
                 "SELECT id, attempts FROM jobs WHERE state IN ('processing', 'paused') "
                 "ORDER BY id FOR UPDATE").fetchall()
-            for job_id, attempts in rows:
-                if retry_interrupted and attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = %s, progress = 0, "
-                        "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
-                        f"claim_token = claim_token + 1, seq = {self._FRONT} WHERE id = %s",
-                        (now, job_id))
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = %s, reason = 'interrupted', "
-                        "error = 'the monitor stopped during the last attempt', "
-                        "claim_token = claim_token + 1 WHERE id = %s", (now, job_id))
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
-
-    # -- details of a running attempt -----------------------------------------------------------
-
-    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
-                    params: tuple[Any, ...], *, told: ChangeKind | None = None) -> None:
-        """One detail of a running attempt; with `token`, only while it is the current claim."""
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, action, token)
-            db.execute(sql, (*params, job_id))
-            if told is not None:
-                self._changes.append(StoreChange(kind=told, job_id=job_id))
-
-    def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None, *, token: int | None = None) -> None:
-        """Save the last progress report (called at a bounded rate by the monitor)."""
-        # Other nodes show a running job's progress from these saves (a bounded rate).
-        self._set_detail(job_id, "record progress of", token,
-                         "UPDATE jobs SET progress = %s, speed = %s, eta_seconds = %s WHERE id = %s",
-                         (progress, speed, eta_seconds), told=ChangeKind.PROGRESS)
-
-    def set_media_duration(self, job_id: int, seconds: float | None, *,
-                           token: int | None = None) -> None:
-        """Remember the source's media duration once probed."""
-        self._set_detail(job_id, "record the media duration of", token,
-                         "UPDATE jobs SET media_duration = %s WHERE id = %s", (seconds,))
-
-    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
-        """Remember which file (inode) the job's attempt read."""
-        self._set_detail(job_id, "record the source inode of", token,
-                         "UPDATE jobs SET source_inode = %s WHERE id = %s", (inode,))
-
-    def set_quality_score(self, job_id: int, score: float | None, *,
-                          token: int | None = None) -> None:
-        """Remember the quality score the output got against its source."""
-        self._set_detail(job_id, "record the quality score of", token,
-                         "UPDATE jobs SET quality_score = %s WHERE id = %s", (score,))
+            return self._recover_rows(db, rows, now=now, max_attempts=max_attempts,
+                                      retry_interrupted=retry_interrupted)
 
     # -- the audit trail ------------------------------------------------------------------------
 
@@ -864,22 +430,8 @@ class PostgresJobStore(StoreReads):
                 f"VALUES ({', '.join('%s' for _ in columns)}) RETURNING id",
                 [getattr(entry, c) for c in columns]).fetchone()
             new_id = int(row[0])
-            db.execute("DELETE FROM audit WHERE id <= %s", (new_id - AUDIT_MAX_ROWS,))
-            if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
-                db.execute("DELETE FROM audit WHERE at < %s", (entry.at - AUDIT_MAX_AGE_SECONDS,))
-            self._audit_inserts += 1
+            self._prune_audit(self._portable(db), new_id, entry.at)
         return new_id
-
-    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
-        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
-        rows = self._execute(
-            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < %s "
-            "ORDER BY id DESC LIMIT %s", (before if before is not None else 2**63 - 1, limit))
-        return [AuditEntry(**dict(row)) for row in rows]
-
-    def audit_count(self) -> int:
-        """How many audit entries are kept."""
-        return int(self._execute("SELECT COUNT(*) FROM audit")[0][0])
 
     # -- copying a history in (bulletproof store migrate --from-sqlite) -------------------------
 

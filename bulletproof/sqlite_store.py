@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bulletproof import control_rows, node_rows
-from bulletproof.audit import AUDIT_COLUMNS, AUDIT_MAX_AGE_SECONDS, AUDIT_MAX_ROWS, AuditEntry
+from bulletproof.audit import AUDIT_COLUMNS, AuditEntry
 from bulletproof.errors import (
-    InvalidTransition,
     JobNotFound,
-    NodeNotFound,
-    StaleClaim,
     StoreCorrupt,
     StoreError,
 )
-from bulletproof.models import FailureReason, Job, JobState, SkipReason
+from bulletproof.models import Job, JobState
 from bulletproof.owner import StateLock
-from bulletproof.paths import candidate_paths
 from bulletproof.queries import JobQueries, StoreReads, within_prefixes
 from bulletproof.store import (
     ATTEMPT_STATES,
-    ChangeKind,
     ChangeListener,
     Claim,
-    ControlAction,
-    ControlRequest,
-    FileExists,
     NewJob,
-    NodeInfo,
-    Publish,
-    StoreChange,
     StoreHealth,
     check_fence,
 )
-
-log = logging.getLogger(__name__)
+from bulletproof.store_writes import StoreWrites
 
 _T = TypeVar("_T")
 
@@ -178,8 +161,6 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
-_AUDIT_PRUNE_EVERY = 1000  # inserts between two age-based prunes
-
 _CORRUPTION_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
 
 
@@ -198,8 +179,10 @@ def _corrupt_message(path: Path, detail: str) -> str:
             "\"The state database is damaged\")")
 
 
-class SqliteJobStore(StoreReads):
+class SqliteJobStore(StoreWrites, StoreReads):
     """Every job the monitor has queued, and its history, in SQLite; safe to call from several threads."""
+
+    _ROW_LOCK = ""  # BEGIN IMMEDIATE holds the whole database's write lock till commit
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -231,8 +214,8 @@ class SqliteJobStore(StoreReads):
         self._lock = threading.RLock()
         self._audit_inserts = 0
         self._reads = JobQueries(self._query)
-        self._listeners: list[ChangeListener] = []
-        self._changes: list[StoreChange] = []  # noted inside a transaction, told after its commit
+        self._listeners = []
+        self._changes = []  # noted inside a transaction, told after its commit (StoreWrites)
 
     def _migrate(self) -> None:
         """Apply the numbered schema steps the file has not had, then record the version.
@@ -327,6 +310,9 @@ class SqliteJobStore(StoreReads):
             return StoreCorrupt(_corrupt_message(self.path, message), path=self.path)
         return StoreError(f"job store {doing} failed: {message}", path=self.path)
 
+    def _portable(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        return db  # SQLite's own placeholders are the portable `?`
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -346,31 +332,15 @@ class SqliteJobStore(StoreReads):
                     self._health.write_failed(str(exc))
                     raise error from None
                 raise
-            self._health.write_ok()
-            changes, self._changes = self._changes, []
-            listeners = list(self._listeners)
+            changes, listeners = self._committed()
         # Outside the lock: a listener may read the store (or write to it) without deadlock.
-        for change in changes:
-            for listener in listeners:
-                try:
-                    listener(change)
-                except Exception:  # a listener's bug must not undo or hide a committed write
-                    log.exception("a store change listener failed", extra={"job": change.job_id})
-
-    def _note(self, job_id: int, state: JobState | None) -> None:
-        """Remember a job change of the open transaction, told to listeners after the commit."""
-        self._changes.append(StoreChange(kind=ChangeKind.JOB, job_id=job_id, state=state))
+        self._tell(changes, listeners)
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         """Call `listener` after each committed job or meta change (in the writing thread)."""
         with self._lock:
             self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock, suppress(ValueError):
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._unsubscriber(listener)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -379,112 +349,12 @@ class SqliteJobStore(StoreReads):
             except sqlite3.Error as exc:
                 raise self._store_error(exc, "query") from None
 
-    def health(self) -> StoreHealth:
-        """The outcome of the last write (a copy; `probe` refreshes it)."""
-        with self._lock:
-            return replace(self._health)
-
-    def probe(self) -> bool:
-        """A tiny write on a meta row: True when the store takes writes (updates `health`)."""
-        try:
-            with self._tx() as db:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('health_probe', ?)",
-                           (repr(time.time()),))
-        except StoreError:
-            return False
-        return True
-
-    # -- meta ---------------------------------------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        """A persisted setting (e.g. whether the queue is paused)."""
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Persist a setting."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            self._changes.append(StoreChange(kind=ChangeKind.META, key=key))
-
-    # -- the node registry --------------------------------------------------------------------
-
-    def heartbeat(self, node: NodeInfo) -> NodeInfo:
-        """Record a node's heartbeat (every field but `draining`, which the row keeps); the row."""
-        with self._tx() as db:
-            db.execute(node_rows.HEARTBEAT, node_rows.heartbeat_params(node))
-        return node_rows.read_node(self._query, node.name)
-
-    def nodes(self) -> list[NodeInfo]:
-        """Every node the store knows, by name."""
-        return node_rows.read_nodes(self._query)
-
-    def set_draining(self, name: str, draining: bool) -> NodeInfo:
-        """Let a node finish its jobs and take no more (or take jobs again); NodeNotFound."""
-        with self._tx() as db:
-            if db.execute(node_rows.SET_DRAINING, (draining, name)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-        return node_rows.read_node(self._query, name)
-
-    def forget_node(self, name: str) -> None:
-        """Remove a node from the registry (NodeNotFound when there is none)."""
-        with self._tx() as db:
-            if db.execute(node_rows.FORGET, (name,)).rowcount == 0:
-                raise NodeNotFound(name)
-            self._changes.append(StoreChange(kind=ChangeKind.NODE, key=name))
-
-    # -- controls asked of the node that runs a job (bulletproof.control_rows) ----------------
-
-    def request_control(self, job_id: int, action: ControlAction, *, now: float) -> ControlRequest:
-        """Ask the node that runs a job to cancel, pause or resume it (replacing an earlier
-        request); JobNotFound, InvalidTransition when its state or claim does not allow it."""
-        with self._tx() as db:
-            row = db.execute("SELECT state, claim_token, claimed_by FROM jobs WHERE id = ?",
-                             (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            request = control_rows.checked_request(job_id, action, state=JobState(row[0]),
-                                                   node=row[2], token=int(row[1]), now=now)
-            db.execute(control_rows.UPSERT, control_rows.request_params(request))
-            self._changes.append(StoreChange(kind=ChangeKind.CONTROL, job_id=job_id,
-                                             key=request.node))
-        return request
-
-    def control_requests(self, node: str) -> list[ControlRequest]:
-        """The requests addressed to `node`, oldest first."""
-        return [control_rows.request_from_row(r) for r in self._query(control_rows.FOR_NODE, (node,))]
-
-    def clear_control(self, job_id: int, token: int) -> None:
-        """Forget the request for this attempt of a job (carried out, or nothing left to do)."""
-        with self._tx() as db:
-            db.execute(control_rows.CLEAR, (job_id, token))
-
     # -- writes -------------------------------------------------------------------------------
 
-    def add(self, new: NewJob, *, now: float | None = None, force: bool = False) -> Job | None:
-        """Queue a job unless this (path, size, mtime) has a job or was done; returns it or None.
-
-        `force` skips the check (an operator asked for this file explicitly). The output path is
-        taken as given; the monitor uses `add_reserving`, which makes it unique.
-        """
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now)
-        return self.get(job_id)
-
-    @staticmethod
-    def _known(db: sqlite3.Connection, new: NewJob) -> bool:
-        return bool(db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE source_path = ?1 AND size = ?2 "
-            "AND mtime_ns = ?3) OR EXISTS (SELECT 1 FROM done_files WHERE source_path = ?1 "
-            "AND size = ?2 AND mtime_ns = ?3)",
-            (new.source_path, new.size, new.mtime_ns),
-        ).fetchone()[0])
-
-    def _insert(self, db: sqlite3.Connection, new: NewJob, output_path: str, now: float) -> int:
+    def _insert(self, db: sqlite3.Connection, new: NewJob, output_path: str, now: float,
+                *, explicit: bool) -> int:
+        """Insert a queued job; its id. `explicit` marks nothing here: only PostgreSQL's unique
+        index on unfinished versions needs to tell a job asked for from a found one."""
         cur = db.execute(
             "INSERT INTO jobs (source_path, rel_path, watch_folder, size, mtime_ns, profile, "
             "rule, output_path, state, priority, seq, created_at, queued_at, input_bytes) "
@@ -500,186 +370,20 @@ class SqliteJobStore(StoreReads):
     # -- output names (reserved in the transaction that adds the job) ---------------------------
 
     @staticmethod
-    def _output_taken(db: sqlite3.Connection, path: str, source_path: str, job_id: int = -1,
-                      file_exists: FileExists = os.path.lexists) -> bool:
-        """True when another source's job holds `path`, or a file there belongs to no job of ours."""
-        held = db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path != ?2 "
-            "AND (state IN ('queued', 'processing', 'paused', 'completed') "
-            "OR (state = 'skipped' AND output_bytes IS NOT NULL)))",
-            (path, source_path)).fetchone()[0]
-        if held:
-            return True
-        if not file_exists(path):  # the stored form, asked of this node's file system
-            return False
-        # A file is there: ours only when an earlier job of this same source wrote to that name.
-        return not db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE output_path = ?1 AND source_path = ?2 "
-            "AND id != ?3 AND COALESCE(reason, '') NOT IN ('output_conflict', 'output_exists'))",
-            (path, source_path, job_id)).fetchone()[0]
-
-    def add_reserving(self, new: NewJob, *, policy: str, now: float | None = None,
-                      force: bool = False,
-                      file_exists: FileExists = os.path.lexists) -> tuple[Job | None, str | None]:
-        """Queue a job as `add` does, with an output name no other source holds.
-
-        `policy` says what happens when `new.output_path` is taken (by another source's job or
-        by a file no job of this source wrote): `rename` takes the first free `name (n).ext`,
-        `overwrite` keeps the name, `skip` records the job skipped (`output_exists`), `fail`
-        records it failed (`output_conflict`). Returns the job (None when already known) and the
-        policy applied when there was a clash, else None.
-        """
-        now = time.time() if now is None else now
-        desired = new.output_path
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None, None
-            if not self._output_taken(db, desired, new.source_path, file_exists=file_exists):
-                return self.get(self._insert(db, new, desired, now)), None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(desired))[1:]
-                             if not self._output_taken(db, str(p), new.source_path,
-                                                      file_exists=file_exists)), None)
-                if free is not None:
-                    return self.get(self._insert(db, new, free, now)), policy
-                policy = "fail"  # ten thousand namesakes: nothing sensible is left
-            job_id = self._insert(db, new, desired, now)
-            if policy == "skip":
-                db.execute(
-                    "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ? "
-                    "WHERE id = ?",
-                    (now, SkipReason.OUTPUT_EXISTS.value,
-                     f"the output {desired} already exists; output_conflict is skip", job_id))
-                self._note(job_id, JobState.SKIPPED)
-            elif policy == "fail":
-                db.execute(
-                    "UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
-                    "WHERE id = ?",
-                    (now, FailureReason.OUTPUT_CONFLICT.value,
-                     f"the output {desired} already exists or belongs to another source", job_id))
-                self._note(job_id, JobState.FAILED)
-            return self.get(job_id), policy
-
-    def reserve_again(self, job_id: int, *, policy: str, path: str | None = None,
-                      file_exists: FileExists = os.path.lexists,
-                      token: int | None = None) -> tuple[Job, str | None]:
-        """On a job's first claim: if a file appeared at its output name since it was queued,
-        apply `policy` again (`rename` records the next free name on the job). `path` gives the
-        job an output name first (one that could not be made when it was queued). Returns the
-        job and the policy applied, or None when the name is free. StaleClaim when `token` is
-        given and no longer current."""
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, "reserve an output for", token)
-            if path is not None:
-                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (path, job_id))
-            job = self.get(job_id)
-            if policy == "overwrite" or not self._output_taken(
-                    db, job.output_path, job.source_path, job_id, file_exists):
-                return job, None
-            if policy == "rename":
-                free = next((str(p) for p in candidate_paths(Path(job.output_path))[1:]
-                             if not self._output_taken(db, str(p), job.source_path, job_id,
-                                                      file_exists)), None)
-                if free is None:
-                    return job, "fail"
-                db.execute("UPDATE jobs SET output_path = ? WHERE id = ?", (free, job_id))
-                return self.get(job_id), policy
-            return job, policy
-
-    def add_failed(self, new: NewJob, *, reason: FailureReason, error: str,
-                   now: float | None = None, force: bool = False) -> Job | None:
-        """Record a job that cannot run at all (say its output path is invalid) as failed."""
-        now = time.time() if now is None else now
-        with self._tx() as db:
-            if self._known(db, new) and not force:
-                return None
-            job_id = self._insert(db, new, new.output_path, now)
-            db.execute("UPDATE jobs SET state = 'failed', finished_at = ?, reason = ?, error = ? "
-                       "WHERE id = ?", (now, reason.value, error, job_id))
-            self._note(job_id, JobState.FAILED)
-            return self.get(job_id)
-
-    # -- details of a running attempt: with a token, only the current claim writes them ------
-
-    def _set_detail(self, job_id: int, action: str, token: int | None, sql: str,
-                    params: tuple[Any, ...], *, told: ChangeKind | None = None) -> None:
-        with self._tx() as db:
-            if token is not None:
-                self._state_for(db, job_id, action, token)
-            db.execute(sql, (*params, job_id))
-            if told is not None:
-                self._changes.append(StoreChange(kind=told, job_id=job_id))
-
-    def set_progress(self, job_id: int, progress: float, speed: float | None,
-                     eta_seconds: float | None, *, token: int | None = None) -> None:
-        """Save the last progress report (called at a bounded rate by the monitor)."""
-        self._set_detail(job_id, "record progress of", token,
-                         "UPDATE jobs SET progress = ?, speed = ?, eta_seconds = ? WHERE id = ?",
-                         (progress, speed, eta_seconds), told=ChangeKind.PROGRESS)
-
-    def set_media_duration(self, job_id: int, seconds: float | None, *,
-                           token: int | None = None) -> None:
-        """Remember the source's media duration once probed."""
-        self._set_detail(job_id, "record the media duration of", token,
-                         "UPDATE jobs SET media_duration = ? WHERE id = ?", (seconds,))
-
-    def set_source_inode(self, job_id: int, inode: int, *, token: int | None = None) -> None:
-        """Remember which file (inode) the job's attempt read."""
-        self._set_detail(job_id, "record the source inode of", token,
-                         "UPDATE jobs SET source_inode = ? WHERE id = ?", (inode,))
-
-    def set_quality_score(self, job_id: int, score: float | None, *,
-                          token: int | None = None) -> None:
-        """Remember the quality score the output got against its source."""
-        self._set_detail(job_id, "record the quality score of", token,
-                         "UPDATE jobs SET quality_score = ? WHERE id = ?", (score,))
+    def _lock_reservations(db: sqlite3.Connection) -> None:
+        """Nothing to take: BEGIN IMMEDIATE already lets one writer at a time choose a name."""
 
     # -- transitions: each one transaction; a given token must be the current claim's ---------
 
-    def _state_for(self, db: sqlite3.Connection, job_id: int, action: str,
-                   token: int | None) -> JobState:
-        """The job's state, checked against `token` (StaleClaim) when one is given."""
-        row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        state = JobState(row[0])
-        if token is not None and row[1] != token:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the job's claim is now {row[1]}: the lease ran out or it was "
-                                 "claimed again")
-        if token is not None and not state.is_active:
-            raise StaleClaim(job_id, token=token, action=action,
-                             why=f"the attempt is over: the job is {state.value}")
-        return state
-
-    def _transition(self, job_id: int, action: str, allowed: set[JobState], sql: str,
-                    params: tuple[Any, ...], *, token: int | None = None,
-                    done: bool = False, publish: Publish | None = None,
-                    ends_in: JobState | None = None) -> Job:
-        """Check the state (and the claim), run `publish` then `sql`; `done` remembers the file
-        version. A token that already took the job to `ends_in` gets the job back unchanged."""
-        with self._tx() as db:
-            if ends_in is not None and token is not None and self._ended_by(db, job_id, token, ends_in):
-                return self._reads.get(job_id)
-            state = self._state_for(db, job_id, action, token)
-            if state not in allowed:
-                raise InvalidTransition(job_id, action=action, state=state)
-            if publish is not None:
-                publish()  # the claim is current and the write lock held: nothing can take it
-            db.execute(sql, (*params, job_id))
-            if done:
-                db.execute("INSERT OR IGNORE INTO done_files SELECT source_path, size, mtime_ns "
-                           "FROM jobs WHERE id = ?", (job_id,))
-            job = self._reads.get(job_id)
-            self._note(job_id, job.state)
-            return job
-
     @staticmethod
-    def _ended_by(db: sqlite3.Connection, job_id: int, token: int, state: JobState) -> bool:
-        """True when the claim `token` is still the job's and already ended it in `state`."""
+    def _ended_before(db: sqlite3.Connection, job_id: int, token: int | None,
+                      ends_in: JobState | None, *, publishing: bool) -> bool:
+        """True when the claim `token` is still the job's and already ended it in `ends_in`
+        (nothing to hold for a publish: BEGIN IMMEDIATE holds the whole database)."""
+        if ends_in is None or token is None:
+            return False
         row = db.execute("SELECT state, claim_token FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return row is not None and row[1] == token and row[0] == state.value
+        return row is not None and row[1] == token and row[0] == ends_in.value
 
     def fenced(self, job_id: int, token: int, action: Callable[[], _T], *,
                states: frozenset[JobState] = ATTEMPT_STATES, doing: str = "act on") -> _T:
@@ -691,10 +395,6 @@ class SqliteJobStore(StoreReads):
                 raise JobNotFound(job_id)
             check_fence(job_id, token, JobState(row[0]), int(row[1]), states, doing)
             return action()
-
-    _START = ("state = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL, "
-              "progress = 0, speed = NULL, eta_seconds = NULL, reason = NULL, error = NULL, "
-              "not_before = NULL, quality_score = NULL, claim_token = claim_token + 1")
 
     def claim(self, node: str, *, now: float, lease_seconds: float,
               within: Sequence[str] | None = None) -> Claim | None:
@@ -717,12 +417,6 @@ class SqliteJobStore(StoreReads):
             self._note(job_id, job.state)
         return Claim(job=job, token=int(token), node=node, lease_until=until)
 
-    def renew(self, job_id: int, token: int, *, until: float) -> None:
-        """Extend the lease of a current claim; StaleClaim when the token is not current."""
-        with self._tx() as db:
-            self._state_for(db, job_id, "renew", token)
-            db.execute("UPDATE jobs SET lease_until = ? WHERE id = ?", (until, job_id))
-
     def requeue_expired(self, *, now: float, max_attempts: int | None = None) -> list[Job]:
         """Jobs whose lease ran out go back to the front of the queue (the attempt counted),
         or fail `interrupted` once they had `max_attempts`; their claims become stale."""
@@ -730,96 +424,7 @@ class SqliteJobStore(StoreReads):
             rows = db.execute(
                 "SELECT id, attempts, claimed_by FROM jobs WHERE state IN ('processing', 'paused') "
                 "AND lease_until IS NOT NULL AND lease_until < ?", (now,)).fetchall()
-            for job_id, attempts, node in rows:
-                error = f"the lease of {node} ran out during the attempt"
-                if max_attempts is None or attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
-                        "eta_seconds = NULL, reason = 'interrupted', error = ?, lease_until = NULL, "
-                        "claim_token = claim_token + 1, "
-                        "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 "
-                        "WHERE id = ?", (now, error, job_id))
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
-                        "error = ?, lease_until = NULL, claim_token = claim_token + 1 WHERE id = ?",
-                        (now, error, job_id))
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
-
-    def mark_started(self, job_id: int, *, now: float) -> Job:
-        """Take a queued job by id: processing, one more attempt (held without a lease)."""
-        return self._transition(
-            job_id, "start", {JobState.QUEUED},
-            f"UPDATE jobs SET {self._START}, claimed_by = NULL, lease_until = NULL WHERE id = ?",
-            (now,),
-        )
-
-    def mark_paused(self, job_id: int, paused: bool, *, token: int | None = None) -> Job:
-        """Record that a running job's process was stopped or continued."""
-        if paused:
-            return self._transition(job_id, "pause", {JobState.PROCESSING},
-                                    "UPDATE jobs SET state = 'paused' WHERE id = ?", (), token=token)
-        return self._transition(job_id, "resume", {JobState.PAUSED},
-                                "UPDATE jobs SET state = 'processing' WHERE id = ?", (), token=token)
-
-    def mark_completed(self, job_id: int, *, now: float, output_bytes: int,
-                       media_duration: float | None, stderr_tail: str = "",
-                       token: int | None = None, publish: Publish | None = None) -> Job:
-        """The attempt succeeded; the file version is remembered as done (one transaction, which
-        also runs `publish`: see JobStore.mark_completed)."""
-        return self._transition(
-            job_id, "complete", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'completed', finished_at = ?, progress = 1, "
-            "eta_seconds = 0, output_bytes = ?, media_duration = COALESCE(?, media_duration), "
-            "stderr_tail = ?, lease_until = NULL WHERE id = ?",
-            (now, output_bytes, media_duration, stderr_tail or None), token=token, done=True,
-            publish=publish, ends_in=JobState.COMPLETED)
-
-    def mark_skipped(self, job_id: int, *, now: float, reason: SkipReason, message: str,
-                     output_bytes: int | None, media_duration: float | None,
-                     token: int | None = None, publish: Publish | None = None) -> Job:
-        """The job needed no work (or its result was not kept); the version counts as done."""
-        return self._transition(
-            job_id, "skip", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'skipped', finished_at = ?, reason = ?, error = ?, "
-            "output_bytes = ?, media_duration = COALESCE(?, media_duration), eta_seconds = NULL, "
-            "lease_until = NULL WHERE id = ?",
-            (now, reason.value, message, output_bytes, media_duration), token=token, done=True,
-            publish=publish, ends_in=JobState.SKIPPED)
-
-    def mark_failed(self, job_id: int, *, now: float, reason: FailureReason, error: str,
-                    stderr_tail: str, retry_at: float | None, progress: float | None = None,
-                    token: int | None = None) -> Job:
-        """The attempt failed: back to the queue after `retry_at`, or failed (cancelled) for good.
-
-        `progress` is what the attempt reached (kept as the job's progress when given).
-        """
-        if retry_at is not None:
-            state = JobState.QUEUED
-        elif reason is FailureReason.CANCELLED:
-            state = JobState.CANCELLED
-        else:
-            state = JobState.FAILED
-        return self._transition(
-            job_id, "fail", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = ?, finished_at = ?, reason = ?, error = ?, stderr_tail = ?, "
-            "not_before = ?, queued_at = CASE WHEN ? IS NULL THEN queued_at ELSE ? END, "
-            "progress = COALESCE(?, progress), lease_until = NULL WHERE id = ?",
-            (state.value, now, reason.value, error, stderr_tail or None, retry_at, retry_at,
-             retry_at if retry_at is not None else now, progress), token=token,
-        )
-
-    def cancel_queued(self, job_id: int, *, now: float) -> Job:
-        """Cancel a job that is waiting in the queue."""
-        return self._transition(
-            job_id, "cancel", {JobState.QUEUED},
-            "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled', "
-            "error = 'cancelled while queued' WHERE id = ?",
-            (now,),
-        )
+            return self._requeue_lapsed(db, rows, now=now, max_attempts=max_attempts)
 
     def requeue(self, job_id: int, *, now: float, reset_attempts: bool = True) -> Job:
         """Put a finished job back into the queue (manual retry)."""
@@ -833,28 +438,6 @@ class SqliteJobStore(StoreReads):
             "seq = COALESCE((SELECT MAX(seq) FROM jobs), 0) + 1 WHERE id = ?",
             (now, reset_attempts),
         )
-
-    def prioritize(self, job_id: int) -> Job:
-        """Move a queued job to the front of the queue."""
-        return self._transition(
-            job_id, "prioritize", {JobState.QUEUED},
-            "UPDATE jobs SET not_before = NULL, "
-            "priority = (SELECT COALESCE(MAX(priority), 0) FROM jobs WHERE state = 'queued'), "
-            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
-            (),
-        )
-
-    def delete(self, job_id: int) -> None:
-        """Remove a finished job from history."""
-        with self._tx() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise JobNotFound(job_id)
-            state = JobState(row[0])
-            if not state.is_finished:
-                raise InvalidTransition(job_id, action="delete", state=state)
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            self._note(job_id, None)
 
     def clear_queue(self, *, now: float) -> list[int]:
         """Cancel every queued job; returns their ids."""
@@ -875,44 +458,14 @@ class SqliteJobStore(StoreReads):
             rows = db.execute(
                 "SELECT id, attempts FROM jobs WHERE state IN ('processing', 'paused')"
             ).fetchall()
-            for job_id, attempts in rows:
-                if retry_interrupted and attempts < max_attempts:
-                    db.execute(
-                        "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, "
-                        "reason = 'interrupted', error = 'the monitor stopped during the attempt', "
-                        "claim_token = claim_token + 1, "
-                        "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 "
-                        "WHERE id = ?",
-                        (now, job_id),
-                    )
-                else:
-                    db.execute(
-                        "UPDATE jobs SET state = 'failed', finished_at = ?, reason = 'interrupted', "
-                        "error = 'the monitor stopped during the last attempt', "
-                        "claim_token = claim_token + 1 WHERE id = ?",
-                        (now, job_id),
-                    )
-            jobs = [self._reads.get(r[0]) for r in rows]
-            for job in jobs:
-                self._note(job.id, job.state)
-        return jobs
-
-    def requeue_interrupted(self, job_id: int, *, now: float, token: int | None = None) -> Job:
-        """A clean shutdown ended a running attempt: back to the front, the attempt not counted."""
-        return self._transition(
-            job_id, "requeue", {JobState.PROCESSING, JobState.PAUSED},
-            "UPDATE jobs SET state = 'queued', queued_at = ?, progress = 0, speed = NULL, "
-            "eta_seconds = NULL, attempts = MAX(attempts - 1, 0), started_at = NULL, "
-            "lease_until = NULL, "
-            "seq = (SELECT COALESCE(MIN(seq), 0) FROM jobs WHERE state = 'queued') - 1 WHERE id = ?",
-            (now,), token=token,
-        )
+            return self._recover_rows(db, rows, now=now, max_attempts=max_attempts,
+                                      retry_interrupted=retry_interrupted)
 
     # -- audit trail ----------------------------------------------------------------------------
 
     def record_audit(self, entry: AuditEntry) -> int:
-        """Keep one audit entry; returns its id. Past AUDIT_MAX_ROWS the oldest go; every
-        _AUDIT_PRUNE_EVERY inserts, entries older than AUDIT_MAX_AGE_SECONDS go too."""
+        """Keep one audit entry; returns its id (the oldest go past the retention bounds:
+        StoreWrites._prune_audit)."""
         values = [getattr(entry, c) for c in AUDIT_COLUMNS]
         try:
             with self._tx() as db:
@@ -920,21 +473,7 @@ class SqliteJobStore(StoreReads):
                     f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "
                     f"VALUES ({', '.join('?' for _ in AUDIT_COLUMNS)})", values)
                 new_id = int(cursor.lastrowid or 0)
-                db.execute("DELETE FROM audit WHERE id <= ?", (new_id - AUDIT_MAX_ROWS,))
-                if self._audit_inserts % _AUDIT_PRUNE_EVERY == 0:  # the first insert, then every N
-                    db.execute("DELETE FROM audit WHERE at < ?", (entry.at - AUDIT_MAX_AGE_SECONDS,))
-                self._audit_inserts += 1
+                self._prune_audit(db, new_id, entry.at)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record an audit entry: {exc}", path=self.path) from None
         return new_id
-
-    def audit_entries(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
-        """The newest audit entries first, at most `limit`, with ids below `before` if given."""
-        rows = self._query(
-            f"SELECT id, {', '.join(AUDIT_COLUMNS)} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
-            (before if before is not None else 2**63 - 1, limit))
-        return [AuditEntry(**dict(row)) for row in rows]
-
-    def audit_count(self) -> int:
-        """How many audit entries are kept."""
-        return int(self._query("SELECT COUNT(*) FROM audit")[0][0])

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bulletproof import sqlite_store as store_module
+from bulletproof import store_writes as store_module  # the audit bounds the stores share
 from bulletproof.audit import AUDIT_RESULTS, AuditEntry, result_of
 from bulletproof.errors import ConfigError
 from bulletproof.sqlite_store import SqliteJobStore
