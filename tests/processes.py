@@ -1,5 +1,5 @@
-"""Finding a job's ffmpeg in /proc and reading its state: what a remote control did, as the
-kernel sees it (used by tests/test_fleet_controls.py and bench/bench_remote_controls.py)."""
+"""Finding ffmpeg processes in /proc and reading their state: what a control or a kill did, as
+the kernel sees it (used by the CLI, fault and fleet tests and bench/bench_remote_controls.py)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,20 @@ def process_state(pid: int) -> str | None:
 def gone(pid: int) -> bool:
     """True once the process has exited."""
     return process_state(pid) in (None, "Z")
+
+
+def ffmpeg_children(parent: int, *, marker: bytes = b"-progress", naming: str = "") -> list[int]:
+    """The pids of `parent`'s child processes whose command line holds `marker` (by default
+    `-progress`: a transcoding ffmpeg) and, if given, `naming` (e.g. the source's name)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and marker in command and naming.encode() in command:
+            found.append(int(entry.name))
+    return found

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import write_config
+from tests.processes import ffmpeg_children
 from tests.promstack import wait_until
 
 CLI = [sys.executable, "-m", "bulletproof"]
@@ -228,19 +229,7 @@ def test_sigkill_mid_transcode_then_restart(tmp_path: Path, clip_cache) -> None:
 
 
 def _ffmpeg_children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"ffmpeg" in cmd:
-            found.append(int(entry.name))
-    return found
+    return ffmpeg_children(pid, marker=b"ffmpeg")
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.postgres import PostgresCluster
+from tests.processes import ffmpeg_children
 from tests.promstack import free_port, wait_until
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (the postgres extra)")
@@ -63,18 +64,7 @@ class Node:
 
     def ffmpeg(self) -> list[int]:
         """The ffmpeg processes this node runs."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                command = (entry / "cmdline").read_bytes()
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == self.proc.pid and b"-progress" in command:
-                found.append(int(entry.name))
-        return found
+        return ffmpeg_children(self.proc.pid)
 
     def said(self, text: str) -> bool:
         return text in self.log.read_text(errors="replace")

@@ -20,26 +20,11 @@ from bulletproof.postgres_store import PostgresJobStore
 from bulletproof.store import NewJob
 from tests.conftest import until, write_config
 from tests.postgres import PostgresCluster
+from tests.processes import ffmpeg_children
 
 
 def fleet_config(tmp_path: Path, name: str, fleet: dict[str, float], **overrides: object) -> Config:
     return load_config(write_config(tmp_path, **{"node_name": name, "fleet": fleet, **overrides}))
-
-
-def ffmpeg_children(name: str) -> list[int]:
-    """This process's ffmpeg children transcoding a file called `name`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == os.getpid() and b"-progress" in command and name.encode() in command:
-            found.append(int(entry.name))
-    return found
 
 
 async def test_an_attempt_whose_claim_was_taken_publishes_nothing(
@@ -50,7 +35,7 @@ async def test_an_attempt_whose_claim_was_taken_publishes_nothing(
                           database=postgres_url)
     monitor = await monitor_factory(config)
     shutil.copy(clip_cache(seconds=20, size="640x480"), config.monitor_folder[0].path / "long.mp4")
-    [ffmpeg] = await until(lambda: ffmpeg_children("long.mp4"), timeout=30, interval=0.02)
+    [ffmpeg] = await until(lambda: ffmpeg_children(os.getpid(), naming="long.mp4"), timeout=30, interval=0.02)
     os.kill(ffmpeg, signal.SIGSTOP)  # hold the transcode while the claim changes hands
     other = PostgresJobStore(postgres_url)
     try:

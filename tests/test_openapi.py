@@ -273,7 +273,8 @@ def test_fuzz_the_live_api_from_the_document(config_factory, ffmpeg_binaries, cl
                           suppress_health_check=list(HealthCheck), derandomize=True)
                 @given(case=strategy)
                 def run(case: Any) -> None:
-                    response = case.call(base_url=server.base_url, timeout=10)
+                    # A safety net against a hang, not a speed: a loaded CI machine is slow.
+                    response = case.call(base_url=server.base_url, timeout=60)
                     case.validate_response(response, checks=checks)
 
                 try:
