@@ -26,7 +26,7 @@ from bulletproof import events as ev
 from bulletproof.config import Config
 from bulletproof.errors import NodeNameTaken, NodeNotFound, StoreError
 from bulletproof.models import FailureReason, Job, JobState, QueueTrigger
-from bulletproof.store import ChangeKind, JobStore, NodeInfo, StoreChange
+from bulletproof.store import ChangeKind, JobStore, NodeInfo, StoreChange, on_loop
 from bulletproof.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,6 @@ class NodePresence:
         self._outages_seen = store.health().outages
         self._beat_failed = False
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
     # -- the registry row ---------------------------------------------------------------------
@@ -154,9 +153,10 @@ class NodePresence:
 
     async def start(self) -> None:
         """Beat every `fleet.heartbeat_seconds`; follow draining changes as they are notified."""
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self._store.subscribe(self._on_change)
-        self._task = self._loop.create_task(self._run(), name="bulletproof-heartbeat")
+        loop = asyncio.get_running_loop()
+        self._unsubscribe = self._store.subscribe(on_loop(
+            loop, self._refresh, when=lambda c: c.kind is ChangeKind.NODE and c.key == self.name))
+        self._task = loop.create_task(self._run(), name="bulletproof-heartbeat")
 
     async def _run(self) -> None:
         while True:
@@ -168,13 +168,7 @@ class NodePresence:
             except Exception:  # the heartbeat must outlive any one bug
                 log.exception("heartbeat failed")
 
-    def _on_change(self, change: StoreChange) -> None:
-        # Called in the writing thread, or the store's listener thread for other nodes' writes.
-        if change.kind is ChangeKind.NODE and change.key == self.name and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to follow
-                self._loop.call_soon_threadsafe(self._refresh)
-
-    def _refresh(self) -> None:
+    def _refresh(self, _change: StoreChange) -> None:
         try:
             row = next((n for n in self._store.nodes() if n.name == self.name), None)
         except StoreError:

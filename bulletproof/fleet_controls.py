@@ -15,14 +15,13 @@ Notifications arrive on the store's listener thread: they are handed to the loop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from bulletproof import events as ev
 from bulletproof.errors import JobError, StoreError
 from bulletproof.state import QueueState
-from bulletproof.store import ChangeKind, ControlRequest, JobStore, StoreChange
+from bulletproof.store import ChangeKind, ControlRequest, JobStore, StoreChange, on_loop
 from bulletproof.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ class ControlRelay:
         self._queue = queue
         self._node = node
         self._shared = shared  # other nodes write to the store: follow them
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.polled = 0  # poll rounds done (tests wait on it)
@@ -50,9 +48,9 @@ class ControlRelay:
         """On a shared store: follow notifications, and poll as the fallback."""
         if not self._shared:
             return
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self._store.subscribe(self._on_change)
-        self._task = self._loop.create_task(self._poll(), name="bulletproof-control-poll")
+        loop = asyncio.get_running_loop()
+        self._unsubscribe = self._store.subscribe(on_loop(loop, self._on_change, when=self._wanted))
+        self._task = loop.create_task(self._poll(), name="bulletproof-control-poll")
 
     async def stop(self) -> None:
         """Stop following the fleet."""
@@ -64,25 +62,22 @@ class ControlRelay:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    # -- notifications (any thread) -----------------------------------------------------------
+    # -- notifications ------------------------------------------------------------------------
+
+    def _wanted(self, change: StoreChange) -> bool:
+        """Another node's pause or resume, or a control asked of this node (any thread)."""
+        if change.origin is None:  # this node's own write: acted on already
+            return False
+        if change.kind is ChangeKind.META:
+            return change.key in QueueState.KEYS
+        return change.kind is ChangeKind.CONTROL and change.key == self._node()
 
     def _on_change(self, change: StoreChange) -> None:
-        if change.origin is None or self._loop is None:  # this node's own write: acted on already
-            return
-        if change.kind is ChangeKind.META and change.key in QueueState.KEYS:
-            self._hop(self.follow_queue)
-        elif change.kind is ChangeKind.CONTROL and change.key == self._node():
-            self._hop(self.serve_requests)
-
-    def _hop(self, action: Callable[[], object]) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to act on
-            self._loop.call_soon_threadsafe(self._guarded, action)
-
-    @staticmethod
-    def _guarded(action: Callable[[], object]) -> None:
         try:
-            action()
+            if change.kind is ChangeKind.META:
+                self.follow_queue()
+            else:
+                self.serve_requests()
         except StoreError as exc:  # the poll tries again; the store's health watch reports it
             log.debug("cannot follow the fleet yet", extra={"error": str(exc)})
 

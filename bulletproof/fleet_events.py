@@ -16,7 +16,6 @@ is told from a started one by that last state too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from dataclasses import replace
 from bulletproof import events as ev
 from bulletproof.errors import JobNotFound, StoreError
 from bulletproof.models import FailureReason, Job, JobState, Outcome, QueueTrigger, SkipReason
-from bulletproof.store import ChangeKind, JobStore, StoreChange
+from bulletproof.store import ChangeKind, JobStore, StoreChange, on_loop
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,11 @@ def queue_trigger(job: Job, before: JobState | None) -> QueueTrigger:
     return QueueTrigger.DETECTED
 
 
+def _another_nodes_job(change: StoreChange) -> bool:
+    """A job change or progress save another node made (any thread)."""
+    return change.origin is not None and change.kind in (ChangeKind.JOB, ChangeKind.PROGRESS)
+
+
 class FleetEvents:
     """Publishes the other nodes' job changes on this node's bus (origin: their node name)."""
 
@@ -60,7 +64,6 @@ class FleetEvents:
         self._store = store
         self._bus = bus
         self._shared = shared
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._seen: OrderedDict[int, JobState] = OrderedDict()
 
@@ -68,22 +71,14 @@ class FleetEvents:
         """Follow the store's notifications (on a shared store; call on the loop)."""
         if not self._shared:
             return
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self._store.subscribe(self._on_change)
+        self._unsubscribe = self._store.subscribe(
+            on_loop(asyncio.get_running_loop(), self.publish, when=_another_nodes_job))
 
     def stop(self) -> None:
         """Stop following."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-
-    def _on_change(self, change: StoreChange) -> None:
-        # The store's listener thread: hand the change to the loop.
-        if change.origin is None or change.kind not in (ChangeKind.JOB, ChangeKind.PROGRESS):
-            return
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed
-                self._loop.call_soon_threadsafe(self.publish, change)
 
     def publish(self, change: StoreChange) -> None:
         """The events of one change another node made (on the loop)."""

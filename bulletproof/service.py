@@ -90,7 +90,8 @@ class Monitor:
         self.queue = QueueState(self.store)
         # Where this node mounts the fleet's libraries (restart-only): the store keeps fleet forms.
         self.paths = PathMap(config.libraries)
-        shared = is_shared(config.database)
+        # Other monitors share the store (restart-only: the store opened is the start-up one's).
+        self._shared = shared = is_shared(config.database)
         self._pool = WorkerPool(self.store, self.bus, lambda: self.config, self.binaries, self.queue,
                                 paths=self.paths)
         if shared:  # other nodes show this node's running jobs from the saved progress
@@ -151,7 +152,7 @@ class Monitor:
         self.presence.claim_name(now)  # a second monitor under this name stops here
         # On a shared store others' attempts run on: the heartbeat sweeps lapsed leases, from one
         # lease after this start (every node renews its own first).
-        if not is_shared(self.config.database):
+        if not self._shared:
             publish_recovered(self.bus, self.store.recover_interrupted(
                 now=now, max_attempts=self.config.retry.max_attempts,
                 retry_interrupted="interrupted" in self.config.retry.retry_on))
@@ -222,8 +223,8 @@ class Monitor:
         except OSError as exc:
             log.error("cannot create folder", extra={"folder": str(folder), "error": str(exc)})
             return
-        shared = store_identity(str(self.config.database)) if is_shared(self.config.database) else None
-        self._output_lock = FolderLock(folder, shared_store=shared)
+        store = store_identity(str(self.startup_config.database)) if self._shared else None
+        self._output_lock = FolderLock(folder, shared_store=store)
         if not self._output_lock.held:
             log.warning("cannot lock the output folder (no flock on its file system); make sure "
                         "no other monitor writes there", extra={"folder": str(folder)})

@@ -9,9 +9,11 @@ attempt. `tests/store_contract.py` is the behaviour every implementation must sh
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -127,6 +129,22 @@ class StoreChange:
 
 
 ChangeListener = Callable[[StoreChange], None]
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, listener: ChangeListener, *,
+            when: Callable[[StoreChange], bool]) -> ChangeListener:
+    """A listener that runs `listener` on `loop` for the changes `when` picks.
+
+    Other monitors' changes reach a store's listeners on its listener thread: whatever acts on
+    them belongs on the loop. `when` runs in the notifying thread (cheap: it keeps the loop from
+    being woken for every change); a change told once the loop closed is dropped.
+    """
+    def hop(change: StoreChange) -> None:
+        if when(change):
+            with suppress(RuntimeError):  # the loop closed: nothing is left to act
+                loop.call_soon_threadsafe(listener, change)
+
+    return hop
 
 
 class ControlAction(StrEnum):

@@ -18,6 +18,7 @@ from bulletproof.models import FailureReason, Job, JobState, SkipReason
 from bulletproof.store import (
     SORT_KEYS,
     ChangeKind,
+    Claim,
     ControlAction,
     JobStore,
     NewJob,
@@ -54,6 +55,17 @@ def audit(at: float, **values: object) -> AuditEntry:
                                "route": "/api/v1/queue/pause", "status": 200, "result": "ok",
                                "address": "192.0.2.1"}
     return AuditEntry(**{**base, **values})  # type: ignore[arg-type]
+
+
+def claimed_again(store: JobStore) -> tuple[Job, Claim, Claim]:
+    """Job "a", claimed by n1 whose lease lapsed and was swept, then claimed by n2."""
+    job = added(store, new("a"))
+    old = store.claim("n1", now=1, lease_seconds=5)
+    assert old is not None
+    store.requeue_expired(now=10)
+    current = store.claim("n2", now=11, lease_seconds=30)
+    assert current is not None
+    return job, old, current
 
 
 class JobStoreContract:
@@ -403,12 +415,7 @@ class JobStoreContract:
         assert again is not None and again.job.id == job.id and again.job.attempts == 2
 
     def test_a_stale_token_writes_no_attempt_detail(self, store: JobStore) -> None:
-        job = added(store, new("a"))
-        old = store.claim("n1", now=1, lease_seconds=5)
-        assert old is not None
-        store.requeue_expired(now=10)
-        current = store.claim("n2", now=11, lease_seconds=30)
-        assert current is not None
+        job, old, current = claimed_again(store)
         store.set_media_duration(job.id, 8.0, token=current.token)
         store.set_source_inode(job.id, 42, token=current.token)
         store.set_progress(job.id, 0.5, 2.0, 3.0, token=current.token)
@@ -429,12 +436,7 @@ class JobStoreContract:
         assert got.claimed_by == "n2" and got.state is JobState.PROCESSING
 
     def test_the_publish_runs_only_under_the_current_claim(self, store: JobStore) -> None:
-        job = added(store, new("a"))
-        old = store.claim("n1", now=1, lease_seconds=5)
-        assert old is not None
-        store.requeue_expired(now=10)
-        current = store.claim("n2", now=11, lease_seconds=30)
-        assert current is not None
+        job, old, current = claimed_again(store)
         ran: list[str] = []
         with pytest.raises(StaleClaim):
             store.mark_completed(job.id, now=12, output_bytes=1, media_duration=None,
