@@ -91,7 +91,7 @@ class NodePresence:
         holds it (a process on this host that is gone, or a row gone quiet, is taken over)."""
         self.started_at = now
         self._hold_sweeps(now, "started")
-        held = next((n for n in self._store.nodes() if n.name == self.name), None)
+        held = self._own_row()
         if held is not None and held.instance != self.instance and held.alive(now):
             # On this host a process that is gone, or that is us (a container restarted under
             # its old host name and pid 1), held it before: this is its restart.
@@ -103,6 +103,10 @@ class NodePresence:
         if held is not None and held.draining:
             log.info("this node is draining: it takes no new jobs (bulletproof node undrain "
                      f"{self.name} ends it)", extra={"node": self.name})
+
+    def _own_row(self) -> NodeInfo | None:
+        """This node's registry row as stored (None before its first heartbeat)."""
+        return next((n for n in self._store.nodes() if n.name == self.name), None)
 
     def beat(self, now: float) -> None:
         """One heartbeat: the row, the leases of running jobs, then the sweep of lapsed ones."""
@@ -170,7 +174,7 @@ class NodePresence:
 
     def _refresh(self, _change: StoreChange) -> None:
         try:
-            row = next((n for n in self._store.nodes() if n.name == self.name), None)
+            row = self._own_row()
         except StoreError:
             return
         if row is not None:
